@@ -1,0 +1,97 @@
+//! Builds the api's `Router`: routes, fallbacks and the middleware stack, ordered
+//! here and only here. Tests build the same router.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::from_fn;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::middleware::{http_metrics, problem, request_id};
+use crate::routes;
+use crate::state::AppState;
+
+/// The api as it is served.
+pub fn router(state: AppState) -> Router {
+    build(state, routes::api_v1())
+}
+
+/// The api with a given `/api/v1` router under the standard stack (tests add routes).
+pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
+    let config = state.config.clone();
+    let routes = Router::new()
+        .nest("/api/v1", api_v1)
+        .merge(routes::docs::routes())
+        .fallback(problem::not_found)
+        .with_state(state.clone())
+        .merge(shared::health::routes(state.health()));
+
+    // Outermost first. The request id wraps everything so every log line and every
+    // error body (even a panic's) carries it.
+    let stack = ServiceBuilder::new()
+        .layer(from_fn(request_id::request_id))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let id = request
+                        .headers()
+                        .get(&request_id::HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    // The path only: a query string may carry something private.
+                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(from_fn(http_metrics::track))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(cors(&config.cors_allowed_origins))
+        .layer(from_fn(problem::ensure_problem_json))
+        .layer(CatchPanicLayer::custom(problem::PanicToProblem))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes));
+    routes.layer(stack)
+}
+
+/// CORS from the allowlist; with an empty list no cross-origin request is allowed.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-requested-with"),
+            request_id::HEADER,
+        ])
+        .expose_headers([request_id::HEADER, header::LOCATION, header::RETRY_AFTER])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600))
+}

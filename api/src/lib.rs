@@ -1,0 +1,14 @@
+//! Conveyor's HTTP API as a library: the binary in `main.rs` and the integration
+//! tests build the very same [`app::router`].
+
+pub mod app;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+pub use error::ApiError;
+pub use state::AppState;

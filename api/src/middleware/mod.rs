@@ -1,0 +1,5 @@
+//! Tower middleware of the api. Their order is decided in one place: `app.rs`.
+
+pub mod http_metrics;
+pub mod problem;
+pub mod request_id;

@@ -1,0 +1,57 @@
+//! Serving: the public listener and the metrics listener, both stopped gracefully by
+//! one shutdown signal, with in-flight requests given `SHUTDOWN_GRACE_SECS`.
+
+use std::future::Future;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app;
+use crate::state::AppState;
+
+/// The operational listener: `/metrics`, `/health/live`, `/health/ready`.
+pub fn ops_router(state: &AppState, prometheus: PrometheusHandle) -> Router {
+    shared::health::routes(state.health()).merge(shared::health::metrics_routes(prometheus))
+}
+
+/// Serves until `shutdown` resolves, then drains for at most the configured grace.
+pub async fn serve(
+    state: AppState,
+    prometheus: PrometheusHandle,
+    api: TcpListener,
+    ops: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.config.shutdown_grace;
+    let watch = state
+        .health()
+        .spawn_watch(std::time::Duration::from_secs(10));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which also means stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api_server = axum::serve(api, app::router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let ops_server = axum::serve(ops, ops_router(&state, prometheus))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let servers = async { tokio::try_join!(api_server.into_future(), ops_server.into_future()) };
+    tokio::pin!(servers);
+
+    tokio::select! {
+        result = &mut servers => { watch.abort(); return result.map(|_| ()); }
+        () = shutdown => {}
+    }
+    watch.abort();
+    tracing::info!(grace_secs = grace.as_secs(), "draining in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, servers).await {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Liveness, readiness against real and unreachable dependencies, metrics and docs.
+
+mod common;
+
+use common::{closed_port, problem, spawn_app, spawn_app_with, test_config};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn live_and_ready_answer_200_when_dependencies_answer(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let live = app.get("/health/live").await;
+    assert_eq!(live.status(), 200);
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "postgres": "up", "redis": "up"})
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn ready_is_503_naming_redis_when_redis_is_unreachable(pool: PgPool) {
+    let redis = format!("redis://127.0.0.1:{}", closed_port());
+    let config = test_config(&[("REDIS_URL", &redis), ("HEALTH_TIMEOUT_MS", "500")]);
+    let app = spawn_app_with(pool, config, None).await;
+    let body = problem(
+        app.get("/health/ready").await,
+        503,
+        "dependency_unavailable",
+    )
+    .await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("redis"), "{detail}");
+    assert!(!detail.contains("postgres"), "{detail}");
+    // Liveness does not depend on Redis.
+    assert_eq!(app.get("/health/live").await.status(), 200);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn ready_is_503_naming_postgres_when_postgres_is_unreachable(pool: PgPool) {
+    let url = format!("postgres://postgres@127.0.0.1:{}/none", closed_port());
+    let dead_pool = PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(300))
+        .connect_lazy(&url)
+        .expect("url parses");
+    drop(pool);
+    let config = test_config(&[("HEALTH_TIMEOUT_MS", "500")]);
+    let app = spawn_app_with(dead_pool, config, None).await;
+    let body = problem(
+        app.get("/health/ready").await,
+        503,
+        "dependency_unavailable",
+    )
+    .await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("postgres") && !detail.contains("redis"),
+        "{detail}"
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn openapi_spec_and_docs_page_are_served(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let spec: serde_json::Value = app
+        .get("/api/v1/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
+    assert!(spec["paths"]["/health/ready"]["get"].is_object(), "{spec}");
+    assert!(spec["components"]["schemas"]["Problem"].is_object());
+    let docs = app.get("/docs").await;
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.text()
+            .await
+            .expect("html")
+            .contains("/api/v1/openapi.json")
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn requests_are_counted_by_route_template(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.get("/api/v1").await;
+    let metrics = shared::telemetry::prometheus().render();
+    assert!(
+        metrics
+            .contains(r#"conveyor_http_requests_total{method="GET",route="/api/v1",status="200"}"#),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS conveyor_set_updated_at();

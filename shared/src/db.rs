@@ -1,0 +1,33 @@
+//! PostgreSQL: the connection pool and the embedded migrations. Repositories for each
+//! table live in submodules as later features add tables.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::Config;
+
+/// Every migration under `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// A lazily connecting pool: the process starts even while PostgreSQL is down, and
+/// readiness reports it until it is back.
+pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.database_url().parse()?;
+    Ok(pool_options(config).connect_lazy_with(options.application_name("conveyor")))
+}
+
+/// The pool settings every Conveyor process uses (tests reuse them).
+pub fn pool_options(config: &Config) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Some(Duration::from_secs(300)))
+}
+
+/// Applies every pending migration; applied ones are skipped, so this is idempotent.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,15 @@
+//! Conveyor's shared library: what the `api` and `worker` binaries both stand on —
+//! configuration, telemetry, the database and Redis handles, health checks and the
+//! stable error codes of the public API.
+
+pub mod config;
+pub mod db;
+pub mod error_code;
+pub mod health;
+pub mod problem;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{AppEnv, Config, ConfigError};
+pub use error_code::ErrorCode;

@@ -1,0 +1,105 @@
+//! Logs and metrics: the `tracing` subscriber (pretty in development, JSON in
+//! production, filtered by `RUST_LOG`) and the process-wide Prometheus recorder.
+//! Every metric name Conveyor emits is declared in [`metric`], the one list the
+//! dashboards and the README draw from.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config::LogFormat;
+
+/// Every metric Conveyor emits, by name.
+pub mod metric {
+    /// Counter: HTTP requests answered, by `method`, `route` (the matched route
+    /// template, or `unmatched`) and `status`.
+    pub const HTTP_REQUESTS_TOTAL: &str = "conveyor_http_requests_total";
+    /// Histogram (seconds): HTTP request latency, by `method`, `route`, `status`.
+    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "conveyor_http_request_duration_seconds";
+    /// Gauge: HTTP requests being served right now.
+    pub const HTTP_REQUESTS_IN_FLIGHT: &str = "conveyor_http_requests_in_flight";
+    /// Gauge: 1 when the dependency (`dependency` = postgres | redis) answered the
+    /// last readiness check, 0 when it did not; by `service` (api | worker).
+    pub const DEPENDENCY_UP: &str = "conveyor_dependency_up";
+    /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
+    pub const BUILD_INFO: &str = "conveyor_build_info";
+}
+
+/// Installs the global `tracing` subscriber. Safe to call more than once (tests do);
+/// only the first call takes effect.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().compact())
+            .try_init(),
+    };
+    // Already installed (a second app in the same test process): keep the first.
+    drop(result);
+}
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. Metrics macros
+/// called before this are lost, so binaries call it first thing.
+pub fn prometheus() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".to_owned()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0,
+                    ],
+                )
+                .unwrap_or_else(|_| unreachable!("bucket list is non-empty"));
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first, which Conveyor never
+            // does; the handle still renders what this recorder sees.
+            let _ = metrics::set_global_recorder(recorder);
+            describe_metrics();
+            handle
+        })
+        .clone()
+}
+
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(metric::HTTP_REQUESTS_TOTAL, "HTTP requests answered");
+    describe_histogram!(
+        metric::HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency"
+    );
+    describe_gauge!(
+        metric::HTTP_REQUESTS_IN_FLIGHT,
+        "HTTP requests being served"
+    );
+    describe_gauge!(
+        metric::DEPENDENCY_UP,
+        "1 if the dependency answered the last readiness check"
+    );
+    describe_gauge!(metric::BUILD_INFO, "Build information");
+}
+
+/// Records the `conveyor_build_info` gauge for a service.
+pub fn record_build_info(service: &'static str) {
+    metrics::gauge!(metric::BUILD_INFO, "service" => service, "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+}

@@ -1,0 +1,4 @@
+//! Conveyor's worker as a library: the binary in `main.rs` and the tests run the same
+//! [`runtime::run`].
+
+pub mod runtime;

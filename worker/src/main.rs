@@ -1,0 +1,84 @@
+//! The `worker` binary: command line, configuration and wiring; nothing else.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use shared::redis::Redis;
+use shared::{Config, db, telemetry};
+use tokio::net::TcpListener;
+use worker::runtime::Worker;
+
+/// Conveyor's job worker: consumes the Redis-backed queues and records every job's
+/// outcome in PostgreSQL. Stateless: run as many as the load needs.
+///
+/// Configuration comes from environment variables (and a `.env` file outside
+/// production); `.env.example` lists each with its default. A configuration error
+/// prints one line and exits with status 2.
+#[derive(Debug, Parser)]
+#[command(name = "worker", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the worker (the default), serving /metrics and health on WORKER_METRICS_ADDR.
+    ///
+    /// Stops on SIGTERM or Ctrl-C: fetching stops at once and in-flight jobs get
+    /// SHUTDOWN_GRACE_SECS to finish.
+    Run,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => Arc::new(config),
+        Err(err) => {
+            eprintln!("worker: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("worker: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => run(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "worker stopped");
+            eprintln!("worker: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Arc<Config>) -> anyhow::Result<()> {
+    let prometheus = telemetry::prometheus();
+    telemetry::record_build_info("worker");
+    let pool = db::pool(&config)?;
+    let redis = Redis::connect_lazy(&config)?;
+    let addr = config.worker_metrics_addr;
+    let ops = TcpListener::bind(addr)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot listen on WORKER_METRICS_ADDR {addr}: {err}"))?;
+    tracing::info!(metrics = %addr, env = config.app_env.as_str(), "worker started");
+    Worker::new(config, pool, redis)
+        .run(prometheus, ops, shared::shutdown::signal())
+        .await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}

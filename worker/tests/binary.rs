@@ -1,0 +1,141 @@
+//! The real `worker` binary: health and metrics on its own listener, graceful exit on
+//! SIGTERM, one-line configuration errors.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn worker(vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    command
+}
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Polls `url` until it answers `status`, within a deadline.
+async fn wait_for(client: &reqwest::Client, url: &str, status: u16) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client.get(url).send().await
+            && response.status().as_u16() == status
+        {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("wait works")
+}
+
+#[tokio::test]
+async fn serves_health_and_metrics_and_exits_zero_on_sigterm() {
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let db = database_url();
+    let redis = redis_url();
+    let mut child = worker(&[
+        ("APP_ENV", "test"),
+        ("DATABASE_URL", &db),
+        ("REDIS_URL", &redis),
+        ("WORKER_METRICS_ADDR", &addr),
+    ])
+    .spawn()
+    .expect("worker starts");
+    let client = reqwest::Client::new();
+    let ready = wait_for(&client, &format!("http://{addr}/health/ready"), 200).await;
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+    wait_for(&client, &format!("http://{addr}/health/live"), 200).await;
+    let metrics = wait_for(&client, &format!("http://{addr}/metrics"), 200)
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"conveyor_dependency_up{service="worker",dependency="postgres"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"conveyor_build_info{service="worker""#),
+        "{metrics}"
+    );
+    let status = terminate(&mut child).await;
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_redis_is_unreachable() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dead_redis = format!("redis://127.0.0.1:{}", free_port());
+    let db = database_url();
+    let mut child = worker(&[
+        ("APP_ENV", "test"),
+        ("DATABASE_URL", &db),
+        ("REDIS_URL", &dead_redis),
+        ("HEALTH_TIMEOUT_MS", "300"),
+        ("WORKER_METRICS_ADDR", &addr),
+    ])
+    .spawn()
+    .expect("worker starts");
+    let client = reqwest::Client::new();
+    let response = wait_for(&client, &format!("http://{addr}/health/ready"), 503).await;
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "dependency_unavailable");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("redis")),
+        "{body}"
+    );
+    assert_eq!(terminate(&mut child).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_configuration_error_is_one_line_and_exit_2() {
+    let output = worker(&[("APP_ENV", "production")])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("JWT_SIGNING_KEY is required"), "{stderr}");
+}
