@@ -30,6 +30,7 @@ pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
     let routes = Router::new()
         .nest("/api/v1", api_v1)
         .merge(routes::docs::routes())
+        .merge(routes::wellknown::routes())
         .fallback(problem::not_found)
         .with_state(state.clone())
         .merge(shared::health::routes(state.health()));

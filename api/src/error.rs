@@ -2,6 +2,7 @@
 //! `IntoResponse` writes the RFC 9457 problem body with a stable `code`, and logs a
 //! 5xx once, here, with the request id.
 
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use shared::ErrorCode;
 use shared::problem::{FieldError, Problem};
@@ -20,6 +21,18 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("the access token has expired")]
+    TokenExpired,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("this action needs a login that passed two-factor authentication")]
+    MfaRequired,
+    #[error("rate limited for {0:?}")]
+    RateLimited(std::time::Duration),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("conflict: {0}")]
@@ -48,6 +61,12 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } => ErrorCode::ValidationFailed,
             ApiError::Unprocessable { .. } => ErrorCode::ValidationFailed,
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::TokenExpired => ErrorCode::TokenExpired,
+            ApiError::InvalidCredentials => ErrorCode::InvalidCredentials,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::MfaRequired => ErrorCode::MfaRequired,
+            ApiError::RateLimited(_) => ErrorCode::RateLimited,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
@@ -69,6 +88,21 @@ impl ApiError {
                 problem.status = 422;
                 problem
             }
+            ApiError::Unauthenticated(detail) | ApiError::Forbidden(detail) => {
+                Problem::new(code, detail)
+            }
+            ApiError::TokenExpired => {
+                Problem::new(code, "the access token has expired; refresh it")
+            }
+            ApiError::InvalidCredentials => Problem::new(code, "the email or password is wrong"),
+            ApiError::MfaRequired => Problem::new(
+                code,
+                "this action needs a login that passed two-factor authentication",
+            ),
+            ApiError::RateLimited(wait) => Problem::new(
+                code,
+                format!("too many attempts; retry in {} s", wait.as_secs().max(1)),
+            ),
             ApiError::NotFound(detail)
             | ApiError::Conflict(detail)
             | ApiError::PayloadTooLarge(detail)
@@ -102,7 +136,31 @@ impl IntoResponse for ApiError {
         if code.status() >= 500 {
             tracing::error!(error = %self, code = %code, "request failed");
         }
-        self.into_problem().into_response()
+        let retry_after = match &self {
+            ApiError::RateLimited(wait) => Some(wait.as_secs().max(1)),
+            _ => None,
+        };
+        let mut response = self.into_problem().into_response();
+        let headers = response.headers_mut();
+        match code {
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"conveyor\", error=\"invalid_token\""),
+                );
+            }
+            ErrorCode::InvalidCredentials => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"conveyor\""),
+                );
+            }
+            _ => {}
+        }
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

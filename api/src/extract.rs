@@ -1,16 +1,22 @@
 //! Extractors whose rejections are problem+json, so axum's plain-text rejection
 //! messages never reach a client.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
+use shared::problem::FieldError;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
-/// `Json<T>` with problem+json rejections: a malformed or mistyped body is
-/// 400 `validation_failed`, a wrong content type 415, an oversized body 413.
+/// A JSON body. Malformed JSON is 400 `validation_failed`; well-formed JSON that does
+/// not fit the schema (wrong type, missing or unknown field) is 422 `validation_failed`
+/// naming the field; a wrong content type is 415; an oversized body 413.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -22,38 +28,59 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be JSON with Content-Type: application/json".into(),
+            ));
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("the body is larger than this endpoint accepts".into())
+            } else {
+                ApiError::validation("the body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-            "the body must be JSON with Content-Type: application/json".into(),
-        ),
-        JsonRejection::JsonSyntaxError(err) => ApiError::validation(format!(
-            "the body is not valid JSON: {}",
-            serde_cause(&err.body_text())
-        )),
-        JsonRejection::JsonDataError(err) => ApiError::validation(format!(
-            "the body does not match the schema: {}",
-            serde_cause(&err.body_text())
-        )),
-        JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge("the body is larger than this endpoint accepts".into())
+/// Deserializes with the path of the failing field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                let message = inner.to_string();
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_owned();
+                ApiError::Unprocessable {
+                    detail: format!("`{field}`: {message}"),
+                    errors: vec![FieldError::new(field, message)],
+                }
+            }
+            _ => ApiError::validation(format!("the body is not valid JSON: {inner}")),
         }
-        other => ApiError::validation(format!("the body could not be read ({})", other.status())),
-    }
-}
-
-/// Keeps serde's own description (line, column, which field) and drops axum's prefix.
-fn serde_cause(text: &str) -> String {
-    text.split_once(": ")
-        .map_or(text, |(_, cause)| cause)
-        .to_owned()
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| ApiError::validation(format!("the body is not valid JSON: {err}")))?;
+    Ok(value)
 }
 
 /// `Query<T>` with problem+json rejections (400 `validation_failed`).
@@ -71,9 +98,12 @@ where
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(err)) => {
+                let text = err.body_text();
+                let cause = text
+                    .split_once(": ")
+                    .map_or(text.as_str(), |(_, cause)| cause);
                 Err(ApiError::validation(format!(
-                    "the query string is invalid: {}",
-                    serde_cause(&err.body_text())
+                    "the query string is invalid: {cause}"
                 )))
             }
             Err(other) => Err(ApiError::validation(format!(
@@ -81,5 +111,42 @@ where
                 other.status()
             ))),
         }
+    }
+}
+
+/// The client's address: the peer, or — with `TRUST_FORWARDED_FOR=true`, behind a
+/// proxy that appends it — the last `X-Forwarded-For` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.config.trust_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+                .next_back()
+        {
+            return Ok(ClientIp(ip));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "the server was started without connect info"
+                ))
+            })?;
+        Ok(ClientIp(peer))
     }
 }

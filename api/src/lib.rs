@@ -8,6 +8,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod server;
+pub mod services;
 pub mod state;
 
 pub use error::ApiError;

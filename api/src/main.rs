@@ -32,6 +32,20 @@ enum Command {
     Serve,
     /// Apply pending database migrations to DATABASE_URL, then exit.
     Migrate,
+    /// Create an admin account (e.g. the first one), then exit.
+    ///
+    /// The password is read from the ADMIN_PASSWORD environment variable if set,
+    /// otherwise from the first line of standard input; never from an argument, so it
+    /// stays out of shell history and process listings. It must meet the password
+    /// policy. The admin must enable 2FA before any admin endpoint accepts them.
+    CreateAdmin {
+        /// Email address of the new admin.
+        #[arg(long)]
+        email: String,
+        /// Optional display name.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +72,10 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config).await,
+            Command::CreateAdmin {
+                email,
+                display_name,
+            } => create_admin(config, &email, display_name).await,
         }
     });
     match result {
@@ -80,6 +98,62 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
         "database schema is up to date"
     );
     Ok(())
+}
+
+async fn create_admin(
+    config: Arc<Config>,
+    email: &str,
+    display_name: Option<String>,
+) -> anyhow::Result<()> {
+    let password = match std::env::var("ADMIN_PASSWORD") {
+        Ok(password) if !password.is_empty() => password,
+        _ => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|err| anyhow::anyhow!("cannot read the password from stdin: {err}"))?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let pool = db::pool(&config)?;
+    if config.auto_migrate {
+        db::migrate(&pool)
+            .await
+            .map_err(|err| anyhow::anyhow!("migrations failed: {err}"))?;
+    }
+    let redis = Redis::connect_lazy(&config)?;
+    let state = AppState::new(config, pool, redis)?;
+    let account =
+        api::services::accounts::NewAccount::parse(email, &password, display_name.as_deref(), None)
+            .map_err(describe)?;
+    let row = api::services::accounts::create(
+        &state.pool,
+        &state.security,
+        account,
+        shared::domain::Role::Admin,
+    )
+    .await
+    .map_err(describe)?;
+    println!(
+        "created admin {}; enable 2FA (POST /api/v1/auth/2fa/setup) before using admin endpoints",
+        row.id
+    );
+    Ok(())
+}
+
+/// An `ApiError` as one line for the terminal, with its field errors.
+fn describe(err: api::ApiError) -> anyhow::Error {
+    match err {
+        api::ApiError::Unprocessable { detail, errors }
+        | api::ApiError::Validation { detail, errors } => {
+            let fields: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{} {}", e.field, e.message))
+                .collect();
+            anyhow::anyhow!("{detail}: {}", fields.join("; "))
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
 }
 
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
@@ -116,7 +190,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         env = config.app_env.as_str(),
         "api listening"
     );
-    let state = AppState::new(config, pool, redis);
+    let state = AppState::new(config, pool, redis)?;
     api::server::serve(state, prometheus, api, ops, shared::shutdown::signal()).await?;
     tracing::info!("api stopped");
     Ok(())

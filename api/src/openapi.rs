@@ -17,10 +17,24 @@ use utoipa::OpenApi;
     ),
     paths(
         crate::routes::meta::index,
+        crate::routes::auth::register,
+        crate::routes::auth::login,
+        crate::routes::auth::login_mfa,
+        crate::routes::auth::refresh,
+        crate::routes::auth::logout,
+        crate::routes::auth::change_password,
+        crate::routes::auth::setup_2fa,
+        crate::routes::auth::enable_2fa,
+        crate::routes::auth::disable_2fa,
+        crate::routes::me::me,
+        crate::routes::admin::update_user,
+        crate::routes::wellknown::jwks,
         shared::health::live,
         shared::health::ready,
     ),
+    modifiers(&BearerAuth),
     components(schemas(
+        crate::routes::auth::MfaChallenge,
         shared::problem::Problem,
         shared::problem::FieldError,
         shared::health::Readiness,
@@ -29,9 +43,30 @@ use utoipa::OpenApi;
     tags(
         (name = "meta", description = "About this api"),
         (name = "health", description = "Liveness and readiness probes"),
+        (name = "auth", description = "Accounts, sessions and two-factor authentication"),
+        (name = "admin", description = "Operator actions (admin role, 2FA login)"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the secured paths name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The spec as JSON, rendered once.
 pub fn json() -> String {

@@ -33,8 +33,9 @@ pub async fn serve(
         // An error means the sender is gone, which also means stop.
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let api_server = axum::serve(api, app::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api_router =
+        app::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let api_server = axum::serve(api, api_router).with_graceful_shutdown(stopped(stop_rx.clone()));
     let ops_server = axum::serve(ops, ops_router(&state, prometheus))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let servers = async { tokio::try_join!(api_server.into_future(), ops_server.into_future()) };

@@ -2,25 +2,58 @@
 
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use shared::Config;
+use shared::crypto::pii::{BlindIndex, PiiCipher};
 use shared::health::Health;
 use shared::redis::Redis;
 use sqlx::PgPool;
+
+use crate::services::lockout::Lockout;
+use crate::services::tokens::TokenKeys;
+
+/// Keys made once from the configuration.
+#[derive(Debug)]
+pub struct Security {
+    pub tokens: TokenKeys,
+    pub pii: PiiCipher,
+    pub blind_index: BlindIndex,
+}
+
+impl Security {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Ok(Security {
+            tokens: TokenKeys::from_config(config)?,
+            pii: PiiCipher::new(
+                &config.pii_key_id,
+                config.pii_key.expose_secret(),
+                &config.pii_previous_keys,
+            ),
+            blind_index: BlindIndex::new(config.blind_index_key.expose_secret()),
+        })
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: PgPool,
     pub redis: Redis,
+    pub security: Arc<Security>,
+    pub lockout: Lockout,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, pool: PgPool, redis: Redis) -> Self {
-        AppState {
+    pub fn new(config: Arc<Config>, pool: PgPool, redis: Redis) -> anyhow::Result<Self> {
+        let security = Arc::new(Security::from_config(&config)?);
+        let lockout = Lockout::new(&config, redis.clone());
+        Ok(AppState {
             config,
             pool,
             redis,
-        }
+            security,
+            lockout,
+        })
     }
 
     /// What the readiness probe asks.

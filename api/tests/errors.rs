@@ -93,12 +93,15 @@ async fn malformed_json_is_400_validation_failed(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn mistyped_or_unknown_fields_are_400_validation_failed(pool: PgPool) {
+async fn mistyped_missing_or_unknown_fields_are_422_naming_the_field(pool: PgPool) {
     let app = spawn_app_with(pool, test_config(&[]), Some(test_routes())).await;
-    for body in [
-        serde_json::json!({"name": "a", "times": "twice"}),
-        serde_json::json!({"name": "a", "times": 1, "role": "admin"}),
-        serde_json::json!({"times": 1}),
+    for (body, field) in [
+        (serde_json::json!({"name": "a", "times": "twice"}), "times"),
+        (
+            serde_json::json!({"name": "a", "times": 1, "role": "admin"}),
+            "role",
+        ),
+        (serde_json::json!({"times": 1}), "body"),
     ] {
         let response = app
             .client
@@ -107,7 +110,8 @@ async fn mistyped_or_unknown_fields_are_400_validation_failed(pool: PgPool) {
             .send()
             .await
             .expect("sent");
-        problem(response, 400, "validation_failed").await;
+        let problem = problem(response, 422, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
     }
     let ok = app
         .client

@@ -95,6 +95,20 @@ pub struct Config {
     pub jwt_key_id: String,
     pub pii_key: Key256,
     pub pii_key_id: String,
+    /// Retired PII keys that still decrypt (`PII_PREVIOUS_KEYS=id:base64,…`).
+    pub pii_previous_keys: Vec<(String, [u8; 32])>,
+    pub blind_index_key: Key256,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub session_max_lifetime: Duration,
+    pub login_window: Duration,
+    pub login_max_failures_account_ip: u32,
+    pub login_max_failures_account: u32,
+    pub login_max_failures_ip: u32,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
     pub auto_migrate: bool,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
@@ -150,6 +164,13 @@ impl Config {
             &mut generated_secrets,
         )?;
 
+        let blind_index_key = env.key256(
+            "BLIND_INDEX_KEY",
+            app_env,
+            "the HMAC key of the email blind index, base64 of 32 random bytes: openssl rand -base64 32",
+            &mut generated_secrets,
+        )?;
+
         let config = Config {
             app_env,
             log_format: env.parsed("LOG_FORMAT", default_format)?,
@@ -169,6 +190,38 @@ impl Config {
             jwt_key_id: env.key_id("JWT_KEY_ID")?,
             pii_key,
             pii_key_id: env.key_id("PII_KEY_ID")?,
+            pii_previous_keys: env.previous_keys("PII_PREVIOUS_KEYS")?,
+            blind_index_key,
+            jwt_issuer: env
+                .get("JWT_ISSUER")
+                .unwrap_or_else(|| "conveyor".to_owned()),
+            jwt_audience: env
+                .get("JWT_AUDIENCE")
+                .unwrap_or_else(|| "conveyor-api".to_owned()),
+            access_token_ttl: env.seconds_in("JWT_ACCESS_TTL_SECS", 900, 60..=86_400)?,
+            refresh_token_ttl: env.seconds_in(
+                "REFRESH_TOKEN_TTL_SECS",
+                14 * 86_400,
+                300..=365 * 86_400,
+            )?,
+            session_max_lifetime: env.seconds_in(
+                "SESSION_MAX_LIFETIME_SECS",
+                30 * 86_400,
+                300..=365 * 86_400,
+            )?,
+            login_window: env.seconds_in("LOGIN_WINDOW_SECS", 900, 1..=86_400)?,
+            login_max_failures_account_ip: env.parsed_range(
+                "LOGIN_MAX_FAILURES_ACCOUNT_IP",
+                5,
+                1..=10_000,
+            )?,
+            login_max_failures_account: env.parsed_range(
+                "LOGIN_MAX_FAILURES_ACCOUNT",
+                20,
+                1..=100_000,
+            )?,
+            login_max_failures_ip: env.parsed_range("LOGIN_MAX_FAILURES_IP", 100, 1..=1_000_000)?,
+            trust_forwarded_for: env.bool("TRUST_FORWARDED_FOR", false)?,
             auto_migrate: env.bool("AUTO_MIGRATE", !production)?,
             body_limit_bytes: env.parsed_range(
                 "BODY_LIMIT_BYTES",
@@ -243,11 +296,16 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     }
 
     fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_secs(self.parsed_range(
-            var,
-            default,
-            1..=86_400,
-        )?))
+        self.seconds_in(var, default, 1..=86_400)
+    }
+
+    fn seconds_in(
+        &self,
+        var: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.parsed_range(var, default, range)?))
     }
 
     fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -301,19 +359,24 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             generated.push(var);
             return Ok(random_key());
         };
-        let bytes = BASE64
-            .decode(raw.trim())
-            .map_err(|_| ConfigError::Invalid {
-                var,
-                reason: "not valid base64".to_owned(),
-            })?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|bytes: Vec<u8>| ConfigError::Invalid {
-                var,
-                reason: format!("decodes to {} bytes, 32 are required", bytes.len()),
-            })?;
-        Ok(SecretBox::new(Box::new(key)))
+        Ok(SecretBox::new(Box::new(decode_key(var, &raw)?)))
+    }
+
+    fn previous_keys(&self, var: &'static str) -> Result<Vec<(String, [u8; 32])>, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(Vec::new());
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let (id, key) = entry.split_once(':').ok_or_else(|| ConfigError::Invalid {
+                    var,
+                    reason: "entries must look like key_id:base64key".to_owned(),
+                })?;
+                Ok((id.trim().to_owned(), decode_key(var, key)?))
+            })
+            .collect()
     }
 
     fn key_id(&self, var: &'static str) -> Result<String, ConfigError> {
@@ -379,14 +442,24 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     }
 }
 
+fn decode_key(var: &'static str, raw: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = BASE64
+        .decode(raw.trim())
+        .map_err(|_| ConfigError::Invalid {
+            var,
+            reason: "not valid base64".to_owned(),
+        })?;
+    bytes
+        .try_into()
+        .map_err(|bytes: Vec<u8>| ConfigError::Invalid {
+            var,
+            reason: format!("decodes to {} bytes, 32 are required", bytes.len()),
+        })
+}
+
 /// A fresh random key for development; never used in production.
 fn random_key() -> Key256 {
-    let mut key = [0u8; 32];
-    if let Err(err) = getrandom::fill(&mut key) {
-        // Without an OS random source nothing secure can run; this is not recoverable.
-        panic!("the operating system's random generator failed: {err}");
-    }
-    SecretBox::new(Box::new(key))
+    SecretBox::new(Box::new(crate::crypto::random_bytes::<32>()))
 }
 
 impl Config {
@@ -425,7 +498,12 @@ mod tests {
         let cfg = config(&[]).expect("defaults are valid");
         assert_eq!(cfg.app_env, AppEnv::Development);
         assert!(cfg.auto_migrate);
-        assert_eq!(cfg.generated_secrets, vec!["JWT_SIGNING_KEY", "PII_KEY"]);
+        assert_eq!(
+            cfg.generated_secrets,
+            vec!["JWT_SIGNING_KEY", "PII_KEY", "BLIND_INDEX_KEY"]
+        );
+        assert_eq!(cfg.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(cfg.refresh_token_ttl, Duration::from_secs(14 * 86_400));
         assert_eq!(cfg.api_addr, socket("127.0.0.1:8080"));
         assert_eq!(
             cfg.database_url(),
@@ -436,7 +514,12 @@ mod tests {
 
     #[test]
     fn production_without_jwt_key_names_the_variable() {
-        let err = config(&[("APP_ENV", "production"), ("PII_KEY", KEY)]).expect_err("must fail");
+        let err = config(&[
+            ("APP_ENV", "production"),
+            ("PII_KEY", KEY),
+            ("BLIND_INDEX_KEY", KEY),
+        ])
+        .expect_err("must fail");
         assert!(matches!(
             err,
             ConfigError::MissingSecret {
@@ -454,8 +537,12 @@ mod tests {
 
     #[test]
     fn production_without_pii_key_names_the_variable() {
-        let err =
-            config(&[("APP_ENV", "production"), ("JWT_SIGNING_KEY", KEY)]).expect_err("must fail");
+        let err = config(&[
+            ("APP_ENV", "production"),
+            ("JWT_SIGNING_KEY", KEY),
+            ("BLIND_INDEX_KEY", KEY),
+        ])
+        .expect_err("must fail");
         assert!(matches!(
             err,
             ConfigError::MissingSecret { var: "PII_KEY", .. }
@@ -468,6 +555,7 @@ mod tests {
             ("APP_ENV", "production"),
             ("JWT_SIGNING_KEY", KEY),
             ("PII_KEY", KEY),
+            ("BLIND_INDEX_KEY", KEY),
         ])
         .expect("complete production config");
         assert!(!cfg.auto_migrate);
@@ -496,6 +584,9 @@ mod tests {
                 "https://ok.example,https://bad.example/path",
             ),
             ("LOG_FORMAT", "xml"),
+            ("PII_PREVIOUS_KEYS", "k0"),
+            ("JWT_ACCESS_TTL_SECS", "5"),
+            ("TRUST_FORWARDED_FOR", "sometimes"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);
@@ -518,6 +609,35 @@ mod tests {
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains(KEY));
         assert!(debug.contains("REDACTED"));
+    }
+
+    #[test]
+    fn production_without_blind_index_key_names_the_variable() {
+        let err = config(&[
+            ("APP_ENV", "production"),
+            ("JWT_SIGNING_KEY", KEY),
+            ("PII_KEY", KEY),
+        ])
+        .expect_err("must fail");
+        assert!(matches!(
+            err,
+            ConfigError::MissingSecret {
+                var: "BLIND_INDEX_KEY",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn previous_pii_keys_are_parsed() {
+        let cfg = config(&[("PII_PREVIOUS_KEYS", &format!("k0:{KEY}, old:{KEY}"))]).expect("valid");
+        let ids: Vec<&str> = cfg
+            .pii_previous_keys
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["k0", "old"]);
+        assert_eq!(cfg.pii_previous_keys[0].1[31], 31);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! stable error codes of the public API.
 
 pub mod config;
+pub mod crypto;
 pub mod db;
+pub mod domain;
 pub mod error_code;
 pub mod health;
 pub mod problem;

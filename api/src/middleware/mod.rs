@@ -1,5 +1,6 @@
 //! Tower middleware of the api. Their order is decided in one place: `app.rs`.
 
+pub mod auth;
 pub mod http_metrics;
 pub mod problem;
 pub mod request_id;

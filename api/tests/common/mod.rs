@@ -66,7 +66,7 @@ pub async fn spawn_app_with(
     // As the binary does first thing: metrics recorded before this are lost.
     shared::telemetry::prometheus();
     let redis = Redis::connect_lazy(&config).expect("redis url parses");
-    let state = AppState::new(Arc::new(config), pool, redis);
+    let state = AppState::new(Arc::new(config), pool, redis).expect("state builds");
     let mut api_v1 = api::routes::api_v1();
     if let Some(extra) = extra {
         api_v1 = api_v1.merge(extra);
@@ -77,7 +77,8 @@ pub async fn spawn_app_with(
         .expect("bind a port");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     tokio::spawn(async move {
-        axum::serve(listener, router).await.expect("server runs");
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service).await.expect("server runs");
     });
     let client = reqwest::Client::builder().build().expect("client builds");
     TestApp {
@@ -126,4 +127,130 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> se
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+/// A password zxcvbn rates strong.
+pub const PASSWORD: &str = "velvet-harbour-quantum-lantern-42";
+
+/// A signed-in client: the access token and the refresh token from the cookie.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// A fresh unique email address.
+pub fn unique_email() -> String {
+    format!("user-{}@example.org", uuid::Uuid::new_v4().simple())
+}
+
+/// The refresh token in a response's `Set-Cookie`, if any.
+pub fn refresh_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("__Secure-conveyor_refresh="))
+        .and_then(|rest| rest.split(';').next())
+        .map(str::to_owned)
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_authed(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/register",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn login_response(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Logs in (no 2FA) and returns the session.
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let response = self.login_response(email, password).await;
+        assert_eq!(response.status(), 200, "login");
+        session_from(response).await
+    }
+
+    /// Registers and logs in a new `user`; returns (email, session).
+    pub async fn signed_in_user(&self) -> (String, Session) {
+        let email = unique_email();
+        assert_eq!(self.register(&email, PASSWORD).await.status(), 201);
+        let session = self.login(&email, PASSWORD).await;
+        (email, session)
+    }
+
+    /// Creates an account with `role` directly through the service (as `create-admin`
+    /// does) and returns its (id, email).
+    pub async fn create_account(&self, role: shared::domain::Role) -> (uuid::Uuid, String) {
+        let email = unique_email();
+        let account = api::services::accounts::NewAccount::parse(&email, PASSWORD, None, None)
+            .expect("valid");
+        let row =
+            api::services::accounts::create(&self.state.pool, &self.state.security, account, role)
+                .await
+                .expect("account created");
+        (row.id, email)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/refresh"))
+            .header(
+                "cookie",
+                format!("__Secure-conveyor_refresh={refresh_token}"),
+            )
+            .header("x-requested-with", "test")
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+pub async fn session_from(response: reqwest::Response) -> Session {
+    let refresh_token = refresh_cookie(&response).expect("refresh cookie set");
+    let body: serde_json::Value = response.json().await.expect("json");
+    Session {
+        access_token: body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned(),
+        refresh_token,
+    }
+}
+
+/// The current TOTP code for a base32 secret, `steps_ahead` 30-second steps from now.
+pub fn totp_code(secret: &str, steps_ahead: u64) -> String {
+    let totp = shared::crypto::totp::Totp::from_base32(secret).expect("base32 secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    totp.code_at(now + steps_ahead * shared::crypto::totp::STEP_SECS)
 }

@@ -1,6 +1,10 @@
 //! PostgreSQL: the connection pool and the embedded migrations. Repositories for each
 //! table live in submodules as later features add tables.
 
+pub mod recovery_codes;
+pub mod sessions;
+pub mod users;
+
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -25,6 +29,14 @@ pub fn pool_options(config: &Config) -> PgPoolOptions {
         .max_connections(config.database_max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Some(Duration::from_secs(300)))
+}
+
+/// Whether `err` is a unique violation of the constraint or index `name`.
+pub fn is_unique_violation(err: &sqlx::Error, name: &str) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db.is_unique_violation() && db.constraint() == Some(name),
+        _ => false,
+    }
 }
 
 /// Applies every pending migration; applied ones are skipped, so this is idempotent.

@@ -1,0 +1,223 @@
+//! Accounts: creating users (registration and the first admin), reading them back
+//! with PII decrypted for their owner, and role changes.
+
+use serde::Serialize;
+use shared::crypto::password;
+use shared::db::users::{self, NewUser, UserRow};
+use shared::domain::password::NewPassword;
+use shared::domain::{EmailAddress, PhoneNumber, Role};
+use shared::problem::FieldError;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::Security;
+
+/// Associated data that binds each ciphertext to its column.
+pub const EMAIL_PURPOSE: &str = "users.email";
+pub const PHONE_PURPOSE: &str = "users.phone";
+pub const TOTP_PURPOSE: &str = "users.totp";
+/// Blind index domain of emails.
+pub const EMAIL_INDEX: &str = "email";
+
+/// A registration that passed validation.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub email: EmailAddress,
+    pub password: NewPassword,
+    pub display_name: Option<String>,
+    pub phone: Option<PhoneNumber>,
+}
+
+impl NewAccount {
+    /// Validates every field, reporting all problems at once.
+    pub fn parse(
+        email: &str,
+        password: &str,
+        display_name: Option<&str>,
+        phone: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        let email = EmailAddress::parse(email)
+            .map_err(|e| errors.push(FieldError::new("email", e.to_string())));
+        let display_name = match display_name.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(name) if name.chars().count() > 100 => {
+                errors.push(FieldError::new(
+                    "display_name",
+                    "must be at most 100 characters",
+                ));
+                Err(())
+            }
+            Some(name) if name.chars().any(char::is_control) => {
+                errors.push(FieldError::new(
+                    "display_name",
+                    "must not contain control characters",
+                ));
+                Err(())
+            }
+            Some(name) => Ok(Some(name.to_owned())),
+        };
+        let phone = match phone {
+            None => Ok(None),
+            Some(raw) => PhoneNumber::parse(raw)
+                .map(Some)
+                .map_err(|e| errors.push(FieldError::new("phone", e.to_string()))),
+        };
+        let email_text = email
+            .as_ref()
+            .map(EmailAddress::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let context: Vec<&str> = display_name
+            .as_ref()
+            .ok()
+            .and_then(|n| n.as_deref())
+            .into_iter()
+            .collect();
+        let password = NewPassword::parse(password, &email_text, &context)
+            .map_err(|e| errors.push(FieldError::new("password", e.to_string())));
+        match (email, password, display_name, phone) {
+            (Ok(email), Ok(password), Ok(display_name), Ok(phone)) if errors.is_empty() => {
+                Ok(NewAccount {
+                    email,
+                    password,
+                    display_name,
+                    phone,
+                })
+            }
+            _ => Err(ApiError::Unprocessable {
+                detail: "some fields are not valid".into(),
+                errors,
+            }),
+        }
+    }
+}
+
+/// The owner's view of an account, PII decrypted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub phone: Option<String>,
+    pub display_name: Option<String>,
+    pub role: Role,
+    pub mfa_enabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+/// What an administrator sees of another account (no PII).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdminUserView {
+    pub id: Uuid,
+    pub role: Role,
+    pub display_name: Option<String>,
+    pub mfa_enabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+pub fn role_of(row: &UserRow) -> Result<Role, ApiError> {
+    row.role
+        .parse()
+        .map_err(|err: String| ApiError::Internal(anyhow::anyhow!("user {}: {err}", row.id)))
+}
+
+pub fn owner_view(security: &Security, row: &UserRow) -> Result<UserView, ApiError> {
+    let decrypt = |purpose, data: &[u8]| {
+        security
+            .pii
+            .decrypt(purpose, data)
+            .map_err(|err| ApiError::Internal(anyhow::anyhow!("user {}: {err}", row.id)))
+    };
+    Ok(UserView {
+        id: row.id,
+        email: decrypt(EMAIL_PURPOSE, &row.email_ciphertext)?,
+        phone: row
+            .phone_ciphertext
+            .as_deref()
+            .map(|p| decrypt(PHONE_PURPOSE, p))
+            .transpose()?,
+        display_name: row.display_name.clone(),
+        role: role_of(row)?,
+        mfa_enabled: row.totp_secret_ciphertext.is_some(),
+        created_at: row.created_at,
+    })
+}
+
+pub fn admin_view(row: &UserRow) -> Result<AdminUserView, ApiError> {
+    Ok(AdminUserView {
+        id: row.id,
+        role: role_of(row)?,
+        display_name: row.display_name.clone(),
+        mfa_enabled: row.totp_secret_ciphertext.is_some(),
+        created_at: row.created_at,
+    })
+}
+
+/// Creates an account with `role`; a taken email is 409 `conflict`.
+pub async fn create(
+    pool: &PgPool,
+    security: &Security,
+    account: NewAccount,
+    role: Role,
+) -> Result<UserRow, ApiError> {
+    // Hash first: the work is the same whether or not the email turns out taken.
+    let hash = password::hash_async(account.password.into_inner())
+        .await
+        .map_err(|err| ApiError::Internal(err.into()))?;
+    let email_ciphertext = security.pii.encrypt(EMAIL_PURPOSE, account.email.as_str());
+    let email_index = security
+        .blind_index
+        .index(EMAIL_INDEX, account.email.as_str());
+    let phone_ciphertext = account
+        .phone
+        .as_ref()
+        .map(|p| security.pii.encrypt(PHONE_PURPOSE, p.as_str()));
+    let new = NewUser {
+        id: Uuid::now_v7(),
+        role: role.as_str(),
+        email_ciphertext: &email_ciphertext,
+        email_index: &email_index,
+        phone_ciphertext: phone_ciphertext.as_deref(),
+        display_name: account.display_name.as_deref(),
+        password_hash: &hash,
+    };
+    users::insert(pool, &new).await.map_err(|err| {
+        if shared::db::is_unique_violation(&err, "users_email_index_key") {
+            ApiError::Conflict("an account with this email already exists".into())
+        } else {
+            err.into()
+        }
+    })
+}
+
+/// Changes a role. Refuses to remove the last admin. The user's current access tokens
+/// stop working at once (they carry the old role); a refresh gets the new one.
+pub async fn change_role(pool: &PgPool, id: Uuid, role: Role) -> Result<UserRow, ApiError> {
+    let mut tx = pool.begin().await?;
+    // Serialise role changes so two concurrent demotions cannot both pass the check.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('conveyor.users.role'))")
+        .execute(&mut *tx)
+        .await?;
+    let current = users::find_by_id(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+    if current.role == Role::Admin.as_str()
+        && role != Role::Admin
+        && users::count_by_role(&mut *tx, Role::Admin.as_str()).await? <= 1
+    {
+        return Err(ApiError::Conflict(
+            "the last admin cannot be demoted".into(),
+        ));
+    }
+    let updated = users::set_role(&mut *tx, id, role.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+    tx.commit().await?;
+    Ok(updated)
+}

@@ -1,0 +1,7 @@
+//! Business rules and transactions. Services use `shared::db` repositories and never
+//! know HTTP beyond returning `ApiError`.
+
+pub mod accounts;
+pub mod auth;
+pub mod lockout;
+pub mod tokens;

@@ -1,0 +1,209 @@
+//! Access tokens (EdDSA JWT) and short-lived MFA tokens. Decoding pins the algorithm,
+//! checks `iss`, `aud`, `exp` with a small leeway, requires every claim, looks the
+//! `kid` up only among configured keys and never follows `jku`, `x5u` or `jwk`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use shared::Config;
+use shared::domain::Role;
+use uuid::Uuid;
+
+/// Leeway for clock skew between api replicas, in seconds.
+const LEEWAY_SECS: u64 = 30;
+/// Longest token worth parsing; anything longer is refused unread.
+const MAX_TOKEN_BYTES: usize = 4096;
+/// How long a password-verified login may take to present its TOTP code.
+pub const MFA_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub sub: Uuid,
+    pub role: Role,
+    /// The session (refresh-token family) this token belongs to.
+    pub sid: Uuid,
+    /// Whether the login that made this session passed 2FA.
+    pub mfa: bool,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: Uuid,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// The claims of an MFA token: proof that the password was right, good only for
+/// `POST /auth/login/mfa`, for a few minutes, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MfaClaims {
+    pub sub: Uuid,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: Uuid,
+    pub iss: String,
+    pub aud: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    kid: String,
+    public_x: String,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl TokenKeys {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let signing = SigningKey::from_bytes(config.jwt_signing_key.expose_secret());
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|err| anyhow::anyhow!("cannot encode the JWT signing key: {err}"))?;
+        let public = signing.verifying_key().to_bytes();
+        Ok(TokenKeys {
+            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            decoding: DecodingKey::from_ed_der(&public),
+            kid: config.jwt_key_id.clone(),
+            public_x: URL_SAFE_NO_PAD.encode(public),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            access_ttl: config.access_token_ttl,
+        })
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    fn header(&self) -> Header {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> anyhow::Result<String> {
+        jsonwebtoken::encode(&self.header(), claims, &self.encoding)
+            .map_err(|err| anyhow::anyhow!("cannot sign a token: {err}"))
+    }
+
+    pub fn issue_access(
+        &self,
+        user: Uuid,
+        role: Role,
+        session: Uuid,
+        mfa: bool,
+    ) -> anyhow::Result<String> {
+        let iat = now_secs();
+        self.sign(&AccessClaims {
+            sub: user,
+            role,
+            sid: session,
+            mfa,
+            iat,
+            exp: iat + self.access_ttl.as_secs(),
+            jti: Uuid::now_v7(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        })
+    }
+
+    fn mfa_audience(&self) -> String {
+        format!("{}#mfa", self.audience)
+    }
+
+    pub fn issue_mfa(&self, user: Uuid) -> anyhow::Result<String> {
+        let iat = now_secs();
+        self.sign(&MfaClaims {
+            sub: user,
+            iat,
+            exp: iat + MFA_TOKEN_TTL.as_secs(),
+            jti: Uuid::now_v7(),
+            iss: self.issuer.clone(),
+            aud: self.mfa_audience(),
+        })
+    }
+
+    fn validation(&self, audience: &str) -> Validation {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud", "jti"]);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = false;
+        validation
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<T, TokenError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Invalid);
+        }
+        // Only our own kid; `jku`/`x5u`/`jwk` in the header are never looked at.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err(TokenError::Invalid);
+        }
+        jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation(audience))
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.decode(token, &self.audience)
+    }
+
+    pub fn verify_mfa(&self, token: &str) -> Result<MfaClaims, TokenError> {
+        self.decode(token, &self.mfa_audience())
+    }
+
+    /// The public key set (RFC 7517) verifiers can fetch.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": [{
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": self.public_x,
+                "kid": self.kid,
+                "use": "sig",
+                "alg": "EdDSA",
+            }]
+        })
+    }
+}

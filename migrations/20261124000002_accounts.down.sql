@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS recovery_codes;
+DROP TABLE IF EXISTS refresh_tokens;
+DROP TABLE IF EXISTS sessions;
+DROP TABLE IF EXISTS users;
