@@ -43,19 +43,13 @@ async fn migrations_revert_and_reapply(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn api_migrate_command_migrates_and_exits_zero(pool: PgPool) {
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .expect("name");
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for #[sqlx::test]");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
-    url.set_path(&database);
+    let url = common::database_url_of(&pool).await;
     for _ in 0..2 {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
             .arg("migrate")
             .env_clear()
             .env("APP_ENV", "test")
-            .env("DATABASE_URL", url.as_str())
+            .env("DATABASE_URL", &url)
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .current_dir(std::env::temp_dir())
             .output()

@@ -254,3 +254,15 @@ pub fn totp_code(secret: &str, steps_ahead: u64) -> String {
         .as_secs();
     totp.code_at(now + steps_ahead * shared::crypto::totp::STEP_SECS)
 }
+
+/// The URL of the database a `#[sqlx::test]` pool points at (for spawned binaries).
+pub async fn database_url_of(pool: &PgPool) -> String {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("database name");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for #[sqlx::test]");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
+    url.set_path(&database);
+    url.to_string()
+}
