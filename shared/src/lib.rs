@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error_code;
 pub mod health;
 pub mod problem;
+pub mod queue;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;

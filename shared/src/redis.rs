@@ -11,6 +11,7 @@ use crate::config::Config;
 /// Cheap to clone; every clone shares one multiplexed connection.
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     manager: ConnectionManager,
     prefix: Arc<str>,
 }
@@ -36,8 +37,9 @@ impl Redis {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, settings)?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), settings)?;
         Ok(Redis {
+            client,
             manager,
             prefix: Arc::from(prefix),
         })
@@ -46,6 +48,26 @@ impl Redis {
     /// A connection for commands; clones are cheap and share the socket.
     pub fn connection(&self) -> ConnectionManager {
         self.manager.clone()
+    }
+
+    /// A new connection of its own, for blocking commands (`BLMOVE`, `SUBSCRIBE`) that
+    /// would stall the shared multiplexed connection. `block` is the longest a command
+    /// on it may wait for Redis to answer.
+    pub async fn dedicated(
+        &self,
+        block: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(block + Duration::from_secs(5)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+    }
+
+    /// The underlying client (pub/sub connections).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// `"{prefix}:{name}"`: every key Conveyor writes goes through here.

@@ -1,0 +1,331 @@
+//! Conveyor's reliable Redis queue (the "reliable queue" pattern), per queue:
+//!
+//! - `{p}:queue:{q}:ready` — a list of job ids; producers `LPUSH`, consumers take from
+//!   the right, so it is FIFO.
+//! - `{p}:queue:{q}:inflight:{worker}` — each consumer moves ids here with a blocking
+//!   `BLMOVE` (several at once with `LMOVE` when busy) and removes them once the job's
+//!   outcome is recorded in PostgreSQL. The list is the consumer's own, so removal
+//!   scans at most its concurrency, never the whole queue.
+//! - `{p}:queue:{q}:workers` and `{p}:worker:{worker}:alive` — consumers register and
+//!   keep a heartbeat key with a TTL; [`Queue::reap`] moves the in-flight ids of a
+//!   consumer whose heartbeat expired back to the ready list, oldest first.
+//! - `{p}:queue:{q}:delayed` — a sorted set of ids by due time (retries); promoted to
+//!   ready in bounded chunks by a Lua script with a `LIMIT`, so a backlog of any size
+//!   never hits Lua's `unpack` limit.
+//!
+//! Redis may lose any of this: PostgreSQL is the record and the api's reconciler
+//! re-pushes jobs that are not claimed in time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::AsyncCommands as _;
+use redis::aio::MultiplexedConnection;
+
+use super::QueueName;
+use crate::redis::Redis;
+
+/// Ids per `LPUSH` / `ZADD` round trip.
+const PUSH_CHUNK: usize = 1000;
+/// Ids promoted or reaped per script call.
+pub const MOVE_CHUNK: usize = 1000;
+
+/// Moves up to `ARGV[1]` ids from ready to a consumer's in-flight list.
+const TAKE_MORE: &str = r"
+local moved = {}
+for i = 1, tonumber(ARGV[1]) do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not id then break end
+  moved[#moved + 1] = id
+end
+return moved
+";
+
+/// Promotes due ids (score <= ARGV[1]) from delayed to ready, at most ARGV[2] per call.
+const PROMOTE: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  redis.call('LPUSH', KEYS[2], unpack(ids))
+end
+return #ids
+";
+
+/// Moves up to ARGV[1] ids from an in-flight list back to ready, keeping their order
+/// (the oldest ends next in line). Returns how many moved.
+const REQUEUE: &str = r"
+local n = 0
+for i = 1, tonumber(ARGV[1]) do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not id then break end
+  n = n + 1
+end
+return n
+";
+
+/// One queue's keys and the operations producers and the reaper use.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    redis: Redis,
+    name: QueueName,
+}
+
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Queue {
+    pub fn new(redis: Redis, name: QueueName) -> Self {
+        Queue { redis, name }
+    }
+
+    pub fn name(&self) -> QueueName {
+        self.name
+    }
+
+    pub fn ready_key(&self) -> String {
+        self.redis.key(&format!("queue:{}:ready", self.name))
+    }
+
+    pub fn delayed_key(&self) -> String {
+        self.redis.key(&format!("queue:{}:delayed", self.name))
+    }
+
+    fn workers_key(&self) -> String {
+        self.redis.key(&format!("queue:{}:workers", self.name))
+    }
+
+    fn inflight_key(&self, worker: &str) -> String {
+        self.redis
+            .key(&format!("queue:{}:inflight:{worker}", self.name))
+    }
+
+    fn alive_key(&self, worker: &str) -> String {
+        self.redis.key(&format!("worker:{worker}:alive"))
+    }
+
+    /// Appends ids to the ready list, in order.
+    pub async fn push<S: AsRef<str>>(&self, ids: &[S]) -> redis::RedisResult<()> {
+        let mut conn = self.redis.connection();
+        let ready = self.ready_key();
+        for chunk in ids.chunks(PUSH_CHUNK) {
+            let chunk: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
+            conn.lpush::<_, _, ()>(&ready, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Schedules ids to become ready at `at`.
+    pub async fn schedule<S: AsRef<str>>(
+        &self,
+        items: &[(S, SystemTime)],
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis.connection();
+        let delayed = self.delayed_key();
+        for chunk in items.chunks(PUSH_CHUNK) {
+            let members: Vec<(u64, &str)> = chunk
+                .iter()
+                .map(|(id, at)| (millis(*at), id.as_ref()))
+                .collect();
+            conn.zadd_multiple::<_, _, _, ()>(&delayed, &members)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves every id due by `now` to ready, `MOVE_CHUNK` per script call.
+    pub async fn promote_due(&self, now: SystemTime) -> redis::RedisResult<usize> {
+        let mut conn = self.redis.connection();
+        let script = redis::Script::new(PROMOTE);
+        let mut total = 0;
+        loop {
+            let moved: usize = script
+                .key(self.delayed_key())
+                .key(self.ready_key())
+                .arg(millis(now))
+                .arg(MOVE_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            total += moved;
+            if moved < MOVE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Returns the in-flight ids of consumers whose heartbeat expired to the ready
+    /// list, and forgets those consumers. Returns how many ids moved.
+    pub async fn reap(&self) -> redis::RedisResult<usize> {
+        let mut conn = self.redis.connection();
+        let workers: Vec<String> = conn.smembers(self.workers_key()).await?;
+        let script = redis::Script::new(REQUEUE);
+        let mut total = 0;
+        for worker in workers {
+            let alive: bool = conn.exists(self.alive_key(&worker)).await?;
+            if alive {
+                continue;
+            }
+            loop {
+                let moved: usize = script
+                    .key(self.inflight_key(&worker))
+                    .key(self.ready_key())
+                    .arg(MOVE_CHUNK)
+                    .invoke_async(&mut conn)
+                    .await?;
+                total += moved;
+                if moved < MOVE_CHUNK {
+                    break;
+                }
+            }
+            conn.srem::<_, _, ()>(self.workers_key(), &worker).await?;
+            tracing::warn!(queue = %self.name, worker = %worker, "reaped the jobs of a dead consumer");
+        }
+        Ok(total)
+    }
+
+    /// Lengths of the ready list and the delayed set (for metrics).
+    pub async fn depth(&self) -> redis::RedisResult<(u64, u64)> {
+        let mut conn = self.redis.connection();
+        let (ready, delayed): (u64, u64) = redis::pipe()
+            .llen(self.ready_key())
+            .zcard(self.delayed_key())
+            .query_async(&mut conn)
+            .await?;
+        Ok((ready, delayed))
+    }
+
+    /// A consumer named `worker` (unique per process and queue), with a connection
+    /// of its own for blocking moves of up to `block`.
+    pub async fn consumer(&self, worker: &str, block: Duration) -> redis::RedisResult<Consumer> {
+        let blocking = self.redis.dedicated(block).await?;
+        Ok(Consumer {
+            queue: self.clone(),
+            worker: worker.to_owned(),
+            inflight: self.inflight_key(worker),
+            blocking,
+            block,
+        })
+    }
+}
+
+/// One worker's end of a queue.
+pub struct Consumer {
+    queue: Queue,
+    worker: String,
+    inflight: String,
+    blocking: MultiplexedConnection,
+    block: Duration,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.queue.name)
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+impl Consumer {
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Registers the consumer and (re)sets its heartbeat key for `ttl`.
+    pub async fn heartbeat(&self, ttl: Duration) -> redis::RedisResult<()> {
+        let mut conn = self.queue.redis.connection();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::pipe()
+            .sadd(self.queue.workers_key(), &self.worker)
+            .ignore()
+            .cmd("SET")
+            .arg(self.queue.alive_key(&self.worker))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Waits up to the blocking timeout for one id, then takes up to `max - 1` more
+    /// without waiting. Ids land in this consumer's in-flight list first, so a crash
+    /// loses none of them.
+    pub async fn fetch(&mut self, max: usize) -> redis::RedisResult<Vec<String>> {
+        let first: Option<String> = self
+            .blocking
+            .blmove(
+                self.queue.ready_key(),
+                &self.inflight,
+                redis::Direction::Right,
+                redis::Direction::Left,
+                self.block.as_secs_f64(),
+            )
+            .await?;
+        let Some(first) = first else {
+            return Ok(Vec::new());
+        };
+        let mut ids = vec![first];
+        if max > 1 {
+            let more: Vec<String> = redis::Script::new(TAKE_MORE)
+                .key(self.queue.ready_key())
+                .key(&self.inflight)
+                .arg(max - 1)
+                .invoke_async(&mut self.blocking)
+                .await?;
+            ids.extend(more);
+        }
+        Ok(ids)
+    }
+
+    /// Forgets ids whose outcome is recorded.
+    pub async fn ack<S: AsRef<str>>(&self, ids: &[S]) -> redis::RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.queue.redis.connection();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.lrem(&self.inflight, 1, id.as_ref()).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Puts every id still in flight back on the ready list (a clean shutdown with
+    /// unfinished work) and unregisters the consumer.
+    pub async fn release(&self) -> redis::RedisResult<usize> {
+        let mut conn = self.queue.redis.connection();
+        let script = redis::Script::new(REQUEUE);
+        let mut total = 0;
+        loop {
+            let moved: usize = script
+                .key(&self.inflight)
+                .key(self.queue.ready_key())
+                .arg(MOVE_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            total += moved;
+            if moved < MOVE_CHUNK {
+                break;
+            }
+        }
+        redis::pipe()
+            .srem(self.queue.workers_key(), &self.worker)
+            .ignore()
+            .del(self.queue.alive_key(&self.worker))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(total)
+    }
+
+    /// The ids this consumer holds (for tests and diagnostics).
+    pub async fn in_flight(&self) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.queue.redis.connection();
+        conn.lrange(&self.inflight, 0, -1).await
+    }
+}
