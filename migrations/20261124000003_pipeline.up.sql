@@ -8,6 +8,8 @@ CREATE TABLE requests (
     status          text NOT NULL DEFAULT 'queued'
                     CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'partially_failed', 'cancelled')),
     name            text,
+    -- Content shared by every job of the request (a campaign's subject and body).
+    content         jsonb,
     -- The x-request-id of the POST that made it, so job logs join the request's.
     correlation_id  text,
     total           integer NOT NULL CHECK (total >= 0),

@@ -21,7 +21,8 @@ use crate::state::AppState;
 
 /// The api as it is served.
 pub fn router(state: AppState) -> Router {
-    build(state, routes::api_v1())
+    let campaign_limit = state.config.campaign_body_limit_bytes;
+    build(state, routes::api_v1(campaign_limit))
 }
 
 /// The api with a given `/api/v1` router under the standard stack (tests add routes).

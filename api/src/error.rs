@@ -37,6 +37,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("the Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
     #[error("unsupported media type: {0}")]
@@ -69,6 +71,7 @@ impl ApiError {
             ApiError::RateLimited(_) => ErrorCode::RateLimited,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::DependencyUnavailable(_) => ErrorCode::DependencyUnavailable,
@@ -95,6 +98,10 @@ impl ApiError {
                 Problem::new(code, "the access token has expired; refresh it")
             }
             ApiError::InvalidCredentials => Problem::new(code, "the email or password is wrong"),
+            ApiError::IdempotencyKeyReused => Problem::new(
+                code,
+                "this Idempotency-Key was already used with a different request; use a new key",
+            ),
             ApiError::MfaRequired => Problem::new(
                 code,
                 "this action needs a login that passed two-factor authentication",

@@ -29,6 +29,12 @@ use utoipa::OpenApi;
         crate::routes::me::me,
         crate::routes::admin::update_user,
         crate::routes::wellknown::jwks,
+        crate::routes::emails::send_email,
+        crate::routes::emails::send_campaign,
+        crate::routes::requests::list,
+        crate::routes::requests::show,
+        crate::routes::requests::cancel,
+        crate::routes::requests::stream_events,
         shared::health::live,
         shared::health::ready,
     ),
@@ -45,6 +51,8 @@ use utoipa::OpenApi;
         (name = "health", description = "Liveness and readiness probes"),
         (name = "auth", description = "Accounts, sessions and two-factor authentication"),
         (name = "admin", description = "Operator actions (admin role, 2FA login)"),
+        (name = "emails", description = "Messages and campaigns, delivered by the workers"),
+        (name = "requests", description = "Following submitted work"),
     )
 )]
 pub struct ApiDoc;

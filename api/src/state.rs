@@ -63,6 +63,7 @@ impl AppState {
             redis: self.redis.clone(),
             timeout: self.config.health_timeout,
             service: "api",
+            flag: shared::health::HealthFlag::default(),
         }
     }
 }

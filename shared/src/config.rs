@@ -61,6 +61,17 @@ impl FromStr for LogFormat {
     }
 }
 
+/// How one queue's jobs are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Jobs run at once per worker process.
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    /// Backoff before attempt n+1: a random time in [0, min(cap, base * 2^(n-1))].
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
 /// A 256-bit key. `Debug` never shows it.
 pub type Key256 = SecretBox<[u8; 32]>;
 
@@ -110,7 +121,25 @@ pub struct Config {
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     pub auto_migrate: bool,
+    /// Per-queue worker settings.
+    pub emails: QueueSettings,
+    pub uploads: QueueSettings,
+    pub scans: QueueSettings,
+    /// Messages per second across every worker (0 = unlimited).
+    pub emails_per_second: u32,
+    /// The sender of every message.
+    pub smtp_from: String,
+    pub smtp_timeout: Duration,
+    pub smtp_pool_size: u32,
+    /// A job (and a consumer) without a heartbeat for this long is given to another worker.
+    pub job_heartbeat_timeout: Duration,
+    /// How often the api's dispatcher looks for jobs to (re)push.
+    pub dispatch_interval: Duration,
+    /// A job pushed but not claimed for this long is pushed again (Redis lost it).
+    pub redelivery_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// Body limit of `POST /campaigns` (up to 100,000 recipients).
+    pub campaign_body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub health_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -223,9 +252,34 @@ impl Config {
             login_max_failures_ip: env.parsed_range("LOGIN_MAX_FAILURES_IP", 100, 1..=1_000_000)?,
             trust_forwarded_for: env.bool("TRUST_FORWARDED_FOR", false)?,
             auto_migrate: env.bool("AUTO_MIGRATE", !production)?,
+            emails: env.queue("EMAILS", 32, 8)?,
+            uploads: env.queue("UPLOADS", 4, 5)?,
+            scans: env.queue("SCANS", 4, 5)?,
+            emails_per_second: env.parsed_range("EMAILS_PER_SECOND", 0, 0..=1_000_000)?,
+            smtp_from: env
+                .get("SMTP_FROM")
+                .unwrap_or_else(|| "Conveyor <no-reply@conveyor.localhost>".to_owned()),
+            smtp_timeout: env.seconds_in("SMTP_TIMEOUT_SECS", 30, 1..=600)?,
+            smtp_pool_size: env.parsed_range("SMTP_POOL_SIZE", 10, 1..=1000)?,
+            job_heartbeat_timeout: Duration::from_millis(env.parsed_range(
+                "JOB_HEARTBEAT_TIMEOUT_MS",
+                30_000,
+                500..=3_600_000,
+            )?),
+            dispatch_interval: Duration::from_millis(env.parsed_range(
+                "DISPATCH_INTERVAL_MS",
+                1000,
+                10..=60_000,
+            )?),
+            redelivery_timeout: env.seconds_in("REDELIVERY_TIMEOUT_SECS", 60, 1..=86_400)?,
             body_limit_bytes: env.parsed_range(
                 "BODY_LIMIT_BYTES",
                 1024 * 1024,
+                1024..=1024 * 1024 * 1024,
+            )?,
+            campaign_body_limit_bytes: env.parsed_range(
+                "CAMPAIGN_BODY_LIMIT_BYTES",
+                16 * 1024 * 1024,
                 1024..=1024 * 1024 * 1024,
             )?,
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 30)?,
@@ -306,6 +360,36 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<Duration, ConfigError> {
         Ok(Duration::from_secs(self.parsed_range(var, default, range)?))
+    }
+
+    /// `{PREFIX}_CONCURRENCY`, `{PREFIX}_MAX_ATTEMPTS`, `{PREFIX}_RETRY_BASE_MS`,
+    /// `{PREFIX}_RETRY_CAP_MS`.
+    fn queue(
+        &self,
+        prefix: &'static str,
+        concurrency: usize,
+        attempts: u32,
+    ) -> Result<QueueSettings, ConfigError> {
+        macro_rules! vars {
+            ($($p:literal),*) => {
+                match prefix {
+                    $($p => [
+                        concat!($p, "_CONCURRENCY"),
+                        concat!($p, "_MAX_ATTEMPTS"),
+                        concat!($p, "_RETRY_BASE_MS"),
+                        concat!($p, "_RETRY_CAP_MS"),
+                    ],)*
+                    _ => unreachable!("queue prefixes are the three above"),
+                }
+            };
+        }
+        let [conc, attempts_var, base, cap] = vars!("EMAILS", "UPLOADS", "SCANS");
+        Ok(QueueSettings {
+            concurrency: self.parsed_range(conc, concurrency, 1..=10_000)?,
+            max_attempts: self.parsed_range(attempts_var, attempts, 1..=100)?,
+            retry_base: Duration::from_millis(self.parsed_range(base, 1000, 1..=3_600_000)?),
+            retry_cap: Duration::from_millis(self.parsed_range(cap, 300_000, 1..=86_400_000)?),
+        })
     }
 
     fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {

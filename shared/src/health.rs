@@ -26,6 +26,24 @@ pub struct Health {
     pub timeout: Duration,
     /// `api` or `worker`: the label on `conveyor_dependency_up`.
     pub service: &'static str,
+    /// Set when a part of the process itself failed (a worker's consumer died).
+    pub flag: HealthFlag,
+}
+
+/// A process-internal failure that readiness reports.
+#[derive(Clone, Debug, Default)]
+pub struct HealthFlag(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl HealthFlag {
+    pub fn fail(&self, reason: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(reason);
+        }
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|slot| slot.clone())
+    }
 }
 
 /// The answer of one readiness round.
@@ -149,6 +167,9 @@ pub async fn live() -> Json<Live> {
     )
 )]
 pub async fn ready(State(health): State<Health>) -> Response {
+    if let Some(reason) = health.flag.failure() {
+        return Problem::new(ErrorCode::DependencyUnavailable, reason).into_response();
+    }
     let readiness = health.check().await;
     let down: Vec<&str> = [("postgres", readiness.postgres), ("redis", readiness.redis)]
         .into_iter()

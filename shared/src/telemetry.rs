@@ -24,6 +24,24 @@ pub mod metric {
     /// Gauge: 1 when the dependency (`dependency` = postgres | redis) answered the
     /// last readiness check, 0 when it did not; by `service` (api | worker).
     pub const DEPENDENCY_UP: &str = "conveyor_dependency_up";
+    /// Counter: jobs committed (outbox), by `queue`. Emitted by the api.
+    pub const JOBS_ENQUEUED_TOTAL: &str = "conveyor_jobs_enqueued_total";
+    /// Counter: job ids pushed to Redis by `source` (`request`, `dispatcher`,
+    /// `reconciler`) and `queue`. Emitted by the api.
+    pub const JOBS_DISPATCHED_TOTAL: &str = "conveyor_jobs_dispatched_total";
+    /// Gauge: jobs committed but not yet pushed, as the last dispatcher round saw them.
+    pub const DISPATCHER_BACKLOG: &str = "conveyor_dispatcher_backlog";
+    /// Counter: jobs a worker started, by `queue`.
+    pub const JOBS_STARTED_TOTAL: &str = "conveyor_jobs_started_total";
+    /// Counter: attempts that ended, by `queue` and `outcome` (`succeeded`,
+    /// `retried`, `dead`).
+    pub const JOBS_FINISHED_TOTAL: &str = "conveyor_jobs_finished_total";
+    /// Histogram (seconds): attempt duration, by `queue` and `outcome`.
+    pub const JOB_DURATION_SECONDS: &str = "conveyor_job_duration_seconds";
+    /// Counter: deliveries of a job that was not claimable (duplicates), by `queue`.
+    pub const JOBS_DUPLICATE_TOTAL: &str = "conveyor_jobs_duplicate_total";
+    /// Gauge: ids in Redis by `queue` and `state` (`ready`, `delayed`).
+    pub const QUEUE_DEPTH: &str = "conveyor_queue_depth";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -96,6 +114,21 @@ fn describe_metrics() {
         "1 if the dependency answered the last readiness check"
     );
     describe_gauge!(metric::BUILD_INFO, "Build information");
+    describe_counter!(metric::JOBS_ENQUEUED_TOTAL, "Jobs committed");
+    describe_counter!(metric::JOBS_DISPATCHED_TOTAL, "Job ids pushed to Redis");
+    describe_gauge!(metric::DISPATCHER_BACKLOG, "Jobs committed but not pushed");
+    describe_counter!(metric::JOBS_STARTED_TOTAL, "Jobs started");
+    describe_counter!(metric::JOBS_FINISHED_TOTAL, "Job attempts that ended");
+    describe_histogram!(
+        metric::JOB_DURATION_SECONDS,
+        Unit::Seconds,
+        "Job attempt duration"
+    );
+    describe_counter!(
+        metric::JOBS_DUPLICATE_TOTAL,
+        "Duplicate deliveries acknowledged as no-ops"
+    );
+    describe_gauge!(metric::QUEUE_DEPTH, "Job ids in Redis");
 }
 
 /// Records the `conveyor_build_info` gauge for a service.

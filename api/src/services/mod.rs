@@ -4,4 +4,5 @@
 pub mod accounts;
 pub mod auth;
 pub mod lockout;
+pub mod requests;
 pub mod tokens;

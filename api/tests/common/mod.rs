@@ -67,7 +67,7 @@ pub async fn spawn_app_with(
     shared::telemetry::prometheus();
     let redis = Redis::connect_lazy(&config).expect("redis url parses");
     let state = AppState::new(Arc::new(config), pool, redis).expect("state builds");
-    let mut api_v1 = api::routes::api_v1();
+    let mut api_v1 = api::routes::api_v1(state.config.campaign_body_limit_bytes);
     if let Some(extra) = extra {
         api_v1 = api_v1.merge(extra);
     }

@@ -1,7 +1,9 @@
 //! PostgreSQL: the connection pool and the embedded migrations. Repositories for each
 //! table live in submodules as later features add tables.
 
+pub mod jobs;
 pub mod recovery_codes;
+pub mod requests;
 pub mod sessions;
 pub mod users;
 

@@ -183,6 +183,51 @@ impl Queue {
         Ok(total)
     }
 
+    /// Registers consumer `worker` and (re)sets its heartbeat key for `ttl`.
+    pub async fn heartbeat(&self, worker: &str, ttl: Duration) -> redis::RedisResult<()> {
+        let mut conn = self.redis.connection();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::pipe()
+            .sadd(self.workers_key(), worker)
+            .ignore()
+            .cmd("SET")
+            .arg(self.alive_key(worker))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Puts every id consumer `worker` still holds back on the ready list, first in
+    /// line, and unregisters it (a clean shutdown with unfinished work).
+    pub async fn release(&self, worker: &str) -> redis::RedisResult<usize> {
+        let mut conn = self.redis.connection();
+        let script = redis::Script::new(REQUEUE);
+        let mut total = 0;
+        loop {
+            let moved: usize = script
+                .key(self.inflight_key(worker))
+                .key(self.ready_key())
+                .arg(MOVE_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            total += moved;
+            if moved < MOVE_CHUNK {
+                break;
+            }
+        }
+        redis::pipe()
+            .srem(self.workers_key(), worker)
+            .ignore()
+            .del(self.alive_key(worker))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(total)
+    }
+
     /// Lengths of the ready list and the delayed set (for metrics).
     pub async fn depth(&self) -> redis::RedisResult<(u64, u64)> {
         let mut conn = self.redis.connection();
@@ -237,19 +282,7 @@ impl Consumer {
 
     /// Registers the consumer and (re)sets its heartbeat key for `ttl`.
     pub async fn heartbeat(&self, ttl: Duration) -> redis::RedisResult<()> {
-        let mut conn = self.queue.redis.connection();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::pipe()
-            .sadd(self.queue.workers_key(), &self.worker)
-            .ignore()
-            .cmd("SET")
-            .arg(self.queue.alive_key(&self.worker))
-            .arg(1)
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
+        self.queue.heartbeat(&self.worker, ttl).await
     }
 
     /// Waits up to the blocking timeout for one id, then takes up to `max - 1` more
@@ -298,29 +331,7 @@ impl Consumer {
     /// Puts every id still in flight back on the ready list (a clean shutdown with
     /// unfinished work) and unregisters the consumer.
     pub async fn release(&self) -> redis::RedisResult<usize> {
-        let mut conn = self.queue.redis.connection();
-        let script = redis::Script::new(REQUEUE);
-        let mut total = 0;
-        loop {
-            let moved: usize = script
-                .key(&self.inflight)
-                .key(self.queue.ready_key())
-                .arg(MOVE_CHUNK)
-                .invoke_async(&mut conn)
-                .await?;
-            total += moved;
-            if moved < MOVE_CHUNK {
-                break;
-            }
-        }
-        redis::pipe()
-            .srem(self.queue.workers_key(), &self.worker)
-            .ignore()
-            .del(self.queue.alive_key(&self.worker))
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(total)
+        self.queue.release(&self.worker).await
     }
 
     /// The ids this consumer holds (for tests and diagnostics).

@@ -1,0 +1,376 @@
+//! `POST /api/v1/emails` and `POST /api/v1/campaigns`: accepted with 202, delivered
+//! by the workers. Recipients are sealed (encrypted) before they are stored.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use shared::domain::EmailAddress;
+use shared::jobs::email::{EmailContent, EmailJob, Sealed};
+use shared::problem::FieldError;
+use shared::queue::QueueName;
+
+use crate::error::ApiError;
+use crate::extract::parse_json;
+use crate::middleware::auth::{Authorized, perm};
+use crate::middleware::request_id;
+use crate::services::requests::{self, Accepted, Idempotency, Submission};
+use crate::state::AppState;
+
+pub const MAX_RECIPIENTS: usize = 50;
+pub const MAX_CAMPAIGN_RECIPIENTS: usize = 100_000;
+const MAX_SUBJECT_CHARS: usize = 998;
+const MAX_BODY_BYTES: usize = 512 * 1024;
+
+pub fn routes(campaign_body_limit: usize) -> Router<AppState> {
+    Router::new().route("/emails", post(send_email)).route(
+        "/campaigns",
+        post(send_campaign).layer(DefaultBodyLimit::max(campaign_body_limit)),
+    )
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    /// 1 to 50 addresses, `ada@example.org` or `Ada Lovelace <ada@example.org>`.
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRequest {
+    pub name: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// 1 to 100,000 addresses; duplicates are sent once.
+    pub recipients: Vec<String>,
+}
+
+/// A mailbox as text, checked: an address, optionally with a display name. A CR or
+/// LF anywhere is refused, so nothing can forge a header.
+fn mailbox(raw: &str) -> Result<(String, String), String> {
+    if raw.chars().any(char::is_control) {
+        return Err("must not contain control characters (CR, LF, …)".into());
+    }
+    let raw = raw.trim();
+    let (name, address) = match raw.strip_suffix('>').and_then(|r| r.rsplit_once('<')) {
+        Some((name, address)) => (name.trim().trim_matches('"').trim(), address),
+        None => ("", raw),
+    };
+    if name.chars().count() > 100 || name.contains(['<', '>', '"', '\\']) {
+        return Err("has an invalid display name".into());
+    }
+    let address = EmailAddress::parse(address).map_err(|e| e.to_string())?;
+    let text = if name.is_empty() {
+        address.as_str().to_owned()
+    } else {
+        format!("\"{name}\" <{}>", address.as_str())
+    };
+    Ok((text, address.into_string()))
+}
+
+fn check_content(subject: &str, text: &str, html: Option<&str>, errors: &mut Vec<FieldError>) {
+    if subject.trim().is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS {
+        errors.push(FieldError::new(
+            "subject",
+            format!("must be 1 to {MAX_SUBJECT_CHARS} characters"),
+        ));
+    }
+    if subject.contains(['\r', '\n']) || subject.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "subject",
+            "must not contain CR, LF or other control characters",
+        ));
+    }
+    if text.len() > MAX_BODY_BYTES {
+        errors.push(FieldError::new(
+            "text",
+            format!("must be at most {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if html.is_some_and(|h| h.len() > MAX_BODY_BYTES) {
+        errors.push(FieldError::new(
+            "html",
+            format!("must be at most {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+}
+
+fn seal_list(
+    state: &AppState,
+    field: &str,
+    list: &[String],
+    errors: &mut Vec<FieldError>,
+) -> Vec<Sealed> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, raw)| match mailbox(raw) {
+            Ok((text, _)) => Some(Sealed::seal(&state.security.pii, &text)),
+            Err(message) => {
+                errors.push(FieldError::new(format!("{field}[{i}]"), message));
+                None
+            }
+        })
+        .collect()
+}
+
+fn idempotency(
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::validation("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    let mut material = Vec::with_capacity(path.len() + body.len() + 1);
+    material.extend_from_slice(path.as_bytes());
+    material.push(0);
+    material.extend_from_slice(body);
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        fingerprint: shared::crypto::sha256(&material).to_vec(),
+    }))
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "the body must be JSON with Content-Type: application/json".into(),
+        ))
+    }
+}
+
+fn accepted(body: Accepted) -> Response {
+    let location = HeaderValue::from_str(&body.location)
+        .unwrap_or_else(|_| HeaderValue::from_static("/api/v1/requests"));
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response()
+}
+
+fn correlation(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(&request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Queues one message (one job). Answers 202 at once; follow it at `Location`.
+#[utoipa::path(post, path = "/api/v1/emails", tag = "emails", request_body = EmailRequest, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission (kept 24 h)")),
+    responses(
+        (status = 202, body = Accepted, description = "Queued; `Location` names the request"),
+        (status = 409, body = shared::problem::Problem, description = "same Idempotency-Key still being processed"),
+        (status = 422, body = shared::problem::Problem, description = "`validation_failed` (e.g. CR/LF in a header field) or `idempotency_key_reused`"),
+    ))]
+pub async fn send_email(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::SubmitEmail>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let request: EmailRequest = parse_json(&body)?;
+    let mut errors = Vec::new();
+    if request.to.is_empty() || request.to.len() > MAX_RECIPIENTS {
+        errors.push(FieldError::new(
+            "to",
+            format!("must hold 1 to {MAX_RECIPIENTS} addresses"),
+        ));
+    }
+    for (field, list) in [("cc", &request.cc), ("bcc", &request.bcc)] {
+        if list.len() > MAX_RECIPIENTS {
+            errors.push(FieldError::new(
+                field,
+                format!("must hold at most {MAX_RECIPIENTS} addresses"),
+            ));
+        }
+    }
+    let to = seal_list(&state, "to", &request.to, &mut errors);
+    let cc = seal_list(&state, "cc", &request.cc, &mut errors);
+    let bcc = seal_list(&state, "bcc", &request.bcc, &mut errors);
+    let reply_to = request
+        .reply_to
+        .as_deref()
+        .map(|raw| seal_list(&state, "reply_to", &[raw.to_owned()], &mut errors))
+        .and_then(|mut sealed| sealed.pop());
+    check_content(
+        &request.subject,
+        &request.text,
+        request.html.as_deref(),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable {
+            detail: "the email is not valid".into(),
+            errors,
+        });
+    }
+    let job = EmailJob {
+        to,
+        cc,
+        bcc,
+        reply_to,
+        content: Some(EmailContent {
+            subject: request.subject,
+            text: request.text,
+            html: request.html,
+        }),
+    };
+    let payload = serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?;
+    let submission = Submission {
+        owner: user.id,
+        kind: "email",
+        name: None,
+        correlation_id: correlation(&headers),
+        content: None,
+        queue: QueueName::Emails,
+        max_attempts: state.config.emails.max_attempts,
+        payloads: vec![payload],
+    };
+    let idem = idempotency(&headers, "/api/v1/emails", &body)?;
+    Ok(accepted(requests::submit(&state, submission, idem).await?))
+}
+
+/// Queues one message per distinct recipient (promoters and admins).
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "emails", request_body = CampaignRequest, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission (kept 24 h)")),
+    responses(
+        (status = 202, body = Accepted, description = "Queued; `total` is the number of distinct recipients"),
+        (status = 403, body = shared::problem::Problem, description = "role `user`"),
+        (status = 422, body = shared::problem::Problem),
+    ))]
+pub async fn send_campaign(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::SubmitCampaign>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let request: CampaignRequest = parse_json(&body)?;
+    let mut errors = Vec::new();
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "name",
+            "must be 1 to 200 characters without control characters",
+        ));
+    }
+    if request.recipients.is_empty() || request.recipients.len() > MAX_CAMPAIGN_RECIPIENTS {
+        errors.push(FieldError::new(
+            "recipients",
+            format!("must hold 1 to {MAX_CAMPAIGN_RECIPIENTS} addresses"),
+        ));
+    }
+    check_content(
+        &request.subject,
+        &request.text,
+        request.html.as_deref(),
+        &mut errors,
+    );
+    let mut seen = std::collections::HashSet::with_capacity(request.recipients.len());
+    let mut payloads = Vec::with_capacity(request.recipients.len());
+    for (i, raw) in request.recipients.iter().enumerate() {
+        match mailbox(raw) {
+            Ok((text, address)) => {
+                if seen.insert(address) {
+                    let job = EmailJob {
+                        to: vec![Sealed::seal(&state.security.pii, &text)],
+                        cc: vec![],
+                        bcc: vec![],
+                        reply_to: None,
+                        content: None,
+                    };
+                    payloads.push(
+                        serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?,
+                    );
+                }
+            }
+            Err(message) if errors.len() < 100 => {
+                errors.push(FieldError::new(format!("recipients[{i}]"), message))
+            }
+            Err(_) => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable {
+            detail: "the campaign is not valid".into(),
+            errors,
+        });
+    }
+    let content = EmailContent {
+        subject: request.subject,
+        text: request.text,
+        html: request.html,
+    };
+    let submission = Submission {
+        owner: user.id,
+        kind: "campaign",
+        name: Some(name.to_owned()),
+        correlation_id: correlation(&headers),
+        content: Some(serde_json::to_value(&content).map_err(|e| ApiError::Internal(e.into()))?),
+        queue: QueueName::Emails,
+        max_attempts: state.config.emails.max_attempts,
+        payloads,
+    };
+    let idem = idempotency(&headers, "/api/v1/campaigns", &body)?;
+    Ok(accepted(requests::submit(&state, submission, idem).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mailbox;
+
+    #[test]
+    fn mailboxes_with_and_without_names() {
+        assert_eq!(
+            mailbox("Ada@Example.org").map(|m| m.1),
+            Ok("ada@example.org".to_owned())
+        );
+        assert_eq!(
+            mailbox("Ada Lovelace <ada@example.org>").map(|m| m.0),
+            Ok("\"Ada Lovelace\" <ada@example.org>".to_owned())
+        );
+        for bad in [
+            "ada@example.org\r\nBcc: all@example.org",
+            "Ada\r\nBcc: x@y.org <ada@example.org>",
+            "Ada <ada@example.org\n>",
+            "Ev\"il <ada@example.org>",
+            "not an address",
+        ] {
+            assert!(mailbox(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! `/api/v1/requests`: follow submitted work — list (keyset pages), one request with
+//! per-job counts, cancel what has not started, and a live Server-Sent Events stream.
+//! Users see their own requests; admins with a 2FA login see all. Another user's
+//! request is 404, not 403: its existence is not revealed.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{Stream, StreamExt as _};
+use serde::{Deserialize, Serialize};
+use shared::db::jobs::{self, JobSummary};
+use shared::db::requests::{self, ListFilter, RequestRow};
+use shared::domain::Permission;
+use shared::events::{self, Progress};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::middleware::auth::{Authorized, perm};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/requests", get(list))
+        .route("/requests/{id}", get(show))
+        .route("/requests/{id}/cancel", post(cancel))
+        .route("/requests/{id}/events", get(stream_events))
+}
+
+/// A request as clients see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RequestView {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub name: Option<String>,
+    pub total: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub cancelled: i32,
+    pub pending: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl From<&RequestRow> for RequestView {
+    fn from(row: &RequestRow) -> Self {
+        RequestView {
+            id: row.id,
+            kind: row.kind.clone(),
+            status: row.status.clone(),
+            name: row.name.clone(),
+            total: row.total,
+            succeeded: row.succeeded,
+            failed: row.failed,
+            cancelled: row.cancelled,
+            pending: (row.total - row.succeeded - row.failed - row.cancelled).max(0),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+/// Jobs of a request by status, attempts so far and the latest error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobCounts {
+    pub queued: i64,
+    pub running: i64,
+    pub retrying: i64,
+    pub succeeded: i64,
+    pub dead: i64,
+    pub cancelled: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+impl From<JobSummary> for JobCounts {
+    fn from(s: JobSummary) -> Self {
+        JobCounts {
+            queued: s.queued,
+            running: s.running,
+            retrying: s.retrying,
+            succeeded: s.succeeded,
+            dead: s.dead,
+            cancelled: s.cancelled,
+            attempts: s.attempts,
+            last_error: s.last_error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RequestDetail {
+    #[serde(flatten)]
+    pub request: RequestView,
+    pub jobs: JobCounts,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RequestPage {
+    pub items: Vec<RequestView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// queued, running, succeeded, failed, partially_failed, cancelled
+    pub status: Option<String>,
+    /// email, campaign, upload, scan
+    pub kind: Option<String>,
+    /// 1 to 100 (default 20)
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+const STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "partially_failed",
+    "cancelled",
+];
+const KINDS: [&str; 4] = ["email", "campaign", "upload", "scan"];
+
+fn encode_cursor(row: &RequestRow) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        row.created_at.unix_timestamp_nanos(),
+        row.id
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
+    let invalid = || ApiError::validation("the cursor is not valid");
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?)
+        .map_err(|_| invalid())?;
+    let (nanos, id) = text.split_once(':').ok_or_else(invalid)?;
+    let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| invalid())?))
+}
+
+/// Whose requests the caller may read: `None` means everyone's.
+fn scope(user: &crate::middleware::auth::AuthUser) -> Option<Uuid> {
+    if user.require(Permission::ReadAllRequests).is_ok() {
+        None
+    } else {
+        Some(user.id)
+    }
+}
+
+/// Lists requests, newest first, a keyset page at a time.
+#[utoipa::path(get, path = "/api/v1/requests", tag = "requests", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = RequestPage), (status = 400, body = shared::problem::Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<RequestPage>, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit must be between 1 and 100"));
+    }
+    if query
+        .status
+        .as_deref()
+        .is_some_and(|s| !STATUSES.contains(&s))
+    {
+        return Err(ApiError::validation(format!(
+            "status must be one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    if query.kind.as_deref().is_some_and(|k| !KINDS.contains(&k)) {
+        return Err(ApiError::validation(format!(
+            "kind must be one of {}",
+            KINDS.join(", ")
+        )));
+    }
+    let filter = ListFilter {
+        owner: scope(&user),
+        status: query.status,
+        kind: query.kind,
+        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let mut rows = requests::list(&state.pool, &filter).await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor = if more {
+        rows.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(Json(RequestPage {
+        items: rows.iter().map(RequestView::from).collect(),
+        next_cursor,
+    }))
+}
+
+async fn find(
+    state: &AppState,
+    user: &crate::middleware::auth::AuthUser,
+    id: Uuid,
+) -> Result<RequestRow, ApiError> {
+    requests::find(&state.pool, id, scope(user))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such request".into()))
+}
+
+/// One request with its per-job counts and latest error.
+#[utoipa::path(get, path = "/api/v1/requests/{id}", tag = "requests", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = RequestDetail), (status = 404, body = shared::problem::Problem)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RequestDetail>, ApiError> {
+    let row = find(&state, &user, id).await?;
+    let summary = jobs::summary(&state.pool, id).await?;
+    Ok(Json(RequestDetail {
+        request: RequestView::from(&row),
+        jobs: summary.into(),
+    }))
+}
+
+/// Cancels the jobs that have not started; running ones finish.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/cancel", tag = "requests", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = RequestView), (status = 404, body = shared::problem::Problem),
+              (status = 409, body = shared::problem::Problem, description = "already finished")))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RequestView>, ApiError> {
+    let row = find(&state, &user, id).await?;
+    if row.finished_at.is_some() {
+        return Err(ApiError::Conflict(
+            "the request has already finished".into(),
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let cancelled = jobs::cancel_pending(&mut tx, id).await?;
+    requests::finish_completed(&mut *tx, &[id]).await?;
+    tx.commit().await?;
+    let row = find(&state, &user, id).await?;
+    tracing::info!(request = %id, cancelled, "request cancelled");
+    events::publish(&state.redis, std::slice::from_ref(&row)).await;
+    Ok(Json(RequestView::from(&row)))
+}
+
+/// Streams the request's progress as Server-Sent Events (`event: progress`, data a
+/// JSON `Progress`): the current state first, then every change, ending after the
+/// final state. A comment every 15 s keeps proxies from closing the stream.
+#[utoipa::path(get, path = "/api/v1/requests/{id}/events", tag = "requests", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", body = Progress), (status = 404, body = shared::problem::Problem)))]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
+    Path(id): Path<Uuid>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    find(&state, &user, id).await?;
+    // Subscribe before reading the state, so no change falls between the two.
+    let mut pubsub = state
+        .redis
+        .client()
+        .get_async_pubsub()
+        .await
+        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
+    pubsub
+        .subscribe(events::channel(&state.redis, id))
+        .await
+        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
+    let row = find(&state, &user, id).await?;
+    let first = Progress::from(&row);
+    let initial = futures::stream::once(async move { first });
+    let updates = pubsub.into_on_message().filter_map(|message| async move {
+        let payload: String = message.get_payload().ok()?;
+        serde_json::from_str::<Progress>(&payload).ok()
+    });
+    let stream = initial
+        .chain(updates)
+        .scan(false, |ended, progress| {
+            let out = if *ended { None } else { Some(progress.clone()) };
+            *ended = *ended || progress.finished;
+            futures::future::ready(out)
+        })
+        .map(|progress| {
+            Ok(Event::default()
+                .event("progress")
+                .json_data(&progress)
+                .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+        });
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    ))
+}

@@ -1,0 +1,63 @@
+//! Request status events over Redis pub/sub: the worker publishes every change, the
+//! api streams them to clients as Server-Sent Events. Best effort — a client that
+//! misses one still reads the truth from PostgreSQL, which the stream sends first.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::db::requests::RequestRow;
+use crate::redis::Redis;
+
+/// The channel of one request's events.
+pub fn channel(redis: &Redis, request_id: Uuid) -> String {
+    redis.key(&format!("events:request:{request_id}"))
+}
+
+/// What a client sees of a request's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Progress {
+    pub id: Uuid,
+    pub status: String,
+    pub total: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub cancelled: i32,
+    pub pending: i32,
+    /// True once the request reached its final status.
+    pub finished: bool,
+}
+
+impl From<&RequestRow> for Progress {
+    fn from(row: &RequestRow) -> Self {
+        Progress {
+            id: row.id,
+            status: row.status.clone(),
+            total: row.total,
+            succeeded: row.succeeded,
+            failed: row.failed,
+            cancelled: row.cancelled,
+            pending: (row.total - row.succeeded - row.failed - row.cancelled).max(0),
+            finished: row.finished_at.is_some(),
+        }
+    }
+}
+
+/// Publishes the current state of each request; failures are logged, never raised.
+pub async fn publish(redis: &Redis, rows: &[RequestRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    for row in rows {
+        match serde_json::to_string(&Progress::from(row)) {
+            Ok(body) => {
+                pipe.publish(channel(redis, row.id), body).ignore();
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot encode a request event"),
+        }
+    }
+    let mut conn = redis.connection();
+    if let Err(err) = pipe.query_async::<()>(&mut conn).await {
+        tracing::warn!(error = %err, "cannot publish request events");
+    }
+}
