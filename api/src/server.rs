@@ -29,6 +29,11 @@ pub async fn serve(
     let watch = state
         .health()
         .spawn_watch(std::time::Duration::from_secs(10));
+    // Pushes committed jobs Redis has not seen, and re-pushes ones it lost.
+    let dispatcher = tokio::spawn(crate::services::requests::run_dispatcher(
+        state.clone(),
+        stop_rx.clone(),
+    ));
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         // An error means the sender is gone, which also means stop.
         let _ = rx.wait_for(|stop| *stop).await;
@@ -48,6 +53,7 @@ pub async fn serve(
     watch.abort();
     tracing::info!(grace_secs = grace.as_secs(), "draining in-flight requests");
     let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
     match tokio::time::timeout(grace, servers).await {
         Ok(result) => result.map(|_| ()),
         Err(_) => {

@@ -135,8 +135,11 @@ impl Feeder {
                 Ok(ids) => ids,
                 Err(err) => {
                     failures += 1;
-                    tracing::warn!(queue = %queue, error = %err, "fetching from Redis failed; retrying");
+                    tracing::warn!(queue = %queue, error = %err, "fetching from Redis failed; reconnecting");
                     tokio::time::sleep(pause(failures)).await;
+                    if let Err(err) = self.consumer.reconnect().await {
+                        tracing::warn!(queue = %queue, error = %err, "Redis still unreachable");
+                    }
                     continue;
                 }
             };

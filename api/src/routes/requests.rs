@@ -296,19 +296,22 @@ pub async fn stream_events(
         let payload: String = message.get_payload().ok()?;
         serde_json::from_str::<Progress>(&payload).ok()
     });
-    let stream = initial
-        .chain(updates)
-        .scan(false, |ended, progress| {
-            let out = if *ended { None } else { Some(progress.clone()) };
-            *ended = *ended || progress.finished;
-            futures::future::ready(out)
-        })
-        .map(|progress| {
-            Ok(Event::default()
-                .event("progress")
-                .json_data(&progress)
-                .unwrap_or_else(|_| Event::default().comment("unencodable event")))
-        });
+    // Every event up to and including the first final one, then the end.
+    let events = Box::pin(initial.chain(updates));
+    let stream = futures::stream::unfold((events, false), |(mut events, ended)| async move {
+        if ended {
+            return None;
+        }
+        let progress = events.next().await?;
+        let finished = progress.finished;
+        Some((progress, (events, finished)))
+    })
+    .map(|progress| {
+        Ok(Event::default()
+            .event("progress")
+            .json_data(&progress)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+    });
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))

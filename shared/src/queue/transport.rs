@@ -285,6 +285,12 @@ impl Consumer {
         self.queue.heartbeat(&self.worker, ttl).await
     }
 
+    /// Replaces the blocking connection (after Redis went away and came back).
+    pub async fn reconnect(&mut self) -> redis::RedisResult<()> {
+        self.blocking = self.queue.redis.dedicated(self.block).await?;
+        Ok(())
+    }
+
     /// Waits up to the blocking timeout for one id, then takes up to `max - 1` more
     /// without waiting. Ids land in this consumer's in-flight list first, so a crash
     /// loses none of them.

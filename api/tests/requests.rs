@@ -1,0 +1,427 @@
+//! Submitting emails and campaigns and following requests, through the api alone
+//! (no worker runs here, so jobs stay queued): validation, Idempotency-Key,
+//! keyset pagination, ownership, cancel and the SSE stream.
+
+mod common;
+
+use common::{TestApp, problem, spawn_app, spawn_app_with, test_config};
+use serde_json::{Value, json};
+use shared::domain::Role;
+use sqlx::PgPool;
+
+async fn post_email(
+    app: &TestApp,
+    token: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/api/v1/emails"))
+        .bearer_auth(token)
+        .json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.expect("sent")
+}
+
+fn email(n: usize) -> Value {
+    json!({"to": [format!("r{n}@example.org")], "subject": format!("S{n}"), "text": "hello"})
+}
+
+async fn count_requests(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM requests")
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_email_is_accepted_with_location_and_stored_sealed(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, session) = app.signed_in_user().await;
+    let response = post_email(&app, &session.access_token, &email(1), None).await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        location,
+        format!("/api/v1/requests/{}", body["id"].as_str().expect("id"))
+    );
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["total"], 1);
+    let payload: String = sqlx::query_scalar("SELECT payload::text FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("job");
+    assert!(
+        !payload.contains("r1@example.org"),
+        "recipients are sealed: {payload}"
+    );
+    let detail: Value = app
+        .get_authed(&location, &session.access_token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["jobs"]["queued"], 1);
+    assert_eq!(detail["pending"], 1);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn header_injection_and_bad_recipients_are_422(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, session) = app.signed_in_user().await;
+    let many: Vec<String> = (0..51).map(|i| format!("x{i}@example.org")).collect();
+    let cases = [
+        (
+            json!({"to": ["a@example.org"], "subject": "Hi\r\nBcc: all@example.org", "text": "x"}),
+            "subject",
+        ),
+        (
+            json!({"to": ["a@example.org\r\nBcc: all@example.org"], "subject": "Hi", "text": "x"}),
+            "to[0]",
+        ),
+        (
+            json!({"to": ["Eve\nBcc: x@example.org <a@example.org>"], "subject": "Hi", "text": "x"}),
+            "to[0]",
+        ),
+        (
+            json!({"to": ["a@example.org"], "cc": ["nope"], "subject": "Hi", "text": "x"}),
+            "cc[0]",
+        ),
+        (json!({"to": [], "subject": "Hi", "text": "x"}), "to"),
+        (json!({"to": many, "subject": "Hi", "text": "x"}), "to"),
+        (
+            json!({"to": ["a@example.org"], "subject": "", "text": "x"}),
+            "subject",
+        ),
+        (
+            json!({"to": ["a@example.org"], "subject": "Hi", "text": "x", "priority": "high"}),
+            "priority",
+        ),
+    ];
+    for (body, field) in cases {
+        let problem = problem(
+            post_email(&app, &session.access_token, &body, None).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(fields.contains(&field), "{field} not in {problem}");
+    }
+    assert_eq!(count_requests(&pool).await, 0, "nothing accepted");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_idempotency_key_replays_refuses_a_different_body_and_survives_a_race(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, session) = app.signed_in_user().await;
+    let token = session.access_token.as_str();
+    let first: Value = post_email(&app, token, &email(1), Some("key-1"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let again = post_email(&app, token, &email(1), Some("key-1")).await;
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"], "the original response");
+    problem(
+        post_email(&app, token, &email(2), Some("key-1")).await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(count_requests(&pool).await, 1);
+
+    // Ten concurrent submissions with one new key create one request.
+    let race_body = email(3);
+    let racers = (0..10).map(|_| post_email(&app, token, &race_body, Some("key-race")));
+    let responses = futures::future::join_all(racers).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for response in responses {
+        let status = response.status().as_u16();
+        assert!(status == 202 || status == 409, "{status}");
+        if status == 202 {
+            let body: Value = response.json().await.expect("json");
+            ids.insert(body["id"].as_str().expect("id").to_owned());
+        }
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(count_requests(&pool).await, 2);
+    // Keys are per user: another user may use the same key.
+    let (_, other) = app.signed_in_user().await;
+    let theirs: Value = post_email(&app, &other.access_token, &email(1), Some("key-1"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_ne!(theirs["id"], first["id"]);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn pages_have_no_duplicates_or_gaps_while_new_requests_arrive(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, session) = app.signed_in_user().await;
+    let token = session.access_token.as_str();
+    let mut original = Vec::new();
+    for n in 0..25 {
+        let body: Value = post_email(&app, token, &email(n), None)
+            .await
+            .json()
+            .await
+            .expect("json");
+        original.push(body["id"].as_str().expect("id").to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/requests?limit=7&cursor={c}"),
+            None => "/api/v1/requests?limit=7".to_owned(),
+        };
+        let page: Value = app
+            .get_authed(&path, token)
+            .await
+            .json()
+            .await
+            .expect("json");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["id"].as_str().expect("id").to_owned()),
+        );
+        // New requests arrive between pages.
+        post_email(&app, token, &email(100), None).await;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    original.reverse(); // newest first
+    assert_eq!(
+        seen, original,
+        "every original request exactly once, in order"
+    );
+    problem(
+        app.get_authed("/api/v1/requests?limit=101", token).await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        app.get_authed("/api/v1/requests?cursor=garbage", token)
+            .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        app.get_authed("/api/v1/requests?status=nope", token).await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    let filtered: Value = app
+        .get_authed("/api/v1/requests?status=queued&kind=email&limit=100", token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(filtered["items"].as_array().expect("items").len() >= 25);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_user_cannot_see_another_users_request(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, alice) = app.signed_in_user().await;
+    let (_, bob) = app.signed_in_user().await;
+    let body: Value = post_email(&app, &alice.access_token, &email(1), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let path = format!("/api/v1/requests/{}", body["id"].as_str().expect("id"));
+    problem(
+        app.get_authed(&path, &bob.access_token).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let cancel = app
+        .client
+        .post(app.url(&format!("{path}/cancel")))
+        .bearer_auth(&bob.access_token)
+        .send()
+        .await
+        .expect("sent");
+    problem(cancel, 404, "not_found").await;
+    problem(
+        app.get_authed(&format!("{path}/events"), &bob.access_token)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let list: Value = app
+        .get_authed("/api/v1/requests", &bob.access_token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(list["items"].as_array().expect("items").is_empty());
+    assert_eq!(
+        app.get_authed(&path, &alice.access_token).await.status(),
+        200
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn cancel_ends_pending_jobs_and_the_event_stream_reports_it(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, session) = app.signed_in_user().await;
+    let token = session.access_token.clone();
+    let body: Value = post_email(&app, &token, &email(1), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let path = format!("/api/v1/requests/{}", body["id"].as_str().expect("id"));
+
+    let events = app
+        .client
+        .get(app.url(&format!("{path}/events")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let reader = tokio::spawn(async move { events.text().await.expect("stream ends") });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let cancelled = app
+        .client
+        .post(app.url(&format!("{path}/cancel")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(cancelled.status(), 200);
+    let view: Value = cancelled.json().await.expect("json");
+    assert_eq!(view["status"], "cancelled");
+    assert_eq!(view["cancelled"], 1);
+    let again = app
+        .client
+        .post(app.url(&format!("{path}/cancel")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    problem(again, 409, "conflict").await;
+
+    let text = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends")
+        .expect("joined");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("json event"))
+        .collect();
+    assert!(text.contains("event: progress"), "{text}");
+    assert_eq!(
+        events.first().map(|e| e["status"].clone()),
+        Some(json!("queued")),
+        "{text}"
+    );
+    let last = events.last().expect("a final event");
+    assert_eq!(last["status"], "cancelled");
+    assert_eq!(last["finished"], true);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn campaigns_need_the_promoter_role_and_count_distinct_recipients(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, user) = app.signed_in_user().await;
+    let body = json!({"name": "Spring", "subject": "Hi", "text": "x", "recipients": ["a@example.org", "A@example.org", "b@example.org"]});
+    let refused = app
+        .client
+        .post(app.url("/api/v1/campaigns"))
+        .bearer_auth(&user.access_token)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    problem(refused, 403, "forbidden").await;
+
+    let (_, email) = app.create_account(Role::Promoter).await;
+    let promoter = app.login(&email, common::PASSWORD).await;
+    let accepted = app
+        .client
+        .post(app.url("/api/v1/campaigns"))
+        .bearer_auth(&promoter.access_token)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(accepted.status(), 202);
+    let accepted: Value = accepted.json().await.expect("json");
+    assert_eq!(accepted["total"], 2, "duplicates are sent once");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(jobs, 2);
+    let bad = json!({"name": "Spring", "subject": "Hi", "text": "x", "recipients": ["ok@example.org", "broken"]});
+    let refused = app
+        .client
+        .post(app.url("/api/v1/campaigns"))
+        .bearer_auth(&promoter.access_token)
+        .json(&bad)
+        .send()
+        .await
+        .expect("sent");
+    let problem = problem(refused, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["field"], "recipients[1]");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn with_redis_unreachable_a_post_is_still_accepted(pool: PgPool) {
+    let redis = format!("redis://127.0.0.1:{}", common::closed_port());
+    let app = spawn_app_with(pool.clone(), test_config(&[("REDIS_URL", &redis)]), None).await;
+    let (_, session) = app.signed_in_user().await;
+    assert_eq!(
+        post_email(&app, &session.access_token, &email(1), None)
+            .await
+            .status(),
+        202
+    );
+    let undispatched: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dispatched_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        undispatched, 1,
+        "committed; the dispatcher pushes it when Redis is back"
+    );
+}

@@ -1,0 +1,359 @@
+//! The pipeline end to end: real `api` and `worker` binaries, real PostgreSQL,
+//! Redis and SMTP server, and the failures the delivery guarantees are about.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Smtp, System, free_port, header};
+use serde_json::json;
+use sqlx::PgPool;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_email_is_delivered_once_with_its_headers_and_body(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    let response = system
+        .post(
+            "/api/v1/emails",
+            &json!({"to": ["Bob <bob@example.org>"], "cc": ["carol@example.org"], "subject": "Quarterly report",
+                    "text": "Numbers attached.", "html": "<p>Numbers attached.</p>", "reply_to": "ops@example.org"}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let id = location.rsplit('/').next().expect("id").to_owned();
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "succeeded", "{request}");
+    assert_eq!(request["jobs"]["succeeded"], 1);
+    assert_eq!(request["jobs"]["attempts"], 1);
+
+    let messages = smtp.wait_for_messages(1, LONG).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 1, "exactly one message");
+    let message = &messages[0];
+    assert_eq!(header(message, "Subject"), Some("Quarterly report"));
+    assert!(header(message, "To").is_some_and(|to| to.contains("bob@example.org")));
+    assert!(header(message, "Cc").is_some_and(|cc| cc.contains("carol@example.org")));
+    assert!(header(message, "Reply-To").is_some_and(|r| r.contains("ops@example.org")));
+    assert!(header(message, "Message-ID").is_some_and(|m| m.ends_with("@conveyor>")));
+    assert!(
+        header(message, "X-Envelope-To")
+            .is_some_and(|e| e.contains("bob@example.org") && e.contains("carol@example.org"))
+    );
+    assert!(message.contains("Numbers attached."));
+    assert!(message.contains("<p>Numbers attached.</p>"));
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn with_the_smtp_server_down_jobs_retry_then_succeed_when_it_returns(pool: PgPool) {
+    let port = free_port();
+    let mut system = System::new(&pool, port, &[("EMAILS_MAX_ATTEMPTS", "20")]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    let id = system.send_email("dave@example.org", "While down").await;
+    // Let a few attempts fail against the closed port.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let request = system.request(&id).await;
+        if request["jobs"]["attempts"].as_i64().unwrap_or(0) >= 3 {
+            assert_eq!(
+                request["jobs"]["retrying"].as_i64().unwrap_or(0)
+                    + request["jobs"]["running"].as_i64().unwrap_or(0),
+                1
+            );
+            assert!(
+                request["jobs"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("SMTP")),
+                "{request}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retries: {request}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let smtp = Smtp::start(port, &[]).await;
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "succeeded", "{request}");
+    assert!(request["jobs"]["attempts"].as_i64().unwrap_or(0) >= 4);
+    assert_eq!(smtp.wait_for_messages(1, LONG).await.len(), 1);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_smtp_550_is_dead_at_once_with_the_error_recorded(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &["--reject", "nobody"]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    let id = system.send_email("nobody@example.org", "Bounce").await;
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "failed", "{request}");
+    assert_eq!(request["jobs"]["dead"], 1);
+    assert_eq!(
+        request["jobs"]["attempts"], 1,
+        "no retry of a permanent error"
+    );
+    assert!(
+        request["jobs"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("550")),
+        "{request}"
+    );
+    assert!(smtp.messages().is_empty());
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn exhausted_attempts_end_dead(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &["--tempfail", "1000"]).await;
+    let mut system = System::new(&pool, smtp.port, &[("EMAILS_MAX_ATTEMPTS", "3")]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    let id = system.send_email("eve@example.org", "Always 451").await;
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "failed", "{request}");
+    assert_eq!(request["jobs"]["attempts"], 3);
+    let error = request["jobs"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("451") && error.contains("after 3 attempts"),
+        "{error}"
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_job_delivered_twice_is_sent_once(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    let id = system.send_email("frank@example.org", "Twice").await;
+    let job: uuid::Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE request_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .expect("job");
+    // The api pushed it once; push it again before any worker runs.
+    let prefix = system
+        .env
+        .iter()
+        .find(|(k, _)| k == "REDIS_PREFIX")
+        .map(|(_, v)| v.clone())
+        .expect("prefix");
+    let redis =
+        shared::redis::Redis::connect_lazy_to(&common::redis_url(), &prefix).expect("redis");
+    let queue = shared::queue::Queue::new(redis, shared::queue::QueueName::Emails);
+    queue
+        .push(&[job.to_string(), job.to_string()])
+        .await
+        .expect("push");
+    system.start_worker().await;
+    system.start_worker().await;
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "succeeded");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.messages().len(), 1, "three deliveries, one send");
+    assert_eq!(request["jobs"]["attempts"], 1);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &["--delay", "1.5"]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    let ids = [
+        system.send_email("g1@example.org", "One").await,
+        system.send_email("g2@example.org", "Two").await,
+        system.send_email("g3@example.org", "Three").await,
+    ];
+    // Wait until all three are in the SMTP conversation, then ask the worker to stop.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let running: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'running'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if running == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let worker = system.workers.pop().expect("worker");
+    let status = worker.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0));
+    for id in &ids {
+        let request = system.request(id).await;
+        assert_eq!(request["status"], "succeeded", "{request}");
+    }
+    assert_eq!(smtp.messages().len(), 3);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_killed_worker_s_job_is_finished_by_another(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &["--delay", "3"]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    let first = system.start_worker().await;
+    let id = system
+        .send_email("hank@example.org", "Survives a crash")
+        .await;
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM jobs WHERE request_id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                .expect("job");
+        if status == "running" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGKILL mid-job (the SMTP server is still holding the DATA), then a new worker.
+    system.workers[first].signal("-KILL").await;
+    system.start_worker().await;
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "succeeded", "{request}");
+    assert_eq!(
+        request["jobs"]["attempts"], 2,
+        "taken over after the heartbeat timeout"
+    );
+    // The killed worker's SMTP session may have completed after the kill: then the
+    // duplicate carries the same Message-ID.
+    let messages = smtp.wait_for_messages(1, LONG).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let messages = if smtp.messages().len() > messages.len() {
+        smtp.messages()
+    } else {
+        messages
+    };
+    let ids: BTreeSet<&str> = messages
+        .iter()
+        .filter_map(|m| header(m, "Message-ID"))
+        .collect();
+    assert!(
+        (1..=2).contains(&messages.len()),
+        "{} messages",
+        messages.len()
+    );
+    assert_eq!(ids.len(), 1, "every copy has the same Message-ID");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_campaign_of_ten_thousand_is_delivered_and_counts_add_up(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let mut system = System::new(&pool, smtp.port, &[("EMAILS_CONCURRENCY", "64")]).await;
+    system.start_api().await;
+    // Campaigns need the promoter role; the new role needs a new token.
+    sqlx::query("UPDATE users SET role = 'promoter'")
+        .execute(&pool)
+        .await
+        .expect("promote");
+    system.token = system.login(&system.email.clone()).await;
+    system.start_worker().await;
+    system.start_worker().await;
+    let recipients: Vec<String> = (0..10_000)
+        .map(|i| format!("reader{i}@example.org"))
+        .collect();
+    let started = std::time::Instant::now();
+    let response = system
+        .post(
+            "/api/v1/campaigns",
+            &json!({"name": "Launch", "subject": "We launched", "text": "Hello reader", "recipients": recipients}),
+        )
+        .await;
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["total"], 10_000);
+    let id = body["id"].as_str().expect("id").to_owned();
+    let request = system.wait_finished(&id, Duration::from_secs(300)).await;
+    eprintln!(
+        "10,000-recipient campaign delivered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(request["status"], "succeeded", "{request}");
+    assert_eq!(request["succeeded"], 10_000);
+    assert_eq!(request["failed"], 0);
+    assert_eq!(request["pending"], 0);
+    let messages = smtp.wait_for_messages(10_000, LONG).await;
+    let delivered: BTreeSet<&str> = messages
+        .iter()
+        .filter_map(|m| header(m, "X-Envelope-To"))
+        .collect();
+    assert_eq!(delivered.len(), 10_000, "every recipient exactly once");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn posting_while_redis_is_down_is_accepted_and_nothing_is_lost(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let redis_port = free_port();
+    let redis_dir = common::scratch_dir("redis");
+    let start_redis = || {
+        tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&redis_dir)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts")
+    };
+    let mut redis = start_redis();
+    common::wait_for_port(redis_port).await;
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let mut system = System::new(&pool, smtp.port, &[("REDIS_URL", &url)]).await;
+    system.start_api().await;
+    system.start_worker().await;
+
+    redis.kill().await.expect("stop redis");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            system
+                .send_email(
+                    &format!("ivy{n}@example.org"),
+                    &format!("During the outage {n}"),
+                )
+                .await,
+        );
+    }
+    let undispatched: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dispatched_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(undispatched, 5, "committed, waiting for Redis");
+
+    let _redis = start_redis();
+    common::wait_for_port(redis_port).await;
+    for id in &ids {
+        let request = system.wait_finished(id, LONG).await;
+        assert_eq!(request["status"], "succeeded", "{request}");
+    }
+    assert_eq!(smtp.wait_for_messages(5, LONG).await.len(), 5);
+}
