@@ -1,0 +1,240 @@
+//! Queue benchmark (run by `bench/queue-drain`): on a scratch database and Redis
+//! prefix, measures
+//! 1. the bare transport: N consumers draining 50,000 ids (fetch + ack, no-op);
+//! 2. the worker's real path with PostgreSQL bookkeeping: the same `Feeder` (batched
+//!    claims) and `Bookkeeper` (batched completions, then acks) the worker runs,
+//!    with a no-op handler, draining 50,000 jobs;
+//! 3. pick-up latency: from `LPUSH` to an idle consumer's blocking fetch returning.
+//!
+//! Prints figures; asserts nothing about speed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared::db::jobs;
+use shared::db::requests::{self, NewRequest};
+use shared::queue::{Queue, QueueName};
+use shared::redis::Redis;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::{Semaphore, mpsc, watch};
+use uuid::Uuid;
+use worker::backend::{Feeder, Job};
+use worker::bookkeeper::{Acker, Bookkeeper, Outcome, Running};
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let jobs_total: usize = env("JOBS", "50000").parse()?;
+    let concurrency: usize = env("CONCURRENCY", "50").parse()?;
+    let consumers: usize = env("CONSUMERS", "4").parse()?;
+    let server = env(
+        "BENCH_DATABASE_SERVER",
+        "postgres://postgres@127.0.0.1:5432",
+    );
+    let redis_url = env("REDIS_URL", "redis://127.0.0.1:6379");
+    let database = "conveyor_bench_queue";
+
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{server}/postgres"))
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database}"
+    )))
+    .execute(&admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin)
+        .await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&format!("{server}/{database}"))
+        .await?;
+    shared::db::migrate(&pool).await?;
+    let prefix = format!("bench-{}", Uuid::new_v4().simple());
+    let redis = Redis::connect_lazy_to(&redis_url, &prefix)?;
+    println!(
+        "jobs={jobs_total} concurrency={concurrency} consumers={consumers} cores={}",
+        num_cpus()
+    );
+
+    // 1. Bare transport.
+    let queue = Queue::new(redis.clone(), QueueName::Scans);
+    let ids: Vec<String> = (0..jobs_total)
+        .map(|_| Uuid::now_v7().to_string())
+        .collect();
+    queue.push(&ids).await?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..consumers {
+        let queue = queue.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut consumer = queue
+                .consumer(&format!("bench-{n}"), Duration::from_millis(200))
+                .await?;
+            let mut done = 0usize;
+            loop {
+                let batch = consumer.fetch(concurrency).await?;
+                if batch.is_empty() {
+                    return Ok::<usize, redis::RedisError>(done);
+                }
+                consumer.ack(&batch).await?;
+                done += batch.len();
+            }
+        }));
+    }
+    let mut drained = 0;
+    for task in tasks {
+        drained += task.await??;
+    }
+    let elapsed = started.elapsed().saturating_sub(Duration::from_millis(200));
+    println!(
+        "transport only:        {drained} ids in {:.2} s = {:.0} jobs/s",
+        elapsed.as_secs_f64(),
+        drained as f64 / elapsed.as_secs_f64()
+    );
+
+    // 2. The worker's path with PostgreSQL bookkeeping.
+    let user = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO users (id, email_ciphertext, email_index, password_hash) VALUES ($1, '\\x00', $2, 'x')",
+    )
+    .bind(user)
+    .bind(user.as_bytes().to_vec())
+    .execute(&pool)
+    .await?;
+    let request = Uuid::now_v7();
+    let mut tx = pool.begin().await?;
+    requests::insert(
+        &mut *tx,
+        &NewRequest {
+            id: request,
+            owner_id: user,
+            kind: "scan",
+            name: Some("bench"),
+            correlation_id: None,
+            content: None,
+            total: i32::try_from(jobs_total)?,
+        },
+    )
+    .await?;
+    let payloads = vec![serde_json::json!({}); jobs_total];
+    let job_ids = jobs::insert_many(&mut tx, request, "scans", payloads, 3).await?;
+    tx.commit().await?;
+    let strings: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+
+    let worker_id = "bench-worker".to_owned();
+    let acker = Acker::new(redis.clone(), queue.clone(), worker_id.clone());
+    let running = Running::default();
+    let (bookkeeper, recorder) = Bookkeeper::new(
+        pool.clone(),
+        redis.clone(),
+        HashMap::from([(QueueName::Scans, acker.clone())]),
+        running.clone(),
+    );
+    let bookkeeper = tokio::spawn(bookkeeper.run());
+    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(concurrency);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let feeder = Feeder {
+        consumer: queue
+            .consumer(&worker_id, Duration::from_millis(200))
+            .await?,
+        pool: pool.clone(),
+        slots: Arc::new(Semaphore::new(concurrency)),
+        jobs: jobs_tx,
+        acker,
+        heartbeat_timeout: Duration::from_secs(30),
+        running,
+    };
+    let started = Instant::now();
+    queue.push(&strings).await?;
+    let feeder = tokio::spawn(feeder.run(stop_rx));
+    let mut handled = 0usize;
+    let mut inflight = tokio::task::JoinSet::new();
+    while handled < jobs_total {
+        let Some(job) = jobs_rx.recv().await else {
+            break;
+        };
+        let recorder = recorder.clone();
+        inflight.spawn(async move {
+            let id = job.row.id;
+            recorder
+                .record(QueueName::Scans, id, Outcome::Succeeded, Instant::now())
+                .await;
+            drop(job);
+        });
+        handled += 1;
+        while inflight.try_join_next().is_some() {}
+    }
+    while inflight.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    let succeeded: i32 = sqlx::query_scalar("SELECT succeeded FROM requests WHERE id = $1")
+        .bind(request)
+        .fetch_one(&pool)
+        .await?;
+    println!(
+        "worker path + Postgres: {succeeded} jobs succeeded in {:.2} s = {:.0} jobs/s (claims and completions batched)",
+        elapsed.as_secs_f64(),
+        f64::from(succeeded) / elapsed.as_secs_f64()
+    );
+    let _ = stop_tx.send(true);
+    let _ = feeder.await;
+    drop(recorder);
+    let _ = bookkeeper.await;
+
+    // 3. Pick-up latency of an idle consumer.
+    let rounds: usize = env("LATENCY_ROUNDS", "1000").parse()?;
+    let mut consumer = queue.consumer("latency", Duration::from_secs(5)).await?;
+    let pusher = queue.clone();
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Instant>();
+        let pusher = pusher.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let at = Instant::now();
+            let _ = pusher.push(&["latency-probe"]).await;
+            let _ = tx.send(at);
+        });
+        let got = consumer.fetch(1).await?;
+        let now = Instant::now();
+        let pushed_at = rx.await?;
+        consumer.ack(&got).await?;
+        samples.push(now.duration_since(pushed_at));
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "pick-up latency:       p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {rounds} idle pick-ups",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3
+    );
+
+    let mut conn = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await?;
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database}"
+    )))
+    .execute(&admin)
+    .await?;
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
