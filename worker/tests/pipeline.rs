@@ -357,3 +357,77 @@ async fn posting_while_redis_is_down_is_accepted_and_nothing_is_lost(pool: PgPoo
     }
     assert_eq!(smtp.wait_for_messages(5, LONG).await.len(), 5);
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn jobs_redis_lost_after_dispatch_are_pushed_again(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    let id = system.send_email("jay@example.org", "Lost and found").await;
+    let dispatched: bool = sqlx::query_scalar(
+        "SELECT dispatched_at IS NOT NULL FROM jobs WHERE request_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .expect("job");
+    assert!(dispatched, "pushed when accepted");
+    // Redis loses everything (a restart without persistence) before any worker ran.
+    let prefix = system
+        .env
+        .iter()
+        .find(|(k, _)| k == "REDIS_PREFIX")
+        .map(|(_, v)| v.clone())
+        .expect("prefix");
+    let redis =
+        shared::redis::Redis::connect_lazy_to(&common::redis_url(), &prefix).expect("redis");
+    let queue = shared::queue::Queue::new(redis.clone(), shared::queue::QueueName::Emails);
+    let mut conn = redis.connection();
+    redis::cmd("DEL")
+        .arg(queue.ready_key())
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("del");
+    system.start_worker().await;
+    // The reconciler re-pushes it after REDELIVERY_TIMEOUT_SECS (3 s here).
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "succeeded", "{request}");
+    assert_eq!(smtp.wait_for_messages(1, LONG).await.len(), 1);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_send_rate_holds_across_workers(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let mut system = System::new(&pool, smtp.port, &[("EMAILS_PER_SECOND", "4")]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    system.start_worker().await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(
+            system
+                .send_email(&format!("k{n}@example.org"), &format!("Rate {n}"))
+                .await,
+        );
+    }
+    for id in &ids {
+        system.wait_finished(id, LONG).await;
+    }
+    // Twelve messages at four per second need at least three one-second windows, so
+    // more than a second from first to last (unlimited, they go out in ~100 ms).
+    let mut times: Vec<std::time::SystemTime> = std::fs::read_dir(&smtp.dir)
+        .expect("mail dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .collect();
+    times.sort();
+    assert_eq!(times.len(), 12);
+    let span = times[11].duration_since(times[0]).expect("ordered");
+    // Three windows mean more than a second from first to last; unlimited, the twelve
+    // go out in about 100 ms.
+    assert!(
+        span > Duration::from_secs(1),
+        "12 messages in {span:?} at 4/s"
+    );
+}

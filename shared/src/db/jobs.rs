@@ -208,22 +208,38 @@ pub async fn lock_lost(
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<(Uuid, String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "(SELECT id, queue, status FROM jobs WHERE status = 'queued' AND dispatched_at < $1 \
-           ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         UNION ALL \
-         (SELECT id, queue, status FROM jobs WHERE status = 'retrying' AND run_after < $1 \
-           AND (dispatched_at IS NULL OR dispatched_at < $1) \
-           ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         UNION ALL \
-         (SELECT id, queue, status FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
-           AND (dispatched_at IS NULL OR dispatched_at < $1) \
-           ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    // Three statements: PostgreSQL refuses FOR UPDATE on a UNION.
+    let mut lost: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT id, queue, status FROM jobs WHERE status = 'queued' AND dispatched_at < $1 \
+         ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(before)
     .bind(limit)
-    .fetch_all(db)
-    .await
+    .fetch_all(&mut *db)
+    .await?;
+    lost.extend(
+        sqlx::query_as::<_, (Uuid, String, String)>(
+            "SELECT id, queue, status FROM jobs WHERE status = 'retrying' AND run_after < $1 \
+             AND (dispatched_at IS NULL OR dispatched_at < $1) \
+             ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *db)
+        .await?,
+    );
+    lost.extend(
+        sqlx::query_as::<_, (Uuid, String, String)>(
+            "SELECT id, queue, status FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
+             AND (dispatched_at IS NULL OR dispatched_at < $1) \
+             ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *db)
+        .await?,
+    );
+    Ok(lost)
 }
 
 /// Cancels a request's jobs that have not started; returns how many.
