@@ -1,12 +1,10 @@
 //! Domain types that carry their rules: once a value exists, it is valid.
 
 pub mod email;
-pub mod ids;
 pub mod password;
 pub mod phone;
 pub mod role;
 
 pub use email::EmailAddress;
-pub use ids::UserId;
 pub use phone::PhoneNumber;
 pub use role::{Permission, Role};
