@@ -16,8 +16,6 @@ pub fn routes() -> Router<AppState> {
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 401, body = shared::problem::Problem)))]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
-    let row = shared::db::users::find_by_id(&state.pool, user.id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+    let row = crate::services::auth::current_user(&state, &user).await?;
     Ok(Json(accounts::owner_view(&state.security, &row)?))
 }

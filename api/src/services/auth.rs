@@ -295,9 +295,7 @@ pub async fn change_password(
     current: String,
     new: &str,
 ) -> Result<(), ApiError> {
-    let row = users::find_by_id(&state.pool, user.id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+    let row = current_user(state, user).await?;
     if !password::verify_async(current, Some(row.password_hash.clone())).await {
         return Err(ApiError::InvalidCredentials);
     }
@@ -324,9 +322,7 @@ pub async fn change_password(
 
 /// Makes a new TOTP secret, kept pending until [`enable_totp`] proves the app has it.
 pub async fn setup_totp(state: &AppState, user: &AuthUser) -> Result<TotpSetup, ApiError> {
-    let row = users::find_by_id(&state.pool, user.id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+    let row = current_user(state, user).await?;
     if row.totp_secret_ciphertext.is_some() {
         return Err(ApiError::Conflict(
             "two-factor authentication is already enabled".into(),
@@ -348,9 +344,7 @@ pub async fn enable_totp(
     user: &AuthUser,
     code: &str,
 ) -> Result<Vec<String>, ApiError> {
-    let row = users::find_by_id(&state.pool, user.id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+    let row = current_user(state, user).await?;
     if row.totp_secret_ciphertext.is_some() {
         return Err(ApiError::Conflict(
             "two-factor authentication is already enabled".into(),
@@ -381,9 +375,7 @@ pub async fn enable_totp(
 
 /// Disables 2FA with a current code (or a recovery code).
 pub async fn disable_totp(state: &AppState, user: &AuthUser, code: &str) -> Result<(), ApiError> {
-    let row = users::find_by_id(&state.pool, user.id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+    let row = current_user(state, user).await?;
     if row.totp_secret_ciphertext.is_none() {
         return Err(ApiError::Conflict(
             "two-factor authentication is not enabled".into(),
@@ -398,6 +390,13 @@ pub async fn disable_totp(state: &AppState, user: &AuthUser, code: &str) -> Resu
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "2FA disabled");
     Ok(())
+}
+
+/// The caller's row; gone (deleted meanwhile) is unauthenticated.
+pub async fn current_user(state: &AppState, user: &AuthUser) -> Result<users::UserRow, ApiError> {
+    users::find_by_id(&state.pool, user.id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))
 }
 
 fn invalid_code() -> ApiError {

@@ -135,17 +135,32 @@ impl Queue {
 
     /// Moves every id due by `now` to ready, `MOVE_CHUNK` per script call.
     pub async fn promote_due(&self, now: SystemTime) -> redis::RedisResult<usize> {
+        self.in_chunks(
+            PROMOTE,
+            [self.delayed_key(), self.ready_key()],
+            Some(millis(now)),
+        )
+        .await
+    }
+
+    /// Runs a moving script (`KEYS[1]` → `KEYS[2]`, optional `ARGV[1]`, then the chunk
+    /// size) until a call moves less than a full chunk; returns the total moved.
+    async fn in_chunks(
+        &self,
+        source: &str,
+        keys: [String; 2],
+        arg: Option<u64>,
+    ) -> redis::RedisResult<usize> {
         let mut conn = self.redis.connection();
-        let script = redis::Script::new(PROMOTE);
+        let script = redis::Script::new(source);
         let mut total = 0;
         loop {
-            let moved: usize = script
-                .key(self.delayed_key())
-                .key(self.ready_key())
-                .arg(millis(now))
-                .arg(MOVE_CHUNK)
-                .invoke_async(&mut conn)
-                .await?;
+            let mut invocation = script.key(&keys[0]);
+            invocation.key(&keys[1]);
+            if let Some(arg) = arg {
+                invocation.arg(arg);
+            }
+            let moved: usize = invocation.arg(MOVE_CHUNK).invoke_async(&mut conn).await?;
             total += moved;
             if moved < MOVE_CHUNK {
                 return Ok(total);
@@ -158,26 +173,13 @@ impl Queue {
     pub async fn reap(&self) -> redis::RedisResult<usize> {
         let mut conn = self.redis.connection();
         let workers: Vec<String> = conn.smembers(self.workers_key()).await?;
-        let script = redis::Script::new(REQUEUE);
         let mut total = 0;
         for worker in workers {
             let alive: bool = conn.exists(self.alive_key(&worker)).await?;
             if alive {
                 continue;
             }
-            loop {
-                let moved: usize = script
-                    .key(self.inflight_key(&worker))
-                    .key(self.ready_key())
-                    .arg(MOVE_CHUNK)
-                    .invoke_async(&mut conn)
-                    .await?;
-                total += moved;
-                if moved < MOVE_CHUNK {
-                    break;
-                }
-            }
-            conn.srem::<_, _, ()>(self.workers_key(), &worker).await?;
+            total += self.release(&worker).await?;
             tracing::warn!(queue = %self.name, worker = %worker, "reaped the jobs of a dead consumer");
         }
         Ok(total)
@@ -203,21 +205,10 @@ impl Queue {
     /// Puts every id consumer `worker` still holds back on the ready list, first in
     /// line, and unregisters it (a clean shutdown with unfinished work).
     pub async fn release(&self, worker: &str) -> redis::RedisResult<usize> {
+        let total = self
+            .in_chunks(REQUEUE, [self.inflight_key(worker), self.ready_key()], None)
+            .await?;
         let mut conn = self.redis.connection();
-        let script = redis::Script::new(REQUEUE);
-        let mut total = 0;
-        loop {
-            let moved: usize = script
-                .key(self.inflight_key(worker))
-                .key(self.ready_key())
-                .arg(MOVE_CHUNK)
-                .invoke_async(&mut conn)
-                .await?;
-            total += moved;
-            if moved < MOVE_CHUNK {
-                break;
-            }
-        }
         redis::pipe()
             .srem(self.workers_key(), worker)
             .ignore()
