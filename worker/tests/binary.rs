@@ -139,3 +139,34 @@ async fn a_configuration_error_is_one_line_and_exit_2() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("JWT_SIGNING_KEY is required"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_failed_consumer_makes_readiness_503_naming_it() {
+    let url = database_url();
+    let redis = redis_url();
+    let config = shared::Config::from_lookup(|key| match key {
+        "APP_ENV" => Some("test".to_owned()),
+        "DATABASE_URL" => Some(url.clone()),
+        "REDIS_URL" => Some(redis.clone()),
+        _ => None,
+    })
+    .expect("config");
+    let pool = shared::db::pool(&config).expect("pool");
+    let redis = shared::redis::Redis::connect_lazy(&config).expect("redis");
+    let worker = worker::runtime::Worker::new(std::sync::Arc::new(config), pool, redis);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = worker.ops_router(shared::telemetry::prometheus());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/health/ready");
+    assert_eq!(client.get(&url).send().await.expect("sent").status(), 200);
+    worker.flag.fail("the emails consumer stopped".to_owned());
+    let response = client.get(&url).send().await.expect("sent");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "dependency_unavailable");
+    assert_eq!(body["detail"], "the emails consumer stopped");
+}
