@@ -21,7 +21,7 @@ use crate::state::AppState;
 
 /// The api as it is served.
 pub fn router(state: AppState) -> Router {
-    let campaign_limit = state.config.campaign_body_limit_bytes;
+    let campaign_limit = state.config.http.campaign_body_limit_bytes;
     build(state, routes::api_v1(campaign_limit))
 }
 
@@ -66,14 +66,14 @@ pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
-        .layer(cors(&config.cors_allowed_origins))
+        .layer(cors(&config.http.cors_allowed_origins))
         .layer(from_fn(problem::ensure_problem_json))
         .layer(CatchPanicLayer::custom(problem::PanicToProblem))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
+            config.http.request_timeout,
         ))
-        .layer(DefaultBodyLimit::max(config.body_limit_bytes));
+        .layer(DefaultBodyLimit::max(config.http.body_limit_bytes));
     routes.layer(stack)
 }
 

@@ -126,7 +126,7 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if state.config.trust_forwarded_for
+        if state.config.http.trust_forwarded_for
             && let Some(ip) = parts
                 .headers
                 .get_all("x-forwarded-for")

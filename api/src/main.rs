@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use api::AppState;
 use clap::{Parser, Subcommand};
+use shared::config::AuthConfig;
 use shared::redis::Redis;
 use shared::{Config, db, telemetry};
 use tokio::net::TcpListener;
@@ -57,6 +58,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Only the api reads the auth section; `migrate` needs none of its keys.
+    let auth = if matches!(cli.command, Some(Command::Migrate)) {
+        None
+    } else {
+        match AuthConfig::from_env() {
+            Ok(auth) => Some(Arc::new(auth)),
+            Err(err) => {
+                eprintln!("api: configuration error: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     telemetry::init_tracing(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,13 +82,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(config).await,
-            Command::Migrate => migrate(&config).await,
-            Command::CreateAdmin {
-                email,
-                display_name,
-            } => create_admin(config, &email, display_name).await,
+        match (cli.command.unwrap_or(Command::Serve), auth) {
+            (Command::Migrate, _) => migrate(&config).await,
+            (Command::Serve, Some(auth)) => serve(config, auth).await,
+            (
+                Command::CreateAdmin {
+                    email,
+                    display_name,
+                },
+                Some(auth),
+            ) => create_admin(config, auth, &email, display_name).await,
+            (_, None) => Err(anyhow::anyhow!("the auth configuration was not loaded")),
         }
     });
     match result {
@@ -103,6 +120,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 async fn create_admin(
     config: Arc<Config>,
+    auth: Arc<AuthConfig>,
     email: &str,
     display_name: Option<String>,
 ) -> anyhow::Result<()> {
@@ -117,13 +135,13 @@ async fn create_admin(
         }
     };
     let pool = db::pool(&config)?;
-    if config.auto_migrate {
+    if config.database.auto_migrate {
         db::migrate(&pool)
             .await
             .map_err(|err| anyhow::anyhow!("migrations failed: {err}"))?;
     }
     let redis = Redis::connect_lazy(&config)?;
-    let state = AppState::new(config, pool, redis)?;
+    let state = AppState::new(config, auth, pool, redis)?;
     let account =
         api::services::accounts::NewAccount::parse(email, &password, display_name.as_deref(), None)
             .map_err(describe)?;
@@ -157,41 +175,31 @@ fn describe(err: api::ApiError) -> anyhow::Error {
     }
 }
 
-async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+async fn serve(config: Arc<Config>, auth: Arc<AuthConfig>) -> anyhow::Result<()> {
     let prometheus = telemetry::prometheus();
     telemetry::record_build_info("api");
-    for var in &config.generated_secrets {
-        tracing::warn!(
-            variable = var,
-            "{var} is not set: using a random key for this process only. Tokens and encrypted \
-             data will not survive a restart. Never run production like this."
-        );
-    }
+    config.warn_about_keys(&auth.generated_secrets);
     let pool = db::pool(&config)?;
     let redis = Redis::connect_lazy(&config)?;
-    if config.auto_migrate {
+    if config.database.auto_migrate {
         db::migrate(&pool)
             .await
             .map_err(|err| anyhow::anyhow!("migrations failed: {err}"))?;
     }
-    let api = TcpListener::bind(config.api_addr)
+    let (api_addr, metrics_addr) = (config.http.api_addr, config.ops.metrics_addr);
+    let api = TcpListener::bind(api_addr)
         .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on API_ADDR {}: {err}", config.api_addr))?;
-    let ops = TcpListener::bind(config.metrics_addr)
+        .map_err(|err| anyhow::anyhow!("cannot listen on API_ADDR {api_addr}: {err}"))?;
+    let ops = TcpListener::bind(metrics_addr)
         .await
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "cannot listen on METRICS_ADDR {}: {err}",
-                config.metrics_addr
-            )
-        })?;
+        .map_err(|err| anyhow::anyhow!("cannot listen on METRICS_ADDR {metrics_addr}: {err}"))?;
     tracing::info!(
-        api = %config.api_addr,
-        metrics = %config.metrics_addr,
+        api = %api_addr,
+        metrics = %metrics_addr,
         env = config.app_env.as_str(),
         "api listening"
     );
-    let state = AppState::new(config, pool, redis)?;
+    let state = AppState::new(config, auth, pool, redis)?;
     api::server::serve(state, prometheus, api, ops, shared::shutdown::signal()).await?;
     tracing::info!("api stopped");
     Ok(())

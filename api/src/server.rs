@@ -24,16 +24,28 @@ pub async fn serve(
     ops: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.config.shutdown_grace;
+    let grace = state.config.ops.shutdown_grace;
     let (stop_tx, stop_rx) = watch::channel(false);
     let watch = state
         .health()
         .spawn_watch(std::time::Duration::from_secs(10));
     // Pushes committed jobs Redis has not seen, and re-pushes ones it lost.
-    let dispatcher = tokio::spawn(crate::services::requests::run_dispatcher(
-        state.clone(),
-        stop_rx.clone(),
-    ));
+    let dispatcher = {
+        let dispatcher = shared::maintenance::dispatcher::Dispatcher::new(
+            state.pool.clone(),
+            state.redis.clone(),
+            state.config.pipeline.redelivery_timeout,
+        );
+        tokio::spawn(shared::maintenance::every(
+            "dispatcher",
+            state.config.pipeline.dispatch_interval,
+            stop_rx.clone(),
+            move || {
+                let dispatcher = dispatcher.clone();
+                async move { dispatcher.round().await }
+            },
+        ))
+    };
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         // An error means the sender is gone, which also means stop.
         let _ = rx.wait_for(|stop| *stop).await;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use shared::Config;
+use shared::config::AuthConfig;
 use shared::crypto::pii::{BlindIndex, PiiCipher};
 use shared::health::Health;
 use shared::redis::Redis;
@@ -21,15 +22,11 @@ pub struct Security {
 }
 
 impl Security {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    pub fn from_config(config: &Config, auth: &AuthConfig) -> anyhow::Result<Self> {
         Ok(Security {
-            tokens: TokenKeys::from_config(config)?,
-            pii: PiiCipher::new(
-                &config.pii_key_id,
-                config.pii_key.expose_secret(),
-                &config.pii_previous_keys,
-            ),
-            blind_index: BlindIndex::new(config.blind_index_key.expose_secret()),
+            tokens: TokenKeys::from_config(auth)?,
+            pii: config.pii.cipher(),
+            blind_index: BlindIndex::new(auth.blind_index_key.expose_secret()),
         })
     }
 }
@@ -37,6 +34,7 @@ impl Security {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
+    pub auth: Arc<AuthConfig>,
     pub pool: PgPool,
     pub redis: Redis,
     pub security: Arc<Security>,
@@ -44,11 +42,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, pool: PgPool, redis: Redis) -> anyhow::Result<Self> {
-        let security = Arc::new(Security::from_config(&config)?);
-        let lockout = Lockout::new(&config, redis.clone());
+    pub fn new(
+        config: Arc<Config>,
+        auth: Arc<AuthConfig>,
+        pool: PgPool,
+        redis: Redis,
+    ) -> anyhow::Result<Self> {
+        let security = Arc::new(Security::from_config(&config, &auth)?);
+        let lockout = Lockout::new(auth.login, redis.clone());
         Ok(AppState {
             config,
+            auth,
             pool,
             redis,
             security,
@@ -61,7 +65,7 @@ impl AppState {
         Health {
             pool: self.pool.clone(),
             redis: self.redis.clone(),
-            timeout: self.config.health_timeout,
+            timeout: self.config.ops.health_timeout,
             service: "api",
             flag: shared::health::HealthFlag::default(),
         }

@@ -28,7 +28,7 @@ fn production_without_a_jwt_key_refuses_to_start() {
             ("APP_ENV", "production"),
             ("PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
         ],
-        &["migrate"],
+        &["serve"],
     );
     let line = one_line_error(&output);
     assert!(

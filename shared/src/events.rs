@@ -17,7 +17,7 @@ pub fn channel(redis: &Redis, request_id: Uuid) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub id: Uuid,
-    pub status: String,
+    pub status: crate::domain::RequestStatus,
     pub total: i32,
     pub succeeded: i32,
     pub failed: i32,
@@ -31,7 +31,7 @@ impl From<&RequestRow> for Progress {
     fn from(row: &RequestRow) -> Self {
         Progress {
             id: row.id,
-            status: row.status.clone(),
+            status: row.status,
             total: row.total,
             succeeded: row.succeeded,
             failed: row.failed,

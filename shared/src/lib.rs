@@ -10,6 +10,7 @@ pub mod error_code;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod maintenance;
 pub mod problem;
 pub mod queue;
 pub mod redis;

@@ -27,7 +27,7 @@ impl std::fmt::Debug for Redis {
 impl Redis {
     /// Does not connect: the first command does, so the api starts while Redis is down.
     pub fn connect_lazy(config: &Config) -> Result<Self, redis::RedisError> {
-        Self::connect_lazy_to(config.redis_url(), &config.redis_prefix)
+        Self::connect_lazy_to(config.redis_url(), &config.redis.prefix)
     }
 
     pub fn connect_lazy_to(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {

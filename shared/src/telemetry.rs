@@ -42,6 +42,8 @@ pub mod metric {
     pub const JOBS_DUPLICATE_TOTAL: &str = "conveyor_jobs_duplicate_total";
     /// Gauge: ids in Redis by `queue` and `state` (`ready`, `delayed`).
     pub const QUEUE_DEPTH: &str = "conveyor_queue_depth";
+    /// Counter: finished requests (with their jobs) deleted past `RETENTION_DAYS`.
+    pub const REQUESTS_PRUNED_TOTAL: &str = "conveyor_requests_pruned_total";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -118,6 +120,10 @@ fn describe_metrics() {
     describe_counter!(metric::JOBS_DISPATCHED_TOTAL, "Job ids pushed to Redis");
     describe_gauge!(metric::DISPATCHER_BACKLOG, "Jobs committed but not pushed");
     describe_counter!(metric::JOBS_STARTED_TOTAL, "Jobs started");
+    describe_counter!(
+        metric::REQUESTS_PRUNED_TOTAL,
+        "Finished requests deleted past retention"
+    );
     describe_counter!(metric::JOBS_FINISHED_TOTAL, "Job attempts that ended");
     describe_histogram!(
         metric::JOB_DURATION_SECONDS,

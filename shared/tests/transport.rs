@@ -55,9 +55,19 @@ async fn ids_come_out_in_the_order_they_went_in() {
         seen.extend(batch);
     }
     assert_eq!(seen, all);
-    assert_eq!(consumer.in_flight().await.expect("inflight").len(), 100);
-    consumer.ack(&seen).await.expect("ack");
-    assert!(consumer.in_flight().await.expect("inflight").is_empty());
+    assert_eq!(
+        consumer.in_flight().ids().await.expect("inflight").len(),
+        100
+    );
+    consumer.in_flight().ack(&seen).await.expect("ack");
+    assert!(
+        consumer
+            .in_flight()
+            .ids()
+            .await
+            .expect("inflight")
+            .is_empty()
+    );
     cleanup(&redis).await;
 }
 
@@ -97,10 +107,12 @@ async fn the_reaper_returns_a_dead_consumers_ids_in_order_and_spares_the_living(
         .consumer("alive", Duration::from_secs(1))
         .await
         .expect("consumer");
-    dead.heartbeat(Duration::from_millis(100))
+    dead.in_flight()
+        .heartbeat(Duration::from_millis(100))
         .await
         .expect("heartbeat");
     alive
+        .in_flight()
         .heartbeat(Duration::from_secs(30))
         .await
         .expect("heartbeat");
@@ -115,8 +127,8 @@ async fn the_reaper_returns_a_dead_consumers_ids_in_order_and_spares_the_living(
     let mut expected = ids(0..10);
     expected.extend(ids(15..30));
     assert_eq!(ready(&redis, &queue).await, expected);
-    assert_eq!(alive.in_flight().await.expect("inflight").len(), 5);
-    assert!(dead.in_flight().await.expect("inflight").is_empty());
+    assert_eq!(alive.in_flight().ids().await.expect("inflight").len(), 5);
+    assert!(dead.in_flight().ids().await.expect("inflight").is_empty());
     // A second run finds nothing more to do.
     assert_eq!(queue.reap().await.expect("reap"), 0);
     cleanup(&redis).await;
@@ -158,12 +170,13 @@ async fn release_puts_unfinished_work_back_first_in_line() {
         .await
         .expect("consumer");
     consumer
+        .in_flight()
         .heartbeat(Duration::from_secs(30))
         .await
         .expect("heartbeat");
     let held = consumer.fetch(3).await.expect("fetch");
-    consumer.ack(&held[..1]).await.expect("ack");
-    assert_eq!(consumer.release().await.expect("release"), 2);
+    consumer.in_flight().ack(&held[..1]).await.expect("ack");
+    assert_eq!(consumer.in_flight().release().await.expect("release"), 2);
     assert_eq!(
         ready(&redis, &queue).await,
         vec!["job-000001", "job-000002", "job-000003", "job-000004"]
@@ -197,6 +210,7 @@ async fn no_id_is_lost_or_duplicated_whatever_the_interleaving() {
                 .await
                 .expect("consumer");
             consumer
+                .in_flight()
                 .heartbeat(Duration::from_secs(30))
                 .await
                 .expect("heartbeat");
@@ -222,12 +236,13 @@ async fn no_id_is_lost_or_duplicated_whatever_the_interleaving() {
                     let mine = held.entry(who).or_default();
                     let k = usize::try_from(rng.next(mine.len() as u64 + 1)).unwrap_or(0);
                     let done: Vec<String> = mine.drain(..k).collect();
-                    consumers[who].ack(&done).await.expect("ack");
+                    consumers[who].in_flight().ack(&done).await.expect("ack");
                     acked.extend(done);
                 }
                 _ => {
                     // The consumer dies: its heartbeat lapses and the reaper runs.
                     consumers[who]
+                        .in_flight()
                         .heartbeat(Duration::from_millis(1))
                         .await
                         .expect("heartbeat");
@@ -235,6 +250,7 @@ async fn no_id_is_lost_or_duplicated_whatever_the_interleaving() {
                     queue.reap().await.expect("reap");
                     held.remove(&who);
                     consumers[who]
+                        .in_flight()
                         .heartbeat(Duration::from_secs(30))
                         .await
                         .expect("heartbeat");
@@ -243,7 +259,7 @@ async fn no_id_is_lost_or_duplicated_whatever_the_interleaving() {
             // The property: every pushed id is acked, ready, or in exactly one in-flight list.
             let mut everywhere: Vec<String> = ready(&redis, &queue).await;
             for consumer in &consumers {
-                everywhere.extend(consumer.in_flight().await.expect("inflight"));
+                everywhere.extend(consumer.in_flight().ids().await.expect("inflight"));
             }
             everywhere.extend(acked.iter().cloned());
             let unique: BTreeSet<&String> = everywhere.iter().collect();

@@ -1,26 +1,26 @@
 //! Queue benchmark (run by `bench/queue-drain`): on a scratch database and Redis
 //! prefix, measures
 //! 1. the bare transport: N consumers draining 50,000 ids (fetch + ack, no-op);
-//! 2. the worker's real path with PostgreSQL bookkeeping: the same `Feeder` (batched
-//!    claims) and `Bookkeeper` (batched completions, then acks) the worker runs,
-//!    with a no-op handler, draining 50,000 jobs;
+//! 2. the worker's runtime — the very `Runtime` the worker binary runs (producer,
+//!    executor, completer, maintenance), with only the `canary` queue registered —
+//!    draining 50,000 pre-enqueued canary jobs, PostgreSQL bookkeeping on;
 //! 3. pick-up latency: from `LPUSH` to an idle consumer's blocking fetch returning.
 //!
-//! Prints figures; asserts nothing about speed.
+//! Prints figures, and the runtime's drain as one JSON line (`RESULT {...}`) for the
+//! script to compare; asserts nothing about speed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::db::jobs;
 use shared::db::requests::{self, NewRequest};
+use shared::domain::RequestKind;
 use shared::queue::{Queue, QueueName};
 use shared::redis::Redis;
 use sqlx::postgres::PgPoolOptions;
-use tokio::sync::{Semaphore, mpsc, watch};
 use uuid::Uuid;
-use worker::backend::{Feeder, Job};
-use worker::bookkeeper::{Acker, Bookkeeper, Outcome, Running};
+use worker::handlers::canary::Canary;
+use worker::runtime::Runtime;
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
                 if batch.is_empty() {
                     return Ok::<usize, redis::RedisError>(done);
                 }
-                consumer.ack(&batch).await?;
+                consumer.in_flight().ack(&batch).await?;
                 done += batch.len();
             }
         }));
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         drained as f64 / elapsed.as_secs_f64()
     );
 
-    // 2. The worker's path with PostgreSQL bookkeeping.
+    // 2. The worker's runtime, canary queue only, jobs pre-enqueued.
     let user = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO users (id, email_ciphertext, email_index, password_hash) VALUES ($1, '\\x00', $2, 'x')",
@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         &NewRequest {
             id: request,
             owner_id: user,
-            kind: "scan",
+            kind: RequestKind::Canary,
             name: Some("bench"),
             correlation_id: None,
             content: None,
@@ -123,68 +123,53 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let payloads = vec![serde_json::json!({}); jobs_total];
-    let job_ids = jobs::insert_many(&mut tx, request, "scans", payloads, 3).await?;
+    let job_ids = jobs::insert_many(&mut tx, request, QueueName::Canary, payloads, 3).await?;
     tx.commit().await?;
     let strings: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
-
-    let worker_id = "bench-worker".to_owned();
-    let acker = Acker::new(redis.clone(), queue.clone(), worker_id.clone());
-    let running = Running::default();
-    let (bookkeeper, recorder) = Bookkeeper::new(
-        pool.clone(),
-        redis.clone(),
-        HashMap::from([(QueueName::Scans, acker.clone())]),
-        running.clone(),
-    );
-    let bookkeeper = tokio::spawn(bookkeeper.run());
-    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(concurrency);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let feeder = Feeder {
-        consumer: queue
-            .consumer(&worker_id, Duration::from_millis(200))
-            .await?,
-        pool: pool.clone(),
-        slots: Arc::new(Semaphore::new(concurrency)),
-        jobs: jobs_tx,
-        acker,
-        heartbeat_timeout: Duration::from_secs(30),
-        running,
-    };
-    let started = Instant::now();
-    queue.push(&strings).await?;
-    let feeder = tokio::spawn(feeder.run(stop_rx));
-    let mut handled = 0usize;
-    let mut inflight = tokio::task::JoinSet::new();
-    while handled < jobs_total {
-        let Some(job) = jobs_rx.recv().await else {
-            break;
-        };
-        let recorder = recorder.clone();
-        inflight.spawn(async move {
-            let id = job.row.id;
-            recorder
-                .record(QueueName::Scans, id, Outcome::Succeeded, Instant::now())
-                .await;
-            drop(job);
-        });
-        handled += 1;
-        while inflight.try_join_next().is_some() {}
-    }
-    while inflight.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
-    let succeeded: i32 = sqlx::query_scalar("SELECT succeeded FROM requests WHERE id = $1")
-        .bind(request)
-        .fetch_one(&pool)
+    Queue::new(redis.clone(), QueueName::Canary)
+        .push(&strings)
         .await?;
+    jobs::mark_dispatched(&pool, &job_ids).await?;
+
+    let database_url = format!("{server}/{database}");
+    let config = Arc::new(shared::Config::from_lookup(|key| match key {
+        "APP_ENV" => Some("test".to_owned()),
+        "DATABASE_URL" => Some(database_url.clone()),
+        "REDIS_URL" => Some(redis_url.clone()),
+        "REDIS_PREFIX" => Some(prefix.clone()),
+        "CANARY_CONCURRENCY" => Some(concurrency.to_string()),
+        _ => None,
+    })?);
+    let mut runtime = Runtime::new(config.clone(), shared::db::pool(&config)?, redis.clone());
+    runtime.queue(QueueName::Canary, Canary, config.queues.canary);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let worker = tokio::spawn(runtime.run(None, async move {
+        let _ = stop_rx.await;
+    }));
+    let succeeded = loop {
+        let (succeeded, finished): (i32, bool) =
+            sqlx::query_as("SELECT succeeded, finished_at IS NOT NULL FROM requests WHERE id = $1")
+                .bind(request)
+                .fetch_one(&pool)
+                .await?;
+        if finished {
+            break succeeded;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let elapsed = started.elapsed();
+    let _ = stop_tx.send(());
+    worker.await??;
+    let rate = f64::from(succeeded) / elapsed.as_secs_f64();
     println!(
-        "worker path + Postgres: {succeeded} jobs succeeded in {:.2} s = {:.0} jobs/s (claims and completions batched)",
+        "worker runtime (canary): {succeeded} jobs succeeded in {:.2} s = {rate:.0} jobs/s (concurrency {concurrency}, PostgreSQL bookkeeping on)",
         elapsed.as_secs_f64(),
-        f64::from(succeeded) / elapsed.as_secs_f64()
     );
-    let _ = stop_tx.send(true);
-    let _ = feeder.await;
-    drop(recorder);
-    let _ = bookkeeper.await;
+    println!(
+        "RESULT {{\"name\":\"conveyor\",\"jobs\":{succeeded},\"concurrency\":{concurrency},\"seconds\":{:.3},\"jobs_per_sec\":{rate:.0}}}",
+        elapsed.as_secs_f64()
+    );
 
     // 3. Pick-up latency of an idle consumer.
     let rounds: usize = env("LATENCY_ROUNDS", "1000").parse()?;
@@ -203,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
         let got = consumer.fetch(1).await?;
         let now = Instant::now();
         let pushed_at = rx.await?;
-        consumer.ack(&got).await?;
+        consumer.in_flight().ack(&got).await?;
         samples.push(now.duration_since(pushed_at));
     }
     samples.sort();

@@ -1,7 +1,14 @@
 //! Conveyor's worker as a library: the binary in `main.rs` and the tests run the same
-//! [`runtime::run`].
+//! [`runtime::Runtime`]. The runtime is named for its roles — [`producer`],
+//! [`executor`], [`completer`], [`maintenance`] — and a queue is a [`handler::Handler`]
+//! in [`handlers`] plus one line in [`queues`].
 
-pub mod backend;
-pub mod bookkeeper;
+pub mod completer;
+pub mod executor;
+pub mod handler;
 pub mod handlers;
+pub mod maintenance;
+pub mod producer;
+pub mod queues;
+pub mod running;
 pub mod runtime;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use shared::redis::Redis;
 use shared::{Config, db, telemetry};
 use tokio::net::TcpListener;
-use worker::runtime::Worker;
+use worker::runtime::Runtime;
 
 /// Conveyor's job worker: consumes the Redis-backed queues and records every job's
 /// outcome in PostgreSQL. Stateless: run as many as the load needs.
@@ -69,15 +69,16 @@ fn main() -> ExitCode {
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let prometheus = telemetry::prometheus();
     telemetry::record_build_info("worker");
+    config.warn_about_keys(&[]);
     let pool = db::pool(&config)?;
     let redis = Redis::connect_lazy(&config)?;
-    let addr = config.worker_metrics_addr;
+    let addr = config.ops.worker_metrics_addr;
     let ops = TcpListener::bind(addr)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on WORKER_METRICS_ADDR {addr}: {err}"))?;
     tracing::info!(metrics = %addr, env = config.app_env.as_str(), "worker started");
-    Worker::new(config, pool, redis)
-        .run(prometheus, ops, shared::shutdown::signal())
+    Runtime::with_queues(config, pool, redis)?
+        .run(Some((ops, prometheus)), shared::shutdown::signal())
         .await?;
     tracing::info!("worker stopped");
     Ok(())

@@ -1,13 +1,14 @@
-//! Building and running the worker: one apalis worker per queue (under one apalis
-//! `Monitor`), fed by Conveyor's Redis transport; the bookkeeper; heartbeats, the
-//! reaper and the promoter of due retries; the operational listener; and graceful
-//! shutdown (stop fetching, let in-flight jobs finish within the grace period, hand
-//! back what was not started, exit 0).
+//! The job runtime, the same for every queue: for each registered queue a producer
+//! (fetch + claim) feeding an apalis worker whose executor runs the handler; one
+//! completer for the process; the maintenance chores; the operational listener; and
+//! graceful shutdown (stop fetching, let in-flight jobs finish within the grace
+//! period, hand back what was not finished, exit 0). A producer that dies fails
+//! readiness and makes [`Runtime::run`] return an error.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt as _;
 use apalis_core::error::BoxDynError;
@@ -15,42 +16,53 @@ use apalis_core::monitor::Monitor;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
 use axum::Router;
-use futures::FutureExt as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::ExposeSecret as _;
 use shared::Config;
-use shared::crypto::pii::PiiCipher;
+use shared::config::QueueSettings;
 use shared::health::{Health, HealthFlag};
-use shared::queue::{Queue, QueueName};
+use shared::maintenance::{every, retention::Pruner};
+use shared::queue::{Consumer, Queue, QueueName};
 use shared::redis::Redis;
-use shared::telemetry::metric;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::backend::{Feeder, Job, JobBackend};
-use crate::bookkeeper::{Acker, Bookkeeper, Outcome, Recorder, Running};
-use crate::handlers::emails::{Mailer, SendError};
+use crate::completer::{Completer, Recorder};
+use crate::executor::Executor;
+use crate::handler::Handler;
+use crate::maintenance::{Heartbeat, Promoter, Reaper};
+use crate::producer::{ClaimedJobs, FeedClosed, Job, Producer};
+use crate::running::Running;
 
-/// A worker process's shared handles.
-#[derive(Clone, Debug)]
-pub struct Worker {
+/// How long a fetch blocks on an empty queue before it looks at its stop signal.
+const FETCH_BLOCK: Duration = Duration::from_secs(2);
+
+/// A worker process: its handles and the queues it runs.
+pub struct Runtime {
     pub config: Arc<Config>,
     pub pool: PgPool,
     pub redis: Redis,
-    /// Unique per process: names its consumers in Redis.
+    /// Unique per process: names its consumers in Redis and its claims in PostgreSQL.
     pub id: String,
     pub flag: HealthFlag,
+    queues: Vec<Box<dyn Registered>>,
 }
 
-/// What the email handler needs.
-pub struct EmailContext {
-    mailer: Mailer,
-    recorder: Recorder,
-    settings: shared::config::QueueSettings,
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queues: Vec<QueueName> = self.queues.iter().map(|q| q.name()).collect();
+        f.debug_struct("Runtime")
+            .field("id", &self.id)
+            .field("queues", &queues)
+            .finish_non_exhaustive()
+    }
 }
 
-impl Worker {
+impl Runtime {
+    /// A runtime with no queue yet; see [`crate::queues::register`] and [`Runtime::queue`].
     pub fn new(config: Arc<Config>, pool: PgPool, redis: Redis) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
         let id = format!(
@@ -58,20 +70,43 @@ impl Worker {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        Worker {
+        Runtime {
             config,
             pool,
             redis,
             id,
             flag: HealthFlag::default(),
+            queues: Vec::new(),
         }
+    }
+
+    /// The runtime with every queue of [`crate::queues::register`].
+    pub fn with_queues(config: Arc<Config>, pool: PgPool, redis: Redis) -> anyhow::Result<Self> {
+        let mut runtime = Runtime::new(config, pool, redis);
+        crate::queues::register(&mut runtime)?;
+        Ok(runtime)
+    }
+
+    /// Registers a queue: its handler and settings. A queue registered twice keeps
+    /// the last registration.
+    pub fn queue<H: Handler>(&mut self, name: QueueName, handler: H, settings: QueueSettings) {
+        self.queues.retain(|q| q.name() != name);
+        self.queues.push(Box::new(Registration {
+            name,
+            handler,
+            settings,
+        }));
+    }
+
+    pub fn queue_names(&self) -> Vec<QueueName> {
+        self.queues.iter().map(|q| q.name()).collect()
     }
 
     pub fn health(&self) -> Health {
         Health {
             pool: self.pool.clone(),
             redis: self.redis.clone(),
-            timeout: self.config.health_timeout,
+            timeout: self.config.ops.health_timeout,
             service: "worker",
             flag: self.flag.clone(),
         }
@@ -83,106 +118,106 @@ impl Worker {
     }
 
     /// Runs until `shutdown` resolves (then stops within SHUTDOWN_GRACE_SECS) or a
-    /// consumer dies (then returns an error: the process must exit non-zero).
+    /// producer dies (then returns an error: the process must exit non-zero).
+    /// `ops`: the listener for /metrics and health, if any.
     pub async fn run(
         self,
-        prometheus: PrometheusHandle,
-        ops: TcpListener,
+        ops: Option<(TcpListener, PrometheusHandle)>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let config = self.config.clone();
+        let Runtime {
+            config,
+            pool,
+            redis,
+            id,
+            flag,
+            queues,
+        } = self;
+        let health = Health {
+            pool: pool.clone(),
+            redis: redis.clone(),
+            timeout: config.ops.health_timeout,
+            service: "worker",
+            flag: flag.clone(),
+        };
         // Listen for the signal from the start: startup may wait for Redis.
         let (signal_seen_tx, mut signal_seen) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = signal_seen_tx.send(true);
         });
-        let readiness = self.health().check().await;
-        tracing::info!(worker = %self.id, postgres = ?readiness.postgres, redis = ?readiness.redis, "worker starting");
-        let watch_task = self.health().spawn_watch(Duration::from_secs(10));
+        let readiness = health.check().await;
+        let names: Vec<&str> = queues.iter().map(|q| q.name().as_str()).collect();
+        tracing::info!(worker = %id, queues = ?names, postgres = ?readiness.postgres, redis = ?readiness.redis, "worker starting");
+        let watch_task = health.clone().spawn_watch(Duration::from_secs(10));
         let (stop_tx, stop_rx) = watch::channel(false);
-
-        let ops_server = {
+        let ops_server = ops.map(|(listener, prometheus)| {
             let mut stop = stop_rx.clone();
-            let router = self.ops_router(prometheus);
+            let router = shared::health::routes(health.clone())
+                .merge(shared::health::metrics_routes(prometheus));
             tokio::spawn(async move {
-                axum::serve(ops, router)
+                axum::serve(listener, router)
                     .with_graceful_shutdown(async move {
                         let _ = stop.wait_for(|s| *s).await;
                     })
                     .await
             })
-        };
-
-        // The emails queue: consumer, feeder, bookkeeper, apalis worker.
-        let queue = Queue::new(self.redis.clone(), QueueName::Emails);
-        let settings = config.emails;
-        let block = Duration::from_secs(2);
-        let Some(consumer) = connect_consumer(&queue, &self.id, block, signal_seen.clone()).await
-        else {
-            tracing::info!("stopped while waiting for Redis");
-            let _ = stop_tx.send(true);
-            watch_task.abort();
-            let _ = ops_server.await;
-            return Ok(());
-        };
-        let acker = Acker::new(self.redis.clone(), queue.clone(), self.id.clone());
-        let running = Running::default();
-        let (bookkeeper, recorder) = Bookkeeper::new(
-            self.pool.clone(),
-            self.redis.clone(),
-            HashMap::from([(QueueName::Emails, acker.clone())]),
-            running.clone(),
-        );
-        let bookkeeper = tokio::spawn(bookkeeper.run());
-        let slots = Arc::new(Semaphore::new(settings.concurrency));
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(settings.concurrency);
-        let feeder = Feeder {
-            consumer,
-            pool: self.pool.clone(),
-            slots,
-            jobs: jobs_tx,
-            acker,
-            heartbeat_timeout: config.job_heartbeat_timeout,
-            running: running.clone(),
-        };
-        let mut feeder_task = tokio::spawn(feeder.run(stop_rx.clone()));
-        let keeper = tokio::spawn(keep_alive(
-            self.clone(),
-            vec![queue.clone()],
-            running.clone(),
-            stop_rx.clone(),
-        ));
-
-        let cipher = PiiCipher::new(
-            &config.pii_key_id,
-            config.pii_key.expose_secret(),
-            &config.pii_previous_keys,
-        );
-        let mailer = Mailer::from_config(&config, cipher, self.pool.clone(), self.redis.clone())?;
-        let context = Arc::new(EmailContext {
-            mailer,
-            recorder,
-            settings,
         });
-        let jobs_rx = Arc::new(Mutex::new(Some(jobs_rx)));
-        let name = format!("emails@{}", self.id);
-        let concurrency = settings.concurrency;
-        let monitor = Monitor::new()
-            .register(move |_restarts| {
-                // The feed is single-use: a restarted worker gets a closed one and stops.
-                let rx = jobs_rx
-                    .lock()
-                    .ok()
-                    .and_then(|mut slot| slot.take())
-                    .unwrap_or_else(|| mpsc::channel(1).1);
-                WorkerBuilder::new(name.clone())
-                    .backend(JobBackend::new("emails".to_owned(), rx))
-                    .concurrency(concurrency)
-                    .data(context.clone())
-                    .build(run_email)
-            })
-            .shutdown_timeout(config.shutdown_grace);
+        let stop_ops = |stop_tx: &watch::Sender<bool>| {
+            let _ = stop_tx.send(true);
+        };
+
+        // One consumer per queue (waiting for Redis if it is down).
+        let mut consumers: Vec<Consumer> = Vec::with_capacity(queues.len());
+        for registered in &queues {
+            let queue = Queue::new(redis.clone(), registered.name());
+            match connect_consumer(&queue, &id, signal_seen.clone()).await {
+                Some(consumer) => consumers.push(consumer),
+                None => {
+                    tracing::info!("stopped while waiting for Redis");
+                    stop_ops(&stop_tx);
+                    watch_task.abort();
+                    if let Some(server) = ops_server {
+                        let _ = server.await;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let in_flight: HashMap<QueueName, _> = consumers
+            .iter()
+            .map(|c| (c.queue().name(), c.in_flight().clone()))
+            .collect();
+        let running = Running::default();
+        let (completer, recorder) = Completer::new(
+            pool.clone(),
+            redis.clone(),
+            in_flight.clone(),
+            running.clone(),
+        );
+        let completer = tokio::spawn(completer.run());
+
+        let mut monitor = Monitor::new();
+        let mut producers: FuturesUnordered<JoinHandle<Result<(), FeedClosed>>> =
+            FuturesUnordered::new();
+        for (registered, consumer) in queues.into_iter().zip(consumers) {
+            let settings = registered.settings();
+            let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(settings.concurrency);
+            let producer = Producer {
+                consumer,
+                pool: pool.clone(),
+                redis: redis.clone(),
+                slots: Arc::new(Semaphore::new(settings.concurrency)),
+                jobs: jobs_tx,
+                heartbeat_timeout: config.queues.heartbeat_timeout,
+                running: running.clone(),
+            };
+            producers.push(tokio::spawn(producer.run(stop_rx.clone())));
+            monitor = registered.start(monitor, &id, jobs_rx, recorder.clone());
+        }
+        drop(recorder);
+        let monitor = monitor.shutdown_timeout(config.ops.shutdown_grace);
+        let chores = spawn_chores(&config, &pool, &id, &in_flight, &running, &stop_rx);
 
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
         let monitor_task = tokio::spawn(monitor.run_with_signal(async move {
@@ -192,23 +227,24 @@ impl Worker {
 
         let crashed = tokio::select! {
             _ = signal_seen.wait_for(|seen| *seen) => None,
-            result = &mut feeder_task => Some(format!("the emails consumer stopped: {result:?}")),
+            Some(result) = producers.next() => Some(format!("a queue's producer stopped: {result:?}")),
         };
         if let Some(reason) = &crashed {
-            tracing::error!(reason = %reason, "a consumer died; stopping the worker");
-            self.flag.fail(reason.clone());
+            tracing::error!(reason = %reason, "a producer died; stopping the worker");
+            flag.fail(reason.clone());
         }
         tracing::info!(
-            grace_secs = config.shutdown_grace.as_secs(),
+            grace_secs = config.ops.shutdown_grace.as_secs(),
             "worker stopping: no new jobs, finishing in-flight ones"
         );
         let _ = stop_tx.send(true);
-        if !feeder_task.is_finished() {
-            let _ = feeder_task.await;
-        }
+        while producers.next().await.is_some() {}
         let _ = signal_tx.send(());
-        match tokio::time::timeout(config.shutdown_grace + Duration::from_secs(2), monitor_task)
-            .await
+        match tokio::time::timeout(
+            config.ops.shutdown_grace + Duration::from_secs(2),
+            monitor_task,
+        )
+        .await
         {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => {
@@ -217,25 +253,36 @@ impl Worker {
             Ok(Err(err)) => tracing::warn!(error = %err, "apalis monitor task failed"),
             Err(_) => tracing::warn!("in-flight jobs did not finish within the grace period"),
         }
-        // Every handler is done (or abandoned); wait for their outcomes to be written.
-        let _ = tokio::time::timeout(Duration::from_secs(10), bookkeeper).await;
+        // Every executor is done (or abandoned); wait for their verdicts to be written.
+        let _ = tokio::time::timeout(Duration::from_secs(10), completer).await;
         let leftovers = running.snapshot();
         if !leftovers.is_empty() {
             // Claimed but not finished: give them back so another worker takes them now.
-            if let Err(err) = shared::db::jobs::unclaim(&self.pool, &leftovers, &self.id).await {
-                tracing::warn!(error = %err, "cannot hand back unfinished jobs; the heartbeat timeout will");
+            match shared::db::jobs::hand_back(&pool, &leftovers, &id).await {
+                Ok(n) => tracing::info!(jobs = n, "handed back unfinished jobs"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot hand back unfinished jobs; the heartbeat timeout will")
+                }
             }
         }
-        match queue.release(&self.id).await {
-            Ok(n) if n > 0 => tracing::info!(returned = n, "returned unstarted jobs to the queue"),
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot return unstarted jobs; the reaper will")
+        for list in in_flight.values() {
+            match list.release().await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(queue = %list.queue().name(), returned = n, "returned unstarted jobs to the queue")
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot return unstarted jobs; the reaper will")
+                }
             }
         }
-        keeper.abort();
+        for chore in chores {
+            chore.abort();
+        }
         watch_task.abort();
-        let _ = ops_server.await;
+        if let Some(server) = ops_server {
+            let _ = server.await;
+        }
         match crashed {
             None => {
                 tracing::info!("worker stopped");
@@ -246,19 +293,70 @@ impl Worker {
     }
 }
 
+/// Heartbeats, reaper, promoter and pruner, each on its own interval.
+fn spawn_chores(
+    config: &Config,
+    pool: &PgPool,
+    id: &str,
+    in_flight: &HashMap<QueueName, shared::queue::InFlight>,
+    running: &Running,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let queues: Vec<Queue> = in_flight.values().map(|l| l.queue().clone()).collect();
+    let heartbeat = Heartbeat {
+        pool: pool.clone(),
+        worker: id.to_owned(),
+        consumers: in_flight.values().cloned().collect(),
+        running: running.clone(),
+        ttl: config.queues.heartbeat_timeout,
+    };
+    let reaper = Reaper {
+        queues: queues.clone(),
+    };
+    let promoter = Promoter { queues };
+    let pruner = Pruner::new(pool.clone(), config.pipeline.retention);
+    let reap_every = config.queues.heartbeat_timeout / 2;
+    let prune_every = config.pipeline.prune_interval;
+    vec![
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let every_beat = heartbeat.interval();
+                every("heartbeat", every_beat, stop, || heartbeat.round()).await
+            }
+        }),
+        tokio::spawn(every("reaper", reap_every, stop.clone(), move || {
+            let reaper = reaper.clone();
+            async move { reaper.round().await }
+        })),
+        tokio::spawn(every(
+            "promoter",
+            Promoter::INTERVAL,
+            stop.clone(),
+            move || {
+                let promoter = promoter.clone();
+                async move { promoter.round().await }
+            },
+        )),
+        tokio::spawn(every("pruner", prune_every, stop.clone(), move || {
+            let pruner = pruner.clone();
+            async move { pruner.round().await }
+        })),
+    ]
+}
+
 /// A consumer, retrying while Redis is unreachable; `None` if asked to stop first.
 async fn connect_consumer(
     queue: &Queue,
     worker: &str,
-    block: Duration,
     mut stop: watch::Receiver<bool>,
-) -> Option<shared::queue::Consumer> {
+) -> Option<Consumer> {
     let mut attempt = 0u32;
     loop {
         if *stop.borrow() {
             return None;
         }
-        match queue.consumer(worker, block).await {
+        match queue.consumer(worker, FETCH_BLOCK).await {
             Ok(consumer) => return Some(consumer),
             Err(err) => {
                 attempt += 1;
@@ -273,102 +371,76 @@ async fn connect_consumer(
     }
 }
 
-/// Heartbeats (Redis consumer keys and job rows), the reaper, the promoter of due
-/// retries and the queue-depth gauges.
-async fn keep_alive(
-    worker: Worker,
-    queues: Vec<Queue>,
-    running: Running,
-    mut stop: watch::Receiver<bool>,
-) {
-    let timeout = worker.config.job_heartbeat_timeout;
-    let beat_every = timeout / 3;
-    let mut beat = tokio::time::interval(beat_every);
-    let mut promote = tokio::time::interval(Duration::from_millis(250));
-    let mut reap = tokio::time::interval(timeout / 2);
-    for ticker in [&mut beat, &mut promote, &mut reap] {
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// A registered queue, whatever its handler type.
+trait Registered: Send + Sync {
+    fn name(&self) -> QueueName;
+    fn settings(&self) -> QueueSettings;
+    /// Adds the queue's apalis worker, fed by `jobs`, to `monitor`.
+    fn start(
+        self: Box<Self>,
+        monitor: Monitor,
+        worker: &str,
+        jobs: mpsc::Receiver<Job>,
+        recorder: Recorder,
+    ) -> Monitor;
+}
+
+struct Registration<H> {
+    name: QueueName,
+    handler: H,
+    settings: QueueSettings,
+}
+
+impl<H: Handler> Registered for Registration<H> {
+    fn name(&self) -> QueueName {
+        self.name
     }
-    let inflight_keys: Vec<_> = queues
-        .iter()
-        .map(|q| (q.clone(), worker.id.clone()))
-        .collect();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = beat.tick() => {
-                for (queue, id) in &inflight_keys {
-                    if let Err(err) = queue.heartbeat(id, timeout).await {
-                        tracing::warn!(error = %err, "consumer heartbeat failed");
-                    }
-                }
-                let ids = running.snapshot();
-                if !ids.is_empty()
-                    && let Err(err) = shared::db::jobs::heartbeat(&worker.pool, &ids, &worker.id).await
-                {
-                    tracing::warn!(error = %err, "job heartbeat failed");
-                }
-            }
-            _ = promote.tick() => {
-                for queue in &queues {
-                    if let Err(err) = queue.promote_due(SystemTime::now()).await {
-                        tracing::debug!(error = %err, "promoting due retries failed");
-                    }
-                    if let Ok((ready, delayed)) = queue.depth().await {
-                        let name = queue.name().as_str();
-                        metrics::gauge!(metric::QUEUE_DEPTH, "queue" => name, "state" => "ready").set(ready as f64);
-                        metrics::gauge!(metric::QUEUE_DEPTH, "queue" => name, "state" => "delayed").set(delayed as f64);
-                    }
-                }
-            }
-            _ = reap.tick() => {
-                for queue in &queues {
-                    if let Err(err) = queue.reap().await {
-                        tracing::debug!(error = %err, "reaping failed");
-                    }
-                }
-            }
-        }
+
+    fn settings(&self) -> QueueSettings {
+        self.settings
+    }
+
+    fn start(
+        self: Box<Self>,
+        monitor: Monitor,
+        worker: &str,
+        jobs: mpsc::Receiver<Job>,
+        recorder: Recorder,
+    ) -> Monitor {
+        let Registration {
+            name,
+            handler,
+            settings,
+        } = *self;
+        let executor = Arc::new(Executor {
+            queue: name,
+            handler,
+            settings,
+            recorder,
+        });
+        // The feed is single-use: a restarted apalis worker gets a closed one and stops.
+        let jobs = Arc::new(Mutex::new(Some(jobs)));
+        let worker_name = format!("{name}@{worker}");
+        monitor.register(move |_restarts| {
+            let rx = jobs
+                .lock()
+                .ok()
+                .and_then(|mut slot| slot.take())
+                .unwrap_or_else(|| mpsc::channel(1).1);
+            WorkerBuilder::new(worker_name.clone())
+                .backend(ClaimedJobs::new(name.to_string(), rx))
+                .concurrency(settings.concurrency)
+                .data(executor.clone())
+                .build(execute::<H>)
+        })
     }
 }
 
-/// The `emails` handler: send, then record the outcome (and wait until it is).
-async fn run_email(job: Job, context: Data<Arc<EmailContext>>) -> Result<(), BoxDynError> {
-    let started = Instant::now();
-    let row = &job.row;
-    metrics::counter!(metric::JOBS_STARTED_TOTAL, "queue" => "emails").increment(1);
-    let span = tracing::info_span!("job", queue = "emails", job_id = %row.id, request_id = %row.request_id, attempt = row.attempt);
-    let result = std::panic::AssertUnwindSafe(context.mailer.send(row))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(SendError::Permanent("the handler panicked".into())));
-    let outcome = match result {
-        Ok(()) => Outcome::Succeeded,
-        Err(SendError::Permanent(error)) => Outcome::Dead { error },
-        Err(SendError::Transient(error)) if row.attempt < row.max_attempts => {
-            let attempt = u32::try_from(row.attempt).unwrap_or(1);
-            let delay = shared::jobs::backoff(&context.settings, attempt);
-            Outcome::Retry {
-                error,
-                at: SystemTime::now() + delay,
-            }
-        }
-        Err(SendError::Transient(error)) => Outcome::Dead {
-            error: format!("{error} (after {} attempts)", row.attempt),
-        },
-    };
-    span.in_scope(|| match &outcome {
-        Outcome::Succeeded => tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "email sent"
-        ),
-        Outcome::Retry { error, .. } => tracing::warn!(error = %error, "email failed; will retry"),
-        Outcome::Dead { error } => tracing::warn!(error = %error, "email failed for good"),
-    });
-    context
-        .recorder
-        .record(QueueName::Emails, row.id, outcome, started)
-        .await;
-    drop(job);
+/// The apalis task function of every queue.
+async fn execute<H: Handler>(
+    job: Job,
+    executor: Data<Arc<Executor<H>>>,
+) -> Result<(), BoxDynError> {
+    executor.run(job).await;
     Ok(())
 }

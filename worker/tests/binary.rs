@@ -137,7 +137,8 @@ async fn a_configuration_error_is_one_line_and_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("JWT_SIGNING_KEY is required"), "{stderr}");
+    // The worker seals nothing and signs nothing: PII_KEY is the one key it needs.
+    assert!(stderr.contains("PII_KEY is required"), "{stderr}");
 }
 
 #[tokio::test]
@@ -153,7 +154,7 @@ async fn a_failed_consumer_makes_readiness_503_naming_it() {
     .expect("config");
     let pool = shared::db::pool(&config).expect("pool");
     let redis = shared::redis::Redis::connect_lazy(&config).expect("redis");
-    let worker = worker::runtime::Worker::new(std::sync::Arc::new(config), pool, redis);
+    let worker = worker::runtime::Runtime::new(std::sync::Arc::new(config), pool, redis);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

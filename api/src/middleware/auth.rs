@@ -82,10 +82,8 @@ impl FromRequestParts<AppState> for AuthUser {
                     ApiError::Unauthenticated("the access token is not valid".into())
                 }
             })?;
-        let current =
-            shared::db::sessions::active_role(&state.pool, claims.sid, claims.sub).await?;
-        let role = match current.as_deref().map(str::parse::<Role>) {
-            Some(Ok(role)) if role == claims.role => role,
+        let role = match crate::services::auth::current_role(state, claims.sid, claims.sub).await? {
+            Some(role) if role == claims.role => role,
             Some(_) => {
                 return Err(ApiError::Unauthenticated(
                     "the account's role changed; refresh the token".into(),

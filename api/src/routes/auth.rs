@@ -103,7 +103,7 @@ fn refresh_cookie(value: &str, max_age_secs: u64) -> HeaderValue {
 fn signed_in(state: &AppState, tokens: Tokens) -> Response {
     let cookie = refresh_cookie(
         &tokens.refresh_token,
-        state.config.refresh_token_ttl.as_secs(),
+        state.auth.refresh_token_ttl.as_secs(),
     );
     let body = TokenResponse {
         access_token: tokens.access_token,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use shared::domain::EmailAddress;
+use shared::domain::{EmailAddress, RequestKind};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::problem::FieldError;
 use shared::queue::QueueName;
@@ -252,12 +252,11 @@ pub async fn send_email(
     let payload = serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner: user.id,
-        kind: "email",
+        kind: RequestKind::Email,
         name: None,
         correlation_id: correlation(&headers),
         content: None,
         queue: QueueName::Emails,
-        max_attempts: state.config.emails.max_attempts,
         payloads: vec![payload],
     };
     let idem = idempotency(&headers, "/api/v1/emails", &body)?;
@@ -337,12 +336,11 @@ pub async fn send_campaign(
     };
     let submission = Submission {
         owner: user.id,
-        kind: "campaign",
+        kind: RequestKind::Campaign,
         name: Some(name.to_owned()),
         correlation_id: correlation(&headers),
         content: Some(serde_json::to_value(&content).map_err(|e| ApiError::Internal(e.into()))?),
         queue: QueueName::Emails,
-        max_attempts: state.config.emails.max_attempts,
         payloads,
     };
     let idem = idempotency(&headers, "/api/v1/campaigns", &body)?;

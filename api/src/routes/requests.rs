@@ -4,7 +4,6 @@
 //! request is 404, not 403: its existence is not revealed.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -14,16 +13,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
-use shared::db::jobs::{self, JobSummary};
-use shared::db::requests::{self, ListFilter, RequestRow};
-use shared::domain::Permission;
-use shared::events::{self, Progress};
+use shared::db::jobs::JobSummary;
+use shared::db::requests::RequestRow;
+use shared::domain::{RequestKind, RequestStatus};
+use shared::events::Progress;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::middleware::auth::{Authorized, perm};
+use crate::services::requests as service;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -38,8 +38,8 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RequestView {
     pub id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
     pub name: Option<String>,
     pub total: i32,
     pub succeeded: i32,
@@ -61,8 +61,8 @@ impl From<&RequestRow> for RequestView {
     fn from(row: &RequestRow) -> Self {
         RequestView {
             id: row.id,
-            kind: row.kind.clone(),
-            status: row.status.clone(),
+            kind: row.kind,
+            status: row.status,
             name: row.name.clone(),
             total: row.total,
             succeeded: row.succeeded,
@@ -123,22 +123,12 @@ pub struct RequestPage {
 pub struct ListQuery {
     /// queued, running, succeeded, failed, partially_failed, cancelled
     pub status: Option<String>,
-    /// email, campaign, upload, scan
+    /// email, campaign, upload, scan, canary
     pub kind: Option<String>,
     /// 1 to 100 (default 20)
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
-
-const STATUSES: [&str; 6] = [
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "partially_failed",
-    "cancelled",
-];
-const KINDS: [&str; 4] = ["email", "campaign", "upload", "scan"];
 
 fn encode_cursor(row: &RequestRow) -> String {
     URL_SAFE_NO_PAD.encode(format!(
@@ -158,13 +148,17 @@ fn decode_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
     Ok((at, Uuid::parse_str(id).map_err(|_| invalid())?))
 }
 
-/// Whose requests the caller may read: `None` means everyone's.
-fn scope(user: &crate::middleware::auth::AuthUser) -> Option<Uuid> {
-    if user.require(Permission::ReadAllRequests).is_ok() {
-        None
-    } else {
-        Some(user.id)
-    }
+/// A query value of a text enum, or a 400 naming the allowed values.
+fn parse_filter<T: std::str::FromStr<Err = String>>(
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|err| ApiError::validation(format!("{name}: {err}")))
+        })
+        .transpose()
 }
 
 /// Lists requests, newest first, a keyset page at a time.
@@ -179,32 +173,10 @@ pub async fn list(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::validation("limit must be between 1 and 100"));
     }
-    if query
-        .status
-        .as_deref()
-        .is_some_and(|s| !STATUSES.contains(&s))
-    {
-        return Err(ApiError::validation(format!(
-            "status must be one of {}",
-            STATUSES.join(", ")
-        )));
-    }
-    if query.kind.as_deref().is_some_and(|k| !KINDS.contains(&k)) {
-        return Err(ApiError::validation(format!(
-            "kind must be one of {}",
-            KINDS.join(", ")
-        )));
-    }
-    let filter = ListFilter {
-        owner: scope(&user),
-        status: query.status,
-        kind: query.kind,
-        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
-        limit: limit + 1,
-    };
-    let mut rows = requests::list(&state.pool, &filter).await?;
-    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let status = parse_filter::<RequestStatus>("status", query.status.as_deref())?;
+    let kind = parse_filter::<RequestKind>("kind", query.kind.as_deref())?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (rows, more) = service::list(&state, &user, status, kind, after, limit).await?;
     let next_cursor = if more {
         rows.last().map(encode_cursor)
     } else {
@@ -216,16 +188,6 @@ pub async fn list(
     }))
 }
 
-async fn find(
-    state: &AppState,
-    user: &crate::middleware::auth::AuthUser,
-    id: Uuid,
-) -> Result<RequestRow, ApiError> {
-    requests::find(&state.pool, id, scope(user))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such request".into()))
-}
-
 /// One request with its per-job counts and latest error.
 #[utoipa::path(get, path = "/api/v1/requests/{id}", tag = "requests", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = RequestDetail), (status = 404, body = shared::problem::Problem)))]
@@ -234,8 +196,7 @@ pub async fn show(
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<RequestDetail>, ApiError> {
-    let row = find(&state, &user, id).await?;
-    let summary = jobs::summary(&state.pool, id).await?;
+    let (row, summary) = service::detail(&state, &user, id).await?;
     Ok(Json(RequestDetail {
         request: RequestView::from(&row),
         jobs: summary.into(),
@@ -251,19 +212,7 @@ pub async fn cancel(
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let row = find(&state, &user, id).await?;
-    if row.finished_at.is_some() {
-        return Err(ApiError::Conflict(
-            "the request has already finished".into(),
-        ));
-    }
-    let mut tx = state.pool.begin().await?;
-    let cancelled = jobs::cancel_pending(&mut tx, id).await?;
-    requests::finish_completed(&mut *tx, &[id]).await?;
-    tx.commit().await?;
-    let row = find(&state, &user, id).await?;
-    tracing::info!(request = %id, cancelled, "request cancelled");
-    events::publish(&state.redis, std::slice::from_ref(&row)).await;
+    let row = service::cancel(&state, &user, id).await?;
     Ok(Json(RequestView::from(&row)))
 }
 
@@ -277,36 +226,8 @@ pub async fn stream_events(
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
     Path(id): Path<Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    find(&state, &user, id).await?;
-    // Subscribe before reading the state, so no change falls between the two.
-    let mut pubsub = state
-        .redis
-        .client()
-        .get_async_pubsub()
-        .await
-        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
-    pubsub
-        .subscribe(events::channel(&state.redis, id))
-        .await
-        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
-    let row = find(&state, &user, id).await?;
-    let first = Progress::from(&row);
-    let initial = futures::stream::once(async move { first });
-    let updates = pubsub.into_on_message().filter_map(|message| async move {
-        let payload: String = message.get_payload().ok()?;
-        serde_json::from_str::<Progress>(&payload).ok()
-    });
-    // Every event up to and including the first final one, then the end.
-    let events = Box::pin(initial.chain(updates));
-    let stream = futures::stream::unfold((events, false), |(mut events, ended)| async move {
-        if ended {
-            return None;
-        }
-        let progress = events.next().await?;
-        let finished = progress.finished;
-        Some((progress, (events, finished)))
-    })
-    .map(|progress| {
+    let progress = service::follow(&state, &user, id).await?;
+    let stream = progress.map(|progress| {
         Ok(Event::default()
             .event("progress")
             .json_data(&progress)
@@ -314,7 +235,7 @@ pub async fn stream_events(
     });
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
-            .interval(Duration::from_secs(15))
+            .interval(service::KEEP_ALIVE)
             .text("keep-alive"),
     ))
 }

@@ -201,9 +201,7 @@ pub async fn create(
 pub async fn change_role(pool: &PgPool, id: Uuid, role: Role) -> Result<UserRow, ApiError> {
     let mut tx = pool.begin().await?;
     // Serialise role changes so two concurrent demotions cannot both pass the check.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('conveyor.users.role'))")
-        .execute(&mut *tx)
-        .await?;
+    users::lock_role_changes(&mut tx).await?;
     let current = users::find_by_id(&mut *tx, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such user".into()))?;

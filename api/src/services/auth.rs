@@ -65,7 +65,7 @@ async fn start_session(
     role: shared::domain::Role,
     mfa: bool,
 ) -> Result<Tokens, ApiError> {
-    let config = &state.config;
+    let config = &state.auth;
     let session_id = Uuid::now_v7();
     let refresh_token = token::new_token();
     let session_expires = at(config.session_max_lifetime);
@@ -259,7 +259,7 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<Tokens, Ap
         .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
     let role = accounts::role_of(&user)?;
     let next = token::new_token();
-    let expires = at(state.config.refresh_token_ttl).min(session.expires_at);
+    let expires = at(state.auth.refresh_token_ttl).min(session.expires_at);
     sessions::insert_refresh_token(&mut *tx, session_id, &token::hash_token(&next), expires)
         .await?;
     tx.commit().await?;
@@ -277,11 +277,8 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<Tokens, Ap
 
 /// Ends the session a refresh token belongs to (idempotent).
 pub async fn logout(state: &AppState, refresh_token: &str) -> Result<(), ApiError> {
-    let session: Option<Uuid> =
-        sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
-            .bind(token::hash_token(refresh_token))
-            .fetch_optional(&state.pool)
-            .await?;
+    let session =
+        sessions::session_of_refresh_token(&state.pool, &token::hash_token(refresh_token)).await?;
     if let Some(session) = session {
         sessions::revoke(&state.pool, session, "logout").await?;
     }
@@ -404,4 +401,17 @@ fn invalid_code() -> ApiError {
         detail: "the code is not valid (wrong, expired or already used)".into(),
         errors: vec![FieldError::new("code", "not valid")],
     }
+}
+
+/// The account's role now, if session `session_id` of `user_id` is still active:
+/// what every authenticated request checks, so logout, a password change, refresh
+/// reuse or a role change end the old access tokens at once.
+pub async fn current_role(
+    state: &AppState,
+    session_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<shared::domain::Role>, ApiError> {
+    let role = sessions::active_role(&state.pool, session_id, user_id).await?;
+    // A role the code does not know (a newer schema) ends the session.
+    Ok(role.and_then(|r| r.parse().ok()))
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use redis::AsyncCommands as _;
-use shared::Config;
+use shared::config::LoginLimits;
 use shared::redis::Redis;
 
 #[derive(Debug, Clone)]
@@ -24,14 +24,14 @@ pub struct Lockout {
 struct Keys([String; 3]);
 
 impl Lockout {
-    pub fn new(config: &Config, redis: Redis) -> Self {
+    pub fn new(limits: LoginLimits, redis: Redis) -> Self {
         Lockout {
             redis,
-            window: config.login_window,
+            window: limits.window,
             limits: [
-                config.login_max_failures_account_ip,
-                config.login_max_failures_account,
-                config.login_max_failures_ip,
+                limits.max_failures_account_ip,
+                limits.max_failures_account,
+                limits.max_failures_ip,
             ],
         }
     }

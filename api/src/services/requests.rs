@@ -1,35 +1,38 @@
 //! Submitting work and following it. A submission is one PostgreSQL transaction —
 //! the request, its jobs (the outbox) and the idempotency record — then a push of
 //! the job ids to Redis. If the push fails (Redis down) the client still gets 202:
-//! the dispatcher pushes the jobs when Redis is back.
+//! the dispatcher pushes the jobs when Redis is back. Reading, cancelling and
+//! following requests check ownership here: another user's request is not found.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt as _};
 use serde::Serialize;
-use shared::db::jobs;
-use shared::db::requests::{self, NewRequest, RequestRow};
-use shared::queue::{Queue, QueueName};
+use shared::db::idempotency;
+use shared::db::jobs::{self, JobSummary};
+use shared::db::requests::{self, ListFilter, NewRequest, RequestRow};
+use shared::domain::{Permission, RequestKind, RequestStatus};
+use shared::events::{self, Progress};
+use shared::maintenance::dispatcher::push_committed;
+use shared::maintenance::retention::IDEMPOTENCY_TTL;
+use shared::queue::QueueName;
 use shared::telemetry::metric;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::middleware::auth::AuthUser;
 use crate::state::AppState;
-
-/// How long an Idempotency-Key is remembered.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What to create.
 #[derive(Debug)]
 pub struct Submission {
     pub owner: Uuid,
-    pub kind: &'static str,
+    pub kind: RequestKind,
     pub name: Option<String>,
     pub correlation_id: Option<String>,
     pub content: Option<serde_json::Value>,
     pub queue: QueueName,
-    pub max_attempts: u32,
     pub payloads: Vec<serde_json::Value>,
 }
 
@@ -44,8 +47,8 @@ pub struct Idempotency {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
     /// Jobs (messages) in the request.
     pub total: i32,
     #[serde(with = "time::serde::rfc3339")]
@@ -59,8 +62,8 @@ impl From<&RequestRow> for Accepted {
     fn from(row: &RequestRow) -> Self {
         Accepted {
             id: row.id,
-            kind: row.kind.clone(),
-            status: row.status.clone(),
+            kind: row.kind,
+            status: row.status,
             total: row.total,
             created_at: row.created_at,
             location: format!("/api/v1/requests/{}", row.id),
@@ -97,11 +100,12 @@ pub async fn submit(
         },
     )
     .await?;
-    let max_attempts = i32::try_from(submission.max_attempts).unwrap_or(i32::MAX);
+    let settings = state.config.queues.settings(submission.queue);
+    let max_attempts = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
     let ids = jobs::insert_many(
         &mut tx,
         row.id,
-        submission.queue.as_str(),
+        submission.queue,
         submission.payloads,
         max_attempts,
     )
@@ -109,21 +113,13 @@ pub async fn submit(
     let accepted = Accepted::from(&row);
     if let Some(idem) = &idempotency {
         let body = serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.into()))?;
-        sqlx::query(
-            "UPDATE idempotency_keys SET request_id = $3, response_status = 202, response_body = $4 \
-             WHERE owner_id = $1 AND key = $2",
-        )
-        .bind(submission.owner)
-        .bind(&idem.key)
-        .bind(row.id)
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
+        idempotency::record_response(&mut *tx, submission.owner, &idem.key, row.id, 202, body)
+            .await?;
     }
     tx.commit().await?;
     metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => submission.queue.as_str())
         .increment(ids.len() as u64);
-    dispatch(state, submission.queue, &ids, "request").await;
+    push_committed(&state.pool, &state.redis, submission.queue, &ids).await;
     Ok(accepted)
 }
 
@@ -134,38 +130,15 @@ async fn claim_key(
     idem: &Idempotency,
 ) -> Result<Option<Accepted>, ApiError> {
     let expired_before = OffsetDateTime::now_utc() - IDEMPOTENCY_TTL;
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE owner_id = $1 AND key = $2 AND created_at < $3",
-    )
-    .bind(owner)
-    .bind(&idem.key)
-    .bind(expired_before)
-    .execute(&mut *tx)
-    .await?;
-    // Blocks while a concurrent transaction holds the same key, then sees its outcome.
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (owner_id, key, fingerprint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(owner)
-    .bind(&idem.key)
-    .bind(&idem.fingerprint)
-    .execute(&mut *tx)
-    .await?;
-    if inserted.rows_affected() == 1 {
+    if idempotency::take(tx, owner, &idem.key, &idem.fingerprint, expired_before).await? {
         return Ok(None);
     }
-    let existing: Option<(Vec<u8>, Option<serde_json::Value>)> = sqlx::query_as(
-        "SELECT fingerprint, response_body FROM idempotency_keys WHERE owner_id = $1 AND key = $2",
-    )
-    .bind(owner)
-    .bind(&idem.key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match existing {
-        Some((fingerprint, _)) if fingerprint != idem.fingerprint => {
-            Err(ApiError::IdempotencyKeyReused)
-        }
-        Some((_, Some(body))) => serde_json::from_value(body)
+    match idempotency::find(&mut *tx, owner, &idem.key).await? {
+        Some(held) if held.fingerprint != idem.fingerprint => Err(ApiError::IdempotencyKeyReused),
+        Some(idempotency::Held {
+            response_body: Some(body),
+            ..
+        }) => serde_json::from_value(body)
             .map(Some)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored idempotent response: {e}"))),
         _ => Err(ApiError::Conflict(
@@ -174,137 +147,112 @@ async fn claim_key(
     }
 }
 
-/// Pushes job ids and marks them dispatched. Failure is logged, never returned: the
-/// dispatcher retries.
-pub async fn dispatch(state: &AppState, queue: QueueName, ids: &[Uuid], source: &'static str) {
-    if ids.is_empty() {
-        return;
-    }
-    let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    if let Err(err) = Queue::new(state.redis.clone(), queue).push(&strings).await {
-        tracing::warn!(error = %err, jobs = ids.len(), "cannot push jobs to Redis; the dispatcher will");
-        return;
-    }
-    metrics::counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue.as_str(), "source" => source)
-        .increment(ids.len() as u64);
-    if let Err(err) = jobs::mark_dispatched(&state.pool, ids).await {
-        // Pushed but not marked: the dispatcher pushes again, the claim makes it a no-op.
-        tracing::warn!(error = %err, "cannot mark jobs dispatched");
+/// Whose requests the caller may read: `None` means everyone's.
+fn scope(user: &AuthUser) -> Option<Uuid> {
+    if user.require(Permission::ReadAllRequests).is_ok() {
+        None
+    } else {
+        Some(user.id)
     }
 }
 
-/// Rows per dispatcher transaction.
-const DISPATCH_BATCH: i64 = 5000;
-
-/// The dispatcher: pushes committed-but-undispatched jobs, and re-pushes jobs Redis
-/// lost (not claimed within REDELIVERY_TIMEOUT_SECS). Safe in every api replica:
-/// rows are taken with `FOR UPDATE SKIP LOCKED`.
-pub async fn run_dispatcher(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(state.config.dispatch_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = ticker.tick() => {}
-        }
-        if let Err(err) = dispatch_round(&state).await {
-            tracing::warn!(error = %err, "dispatcher round failed");
-        }
-    }
+/// One page of the caller's requests (all requests for an admin), newest first;
+/// asks for one row more than `limit` to know whether another page follows.
+pub async fn list(
+    state: &AppState,
+    user: &AuthUser,
+    status: Option<RequestStatus>,
+    kind: Option<RequestKind>,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<(Vec<RequestRow>, bool), ApiError> {
+    let filter = ListFilter {
+        owner: scope(user),
+        status,
+        kind,
+        after,
+        limit: limit + 1,
+    };
+    let mut rows = requests::list(&state.pool, &filter).await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok((rows, more))
 }
 
-/// One round; returns how many jobs were pushed.
-pub async fn dispatch_round(state: &AppState) -> Result<usize, anyhow::Error> {
-    let mut pushed = 0;
-    loop {
-        let mut tx = state.pool.begin().await?;
-        let batch = jobs::lock_undispatched(&mut tx, DISPATCH_BATCH).await?;
-        let n = batch.len();
-        pushed += push_locked(state, &mut tx, batch, "dispatcher").await?;
-        tx.commit().await?;
-        if n < usize::try_from(DISPATCH_BATCH).unwrap_or(usize::MAX) {
-            break;
-        }
+/// A request the caller may see.
+pub async fn find(state: &AppState, user: &AuthUser, id: Uuid) -> Result<RequestRow, ApiError> {
+    requests::find(&state.pool, id, scope(user))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such request".into()))
+}
+
+/// A request with its per-job counts.
+pub async fn detail(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+) -> Result<(RequestRow, JobSummary), ApiError> {
+    let row = find(state, user, id).await?;
+    let summary = jobs::summary(&state.pool, id).await?;
+    Ok((row, summary))
+}
+
+/// Cancels the jobs that have not started (running ones finish) and closes the
+/// request if nothing is left; publishes the change.
+pub async fn cancel(state: &AppState, user: &AuthUser, id: Uuid) -> Result<RequestRow, ApiError> {
+    let row = find(state, user, id).await?;
+    if row.finished_at.is_some() {
+        return Err(ApiError::Conflict(
+            "the request has already finished".into(),
+        ));
     }
-    let before = OffsetDateTime::now_utc() - state.config.redelivery_timeout;
     let mut tx = state.pool.begin().await?;
-    let lost = jobs::lock_lost(&mut tx, before, DISPATCH_BATCH).await?;
-    let lost = skip_still_queued(state, lost).await;
-    pushed += push_locked(state, &mut tx, lost, "reconciler").await?;
+    let cancelled = jobs::cancel_pending(&mut tx, id).await?;
+    requests::finish_completed(&mut *tx, &[id]).await?;
     tx.commit().await?;
-    let backlog: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL",
-    )
-    .fetch_one(&state.pool)
-    .await?;
-    metrics::gauge!(metric::DISPATCHER_BACKLOG).set(backlog as f64);
-    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-        .bind(OffsetDateTime::now_utc() - IDEMPOTENCY_TTL)
-        .execute(&state.pool)
-        .await?;
-    Ok(pushed)
+    let row = find(state, user, id).await?;
+    tracing::info!(request = %id, cancelled, "request cancelled");
+    events::publish(&state.redis, std::slice::from_ref(&row)).await;
+    Ok(row)
 }
 
-/// A queued job that is not claimed may simply wait behind a long backlog: re-push
-/// queued jobs of a queue only when its ready list is empty (then Redis lost them).
-async fn skip_still_queued(
+/// The request's progress: its current state first, then every change, ending after
+/// the first final one. Subscribes before reading, so no change falls between.
+pub async fn follow(
     state: &AppState,
-    lost: Vec<(Uuid, String, String)>,
-) -> Vec<(Uuid, String)> {
-    let mut ready_len: HashMap<String, u64> = HashMap::new();
-    let mut kept = Vec::with_capacity(lost.len());
-    for (id, queue, status) in lost {
-        if status == "queued" {
-            let len = match ready_len.get(&queue) {
-                Some(len) => *len,
-                None => {
-                    let len = match queue.parse::<QueueName>() {
-                        Ok(name) => Queue::new(state.redis.clone(), name)
-                            .depth()
-                            .await
-                            .map(|(r, _)| r)
-                            .unwrap_or(0),
-                        Err(_) => 0,
-                    };
-                    ready_len.insert(queue.clone(), len);
-                    len
-                }
-            };
-            if len > 0 {
-                continue;
+    user: &AuthUser,
+    id: Uuid,
+) -> Result<impl Stream<Item = Progress> + use<>, ApiError> {
+    find(state, user, id).await?;
+    let mut pubsub = state
+        .redis
+        .client()
+        .get_async_pubsub()
+        .await
+        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
+    pubsub
+        .subscribe(events::channel(&state.redis, id))
+        .await
+        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
+    let first = Progress::from(&find(state, user, id).await?);
+    let initial = futures::stream::once(async move { first });
+    let updates = pubsub.into_on_message().filter_map(|message| async move {
+        let payload: String = message.get_payload().ok()?;
+        serde_json::from_str::<Progress>(&payload).ok()
+    });
+    let events = Box::pin(initial.chain(updates));
+    Ok(futures::stream::unfold(
+        (events, false),
+        |(mut events, ended)| async move {
+            if ended {
+                return None;
             }
-        }
-        kept.push((id, queue));
-    }
-    kept
+            let progress = events.next().await?;
+            let finished = progress.finished;
+            Some((progress, (events, finished)))
+        },
+    ))
 }
 
-async fn push_locked(
-    state: &AppState,
-    tx: &mut sqlx::PgConnection,
-    rows: Vec<(Uuid, String)>,
-    source: &'static str,
-) -> Result<usize, anyhow::Error> {
-    let mut by_queue: HashMap<QueueName, Vec<Uuid>> = HashMap::new();
-    for (id, queue) in rows {
-        match queue.parse::<QueueName>() {
-            Ok(name) => by_queue.entry(name).or_default().push(id),
-            Err(err) => tracing::error!(job_id = %id, error = %err, "job on an unknown queue"),
-        }
-    }
-    let mut pushed = 0;
-    for (queue, ids) in by_queue {
-        let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        Queue::new(state.redis.clone(), queue)
-            .push(&strings)
-            .await?;
-        jobs::mark_dispatched(&mut *tx, &ids).await?;
-        metrics::counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue.as_str(), "source" => source)
-            .increment(ids.len() as u64);
-        if source == "reconciler" {
-            tracing::warn!(queue = %queue, jobs = ids.len(), "re-pushed jobs Redis seems to have lost");
-        }
-        pushed += ids.len();
-    }
-    Ok(pushed)
-}
+/// How often the SSE stream sends a keep-alive comment.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);

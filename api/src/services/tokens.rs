@@ -12,7 +12,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use shared::Config;
+use shared::config::AuthConfig;
 use shared::domain::Role;
 use uuid::Uuid;
 
@@ -84,7 +84,7 @@ fn now_secs() -> u64 {
 }
 
 impl TokenKeys {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    pub fn from_config(config: &AuthConfig) -> anyhow::Result<Self> {
         let signing = SigningKey::from_bytes(config.jwt_signing_key.expose_secret());
         let der = signing
             .to_pkcs8_der()

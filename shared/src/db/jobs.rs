@@ -1,19 +1,35 @@
-//! `jobs`: the outbox and the record of every unit of work. Every state change is a
-//! compare-and-set (`UPDATE … WHERE status IN (…)`), and the worker's changes come
-//! in batches (`WHERE id = ANY($1)`), one round trip per batch.
+//! `jobs`: the outbox and the record of every unit of work. This module is the one
+//! place a job's status changes: each transition is a named function, a
+//! compare-and-set (`UPDATE … WHERE status …`), batched where the worker calls it
+//! (`WHERE id = ANY($1)`, one round trip per batch). Status literals in the SQL below
+//! are [`JobStatus`] values (a unit test checks each one parses).
+//!
+//! | transition | from | to |
+//! | --- | --- | --- |
+//! | [`insert_many`] | — | queued |
+//! | [`claim`] | queued, retrying, running with a stale heartbeat | running |
+//! | [`hand_back`] | running (this worker's) | queued |
+//! | [`succeed`] | running | succeeded |
+//! | [`schedule_retry`] | running, attempts left | retrying |
+//! | [`bury`] | running | dead |
+//! | [`cancel_pending`] | queued, retrying | cancelled |
 
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::JobStatus;
+use crate::queue::QueueName;
+
 /// Rows per `INSERT … SELECT FROM UNNEST` statement.
 const INSERT_CHUNK: usize = 5000;
 
-/// Inserts a request's jobs in chunks; returns their ids in payload order.
+/// Inserts a request's jobs (status `queued`) in chunks; returns their ids in
+/// payload order.
 pub async fn insert_many(
     db: &mut PgConnection,
     request_id: Uuid,
-    queue: &str,
+    queue: QueueName,
     payloads: Vec<serde_json::Value>,
     max_attempts: i32,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -36,6 +52,7 @@ pub async fn insert_many(
     Ok(all)
 }
 
+/// Records that the ids were pushed to Redis (not a status change).
 pub async fn mark_dispatched(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("UPDATE jobs SET dispatched_at = now() WHERE id = ANY($1)")
         .bind(ids)
@@ -49,15 +66,16 @@ pub async fn mark_dispatched(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u6
 pub struct ClaimedJob {
     pub id: Uuid,
     pub request_id: Uuid,
-    pub queue: String,
+    pub queue: QueueName,
     pub payload: serde_json::Value,
+    /// This attempt, 1-based.
     pub attempt: i32,
     pub max_attempts: i32,
 }
 
-/// Claims jobs for `worker`: queued or retrying ones, and running ones whose heartbeat
-/// is older than `stale_before` (their worker died). Ids not returned were already
-/// claimed, finished or cancelled: a duplicate delivery, to be acknowledged as a no-op.
+/// queued | retrying | stale running → running, for `worker`. Ids not returned were
+/// already claimed, finished or cancelled: a duplicate delivery, to be acknowledged
+/// as a no-op.
 pub async fn claim(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
@@ -78,14 +96,15 @@ pub async fn claim(
     .await
 }
 
-/// Keeps running jobs from looking abandoned.
+/// Keeps this worker's running jobs from looking abandoned.
 pub async fn heartbeat(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
     worker: &str,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE jobs SET heartbeat_at = now() WHERE id = ANY($1) AND status = 'running' AND claimed_by = $2",
+        "UPDATE jobs SET heartbeat_at = now() \
+         WHERE id = ANY($1) AND status = 'running' AND claimed_by = $2",
     )
     .bind(ids)
     .bind(worker)
@@ -94,9 +113,10 @@ pub async fn heartbeat(
     Ok(done.rows_affected())
 }
 
-/// Hands back jobs this worker claimed but did not finish (shutdown), so another
-/// worker can claim them at once instead of after the heartbeat timeout.
-pub async fn unclaim(
+/// running (this worker's) → queued, the attempt not counted: jobs claimed but not
+/// finished at shutdown, so another worker takes them at once instead of after the
+/// heartbeat timeout. Cleared `dispatched_at` makes the dispatcher push them again.
+pub async fn hand_back(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
     worker: &str,
@@ -113,32 +133,27 @@ pub async fn unclaim(
     Ok(done.rows_affected())
 }
 
-/// Per-request counts of jobs that reached an end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
-pub struct Ended {
-    pub request_id: Uuid,
-    pub succeeded: i64,
-    pub failed: i64,
-}
-
-/// Records successes (only of jobs still running: a late duplicate changes nothing)
-/// and adds them to their requests' counts.
-pub async fn succeed(db: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Ended>, sqlx::Error> {
-    sqlx::query_as(
+/// running → succeeded (a late duplicate changes nothing), counted on the requests.
+/// Returns the ids that changed.
+pub async fn succeed(db: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
         "WITH done AS ( \
              UPDATE jobs SET status = 'succeeded', finished_at = now(), last_error = NULL \
-             WHERE id = ANY($1) AND status = 'running' RETURNING request_id), \
+             WHERE id = ANY($1) AND status = 'running' RETURNING id, request_id), \
          counts AS (SELECT request_id, count(*) AS n FROM done GROUP BY request_id), \
          bumped AS (UPDATE requests r SET succeeded = r.succeeded + c.n FROM counts c \
                     WHERE r.id = c.request_id RETURNING r.id) \
-         SELECT request_id, n AS succeeded, 0::bigint AS failed FROM counts",
+         SELECT id FROM done",
     )
     .bind(ids)
     .fetch_all(&mut *db)
     .await
 }
 
-/// A failed attempt.
+/// A failed attempt and what to do about it.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub id: Uuid,
@@ -147,102 +162,59 @@ pub struct Failure {
     pub retry_at: Option<OffsetDateTime>,
 }
 
-/// Records failures: retries go to `retrying` with their due time, the rest to `dead`
-/// (counted on their requests). Returns the ids actually set to retry.
-pub async fn fail(
+/// running → retrying with its due time, for failures that name one and have
+/// attempts left. Returns the ids that changed; the others are for [`bury`].
+pub async fn schedule_retry(
     db: &mut PgConnection,
     failures: &[Failure],
-) -> Result<(Vec<Uuid>, Vec<Ended>), sqlx::Error> {
-    let ids: Vec<Uuid> = failures.iter().map(|f| f.id).collect();
-    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
-    let retry_at: Vec<Option<OffsetDateTime>> = failures.iter().map(|f| f.retry_at).collect();
-    let retried: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE jobs j SET status = 'retrying', run_after = f.retry_at, last_error = f.error, heartbeat_at = NULL \
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let retries: Vec<&Failure> = failures.iter().filter(|f| f.retry_at.is_some()).collect();
+    if retries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = retries.iter().map(|f| f.id).collect();
+    let errors: Vec<&str> = retries.iter().map(|f| f.error.as_str()).collect();
+    let due: Vec<Option<OffsetDateTime>> = retries.iter().map(|f| f.retry_at).collect();
+    sqlx::query_scalar(
+        "UPDATE jobs j SET status = 'retrying', run_after = f.retry_at, last_error = f.error, \
+             heartbeat_at = NULL \
          FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS f(id, error, retry_at) \
-         WHERE j.id = f.id AND j.status = 'running' AND f.retry_at IS NOT NULL AND j.attempt < j.max_attempts \
+         WHERE j.id = f.id AND j.status = 'running' AND j.attempt < j.max_attempts \
          RETURNING j.id",
     )
     .bind(&ids)
     .bind(&errors)
-    .bind(&retry_at)
+    .bind(&due)
     .fetch_all(&mut *db)
-    .await?;
-    let dead: Vec<Ended> = sqlx::query_as(
-        "WITH done AS ( \
-             UPDATE jobs j SET status = 'dead', finished_at = now(), last_error = f.error \
-             FROM UNNEST($1::uuid[], $2::text[]) AS f(id, error) \
-             WHERE j.id = f.id AND j.status = 'running' AND NOT (j.id = ANY($3)) RETURNING j.request_id), \
-         counts AS (SELECT request_id, count(*) AS n FROM done GROUP BY request_id), \
-         bumped AS (UPDATE requests r SET failed = r.failed + c.n FROM counts c \
-                    WHERE r.id = c.request_id RETURNING r.id) \
-         SELECT request_id, 0::bigint AS succeeded, n AS failed FROM counts",
-    )
-    .bind(&ids)
-    .bind(&errors)
-    .bind(&retried)
-    .fetch_all(&mut *db)
-    .await?;
-    Ok((retried, dead))
-}
-
-/// Jobs to push: committed but never dispatched. Locked (skipping rows another api
-/// replica holds) until the caller's transaction ends.
-pub async fn lock_undispatched(
-    db: &mut PgConnection,
-    limit: i64,
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, queue FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
-         ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(limit)
-    .fetch_all(db)
     .await
 }
 
-/// Jobs Redis seems to have lost: pushed but not claimed before `before`, retries due
-/// before `before`, and running jobs whose heartbeat stopped before `before`. Locked
-/// like [`lock_undispatched`].
-pub async fn lock_lost(
-    db: &mut PgConnection,
-    before: OffsetDateTime,
-    limit: i64,
-) -> Result<Vec<(Uuid, String, String)>, sqlx::Error> {
-    // Three statements: PostgreSQL refuses FOR UPDATE on a UNION.
-    let mut lost: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT id, queue, status FROM jobs WHERE status = 'queued' AND dispatched_at < $1 \
-         ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+/// running → dead with its last error, counted on the requests. Returns the ids that
+/// changed.
+pub async fn bury(db: &mut PgConnection, failures: &[&Failure]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if failures.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = failures.iter().map(|f| f.id).collect();
+    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+    sqlx::query_scalar(
+        "WITH done AS ( \
+             UPDATE jobs j SET status = 'dead', finished_at = now(), last_error = f.error \
+             FROM UNNEST($1::uuid[], $2::text[]) AS f(id, error) \
+             WHERE j.id = f.id AND j.status = 'running' RETURNING j.id, j.request_id), \
+         counts AS (SELECT request_id, count(*) AS n FROM done GROUP BY request_id), \
+         bumped AS (UPDATE requests r SET failed = r.failed + c.n FROM counts c \
+                    WHERE r.id = c.request_id RETURNING r.id) \
+         SELECT id FROM done",
     )
-    .bind(before)
-    .bind(limit)
+    .bind(&ids)
+    .bind(&errors)
     .fetch_all(&mut *db)
-    .await?;
-    lost.extend(
-        sqlx::query_as::<_, (Uuid, String, String)>(
-            "SELECT id, queue, status FROM jobs WHERE status = 'retrying' AND run_after < $1 \
-             AND (dispatched_at IS NULL OR dispatched_at < $1) \
-             ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&mut *db)
-        .await?,
-    );
-    lost.extend(
-        sqlx::query_as::<_, (Uuid, String, String)>(
-            "SELECT id, queue, status FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
-             AND (dispatched_at IS NULL OR dispatched_at < $1) \
-             ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&mut *db)
-        .await?,
-    );
-    Ok(lost)
+    .await
 }
 
-/// Cancels a request's jobs that have not started; returns how many.
+/// queued | retrying → cancelled for a request's jobs that have not started, counted
+/// on the request; returns how many.
 pub async fn cancel_pending(db: &mut PgConnection, request_id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "WITH done AS ( \
@@ -255,6 +227,80 @@ pub async fn cancel_pending(db: &mut PgConnection, request_id: Uuid) -> Result<i
     .bind(request_id)
     .fetch_one(db)
     .await
+}
+
+/// Jobs to push: committed but never dispatched. Locked (skipping rows another
+/// replica holds) until the caller's transaction ends.
+pub async fn lock_undispatched(
+    db: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<(Uuid, QueueName)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, queue FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
+         ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// How many jobs are committed but not yet pushed (the dispatcher's backlog).
+pub async fn count_undispatched(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// A job Redis seems to have lost.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LostJob {
+    pub id: Uuid,
+    pub queue: QueueName,
+    pub status: JobStatus,
+}
+
+/// Jobs Redis seems to have lost: pushed but not claimed before `before`, retries due
+/// before `before`, and running jobs whose heartbeat stopped before `before`. Locked
+/// like [`lock_undispatched`].
+pub async fn lock_lost(
+    db: &mut PgConnection,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<LostJob>, sqlx::Error> {
+    // Three statements: PostgreSQL refuses FOR UPDATE on a UNION.
+    let mut lost: Vec<LostJob> = sqlx::query_as(
+        "SELECT id, queue, status FROM jobs WHERE status = 'queued' AND dispatched_at < $1 \
+         ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&mut *db)
+    .await?;
+    lost.extend(
+        sqlx::query_as::<_, LostJob>(
+            "SELECT id, queue, status FROM jobs WHERE status = 'retrying' AND run_after < $1 \
+             AND (dispatched_at IS NULL OR dispatched_at < $1) \
+             ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *db)
+        .await?,
+    );
+    lost.extend(
+        sqlx::query_as::<_, LostJob>(
+            "SELECT id, queue, status FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
+             AND (dispatched_at IS NULL OR dispatched_at < $1) \
+             ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *db)
+        .await?,
+    );
+    Ok(lost)
 }
 
 /// Per-job detail of a request: counts by status and the latest error.
@@ -286,4 +332,52 @@ pub async fn summary(db: impl PgExecutor<'_>, request_id: Uuid) -> Result<JobSum
     .bind(request_id)
     .fetch_one(db)
     .await
+}
+
+/// One job's status (tests and diagnostics).
+pub async fn status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobStatus>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Finds the status literals of `source`'s SQL (an equality or an IN list after
+    /// `column`) and parses each as `T`; returns how many it checked.
+    pub(crate) fn literals_parse<T: std::str::FromStr>(source: &str, column: &str) -> usize
+    where
+        T::Err: std::fmt::Debug,
+    {
+        let mut checked = 0;
+        for (i, _) in source.match_indices(&format!("{column} ")) {
+            let rest = &source[i + column.len() + 1..];
+            let literals = if let Some(rest) = rest.strip_prefix("= '") {
+                rest.split('\'').take(1).collect::<Vec<_>>()
+            } else if let Some(rest) = rest.strip_prefix("IN (") {
+                let list = rest.split(')').next().unwrap_or_default();
+                list.split(',')
+                    .map(|l| l.trim().trim_matches('\''))
+                    .collect()
+            } else {
+                continue;
+            };
+            for literal in literals {
+                literal
+                    .parse::<T>()
+                    .unwrap_or_else(|err| panic!("`{literal}` in SQL: {err:?}"));
+                checked += 1;
+            }
+        }
+        checked
+    }
+
+    #[test]
+    fn every_status_literal_in_the_sql_is_a_job_status() {
+        let source = include_str!("jobs.rs");
+        let sql = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let checked = literals_parse::<crate::domain::JobStatus>(sql, "status");
+        assert!(checked >= 15, "found only {checked} literals");
+    }
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool and the embedded migrations. Repositories for each
 //! table live in submodules as later features add tables.
 
+pub mod idempotency;
 pub mod jobs;
 pub mod recovery_codes;
 pub mod requests;
@@ -28,7 +29,7 @@ pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
 /// The pool settings every Conveyor process uses (tests reuse them).
 pub fn pool_options(config: &Config) -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
+        .max_connections(config.database.max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Some(Duration::from_secs(300)))
 }

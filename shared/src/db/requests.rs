@@ -1,17 +1,23 @@
-//! `requests`: what clients submitted, with per-job counts. Status moves
-//! `queued → running → succeeded | failed | partially_failed | cancelled`.
+//! `requests`: what clients submitted, with per-job counts. The one place a
+//! request's status changes: [`mark_running`] (queued → running when its first job
+//! starts) and [`finish_completed`] (→ succeeded | failed | partially_failed |
+//! cancelled once every job has ended); the counts move with the job transitions in
+//! `db::jobs`. Status literals in the SQL are [`RequestStatus`] values (checked by a
+//! unit test).
 
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::{RequestKind, RequestStatus};
+
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct RequestRow {
     pub id: Uuid,
     pub owner_id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
     pub name: Option<String>,
     pub correlation_id: Option<String>,
     pub total: i32,
@@ -37,7 +43,7 @@ macro_rules! columns {
 pub struct NewRequest<'a> {
     pub id: Uuid,
     pub owner_id: Uuid,
-    pub kind: &'a str,
+    pub kind: RequestKind,
     pub name: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
     pub content: Option<serde_json::Value>,
@@ -96,8 +102,8 @@ pub async fn content(
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
     pub owner: Option<Uuid>,
-    pub status: Option<String>,
-    pub kind: Option<String>,
+    pub status: Option<RequestStatus>,
+    pub kind: Option<RequestKind>,
     /// The `(created_at, id)` of the last row of the previous page.
     pub after: Option<(OffsetDateTime, Uuid)>,
     pub limit: i64,
@@ -124,8 +130,8 @@ pub async fn list(
          ORDER BY created_at DESC, id DESC LIMIT $6"
     ))
     .bind(filter.owner)
-    .bind(&filter.status)
-    .bind(&filter.kind)
+    .bind(filter.status)
+    .bind(filter.kind)
     .bind(after_time)
     .bind(after_id)
     .bind(filter.limit)
@@ -180,4 +186,47 @@ pub async fn find_many(
     .bind(ids)
     .fetch_all(db)
     .await
+}
+
+/// Deletes up to `limit` requests that finished before `before`, with their jobs
+/// (`ON DELETE CASCADE`) and idempotency records. Returns how many.
+pub async fn delete_finished_before(
+    db: impl PgExecutor<'_>,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM requests WHERE id IN ( \
+             SELECT id FROM requests WHERE finished_at < $1 ORDER BY finished_at LIMIT $2 \
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_status_literal_in_the_sql_is_a_request_status() {
+        let source = include_str!("requests.rs");
+        let sql = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        // `THEN`/`ELSE` arms of the final-status CASE, and the WHERE clauses.
+        let mut checked =
+            crate::db::jobs::tests::literals_parse::<crate::domain::RequestStatus>(sql, "status");
+        let arms = sql
+            .split("THEN '")
+            .skip(1)
+            .chain(sql.split("ELSE '").skip(1));
+        for arm in arms {
+            let literal = arm.split('\'').next().unwrap_or_default();
+            literal
+                .parse::<crate::domain::RequestStatus>()
+                .unwrap_or_else(|err| panic!("{err}"));
+            checked += 1;
+        }
+        assert!(checked >= 7, "found only {checked} literals");
+    }
 }

@@ -82,6 +82,17 @@ pub struct SessionRow {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// The session a refresh token (used or not) belongs to.
+pub async fn session_of_refresh_token(
+    db: impl PgExecutor<'_>,
+    token_hash: &[u8],
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(db)
+        .await
+}
+
 /// The session if it is neither revoked nor past its absolute lifetime.
 pub async fn find_active(
     db: impl PgExecutor<'_>,

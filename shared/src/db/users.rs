@@ -171,3 +171,12 @@ pub async fn count_by_role(db: impl PgExecutor<'_>, role: &str) -> Result<i64, s
         .fetch_one(db)
         .await
 }
+
+/// Serialises role changes until the transaction ends, so two concurrent demotions
+/// cannot both pass the last-admin check.
+pub async fn lock_role_changes(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('conveyor.users.role'))")
+        .execute(tx)
+        .await?;
+    Ok(())
+}

@@ -4,7 +4,9 @@ pub mod email;
 pub mod password;
 pub mod phone;
 pub mod role;
+pub mod status;
 
 pub use email::EmailAddress;
 pub use phone::PhoneNumber;
 pub use role::{Permission, Role};
+pub use status::{JobStatus, RequestKind, RequestStatus};

@@ -32,6 +32,7 @@ mod tests {
             max_attempts: 10,
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
         };
         for attempt in 1..=10u32 {
             let ceiling =

@@ -235,40 +235,57 @@ impl Queue {
     pub async fn consumer(&self, worker: &str, block: Duration) -> redis::RedisResult<Consumer> {
         let blocking = self.redis.dedicated(block).await?;
         Ok(Consumer {
-            queue: self.clone(),
-            worker: worker.to_owned(),
-            inflight: self.inflight_key(worker),
+            in_flight: self.in_flight(worker),
             blocking,
             block,
         })
     }
-}
 
-/// One worker's end of a queue.
-pub struct Consumer {
-    queue: Queue,
-    worker: String,
-    inflight: String,
-    blocking: MultiplexedConnection,
-    block: Duration,
-}
-
-impl std::fmt::Debug for Consumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("queue", &self.queue.name)
-            .field("worker", &self.worker)
-            .finish()
+    /// Consumer `worker`'s in-flight list.
+    pub fn in_flight(&self, worker: &str) -> InFlight {
+        InFlight {
+            queue: self.clone(),
+            worker: worker.to_owned(),
+            key: self.inflight_key(worker),
+        }
     }
 }
 
-impl Consumer {
+/// One consumer's in-flight list: the ids it took and has not acknowledged. Cheap to
+/// clone; the completer acknowledges through it, shutdown releases it.
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    queue: Queue,
+    worker: String,
+    key: String,
+}
+
+impl InFlight {
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
     pub fn worker(&self) -> &str {
         &self.worker
     }
 
-    pub fn queue(&self) -> &Queue {
-        &self.queue
+    /// Forgets ids whose outcome is recorded (or that were duplicates).
+    pub async fn ack<S: AsRef<str>>(&self, ids: &[S]) -> redis::RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.queue.redis.connection();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.lrem(&self.key, 1, id.as_ref()).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Puts every id still in flight back on the ready list (a clean shutdown with
+    /// unfinished work) and unregisters the consumer.
+    pub async fn release(&self) -> redis::RedisResult<usize> {
+        self.queue.release(&self.worker).await
     }
 
     /// Registers the consumer and (re)sets its heartbeat key for `ttl`.
@@ -276,9 +293,46 @@ impl Consumer {
         self.queue.heartbeat(&self.worker, ttl).await
     }
 
+    /// The ids held (tests and diagnostics).
+    pub async fn ids(&self) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.queue.redis.connection();
+        conn.lrange(&self.key, 0, -1).await
+    }
+}
+
+/// One worker's end of a queue: a blocking connection of its own for fetches, and
+/// its in-flight list.
+pub struct Consumer {
+    in_flight: InFlight,
+    blocking: MultiplexedConnection,
+    block: Duration,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.in_flight.queue.name)
+            .field("worker", &self.in_flight.worker)
+            .finish()
+    }
+}
+
+impl Consumer {
+    pub fn worker(&self) -> &str {
+        &self.in_flight.worker
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.in_flight.queue
+    }
+
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
     /// Replaces the blocking connection (after Redis went away and came back).
     pub async fn reconnect(&mut self) -> redis::RedisResult<()> {
-        self.blocking = self.queue.redis.dedicated(self.block).await?;
+        self.blocking = self.in_flight.queue.redis.dedicated(self.block).await?;
         Ok(())
     }
 
@@ -286,11 +340,12 @@ impl Consumer {
     /// without waiting. Ids land in this consumer's in-flight list first, so a crash
     /// loses none of them.
     pub async fn fetch(&mut self, max: usize) -> redis::RedisResult<Vec<String>> {
+        let ready = self.in_flight.queue.ready_key();
         let first: Option<String> = self
             .blocking
             .blmove(
-                self.queue.ready_key(),
-                &self.inflight,
+                &ready,
+                &self.in_flight.key,
                 redis::Direction::Right,
                 redis::Direction::Left,
                 self.block.as_secs_f64(),
@@ -302,38 +357,13 @@ impl Consumer {
         let mut ids = vec![first];
         if max > 1 {
             let more: Vec<String> = redis::Script::new(TAKE_MORE)
-                .key(self.queue.ready_key())
-                .key(&self.inflight)
+                .key(&ready)
+                .key(&self.in_flight.key)
                 .arg(max - 1)
                 .invoke_async(&mut self.blocking)
                 .await?;
             ids.extend(more);
         }
         Ok(ids)
-    }
-
-    /// Forgets ids whose outcome is recorded.
-    pub async fn ack<S: AsRef<str>>(&self, ids: &[S]) -> redis::RedisResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.queue.redis.connection();
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.lrem(&self.inflight, 1, id.as_ref()).ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await
-    }
-
-    /// Puts every id still in flight back on the ready list (a clean shutdown with
-    /// unfinished work) and unregisters the consumer.
-    pub async fn release(&self) -> redis::RedisResult<usize> {
-        self.queue.release(&self.worker).await
-    }
-
-    /// The ids this consumer holds (for tests and diagnostics).
-    pub async fn in_flight(&self) -> redis::RedisResult<Vec<String>> {
-        let mut conn = self.queue.redis.connection();
-        conn.lrange(&self.inflight, 0, -1).await
     }
 }

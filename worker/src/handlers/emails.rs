@@ -13,6 +13,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use shared::Config;
 use shared::crypto::pii::PiiCipher;
 use shared::db::jobs::ClaimedJob;
+
+use crate::handler::{Handler, Outcome};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::redis::Redis;
 use sqlx::PgPool;
@@ -37,28 +39,24 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn from_config(
-        config: &Config,
-        cipher: PiiCipher,
-        pool: PgPool,
-        redis: Redis,
-    ) -> anyhow::Result<Self> {
+    pub fn from_config(config: &Config, pool: PgPool, redis: Redis) -> anyhow::Result<Self> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(config.smtp_url())
             .map_err(|err| anyhow::anyhow!("SMTP_URL is not usable: {err}"))?
-            .timeout(Some(config.smtp_timeout))
-            .pool_config(PoolConfig::new().max_size(config.smtp_pool_size))
+            .timeout(Some(config.smtp.timeout))
+            .pool_config(PoolConfig::new().max_size(config.smtp.pool_size))
             .build();
         let from: Mailbox = config
-            .smtp_from
+            .smtp
+            .from
             .parse()
             .map_err(|err| anyhow::anyhow!("SMTP_FROM is not a mailbox: {err}"))?;
         Ok(Mailer {
             transport,
             from,
-            cipher,
+            cipher: config.pii.cipher(),
             pool,
             redis,
-            per_second: config.emails_per_second,
+            per_second: config.smtp.per_second,
             content: Mutex::new(HashMap::new()),
         })
     }
@@ -181,6 +179,16 @@ impl Mailer {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Handler for Mailer {
+    async fn handle(&self, job: &ClaimedJob) -> Outcome {
+        match self.send(job).await {
+            Ok(()) => Outcome::Succeeded,
+            Err(SendError::Transient(error)) => Outcome::Retry(error),
+            Err(SendError::Permanent(error)) => Outcome::Dead(error),
         }
     }
 }

@@ -1,4 +1,6 @@
 //! Job handlers, one file per queue. A handler turns a claimed job into an
-//! [`Outcome`](crate::bookkeeper::Outcome); it never writes job state itself.
+//! [`Outcome`](crate::handler::Outcome); it never writes job state itself. The list
+//! of queues a worker runs is [`crate::queues::register`].
 
+pub mod canary;
 pub mod emails;

@@ -1,8 +1,10 @@
-//! Conveyor's apalis backend: takes job ids from the reliable Redis queue, claims
-//! their rows in PostgreSQL in one batched compare-and-set, and hands apalis only
-//! jobs this worker now owns. A fetch never takes more ids than the worker has free
-//! slots, so no claimed job waits in a buffer.
+//! The producer: waits for free slots, takes that many ids from the queue's ready
+//! list (a blocking move into this consumer's in-flight list), claims their rows in
+//! PostgreSQL in one compare-and-set, and hands apalis only jobs this worker now
+//! owns — through [`ClaimedJobs`], the apalis backend. Ids it could not claim are
+//! duplicate deliveries: acknowledged at once as no-ops.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,100 +15,41 @@ use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
 use shared::db::jobs::{self, ClaimedJob};
 use shared::queue::Consumer;
+use shared::redis::Redis;
+use shared::telemetry::metric;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tower::layer::util::Identity;
 use uuid::Uuid;
 
-use crate::bookkeeper::Acker;
+use crate::running::Running;
 
-/// A claimed job and the slot it occupies until its outcome is recorded.
+/// A claimed job and the slot it occupies until its verdict is recorded.
 #[derive(Debug)]
 pub struct Job {
     pub row: ClaimedJob,
     pub slot: OwnedSemaphorePermit,
 }
 
+/// The producer stopped early: the executor side is gone.
 #[derive(Debug, thiserror::Error)]
-#[error("the job feed of queue {0} stopped")]
+#[error("the {0} job feed closed")]
 pub struct FeedClosed(pub String);
 
-/// The apalis side: a stream of claimed jobs fed by [`Feeder`].
-pub struct JobBackend {
-    queue: String,
-    jobs: mpsc::Receiver<Job>,
-}
-
-impl JobBackend {
-    pub fn new(queue: String, jobs: mpsc::Receiver<Job>) -> Self {
-        JobBackend { queue, jobs }
-    }
-}
-
-impl Backend for JobBackend {
-    type Task = Task<Job>;
-    type Error = FeedClosed;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
-        match self.jobs.poll_recv(cx) {
-            Poll::Ready(Some(job)) => Poll::Ready(Some(Ok(Task::new(job)))),
-            // The feeder stopped (shutdown): no more tasks.
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn poll_close(
-        &mut self,
-        _cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
-        self.jobs.close();
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl BackendConfig for JobBackend {
-    type Args = Job;
-    type Id = apalis_core::task::task_id::RandomId;
-    type Kind = Ephemeral;
-    type Config = String;
-    type Layer = Identity;
-
-    fn config(&self) -> &Self::Config {
-        &self.queue
-    }
-
-    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
-        Identity::new()
-    }
-}
-
-/// Feeds one queue: waits for free slots, takes that many ids, claims them.
-pub struct Feeder {
+pub struct Producer {
     pub consumer: Consumer,
     pub pool: PgPool,
+    pub redis: Redis,
+    /// The queue's concurrency: one permit per job in progress.
     pub slots: Arc<Semaphore>,
     pub jobs: mpsc::Sender<Job>,
-    pub acker: Acker,
+    /// A running job whose heartbeat is older than this may be claimed again.
     pub heartbeat_timeout: Duration,
-    pub running: crate::bookkeeper::Running,
+    pub running: Running,
 }
 
-impl Feeder {
+impl Producer {
     /// Runs until `stop` turns true. Redis or PostgreSQL errors are retried with a
     /// capped backoff; only a closed job channel ends the feed early.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), FeedClosed> {
@@ -168,7 +111,8 @@ impl Feeder {
         }
     }
 
-    /// Claims `ids`; acknowledges at once the ones that were not claimable.
+    /// Claims `ids`; acknowledges at once the ones that were not claimable; marks the
+    /// requests of the claimed ones running.
     async fn claim(&self, ids: &[String]) -> Result<Vec<ClaimedJob>, sqlx::Error> {
         let parsed: Vec<Uuid> = ids
             .iter()
@@ -178,21 +122,23 @@ impl Feeder {
         let claimed =
             jobs::claim(&self.pool, &parsed, self.consumer.worker(), stale_before).await?;
         if claimed.len() < ids.len() {
-            let owned: std::collections::HashSet<String> =
-                claimed.iter().map(|j| j.id.to_string()).collect();
+            let owned: HashSet<String> = claimed.iter().map(|j| j.id.to_string()).collect();
             let noops: Vec<&String> = ids.iter().filter(|id| !owned.contains(*id)).collect();
             tracing::debug!(
                 count = noops.len(),
                 "duplicate deliveries acknowledged as no-ops"
             );
-            metrics::counter!(shared::telemetry::metric::JOBS_DUPLICATE_TOTAL, "queue" => self.consumer.queue().name().as_str())
+            metrics::counter!(metric::JOBS_DUPLICATE_TOTAL, "queue" => self.consumer.queue().name().as_str())
                 .increment(noops.len() as u64);
-            self.acker.ack(&noops).await;
+            if let Err(err) = self.consumer.in_flight().ack(&noops).await {
+                tracing::warn!(error = %err, "cannot acknowledge duplicate deliveries");
+            }
         }
         if !claimed.is_empty() {
             let requests: Vec<Uuid> = claimed.iter().map(|j| j.request_id).collect();
-            if let Ok(rows) = shared::db::requests::mark_running(&self.pool, &requests).await {
-                shared::events::publish(self.acker.redis(), &rows).await;
+            match shared::db::requests::mark_running(&self.pool, &requests).await {
+                Ok(rows) => shared::events::publish(&self.redis, &rows).await,
+                Err(err) => tracing::warn!(error = %err, "cannot mark requests running"),
             }
         }
         Ok(claimed)
@@ -201,4 +147,67 @@ impl Feeder {
 
 fn pause(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)).min(5_000))
+}
+
+/// The apalis backend of a queue: the jobs its producer claimed, in order.
+pub struct ClaimedJobs {
+    queue: String,
+    jobs: mpsc::Receiver<Job>,
+}
+
+impl ClaimedJobs {
+    pub fn new(queue: String, jobs: mpsc::Receiver<Job>) -> Self {
+        ClaimedJobs { queue, jobs }
+    }
+}
+
+impl Backend for ClaimedJobs {
+    type Task = Task<Job>;
+    type Error = FeedClosed;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        match self.jobs.poll_recv(cx) {
+            Poll::Ready(Some(job)) => Poll::Ready(Some(Ok(Task::new(job)))),
+            // The producer stopped (shutdown): no more tasks.
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_close(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        self.jobs.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl BackendConfig for ClaimedJobs {
+    type Args = Job;
+    type Id = apalis_core::task::task_id::RandomId;
+    type Kind = Ephemeral;
+    type Config = String;
+    type Layer = Identity;
+
+    fn config(&self) -> &Self::Config {
+        &self.queue
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        Identity::new()
+    }
 }

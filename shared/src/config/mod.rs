@@ -1,0 +1,639 @@
+//! The one typed configuration of Conveyor, read from environment variables (and a
+//! `.env` file outside production), in sections: database, redis, http, ops, pii,
+//! smtp, queues, pipeline — and [`AuthConfig`], which only the api reads, so a worker
+//! never needs token or blind-index keys. Every variable is in `.env.example`.
+
+mod auth;
+pub mod dev_keys;
+mod env;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+pub use auth::{AuthConfig, LoginLimits};
+use dev_keys::DevKeys;
+use env::Env;
+
+use crate::queue::QueueName;
+
+/// The five variable names of a queue's settings.
+macro_rules! queue_vars {
+    ($q:literal) => {
+        [
+            concat!($q, "_CONCURRENCY"),
+            concat!($q, "_MAX_ATTEMPTS"),
+            concat!($q, "_RETRY_BASE_MS"),
+            concat!($q, "_RETRY_CAP_MS"),
+            concat!($q, "_TIMEOUT_SECS"),
+        ]
+    };
+}
+
+/// Where the process runs. Production refuses to start without real secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Test,
+    Production,
+}
+
+impl FromStr for AppEnv {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(AppEnv::Development),
+            "test" => Ok(AppEnv::Test),
+            "production" | "prod" => Ok(AppEnv::Production),
+            other => Err(format!(
+                "`{other}` is not one of development, test, production"
+            )),
+        }
+    }
+}
+
+impl AppEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Development => "development",
+            AppEnv::Test => "test",
+            AppEnv::Production => "production",
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pretty" | "text" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}` is not one of pretty, json")),
+        }
+    }
+}
+
+/// How one queue's jobs are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Jobs run at once per worker process.
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    /// Backoff before attempt n+1: a random time in [0, min(cap, base * 2^(n-1))].
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// One attempt running longer is stopped and retried.
+    pub timeout: Duration,
+}
+
+/// A 256-bit key. `Debug` never shows it.
+pub type Key256 = SecretBox<[u8; 32]>;
+
+/// A retired PII key that still decrypts old values. `Debug` shows only its id.
+#[derive(Debug)]
+pub struct RetiredKey {
+    pub id: String,
+    pub key: Key256,
+}
+
+/// A configuration problem, reported as one line naming the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var} is required when APP_ENV=production ({hint})")]
+    MissingSecret {
+        var: &'static str,
+        hint: &'static str,
+    },
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+#[derive(Debug)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// Run pending migrations when the api starts.
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug)]
+pub struct RedisConfig {
+    pub url: SecretString,
+    /// Prefix of every Redis key Conveyor writes, so deployments (and tests) can share
+    /// one Redis without seeing each other.
+    pub prefix: String,
+}
+
+/// The public listener and what it accepts.
+#[derive(Debug)]
+pub struct HttpConfig {
+    pub api_addr: SocketAddr,
+    pub body_limit_bytes: usize,
+    /// Body limit of `POST /campaigns` (up to 100,000 recipients).
+    pub campaign_body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub cors_allowed_origins: Vec<String>,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+/// The operational side of every process: metrics and health listeners, shutdown.
+#[derive(Debug)]
+pub struct OpsConfig {
+    pub metrics_addr: SocketAddr,
+    pub worker_metrics_addr: SocketAddr,
+    pub health_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Personal data at rest: the current key and the retired ones that still decrypt.
+#[derive(Debug)]
+pub struct PiiConfig {
+    pub key: Key256,
+    pub key_id: String,
+    pub previous_keys: Vec<RetiredKey>,
+}
+
+impl PiiConfig {
+    pub fn cipher(&self) -> crate::crypto::pii::PiiCipher {
+        let previous: Vec<(String, [u8; 32])> = self
+            .previous_keys
+            .iter()
+            .map(|k| (k.id.clone(), *k.key.expose_secret()))
+            .collect();
+        crate::crypto::pii::PiiCipher::new(&self.key_id, self.key.expose_secret(), &previous)
+    }
+}
+
+#[derive(Debug)]
+pub struct SmtpConfig {
+    pub url: SecretString,
+    /// The sender of every message.
+    pub from: String,
+    pub timeout: Duration,
+    pub pool_size: u32,
+    /// Messages per second across every worker (0 = unlimited).
+    pub per_second: u32,
+}
+
+/// Per-queue worker settings and the liveness rule shared by every queue.
+#[derive(Debug)]
+pub struct QueuesConfig {
+    pub emails: QueueSettings,
+    pub uploads: QueueSettings,
+    pub scans: QueueSettings,
+    pub canary: QueueSettings,
+    /// A job (and a consumer) without a heartbeat for this long is given to another worker.
+    pub heartbeat_timeout: Duration,
+}
+
+impl QueuesConfig {
+    pub fn settings(&self, queue: QueueName) -> QueueSettings {
+        match queue {
+            QueueName::Emails => self.emails,
+            QueueName::Uploads => self.uploads,
+            QueueName::Scans => self.scans,
+            QueueName::Canary => self.canary,
+        }
+    }
+}
+
+/// The outbox dispatcher, the reconciler and retention.
+#[derive(Debug)]
+pub struct PipelineConfig {
+    /// How often the dispatcher looks for jobs to (re)push.
+    pub dispatch_interval: Duration,
+    /// A job pushed but not claimed for this long is pushed again (Redis lost it).
+    pub redelivery_timeout: Duration,
+    /// Finished requests (and their jobs) older than this are deleted.
+    pub retention: Duration,
+    /// How often the pruner runs.
+    pub prune_interval: Duration,
+}
+
+/// Everything the api and the worker read from their environment (the api also reads
+/// [`AuthConfig`]).
+#[derive(Debug)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub log_format: LogFormat,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub http: HttpConfig,
+    pub ops: OpsConfig,
+    pub pii: PiiConfig,
+    pub smtp: SmtpConfig,
+    pub queues: QueuesConfig,
+    pub pipeline: PipelineConfig,
+    /// The development keys file unset keys came from, if any (the binaries warn).
+    pub dev_keys_file: Option<PathBuf>,
+    /// Keys generated for this process alone because none was configured (only
+    /// configurations built from a map); the binaries warn loudly about each.
+    pub generated_secrets: Vec<&'static str>,
+}
+
+/// The process environment after `.env`, with unset keys filled from the development
+/// keys file outside production.
+pub struct EnvSource {
+    dev_keys: Option<DevKeys>,
+}
+
+impl EnvSource {
+    pub fn load() -> Result<Self, ConfigError> {
+        let production = std::env::var("APP_ENV")
+            .ok()
+            .and_then(|v| v.parse::<AppEnv>().ok())
+            == Some(AppEnv::Production);
+        if !production {
+            // A missing .env is normal; a malformed one is worth a warning only.
+            if let Err(err) = dotenvy::dotenv()
+                && !err.not_found()
+            {
+                eprintln!("warning: ignoring .env: {err}");
+            }
+        }
+        let app_env = Env {
+            lookup: &|name: &str| std::env::var(name).ok(),
+        }
+        .parsed("APP_ENV", AppEnv::Development)?;
+        let unset = |var: &str| std::env::var(var).map_or(true, |v| v.trim().is_empty());
+        let dev_keys = if app_env != AppEnv::Production && dev_keys::VARS.iter().any(|v| unset(v)) {
+            let path = std::env::var("DEV_KEYS_FILE")
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| dev_keys::DEFAULT_PATH.to_owned());
+            Some(DevKeys::load_or_create(std::path::Path::new(&path))?)
+        } else {
+            None
+        };
+        Ok(EnvSource { dev_keys })
+    }
+
+    pub fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.dev_keys.as_ref().and_then(|keys| keys.get(var)))
+    }
+
+    pub fn dev_keys_file(&self) -> Option<PathBuf> {
+        self.dev_keys.as_ref().map(|keys| keys.path.clone())
+    }
+}
+
+impl Config {
+    /// Reads the process environment (see [`EnvSource`]).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let source = EnvSource::load()?;
+        let mut config = Self::from_lookup(|name| source.get(name))?;
+        config.dev_keys_file = source.dev_keys_file();
+        Ok(config)
+    }
+
+    /// Builds a config from any variable source (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { lookup: &lookup };
+        let app_env: AppEnv = env.parsed("APP_ENV", AppEnv::Development)?;
+        let production = app_env == AppEnv::Production;
+        let default_format = if production {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        };
+        let mut generated_secrets = Vec::new();
+        let pii_key = env.key256(
+            "PII_KEY",
+            app_env,
+            "the AES-256-GCM key for PII at rest, base64 of 32 random bytes: openssl rand -base64 32",
+            &mut generated_secrets,
+        )?;
+        let queue = |vars: [&'static str; 5], defaults| env.queue(vars, defaults);
+        let defaults = |concurrency, max_attempts, timeout_secs| QueueSettings {
+            concurrency,
+            max_attempts,
+            retry_base: Duration::from_millis(1000),
+            retry_cap: Duration::from_millis(300_000),
+            timeout: Duration::from_secs(timeout_secs),
+        };
+        Ok(Config {
+            app_env,
+            log_format: env.parsed("LOG_FORMAT", default_format)?,
+            database: DatabaseConfig {
+                url: env.url(
+                    "DATABASE_URL",
+                    "postgres://postgres@127.0.0.1:5432/conveyor",
+                    &["postgres", "postgresql"],
+                )?,
+                max_connections: env.parsed_range("DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
+                auto_migrate: env.bool("AUTO_MIGRATE", !production)?,
+            },
+            redis: RedisConfig {
+                url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+                prefix: env.redis_prefix()?,
+            },
+            http: HttpConfig {
+                api_addr: env.parsed("API_ADDR", socket("127.0.0.1:8080"))?,
+                body_limit_bytes: env.parsed_range(
+                    "BODY_LIMIT_BYTES",
+                    1024 * 1024,
+                    1024..=1024 * 1024 * 1024,
+                )?,
+                campaign_body_limit_bytes: env.parsed_range(
+                    "CAMPAIGN_BODY_LIMIT_BYTES",
+                    16 * 1024 * 1024,
+                    1024..=1024 * 1024 * 1024,
+                )?,
+                request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 30)?,
+                cors_allowed_origins: env.origins("CORS_ALLOWED_ORIGINS")?,
+                trust_forwarded_for: env.bool("TRUST_FORWARDED_FOR", false)?,
+            },
+            ops: OpsConfig {
+                metrics_addr: env.parsed("METRICS_ADDR", socket("127.0.0.1:9100"))?,
+                worker_metrics_addr: env.parsed("WORKER_METRICS_ADDR", socket("127.0.0.1:9101"))?,
+                health_timeout: env.millis_in("HEALTH_TIMEOUT_MS", 1000, 10..=60_000)?,
+                shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECS", 30)?,
+            },
+            pii: PiiConfig {
+                key: pii_key,
+                key_id: env.key_id("PII_KEY_ID")?,
+                previous_keys: env.previous_keys("PII_PREVIOUS_KEYS")?,
+            },
+            smtp: SmtpConfig {
+                url: env.url("SMTP_URL", "smtp://127.0.0.1:1025", &["smtp", "smtps"])?,
+                from: env.string("SMTP_FROM", "Conveyor <no-reply@conveyor.localhost>"),
+                timeout: env.seconds_in("SMTP_TIMEOUT_SECS", 30, 1..=600)?,
+                pool_size: env.parsed_range("SMTP_POOL_SIZE", 10, 1..=1000)?,
+                per_second: env.parsed_range("EMAILS_PER_SECOND", 0, 0..=1_000_000)?,
+            },
+            queues: QueuesConfig {
+                emails: queue(queue_vars!("EMAILS"), defaults(32, 8, 120))?,
+                uploads: queue(queue_vars!("UPLOADS"), defaults(4, 5, 300))?,
+                scans: queue(queue_vars!("SCANS"), defaults(4, 5, 300))?,
+                canary: queue(queue_vars!("CANARY"), defaults(50, 3, 30))?,
+                heartbeat_timeout: env.millis_in(
+                    "JOB_HEARTBEAT_TIMEOUT_MS",
+                    30_000,
+                    500..=3_600_000,
+                )?,
+            },
+            pipeline: PipelineConfig {
+                dispatch_interval: env.millis_in("DISPATCH_INTERVAL_MS", 1000, 10..=60_000)?,
+                redelivery_timeout: env.seconds_in("REDELIVERY_TIMEOUT_SECS", 60, 1..=86_400)?,
+                retention: Duration::from_secs(
+                    86_400 * env.parsed_range("RETENTION_DAYS", 30u64, 1..=3650)?,
+                ),
+                prune_interval: env.seconds_in("PRUNE_INTERVAL_SECS", 600, 1..=86_400)?,
+            },
+            dev_keys_file: None,
+            generated_secrets,
+        })
+    }
+
+    /// The database URL, for the pool; never log it.
+    pub fn database_url(&self) -> &str {
+        self.database.url.expose_secret()
+    }
+
+    pub fn redis_url(&self) -> &str {
+        self.redis.url.expose_secret()
+    }
+
+    pub fn smtp_url(&self) -> &str {
+        self.smtp.url.expose_secret()
+    }
+
+    /// Logs, loudly, where keys came from when they were not configured.
+    pub fn warn_about_keys(&self, generated: &[&'static str]) {
+        if let Some(path) = &self.dev_keys_file {
+            tracing::warn!(
+                file = %path.display(),
+                "keys that are not set come from the development keys file {}; every process \
+                 started here shares them. Never run production like this.",
+                path.display()
+            );
+        }
+        for var in self.generated_secrets.iter().chain(generated) {
+            tracing::warn!(
+                variable = var,
+                "{var} is not set: using a random key for this process only. Tokens and \
+                 encrypted data will not survive a restart. Never run production like this."
+            );
+        }
+    }
+}
+
+fn socket(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| unreachable!("built-in default address {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn map(vars: &[(&str, &str)]) -> HashMap<String, String> {
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map = map(vars);
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn auth(vars: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let map = map(vars);
+        AuthConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn defaults_outside_production_generate_secrets_and_migrate() {
+        let cfg = config(&[]).expect("defaults are valid");
+        assert_eq!(cfg.app_env, AppEnv::Development);
+        assert!(cfg.database.auto_migrate);
+        assert_eq!(cfg.generated_secrets, vec!["PII_KEY"]);
+        assert_eq!(cfg.http.api_addr, socket("127.0.0.1:8080"));
+        assert_eq!(
+            cfg.database_url(),
+            "postgres://postgres@127.0.0.1:5432/conveyor"
+        );
+        assert_eq!(cfg.log_format, LogFormat::Pretty);
+        assert_eq!(cfg.queues.emails.concurrency, 32);
+        assert_eq!(cfg.queues.settings(QueueName::Canary).max_attempts, 3);
+        let auth = auth(&[]).expect("defaults are valid");
+        assert_eq!(
+            auth.generated_secrets,
+            vec!["JWT_SIGNING_KEY", "BLIND_INDEX_KEY"]
+        );
+        assert_eq!(auth.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(auth.refresh_token_ttl, Duration::from_secs(14 * 86_400));
+    }
+
+    #[test]
+    fn production_without_jwt_key_names_the_variable() {
+        let err =
+            auth(&[("APP_ENV", "production"), ("BLIND_INDEX_KEY", KEY)]).expect_err("must fail");
+        assert!(matches!(
+            err,
+            ConfigError::MissingSecret {
+                var: "JWT_SIGNING_KEY",
+                ..
+            }
+        ));
+        let line = err.to_string();
+        assert!(
+            line.starts_with("JWT_SIGNING_KEY is required when APP_ENV=production"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn production_without_pii_key_names_the_variable() {
+        let err = config(&[("APP_ENV", "production")]).expect_err("must fail");
+        assert!(matches!(
+            err,
+            ConfigError::MissingSecret { var: "PII_KEY", .. }
+        ));
+    }
+
+    #[test]
+    fn a_production_worker_needs_no_token_or_blind_index_key() {
+        let cfg = config(&[("APP_ENV", "production"), ("PII_KEY", KEY)])
+            .expect("the worker's configuration is complete without auth keys");
+        assert!(!cfg.database.auto_migrate);
+        assert!(cfg.generated_secrets.is_empty());
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.pii.key.expose_secret()[1], 1);
+    }
+
+    #[test]
+    fn production_without_blind_index_key_names_the_variable() {
+        let err =
+            auth(&[("APP_ENV", "production"), ("JWT_SIGNING_KEY", KEY)]).expect_err("must fail");
+        assert!(matches!(
+            err,
+            ConfigError::MissingSecret {
+                var: "BLIND_INDEX_KEY",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_variable_name() {
+        let cases: &[(&str, &str)] = &[
+            ("APP_ENV", "staging"),
+            ("API_ADDR", "localhost"),
+            ("AUTO_MIGRATE", "maybe"),
+            ("DATABASE_URL", "mysql://x@y/z"),
+            ("REDIS_URL", "not a url"),
+            ("SMTP_URL", "http://mail"),
+            ("PII_KEY", "c2hvcnQ="),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("BODY_LIMIT_BYTES", "12abc"),
+            ("REDIS_PREFIX", "a b"),
+            ("PII_KEY_ID", "way-too-long-key-identifier"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://ok.example,https://bad.example/path",
+            ),
+            ("LOG_FORMAT", "xml"),
+            ("PII_PREVIOUS_KEYS", "k0"),
+            ("TRUST_FORWARDED_FOR", "sometimes"),
+            ("CANARY_TIMEOUT_SECS", "0"),
+            ("EMAILS_CONCURRENCY", "0"),
+            ("RETENTION_DAYS", "0"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).expect_err(var);
+            match &err {
+                ConfigError::Invalid { var: got, .. } => assert_eq!(got, var),
+                other => panic!("{var}: unexpected {other:?}"),
+            }
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+        let auth_cases: &[(&str, &str)] = &[
+            ("JWT_SIGNING_KEY", "%%%"),
+            ("JWT_KEY_ID", "way-too-long-key-identifier"),
+            ("JWT_ACCESS_TTL_SECS", "5"),
+            ("LOGIN_MAX_FAILURES_IP", "0"),
+        ];
+        for (var, value) in auth_cases {
+            let err = auth(&[(var, value)]).expect_err(var);
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_every_secret_including_retired_keys() {
+        const OLD: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+        let cfg = config(&[
+            ("DATABASE_URL", "postgres://app:hunter2@db/conveyor"),
+            ("REDIS_URL", "redis://:s3cret@cache:6379"),
+            ("SMTP_URL", "smtps://mailer:pa55word@smtp.example:465"),
+            ("PII_KEY", KEY),
+            ("PII_PREVIOUS_KEYS", &format!("k0:{OLD}")),
+        ])
+        .expect("valid");
+        let debug = format!("{cfg:?}");
+        for secret in ["hunter2", "s3cret", "pa55word", KEY, OLD] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        // Raw key bytes would show as a list of numbers.
+        assert!(!debug.contains("[0, 1, 2, 3"), "{debug}");
+        assert!(!debug.contains("32, 33, 34"), "{debug}");
+        assert!(debug.contains("REDACTED"));
+        let auth = format!(
+            "{:?}",
+            auth(&[("JWT_SIGNING_KEY", KEY), ("BLIND_INDEX_KEY", KEY)]).expect("valid")
+        );
+        assert!(
+            !auth.contains(KEY) && !auth.contains("[0, 1, 2, 3"),
+            "{auth}"
+        );
+    }
+
+    #[test]
+    fn previous_pii_keys_are_parsed() {
+        let cfg = config(&[("PII_PREVIOUS_KEYS", &format!("k0:{KEY}, old:{KEY}"))]).expect("valid");
+        let ids: Vec<&str> = cfg
+            .pii
+            .previous_keys
+            .iter()
+            .map(|k| k.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["k0", "old"]);
+        assert_eq!(cfg.pii.previous_keys[0].key.expose_secret()[31], 31);
+    }
+
+    #[test]
+    fn cors_origins_are_split_and_trimmed() {
+        let cfg = config(&[(
+            "CORS_ALLOWED_ORIGINS",
+            " https://a.example , http://localhost:3000",
+        )])
+        .expect("valid");
+        assert_eq!(
+            cfg.http.cors_allowed_origins,
+            vec!["https://a.example", "http://localhost:3000"]
+        );
+    }
+}

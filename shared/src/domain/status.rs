@@ -1,0 +1,147 @@
+//! The states of a job and of a request, and the kinds of request. Stored as text;
+//! every transition is one named function in `db::jobs` or `db::requests`.
+
+/// A text enum: `as_str`, `FromStr`, `Display`, serde and sqlx (as PostgreSQL text).
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// Every value, comma-separated (for error messages and docs).
+            pub fn list() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("`{other}` is not one of {}", Self::list())),
+                }
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::postgres::PgHasArrayType for $name {
+            fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse()?)
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum!(
+    /// A job's life: `queued → running → succeeded | retrying → … | dead`;
+    /// `cancelled` before it starts. `succeeded`, `dead` and `cancelled` are final.
+    JobStatus {
+        Queued => "queued",
+        Running => "running",
+        Retrying => "retrying",
+        Succeeded => "succeeded",
+        Dead => "dead",
+        Cancelled => "cancelled",
+    }
+);
+
+impl JobStatus {
+    /// The states a worker may claim a job from (besides a stale `running`).
+    pub const CLAIMABLE: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Retrying];
+    pub const FINAL: [JobStatus; 3] = [JobStatus::Succeeded, JobStatus::Dead, JobStatus::Cancelled];
+}
+
+text_enum!(
+    /// A request's life: `queued → running → succeeded | failed | partially_failed |
+    /// cancelled`, decided by its jobs' counts.
+    RequestStatus {
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        PartiallyFailed => "partially_failed",
+        Cancelled => "cancelled",
+    }
+);
+
+text_enum!(
+    /// What a client (or an operator) submitted.
+    RequestKind {
+        Email => "email",
+        Campaign => "campaign",
+        Upload => "upload",
+        Scan => "scan",
+        /// A no-op through the whole pipeline, proving it works end to end.
+        Canary => "canary",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_text() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(*status));
+            assert_eq!(
+                serde_json::to_value(status).expect("json"),
+                serde_json::json!(status.as_str())
+            );
+        }
+        for status in RequestStatus::ALL {
+            assert_eq!(status.as_str().parse::<RequestStatus>(), Ok(*status));
+        }
+        for kind in RequestKind::ALL {
+            assert_eq!(kind.to_string().parse::<RequestKind>(), Ok(*kind));
+        }
+        let err = "lost".parse::<JobStatus>().expect_err("unknown");
+        assert!(err.contains("queued, running"), "{err}");
+    }
+}

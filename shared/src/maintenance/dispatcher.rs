@@ -1,0 +1,155 @@
+//! The outbox's other half. After a submission commits, [`push_committed`] pushes its
+//! job ids to Redis and marks them dispatched; if that fails the client still has its
+//! 202 and the [`Dispatcher`] pushes them on its next round. The same round is the
+//! reconciler: it re-pushes jobs Redis lost (pushed but never claimed within the
+//! redelivery timeout, retries past due, running jobs whose worker went silent), and
+//! sets the backlog gauge. Safe in every replica: rows are taken `FOR UPDATE SKIP
+//! LOCKED`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::jobs::{self, LostJob};
+use crate::domain::JobStatus;
+use crate::queue::{Queue, QueueName};
+use crate::redis::Redis;
+use crate::telemetry::metric;
+
+/// Rows per dispatcher transaction.
+const BATCH: i64 = 5000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Pushes the ids of jobs just committed and marks them dispatched. Failure is logged,
+/// never returned: the dispatcher retries.
+pub async fn push_committed(pool: &PgPool, redis: &Redis, queue: QueueName, ids: &[Uuid]) {
+    if ids.is_empty() {
+        return;
+    }
+    let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    if let Err(err) = Queue::new(redis.clone(), queue).push(&strings).await {
+        tracing::warn!(error = %err, jobs = ids.len(), "cannot push jobs to Redis; the dispatcher will");
+        return;
+    }
+    metrics::counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue.as_str(), "source" => "request")
+        .increment(ids.len() as u64);
+    if let Err(err) = jobs::mark_dispatched(pool, ids).await {
+        // Pushed but not marked: the dispatcher pushes again, the claim makes it a no-op.
+        tracing::warn!(error = %err, "cannot mark jobs dispatched");
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Committed jobs pushed for the first time.
+    pub dispatched: usize,
+    /// Jobs pushed again because Redis lost them.
+    pub redelivered: usize,
+    /// Jobs still committed but not pushed after the round.
+    pub backlog: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    pub pool: PgPool,
+    pub redis: Redis,
+    /// A job pushed but not claimed for this long is pushed again.
+    pub redelivery_timeout: Duration,
+}
+
+impl Dispatcher {
+    pub fn new(pool: PgPool, redis: Redis, redelivery_timeout: Duration) -> Self {
+        Dispatcher {
+            pool,
+            redis,
+            redelivery_timeout,
+        }
+    }
+
+    pub async fn round(&self) -> Result<Round, DispatchError> {
+        let mut round = Round::default();
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let batch = jobs::lock_undispatched(&mut tx, BATCH).await?;
+            let n = batch.len();
+            round.dispatched += self.push_locked(&mut tx, batch, "dispatcher").await?;
+            tx.commit().await?;
+            if n < usize::try_from(BATCH).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        let before = OffsetDateTime::now_utc() - self.redelivery_timeout;
+        let mut tx = self.pool.begin().await?;
+        let lost = jobs::lock_lost(&mut tx, before, BATCH).await?;
+        let lost = self.skip_still_queued(lost).await;
+        round.redelivered = self.push_locked(&mut tx, lost, "reconciler").await?;
+        tx.commit().await?;
+        round.backlog = jobs::count_undispatched(&self.pool).await?;
+        metrics::gauge!(metric::DISPATCHER_BACKLOG).set(round.backlog as f64);
+        Ok(round)
+    }
+
+    /// A queued job that is not claimed may simply wait behind a long backlog: re-push
+    /// queued jobs of a queue only when its ready list is empty (then Redis lost them).
+    async fn skip_still_queued(&self, lost: Vec<LostJob>) -> Vec<(Uuid, QueueName)> {
+        let mut ready_len: HashMap<QueueName, u64> = HashMap::new();
+        let mut kept = Vec::with_capacity(lost.len());
+        for job in lost {
+            if job.status == JobStatus::Queued {
+                let len = match ready_len.get(&job.queue) {
+                    Some(len) => *len,
+                    None => {
+                        let len = Queue::new(self.redis.clone(), job.queue)
+                            .depth()
+                            .await
+                            .map(|(ready, _)| ready)
+                            .unwrap_or(0);
+                        ready_len.insert(job.queue, len);
+                        len
+                    }
+                };
+                if len > 0 {
+                    continue;
+                }
+            }
+            kept.push((job.id, job.queue));
+        }
+        kept
+    }
+
+    async fn push_locked(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rows: Vec<(Uuid, QueueName)>,
+        source: &'static str,
+    ) -> Result<usize, DispatchError> {
+        let mut by_queue: HashMap<QueueName, Vec<Uuid>> = HashMap::new();
+        for (id, queue) in rows {
+            by_queue.entry(queue).or_default().push(id);
+        }
+        let mut pushed = 0;
+        for (queue, ids) in by_queue {
+            let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            Queue::new(self.redis.clone(), queue).push(&strings).await?;
+            jobs::mark_dispatched(&mut *tx, &ids).await?;
+            metrics::counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue.as_str(), "source" => source)
+                .increment(ids.len() as u64);
+            if source == "reconciler" {
+                tracing::warn!(queue = %queue, jobs = ids.len(), "re-pushed jobs Redis seems to have lost");
+            }
+            pushed += ids.len();
+        }
+        Ok(pushed)
+    }
+}

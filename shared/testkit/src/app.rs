@@ -1,0 +1,272 @@
+//! The test harness: a real PostgreSQL database per test (from `#[sqlx::test]`), a
+//! Redis key namespace per test, and the api's real router served on a random port.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api::AppState;
+use axum::Router;
+use shared::Config;
+use shared::config::AuthConfig;
+use shared::redis::Redis;
+use sqlx::PgPool;
+
+pub use crate::{PASSWORD, database_url_of, eventually, redis_url};
+
+/// Both configurations the api reads, from one set of test variables.
+#[derive(Debug)]
+pub struct TestConfig {
+    pub config: Config,
+    pub auth: AuthConfig,
+}
+
+impl std::ops::Deref for TestConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// A test config: `APP_ENV=test`, a fresh Redis prefix, plus `overrides` (of either
+/// section).
+pub fn test_config(overrides: &[(&str, &str)]) -> TestConfig {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("APP_ENV".to_owned(), "test".to_owned()),
+        ("REDIS_URL".to_owned(), redis_url()),
+        ("REDIS_PREFIX".to_owned(), prefix),
+    ]);
+    for (key, value) in overrides {
+        vars.insert((*key).to_owned(), (*value).to_owned());
+    }
+    TestConfig {
+        config: Config::from_lookup(|key| vars.get(key).cloned()).expect("test config is valid"),
+        auth: AuthConfig::from_lookup(|key| vars.get(key).cloned())
+            .expect("test auth config is valid"),
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Serves the api's real router on 127.0.0.1:0.
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, test_config(&[]), None).await
+}
+
+/// Serves the api with `config`, and `extra` routes merged under `/api/v1` (for
+/// behaviour no production route shows yet, such as a panicking handler).
+pub async fn spawn_app_with(
+    pool: PgPool,
+    config: TestConfig,
+    extra: Option<Router<AppState>>,
+) -> TestApp {
+    // As the binary does first thing: metrics recorded before this are lost.
+    shared::telemetry::prometheus();
+    let redis = Redis::connect_lazy(&config).expect("redis url parses");
+    let TestConfig { config, auth } = config;
+    let state =
+        AppState::new(Arc::new(config), Arc::new(auth), pool, redis).expect("state builds");
+    let mut api_v1 = api::routes::api_v1(state.config.http.campaign_body_limit_bytes);
+    if let Some(extra) = extra {
+        api_v1 = api_v1.merge(extra);
+    }
+    let router = api::app::build(state.clone(), api_v1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port");
+    let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service).await.expect("server runs");
+    });
+    let client = reqwest::Client::builder().build().expect("client builds");
+    TestApp {
+        address,
+        client,
+        state,
+    }
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["type"], format!("urn:conveyor:problem:{code}"));
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        body["request_id"].as_str().map(str::to_owned),
+        header_id,
+        "request_id matches header"
+    );
+    body
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A password zxcvbn rates strong.
+/// A signed-in client: the access token and the refresh token from the cookie.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// A fresh unique email address.
+pub fn unique_email() -> String {
+    format!("user-{}@example.org", uuid::Uuid::new_v4().simple())
+}
+
+/// The refresh token in a response's `Set-Cookie`, if any.
+pub fn refresh_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("__Secure-conveyor_refresh="))
+        .and_then(|rest| rest.split(';').next())
+        .map(str::to_owned)
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_authed(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/register",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn login_response(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Logs in (no 2FA) and returns the session.
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let response = self.login_response(email, password).await;
+        assert_eq!(response.status(), 200, "login");
+        session_from(response).await
+    }
+
+    /// Registers and logs in a new `user`; returns (email, session).
+    pub async fn signed_in_user(&self) -> (String, Session) {
+        let email = unique_email();
+        assert_eq!(self.register(&email, PASSWORD).await.status(), 201);
+        let session = self.login(&email, PASSWORD).await;
+        (email, session)
+    }
+
+    /// Creates an account with `role` directly through the service (as `create-admin`
+    /// does) and returns its (id, email).
+    pub async fn create_account(&self, role: shared::domain::Role) -> (uuid::Uuid, String) {
+        let email = unique_email();
+        let account = api::services::accounts::NewAccount::parse(&email, PASSWORD, None, None)
+            .expect("valid");
+        let row =
+            api::services::accounts::create(&self.state.pool, &self.state.security, account, role)
+                .await
+                .expect("account created");
+        (row.id, email)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/refresh"))
+            .header(
+                "cookie",
+                format!("__Secure-conveyor_refresh={refresh_token}"),
+            )
+            .header("x-requested-with", "test")
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+pub async fn session_from(response: reqwest::Response) -> Session {
+    let refresh_token = refresh_cookie(&response).expect("refresh cookie set");
+    let body: serde_json::Value = response.json().await.expect("json");
+    Session {
+        access_token: body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned(),
+        refresh_token,
+    }
+}
+
+/// The current TOTP code for a base32 secret, `steps_ahead` 30-second steps from now.
+pub fn totp_code(secret: &str, steps_ahead: u64) -> String {
+    let totp = shared::crypto::totp::Totp::from_base32(secret).expect("base32 secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    totp.code_at(now + steps_ahead * shared::crypto::totp::STEP_SECS)
+}

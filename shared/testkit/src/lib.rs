@@ -1,0 +1,70 @@
+//! Conveyor's one test harness, shared by the api's, the worker's and shared's tests
+//! (no copies): [`app`] serves the api in process on a database of its own and runs
+//! the worker runtime in process until the queues are empty; [`system`] starts the
+//! real `api` and `worker` binaries and a real SMTP server for end-to-end tests.
+//! Nothing here sleeps for a fixed time to wait for something: [`eventually`] polls a
+//! condition with a deadline.
+
+pub mod app;
+pub mod system;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+/// A password every test account uses (strong by the zxcvbn policy).
+pub const PASSWORD: &str = "velvet-harbour-quantum-lantern-42";
+/// A fixed 32-byte key (base64) for tests that configure keys explicitly.
+pub const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The Redis server the tests use (`REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The URL of the database `pool` is connected to (one per `#[sqlx::test]`).
+pub async fn database_url_of(pool: &PgPool) -> String {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("name");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for #[sqlx::test]");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
+    url.set_path(&database);
+    url.to_string()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}

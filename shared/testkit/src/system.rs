@@ -1,0 +1,389 @@
+//! End-to-end harness: the real `api` and `worker` binaries, a real SMTP server
+//! (aiosmtpd, `tests/support/smtp_server.py`), a PostgreSQL database per test (from
+//! `#[sqlx::test]`) and a Redis key prefix per test. Everything a test starts is
+//! stopped by its own pid when the handle drops.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+
+pub use crate::{KEY, PASSWORD, database_url_of, free_port, redis_url, workspace};
+
+/// A workspace binary (`api`, `worker`) of the profile the tests run in: test
+/// executables live in `target/<profile>/deps`, the binaries one level up.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --bin {name}`",
+        path.display()
+    );
+    path
+}
+
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "conveyor-e2e-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A child process killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub async fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// SIGTERM, then the exit status (within `within`).
+    pub async fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        self.signal("-TERM").await;
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The SMTP server; messages land in `dir`.
+pub struct Smtp {
+    pub port: u16,
+    pub dir: PathBuf,
+    process: Option<Process>,
+}
+
+impl Smtp {
+    pub async fn start(port: u16, args: &[&str]) -> Smtp {
+        let dir = scratch_dir("smtp");
+        let mut smtp = Smtp {
+            port,
+            dir,
+            process: None,
+        };
+        smtp.restart(args).await;
+        smtp
+    }
+
+    /// Starts (again) on the same port and directory.
+    pub async fn restart(&mut self, args: &[&str]) {
+        let log = self.dir.with_extension("log");
+        let mut command = Command::new("python3");
+        command
+            .arg(workspace().join("shared/testkit/smtp_server.py"))
+            .args(["--port", &self.port.to_string(), "--dir"])
+            .arg(&self.dir)
+            .args(args)
+            .env("PYTHONPATH", workspace().join(".dev/py"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .kill_on_drop(true);
+        let child = command.spawn().expect("python3 runs the SMTP server");
+        self.process = Some(Process { child, log });
+        wait_for_port(self.port).await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(process) = self.process.take() {
+            let status = process.terminate(Duration::from_secs(10)).await;
+            assert!(status.success() || status.code().is_none());
+        }
+    }
+
+    /// The messages received so far, oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+
+    pub async fn wait_for_messages(&self, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n {
+                return messages;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} messages arrived",
+                messages.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub async fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The api and its workers, on one database and one Redis prefix.
+pub struct System {
+    pub env: Vec<(String, String)>,
+    pub api: Option<Process>,
+    pub workers: Vec<Process>,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub token: String,
+    pub email: String,
+    dir: PathBuf,
+}
+
+impl System {
+    /// Environment for both binaries, with `overrides` on top.
+    pub async fn new(pool: &PgPool, smtp_port: u16, overrides: &[(&str, &str)]) -> System {
+        let api_port = free_port();
+        let mut env: Vec<(String, String)> = [
+            ("APP_ENV", "test".to_owned()),
+            ("RUST_LOG", "info,sqlx=warn".to_owned()),
+            ("DATABASE_URL", database_url_of(pool).await),
+            ("REDIS_URL", redis_url()),
+            (
+                "REDIS_PREFIX",
+                format!("e2e-{}", uuid::Uuid::new_v4().simple()),
+            ),
+            ("API_ADDR", format!("127.0.0.1:{api_port}")),
+            ("METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+            ("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")),
+            ("SMTP_TIMEOUT_SECS", "10".to_owned()),
+            ("JWT_SIGNING_KEY", KEY.to_owned()),
+            ("PII_KEY", KEY.to_owned()),
+            ("BLIND_INDEX_KEY", KEY.to_owned()),
+            ("JOB_HEARTBEAT_TIMEOUT_MS", "2000".to_owned()),
+            ("DISPATCH_INTERVAL_MS", "200".to_owned()),
+            ("REDELIVERY_TIMEOUT_SECS", "3".to_owned()),
+            ("EMAILS_RETRY_BASE_MS", "200".to_owned()),
+            ("EMAILS_RETRY_CAP_MS", "1000".to_owned()),
+            ("SHUTDOWN_GRACE_SECS", "20".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (key, value) in overrides {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        System {
+            env,
+            api: None,
+            workers: Vec::new(),
+            base: format!("http://127.0.0.1:{api_port}"),
+            client: reqwest::Client::new(),
+            token: String::new(),
+            email: format!("e2e-{}@example.org", uuid::Uuid::new_v4().simple()),
+            dir: scratch_dir("system"),
+        }
+    }
+
+    fn command(&self, program: &Path, name: &str, extra: &[(&str, &str)]) -> (Command, PathBuf) {
+        let log = self
+            .dir
+            .join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut command = Command::new(program);
+        let file = std::fs::File::create(&log).expect("log");
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(&self.dir)
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .kill_on_drop(true);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        (command, log)
+    }
+
+    /// Starts the api, waits until it answers, and signs a user in.
+    pub async fn start_api(&mut self) {
+        let (mut command, log) = self.command(&binary("api"), "api", &[]);
+        self.api = Some(Process {
+            child: command.spawn().expect("api starts"),
+            log,
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .client
+            .get(format!("{}/health/live", self.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the api never answered: {}",
+                self.api_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.token.is_empty() {
+            self.register(&self.email).await;
+            self.token = self.login(&self.email).await;
+        }
+    }
+
+    pub fn api_log(&self) -> String {
+        self.api.as_ref().map(Process::log_text).unwrap_or_default()
+    }
+
+    /// Starts a worker with its own metrics port; returns its index.
+    pub async fn start_worker(&mut self) -> usize {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let (mut command, log) = self.command(
+            &binary("worker"),
+            "worker",
+            &[("WORKER_METRICS_ADDR", &addr)],
+        );
+        self.workers.push(Process {
+            child: command.spawn().expect("worker starts"),
+            log,
+        });
+        wait_for_port(port).await;
+        self.workers.len() - 1
+    }
+
+    pub fn worker_logs(&self) -> String {
+        self.workers
+            .iter()
+            .map(Process::log_text)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    pub async fn register(&self, email: &str) {
+        let register = self
+            .client
+            .post(format!("{}/api/v1/auth/register", self.base))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(register.status(), 201, "register");
+    }
+
+    /// Signs in and returns an access token.
+    pub async fn login(&self, email: &str) -> String {
+        let login: Value = self
+            .client
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        login["access_token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POSTs an email and returns the request id (asserting 202).
+    pub async fn send_email(&self, to: &str, subject: &str) -> String {
+        let response = self
+            .post(
+                "/api/v1/emails",
+                &json!({"to": [to], "subject": subject, "text": format!("Body of {subject}")}),
+            )
+            .await;
+        assert_eq!(response.status(), 202, "{:?}", response.text().await);
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn request(&self, id: &str) -> Value {
+        self.client
+            .get(format!("{}/api/v1/requests/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Polls the request until it has finished; returns it.
+    pub async fn wait_finished(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let request = self.request(id).await;
+            if !request["finished_at"].is_null() {
+                return request;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {id} did not finish: {request}\nworkers:\n{}",
+                self.worker_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A header's value in a raw message.
+pub fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}

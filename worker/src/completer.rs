@@ -1,0 +1,294 @@
+//! The completer: every job and request status change after the claim. Executors
+//! report verdicts; the completer writes whatever arrived since its last write in one
+//! transaction, and only then, once, from what that commit returned: metrics, status
+//! events, retries into Redis's delayed set, acknowledgements. A failed write is
+//! retried as a write; the side effects never run twice and never run for a write
+//! that did not happen. A crash between commit and ack only causes a redelivery,
+//! which the claim turns into a no-op.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use shared::db::jobs::{self, Failure};
+use shared::db::requests::{self, RequestRow};
+use shared::queue::{InFlight, Queue, QueueName};
+use shared::redis::Redis;
+use shared::telemetry::metric;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::running::Running;
+
+/// Outcomes written per transaction, at most.
+pub const BATCH: usize = 512;
+
+/// What the executor decided for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Succeeded,
+    /// Retry at `at` (attempts remain).
+    Retry {
+        error: String,
+        at: SystemTime,
+    },
+    /// Permanent, or no attempts left.
+    Dead {
+        error: String,
+    },
+}
+
+/// One attempt's end, on its way to the completer.
+#[derive(Debug)]
+pub struct Report {
+    pub queue: QueueName,
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub verdict: Verdict,
+    pub started: Instant,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Report {
+    pub fn new(
+        queue: QueueName,
+        id: Uuid,
+        request_id: Uuid,
+        verdict: Verdict,
+        started: Instant,
+    ) -> Self {
+        Report {
+            queue,
+            id,
+            request_id,
+            verdict,
+            started,
+            done: None,
+        }
+    }
+}
+
+/// The executors' end: report a verdict and wait until it is recorded.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    tx: mpsc::Sender<Report>,
+}
+
+impl Recorder {
+    #[cfg(test)]
+    pub(crate) fn for_tests(tx: mpsc::Sender<Report>) -> Self {
+        Recorder { tx }
+    }
+
+    pub async fn record(&self, mut report: Report) {
+        let (done, recorded) = oneshot::channel();
+        report.done = Some(done);
+        if self.tx.send(report).await.is_ok() {
+            let _ = recorded.await;
+        }
+    }
+}
+
+/// What one transaction changed: the basis of every side effect that follows it.
+#[derive(Debug, Default, Clone)]
+pub struct Committed {
+    pub succeeded: HashSet<Uuid>,
+    pub retried: HashSet<Uuid>,
+    pub dead: HashSet<Uuid>,
+    /// The requests whose counts or status changed, as the transaction left them.
+    pub requests: Vec<RequestRow>,
+}
+
+impl Committed {
+    /// How a reported job ended, if the write changed it (a late duplicate did not).
+    pub fn outcome_of(&self, id: &Uuid) -> Option<&'static str> {
+        if self.succeeded.contains(id) {
+            Some("succeeded")
+        } else if self.retried.contains(id) {
+            Some("retried")
+        } else if self.dead.contains(id) {
+            Some("dead")
+        } else {
+            None
+        }
+    }
+}
+
+pub struct Completer {
+    pool: PgPool,
+    redis: Redis,
+    in_flight: HashMap<QueueName, InFlight>,
+    running: Running,
+    rx: mpsc::Receiver<Report>,
+}
+
+impl Completer {
+    /// `in_flight`: each queue's consumer list, where acknowledgements go.
+    pub fn new(
+        pool: PgPool,
+        redis: Redis,
+        in_flight: HashMap<QueueName, InFlight>,
+        running: Running,
+    ) -> (Self, Recorder) {
+        let (tx, rx) = mpsc::channel(4 * BATCH);
+        (
+            Completer {
+                pool,
+                redis,
+                in_flight,
+                running,
+                rx,
+            },
+            Recorder { tx },
+        )
+    }
+
+    /// Runs until every `Recorder` is dropped and every report is written.
+    pub async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match self.rx.try_recv() {
+                    Ok(report) => batch.push(report),
+                    Err(_) => break,
+                }
+            }
+            let mut attempt = 0u32;
+            // PostgreSQL down: keep the batch and retry the write; executors wait.
+            let committed = loop {
+                match write(&self.pool, &batch).await {
+                    Ok(committed) => break committed,
+                    Err(err) => {
+                        attempt += 1;
+                        tracing::error!(error = %err, attempt, "cannot record job outcomes; retrying");
+                        tokio::time::sleep(Duration::from_millis(
+                            200u64 * u64::from(attempt.min(25)),
+                        ))
+                        .await;
+                    }
+                }
+            };
+            self.after_commit(&batch, &committed).await;
+            for mut report in batch {
+                self.running.remove(&report.id);
+                if let Some(done) = report.done.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// The side effects of one commit, run exactly once. Failures are logged: Redis
+    /// trouble here delays a retry (the reconciler re-pushes it) or leaves an id in
+    /// flight (its redelivery is a no-op), it never changes a recorded outcome.
+    async fn after_commit(&self, batch: &[Report], committed: &Committed) {
+        for report in batch {
+            let queue = report.queue.as_str();
+            match committed.outcome_of(&report.id) {
+                Some(outcome) => {
+                    metrics::counter!(metric::JOBS_FINISHED_TOTAL, "queue" => queue, "outcome" => outcome)
+                        .increment(1);
+                    metrics::histogram!(metric::JOB_DURATION_SECONDS, "queue" => queue, "outcome" => outcome)
+                        .record(report.started.elapsed().as_secs_f64());
+                }
+                None => {
+                    tracing::debug!(job_id = %report.id, "outcome of a job no longer running ignored")
+                }
+            }
+        }
+        shared::events::publish(&self.redis, &committed.requests).await;
+        let mut by_queue: HashMap<QueueName, Vec<&Report>> = HashMap::new();
+        for report in batch {
+            by_queue.entry(report.queue).or_default().push(report);
+        }
+        for (queue, reports) in by_queue {
+            let retries: Vec<(String, SystemTime)> = reports
+                .iter()
+                .filter(|r| committed.retried.contains(&r.id))
+                .filter_map(|r| match &r.verdict {
+                    Verdict::Retry { at, .. } => Some((r.id.to_string(), *at)),
+                    _ => None,
+                })
+                .collect();
+            if !retries.is_empty()
+                && let Err(err) = Queue::new(self.redis.clone(), queue)
+                    .schedule(&retries)
+                    .await
+            {
+                tracing::warn!(error = %err, "cannot schedule retries in Redis; the reconciler will");
+            }
+            let ids: Vec<String> = reports.iter().map(|r| r.id.to_string()).collect();
+            match self.in_flight.get(&queue) {
+                Some(in_flight) => {
+                    if let Err(err) = in_flight.ack(&ids).await {
+                        tracing::warn!(error = %err, "cannot acknowledge jobs in Redis");
+                    }
+                }
+                None => {
+                    tracing::error!(queue = %queue, "a report for a queue this process does not consume")
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch of verdicts in one transaction and returns what changed.
+pub async fn write(pool: &PgPool, batch: &[Report]) -> Result<Committed, sqlx::Error> {
+    let succeeded: Vec<Uuid> = batch
+        .iter()
+        .filter(|r| r.verdict == Verdict::Succeeded)
+        .map(|r| r.id)
+        .collect();
+    let failures: Vec<Failure> = batch
+        .iter()
+        .filter_map(|r| match &r.verdict {
+            Verdict::Succeeded => None,
+            Verdict::Retry { error, at } => Some(Failure {
+                id: r.id,
+                error: error.clone(),
+                retry_at: Some(OffsetDateTime::from(*at)),
+            }),
+            Verdict::Dead { error } => Some(Failure {
+                id: r.id,
+                error: error.clone(),
+                retry_at: None,
+            }),
+        })
+        .collect();
+    let mut tx = pool.begin().await?;
+    let succeeded: HashSet<Uuid> = jobs::succeed(&mut tx, &succeeded)
+        .await?
+        .into_iter()
+        .collect();
+    let retried: HashSet<Uuid> = jobs::schedule_retry(&mut tx, &failures)
+        .await?
+        .into_iter()
+        .collect();
+    // Retries the database refused (no attempts left) die with their error.
+    let to_bury: Vec<&Failure> = failures
+        .iter()
+        .filter(|f| !retried.contains(&f.id))
+        .collect();
+    let dead: HashSet<Uuid> = jobs::bury(&mut tx, &to_bury).await?.into_iter().collect();
+    let mut touched: Vec<Uuid> = batch
+        .iter()
+        .filter(|r| succeeded.contains(&r.id) || dead.contains(&r.id))
+        .map(|r| r.request_id)
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let requests = if touched.is_empty() {
+        Vec::new()
+    } else {
+        requests::finish_completed(&mut *tx, &touched).await?;
+        requests::find_many(&mut *tx, &touched).await?
+    };
+    tx.commit().await?;
+    Ok(Committed {
+        succeeded,
+        retried,
+        dead,
+        requests,
+    })
+}

@@ -1,0 +1,219 @@
+//! The executor: runs a queue's handler on a claimed job with the queue's timeout,
+//! turns a panic or a timeout into a retry with its message, decides retry or dead
+//! from the attempts left and the queue's backoff, and reports the verdict to the
+//! completer. The job's slot is freed once the verdict is recorded.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Instant, SystemTime};
+
+use futures::FutureExt as _;
+use shared::config::QueueSettings;
+use shared::db::jobs::ClaimedJob;
+use shared::queue::QueueName;
+use shared::telemetry::metric;
+
+use crate::completer::{Recorder, Report, Verdict};
+use crate::handler::{Handler, Outcome};
+use crate::producer::Job;
+
+pub struct Executor<H> {
+    pub queue: QueueName,
+    pub handler: H,
+    pub settings: QueueSettings,
+    pub recorder: Recorder,
+}
+
+impl<H: Handler> Executor<H> {
+    /// Runs one job to its recorded verdict.
+    pub async fn run(&self, job: Job) {
+        let started = Instant::now();
+        let row = &job.row;
+        let queue = self.queue.as_str();
+        metrics::counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(1);
+        let span = tracing::info_span!("job", queue, job_id = %row.id, request_id = %row.request_id, attempt = row.attempt);
+        let outcome = self.attempt(row).await;
+        let verdict = decide(outcome, row, &self.settings, SystemTime::now());
+        span.in_scope(|| match &verdict {
+            Verdict::Succeeded => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "job succeeded"
+            ),
+            Verdict::Retry { error, .. } => {
+                tracing::warn!(error = %error, "job failed; will retry")
+            }
+            Verdict::Dead { error } => tracing::warn!(error = %error, "job failed for good"),
+        });
+        self.recorder
+            .record(Report::new(
+                self.queue,
+                row.id,
+                row.request_id,
+                verdict,
+                started,
+            ))
+            .await;
+        drop(job);
+    }
+
+    /// The handler's outcome; a panic or the timeout becomes a retry.
+    pub async fn attempt(&self, job: &ClaimedJob) -> Outcome {
+        let timeout = self.settings.timeout;
+        let guarded = AssertUnwindSafe(self.handler.handle(job)).catch_unwind();
+        match tokio::time::timeout(timeout, guarded).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panic)) => {
+                Outcome::Retry(format!("the handler panicked: {}", panic_message(&*panic)))
+            }
+            Err(_) => Outcome::Retry(format!(
+                "the job timed out after {} s",
+                timeout.as_secs_f64()
+            )),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Retry or dead: a transient failure is retried after the queue's full-jitter
+/// backoff while attempts remain; then, or for a permanent failure, the job is dead.
+pub fn decide(
+    outcome: Outcome,
+    job: &ClaimedJob,
+    settings: &QueueSettings,
+    now: SystemTime,
+) -> Verdict {
+    match outcome {
+        Outcome::Succeeded => Verdict::Succeeded,
+        Outcome::Dead(error) => Verdict::Dead { error },
+        Outcome::Retry(error) if job.attempt < job.max_attempts => {
+            let attempt = u32::try_from(job.attempt).unwrap_or(1);
+            Verdict::Retry {
+                error,
+                at: now + shared::jobs::backoff(settings, attempt),
+            }
+        }
+        Outcome::Retry(error) => Verdict::Dead {
+            error: format!("{error} (after {} attempts)", job.attempt),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn job(attempt: i32, max_attempts: i32) -> ClaimedJob {
+        ClaimedJob {
+            id: Uuid::now_v7(),
+            request_id: Uuid::now_v7(),
+            queue: QueueName::Canary,
+            payload: serde_json::json!({}),
+            attempt,
+            max_attempts,
+        }
+    }
+
+    fn settings() -> QueueSettings {
+        QueueSettings {
+            concurrency: 1,
+            max_attempts: 3,
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(1),
+            timeout: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_within_the_backoff_while_attempts_remain() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        match decide(Outcome::Retry("busy".into()), &job(2, 3), &settings(), now) {
+            Verdict::Retry { error, at } => {
+                assert_eq!(error, "busy");
+                assert!(
+                    at >= now && at <= now + Duration::from_millis(200),
+                    "{at:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_last_attempt_and_permanent_failures_are_dead() {
+        let now = SystemTime::now();
+        assert_eq!(
+            decide(Outcome::Retry("busy".into()), &job(3, 3), &settings(), now),
+            Verdict::Dead {
+                error: "busy (after 3 attempts)".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                Outcome::Dead("no such user".into()),
+                &job(1, 3),
+                &settings(),
+                now
+            ),
+            Verdict::Dead {
+                error: "no such user".into()
+            }
+        );
+        assert_eq!(
+            decide(Outcome::Succeeded, &job(1, 3), &settings(), now),
+            Verdict::Succeeded
+        );
+    }
+
+    struct Panics;
+    impl Handler for Panics {
+        async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+            panic!("boom at {}", 42)
+        }
+    }
+
+    struct Sleeps;
+    impl Handler for Sleeps {
+        async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Outcome::Succeeded
+        }
+    }
+
+    fn executor<H: Handler>(handler: H) -> Executor<H> {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        Executor {
+            queue: QueueName::Canary,
+            handler,
+            settings: settings(),
+            recorder: crate::completer::Recorder::for_tests(tx),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_retry_with_its_message() {
+        let outcome = executor(Panics).attempt(&job(1, 3)).await;
+        assert_eq!(
+            outcome,
+            Outcome::Retry("the handler panicked: boom at 42".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_past_the_timeout_becomes_a_retry() {
+        let outcome = executor(Sleeps).attempt(&job(1, 3)).await;
+        assert_eq!(
+            outcome,
+            Outcome::Retry("the job timed out after 0.05 s".into())
+        );
+    }
+}
