@@ -315,8 +315,8 @@ async fn cancel_ends_pending_jobs_and_the_event_stream_reports_it(pool: PgPool) 
             .expect("ascii")
             .starts_with("text/event-stream")
     );
+    // The 200 came after the stream subscribed: no change can be missed from here.
     let reader = tokio::spawn(async move { events.text().await.expect("stream ends") });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let cancelled = app
         .client

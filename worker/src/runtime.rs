@@ -125,6 +125,7 @@ impl Runtime {
         ops: Option<(TcpListener, PrometheusHandle)>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let health = self.health();
         let Runtime {
             config,
             pool,
@@ -133,13 +134,6 @@ impl Runtime {
             flag,
             queues,
         } = self;
-        let health = Health {
-            pool: pool.clone(),
-            redis: redis.clone(),
-            timeout: config.ops.health_timeout,
-            service: "worker",
-            flag: flag.clone(),
-        };
         // Listen for the signal from the start: startup may wait for Redis.
         let (signal_seen_tx, mut signal_seen) = watch::channel(false);
         tokio::spawn(async move {
@@ -151,10 +145,12 @@ impl Runtime {
         tracing::info!(worker = %id, queues = ?names, postgres = ?readiness.postgres, redis = ?readiness.redis, "worker starting");
         let watch_task = health.clone().spawn_watch(Duration::from_secs(10));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let ops_routes = |prometheus| {
+            shared::health::routes(health.clone()).merge(shared::health::metrics_routes(prometheus))
+        };
         let ops_server = ops.map(|(listener, prometheus)| {
             let mut stop = stop_rx.clone();
-            let router = shared::health::routes(health.clone())
-                .merge(shared::health::metrics_routes(prometheus));
+            let router = ops_routes(prometheus);
             tokio::spawn(async move {
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move {

@@ -334,6 +334,15 @@ pub async fn summary(db: impl PgExecutor<'_>, request_id: Uuid) -> Result<JobSum
     .await
 }
 
+/// Jobs not yet at an end: queued, running or waiting to retry.
+pub async fn count_pending(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running', 'retrying')",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// One job's status (tests and diagnostics).
 pub async fn status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobStatus>, sqlx::Error> {
     sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")

@@ -83,8 +83,7 @@ pub async fn spawn_app_with(
     shared::telemetry::prometheus();
     let redis = Redis::connect_lazy(&config).expect("redis url parses");
     let TestConfig { config, auth } = config;
-    let state =
-        AppState::new(Arc::new(config), Arc::new(auth), pool, redis).expect("state builds");
+    let state = AppState::new(Arc::new(config), Arc::new(auth), pool, redis).expect("state builds");
     let mut api_v1 = api::routes::api_v1(state.config.http.campaign_body_limit_bytes);
     if let Some(extra) = extra {
         api_v1 = api_v1.merge(extra);
@@ -269,4 +268,80 @@ pub fn totp_code(secret: &str, steps_ahead: u64) -> String {
         .expect("clock")
         .as_secs();
     totp.code_at(now + steps_ahead * shared::crypto::totp::STEP_SECS)
+}
+
+impl TestApp {
+    /// A new user, registered and signed in: their email and session.
+    pub async fn register_user(&self) -> (String, Session) {
+        self.signed_in_user().await
+    }
+
+    /// `POST /api/v1/emails` of one message; returns the 202 body.
+    pub async fn send_email(&self, token: &str, to: &str, subject: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.url("/api/v1/emails"))
+            .bearer_auth(token)
+            .json(
+                &serde_json::json!({"to": [to], "subject": subject, "text": "Hello from a test."}),
+            )
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 202, "email accepted");
+        response.json().await.expect("json")
+    }
+
+    /// Submits `count` canary jobs for `owner` through the same service the routes
+    /// use; returns the request id.
+    pub async fn submit_canaries(&self, owner: uuid::Uuid, count: usize) -> uuid::Uuid {
+        let submission = api::services::requests::Submission {
+            owner,
+            kind: shared::domain::RequestKind::Canary,
+            name: Some("canary".to_owned()),
+            correlation_id: None,
+            content: None,
+            queue: shared::queue::QueueName::Canary,
+            payloads: vec![serde_json::json!({}); count],
+        };
+        api::services::requests::submit(&self.state, submission, None)
+            .await
+            .expect("submitted")
+            .id
+    }
+
+    /// Runs the worker runtime in process, with every queue of the worker binary,
+    /// until no job is queued, running or waiting to retry.
+    pub async fn run_pending_jobs(&self) {
+        let runtime = worker::runtime::Runtime::with_queues(
+            self.state.config.clone(),
+            self.state.pool.clone(),
+            self.state.redis.clone(),
+        )
+        .expect("the runtime builds");
+        self.run_until_idle(runtime).await;
+    }
+
+    /// Runs `runtime` (tests register their own handlers on it) until no job is
+    /// pending, then shuts it down gracefully.
+    pub async fn run_until_idle(&self, runtime: worker::runtime::Runtime) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(runtime.run(None, async move {
+            let _ = stopped.await;
+        }));
+        let pool = self.state.pool.clone();
+        eventually(std::time::Duration::from_secs(60), "every job ends", || {
+            let pool = pool.clone();
+            async move {
+                let pending = shared::db::jobs::count_pending(&pool).await.ok()?;
+                (pending == 0).then_some(())
+            }
+        })
+        .await;
+        let _ = stop.send(());
+        running
+            .await
+            .expect("the runtime task")
+            .expect("the runtime stops cleanly");
+    }
 }

@@ -272,6 +272,34 @@ impl System {
         }
     }
 
+    /// Stops the api with SIGTERM (it must exit 0) and starts it again.
+    pub async fn restart_api(&mut self) {
+        if let Some(api) = self.api.take() {
+            let status = api.terminate(Duration::from_secs(30)).await;
+            assert!(status.success(), "the api exits 0 on SIGTERM: {status}");
+        }
+        self.start_api().await;
+    }
+
+    /// Development exactly as `scripts/dev` runs it: `APP_ENV=development` and no key
+    /// variable at all, so both binaries take their keys from the development keys
+    /// file in their working directory (`.dev/keys.env`).
+    pub fn without_keys(&mut self) {
+        self.env.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "JWT_SIGNING_KEY" | "PII_KEY" | "BLIND_INDEX_KEY" | "APP_ENV"
+            )
+        });
+        self.env
+            .push(("APP_ENV".to_owned(), "development".to_owned()));
+    }
+
+    /// The working directory of the processes.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn api_log(&self) -> String {
         self.api.as_ref().map(Process::log_text).unwrap_or_default()
     }

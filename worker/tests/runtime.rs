@@ -1,0 +1,329 @@
+//! The job runtime in process (no binaries): every queue goes through the same
+//! producer, executor, completer and maintenance; these tests drive it through the
+//! shared harness and check what PostgreSQL, Redis and the metrics say afterwards.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use shared::db::jobs::{self, ClaimedJob};
+use shared::domain::{JobStatus, RequestStatus};
+use shared::maintenance::dispatcher::Dispatcher;
+use shared::maintenance::retention::Pruner;
+use shared::queue::{Queue, QueueName};
+use sqlx::PgPool;
+use testkit::app::{TestApp, spawn_app_with, test_config};
+use testkit::free_port;
+use testkit::system::{Smtp, header};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use worker::completer::{self, Report, Verdict};
+use worker::handler::{Handler, Outcome};
+use worker::runtime::Runtime;
+
+async fn app(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(pool, test_config(overrides), None).await
+}
+
+async fn owner(app: &TestApp) -> Uuid {
+    app.create_account(shared::domain::Role::User).await.0
+}
+
+async fn request_row(app: &TestApp, id: Uuid) -> shared::db::requests::RequestRow {
+    shared::db::requests::find(&app.state.pool, id, None)
+        .await
+        .expect("query")
+        .expect("request exists")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn canary_jobs_travel_the_whole_pipeline(pool: PgPool) {
+    let app = app(pool, &[]).await;
+    let owner = owner(&app).await;
+    let request = app.submit_canaries(owner, 25).await;
+    app.run_pending_jobs().await;
+    let row = request_row(&app, request).await;
+    assert_eq!(row.status, RequestStatus::Succeeded);
+    assert_eq!((row.total, row.succeeded, row.failed), (25, 25, 0));
+    assert!(row.finished_at.is_some());
+    let metrics = shared::telemetry::prometheus().render();
+    assert!(
+        metrics.contains(r#"conveyor_jobs_finished_total{queue="canary",outcome="succeeded"}"#),
+        "{metrics}"
+    );
+    // Nothing is left in Redis: every id was acknowledged.
+    let (ready, delayed) = Queue::new(app.state.redis.clone(), QueueName::Canary)
+        .depth()
+        .await
+        .expect("depth");
+    assert_eq!((ready, delayed), (0, 0));
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_email_run_in_process_reaches_the_smtp_server(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let app = app(pool, &[("SMTP_URL", &url)]).await;
+    let (_, session) = app.register_user().await;
+    let accepted = app
+        .send_email(&session.access_token, "dora@example.org", "In process")
+        .await;
+    app.run_pending_jobs().await;
+    let messages = smtp.wait_for_messages(1, Duration::from_secs(10)).await;
+    assert_eq!(header(&messages[0], "Subject"), Some("In process"));
+    let id: Uuid = accepted["id"].as_str().expect("id").parse().expect("uuid");
+    assert_eq!(request_row(&app, id).await.status, RequestStatus::Succeeded);
+}
+
+/// Panics on every attempt.
+struct Panics;
+impl Handler for Panics {
+    async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+        panic!("the widget exploded")
+    }
+}
+
+/// Never finishes within the queue's timeout.
+struct Hangs;
+impl Handler for Hangs {
+    async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Outcome::Succeeded
+    }
+}
+
+fn quick_retries() -> [(&'static str, &'static str); 4] {
+    [
+        ("CANARY_MAX_ATTEMPTS", "2"),
+        ("CANARY_RETRY_BASE_MS", "10"),
+        ("CANARY_RETRY_CAP_MS", "20"),
+        ("CANARY_TIMEOUT_SECS", "1"),
+    ]
+}
+
+async fn run_with<H: Handler>(app: &TestApp, handler: H) {
+    let config = app.state.config.clone();
+    let mut runtime = Runtime::new(
+        config.clone(),
+        app.state.pool.clone(),
+        app.state.redis.clone(),
+    );
+    runtime.queue(QueueName::Canary, handler, config.queues.canary);
+    app.run_until_idle(runtime).await;
+}
+
+async fn the_only_job(app: &TestApp, request: Uuid) -> (JobStatus, i32, Option<String>) {
+    sqlx::query_as("SELECT status, attempt, last_error FROM jobs WHERE request_id = $1")
+        .bind(request)
+        .fetch_one(&app.state.pool)
+        .await
+        .expect("one job")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_panicking_handler_is_retried_then_dead_with_its_message(pool: PgPool) {
+    let app = app(pool, &quick_retries()).await;
+    let request = app.submit_canaries(owner(&app).await, 1).await;
+    run_with(&app, Panics).await;
+    let (status, attempts, error) = the_only_job(&app, request).await;
+    assert_eq!(status, JobStatus::Dead);
+    assert_eq!(attempts, 2, "retried once, not dead at the first panic");
+    assert_eq!(
+        error.as_deref(),
+        Some("the handler panicked: the widget exploded (after 2 attempts)")
+    );
+    assert_eq!(
+        request_row(&app, request).await.status,
+        RequestStatus::Failed
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_job_past_its_timeout_is_retried_then_dead(pool: PgPool) {
+    let app = app(pool, &quick_retries()).await;
+    let request = app.submit_canaries(owner(&app).await, 1).await;
+    let started = Instant::now();
+    run_with(&app, Hangs).await;
+    let (status, attempts, error) = the_only_job(&app, request).await;
+    assert_eq!(status, JobStatus::Dead);
+    assert_eq!(attempts, 2);
+    assert_eq!(
+        error.as_deref(),
+        Some("the job timed out after 1 s (after 2 attempts)")
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Claims every queued canary job of the database for `worker`.
+async fn claim_all(app: &TestApp, worker: &str) -> Vec<ClaimedJob> {
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
+        .fetch_all(&app.state.pool)
+        .await
+        .expect("ids");
+    jobs::claim(&app.state.pool, &ids, worker, OffsetDateTime::now_utc())
+        .await
+        .expect("claim")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_write_reports_what_it_changed_and_a_repeat_changes_nothing(pool: PgPool) {
+    let app = app(pool, &[]).await;
+    let request = app.submit_canaries(owner(&app).await, 3).await;
+    let claimed = claim_all(&app, "w1").await;
+    assert_eq!(claimed.len(), 3);
+    let verdicts = [
+        Verdict::Succeeded,
+        Verdict::Retry {
+            error: "busy".into(),
+            at: SystemTime::now() + Duration::from_secs(60),
+        },
+        Verdict::Dead {
+            error: "broken".into(),
+        },
+    ];
+    let batch: Vec<Report> = claimed
+        .iter()
+        .zip(verdicts)
+        .map(|(job, verdict)| {
+            Report::new(
+                QueueName::Canary,
+                job.id,
+                job.request_id,
+                verdict,
+                Instant::now(),
+            )
+        })
+        .collect();
+    let committed = completer::write(&app.state.pool, &batch)
+        .await
+        .expect("write");
+    assert_eq!(committed.outcome_of(&claimed[0].id), Some("succeeded"));
+    assert_eq!(committed.outcome_of(&claimed[1].id), Some("retried"));
+    assert_eq!(committed.outcome_of(&claimed[2].id), Some("dead"));
+    assert_eq!(committed.requests.len(), 1);
+    let row = &committed.requests[0];
+    assert_eq!((row.id, row.succeeded, row.failed), (request, 1, 1));
+    assert_eq!(
+        row.status,
+        RequestStatus::Queued,
+        "one job is still to retry"
+    );
+
+    // The same batch again (a retried write after its commit went through): nothing
+    // changes, so no metric, event or retry would follow.
+    let again = completer::write(&app.state.pool, &batch)
+        .await
+        .expect("write");
+    assert!(
+        claimed
+            .iter()
+            .all(|job| again.outcome_of(&job.id).is_none())
+    );
+    assert!(again.requests.is_empty());
+    let row = request_row(&app, request).await;
+    assert_eq!((row.succeeded, row.failed), (1, 1), "counted once");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn handed_back_jobs_are_queued_again_and_dispatched(pool: PgPool) {
+    let app = app(pool, &[]).await;
+    let request = app.submit_canaries(owner(&app).await, 2).await;
+    let claimed = claim_all(&app, "leaving-worker").await;
+    let ids: Vec<Uuid> = claimed.iter().map(|j| j.id).collect();
+    assert_eq!(
+        jobs::heartbeat(&app.state.pool, &ids, "another-worker")
+            .await
+            .expect("beat"),
+        0,
+        "only the claimant's heartbeat counts"
+    );
+    assert_eq!(
+        jobs::heartbeat(&app.state.pool, &ids, "leaving-worker")
+            .await
+            .expect("beat"),
+        2
+    );
+    assert_eq!(
+        jobs::hand_back(&app.state.pool, &ids, "leaving-worker")
+            .await
+            .expect("hand back"),
+        2
+    );
+    for id in &ids {
+        assert_eq!(
+            jobs::status(&app.state.pool, *id).await.expect("status"),
+            Some(JobStatus::Queued)
+        );
+    }
+    let summary = jobs::summary(&app.state.pool, request)
+        .await
+        .expect("summary");
+    assert_eq!(
+        (summary.queued, summary.attempts),
+        (2, 0),
+        "the attempt is not counted"
+    );
+    let round = Dispatcher::new(
+        app.state.pool.clone(),
+        app.state.redis.clone(),
+        Duration::from_secs(60),
+    )
+    .round()
+    .await
+    .expect("round");
+    assert_eq!(round.dispatched, 2);
+    assert_eq!(round.backlog, 0);
+    app.run_pending_jobs().await;
+    assert_eq!(
+        request_row(&app, request).await.status,
+        RequestStatus::Succeeded
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_pruner_deletes_finished_requests_past_retention_only(pool: PgPool) {
+    let app = app(pool, &[]).await;
+    let owner = owner(&app).await;
+    let old = app.submit_canaries(owner, 2).await;
+    let recent = app.submit_canaries(owner, 1).await;
+    app.run_pending_jobs().await;
+    let unfinished = app.submit_canaries(owner, 1).await;
+    sqlx::query("UPDATE requests SET finished_at = now() - interval '40 days', created_at = now() - interval '40 days' WHERE id = $1")
+        .bind(old)
+        .execute(&app.state.pool)
+        .await
+        .expect("age the request");
+    let pruner = Pruner::new(app.state.pool.clone(), Duration::from_secs(30 * 86_400));
+    let pruned = pruner.round().await.expect("prune");
+    assert_eq!(pruned.requests, 1);
+    let find = |id| shared::db::requests::find(&app.state.pool, id, None);
+    assert!(find(old).await.expect("query").is_none());
+    assert!(find(recent).await.expect("query").is_some());
+    assert!(find(unfinished).await.expect("query").is_some());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE request_id = $1")
+        .bind(old)
+        .fetch_one(&app.state.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "the jobs went with their request");
+    assert_eq!(pruner.round().await.expect("prune").requests, 0);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_registered_handler_replaces_the_default_for_its_queue(pool: PgPool) {
+    let app = app(pool, &[]).await;
+    let config = app.state.config.clone();
+    let mut runtime = Runtime::with_queues(
+        config.clone(),
+        app.state.pool.clone(),
+        app.state.redis.clone(),
+    )
+    .expect("runtime");
+    assert_eq!(
+        runtime.queue_names(),
+        vec![QueueName::Emails, QueueName::Canary]
+    );
+    runtime.queue(QueueName::Canary, Panics, config.queues.canary);
+    assert_eq!(
+        runtime.queue_names(),
+        vec![QueueName::Emails, QueueName::Canary]
+    );
+}
