@@ -21,8 +21,8 @@ use crate::state::AppState;
 
 /// The api as it is served.
 pub fn router(state: AppState) -> Router {
-    let campaign_limit = state.config.http.campaign_body_limit_bytes;
-    build(state, routes::api_v1(campaign_limit))
+    let api_v1 = routes::api_v1(&state.config);
+    build(state, api_v1)
 }
 
 /// The api with a given `/api/v1` router under the standard stack (tests add routes).

@@ -43,6 +43,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("the upload has not been scanned yet")]
+    ScanPending,
+    #[error("the upload is quarantined")]
+    Quarantined,
     #[error("{0} is unavailable")]
     DependencyUnavailable(&'static str),
     #[error("database error: {0}")]
@@ -74,6 +80,9 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            ApiError::ScanPending => ErrorCode::ScanPending,
+            ApiError::Quarantined => ErrorCode::Quarantined,
             ApiError::DependencyUnavailable(_) => ErrorCode::DependencyUnavailable,
             ApiError::Database(err) if is_unavailable(err) => ErrorCode::DependencyUnavailable,
             ApiError::Database(_) | ApiError::Internal(_) => ErrorCode::Internal,
@@ -113,7 +122,16 @@ impl ApiError {
             ApiError::NotFound(detail)
             | ApiError::Conflict(detail)
             | ApiError::PayloadTooLarge(detail)
-            | ApiError::UnsupportedMediaType(detail) => Problem::new(code, detail),
+            | ApiError::UnsupportedMediaType(detail)
+            | ApiError::QuotaExceeded(detail) => Problem::new(code, detail),
+            ApiError::ScanPending => Problem::new(
+                code,
+                "the file is still being verified and scanned; try again when its status is `clean`",
+            ),
+            ApiError::Quarantined => Problem::new(
+                code,
+                "a scan found the file infected: it is quarantined and never served",
+            ),
             ApiError::DependencyUnavailable(name) => {
                 Problem::new(code, format!("{name} is unavailable, try again shortly"))
             }

@@ -12,8 +12,8 @@ use utoipa::OpenApi;
             Every error is `application/problem+json` (RFC 9457) with a stable `code`: \
             validation_failed, unauthenticated, token_expired, invalid_credentials, forbidden, \
             mfa_required, not_found, method_not_allowed, conflict, idempotency_key_reused, \
-            rate_limited, payload_too_large, unsupported_media_type, request_timeout, \
-            dependency_unavailable, internal."
+            rate_limited, payload_too_large, unsupported_media_type, quota_exceeded, \
+            scan_pending, quarantined, request_timeout, dependency_unavailable, internal."
     ),
     paths(
         crate::routes::meta::index,
@@ -28,6 +28,7 @@ use utoipa::OpenApi;
         crate::routes::auth::disable_2fa,
         crate::routes::me::me,
         crate::routes::admin::update_user,
+        crate::routes::admin::rescan_all,
         crate::routes::wellknown::jwks,
         crate::routes::emails::send_email,
         crate::routes::emails::send_campaign,
@@ -35,6 +36,11 @@ use utoipa::OpenApi;
         crate::routes::requests::show,
         crate::routes::requests::cancel,
         crate::routes::requests::stream_events,
+        crate::routes::uploads::upload,
+        crate::routes::uploads::list,
+        crate::routes::uploads::show,
+        crate::routes::uploads::download,
+        crate::routes::uploads::rescan,
         shared::health::live,
         shared::health::ready,
     ),
@@ -53,6 +59,7 @@ use utoipa::OpenApi;
         (name = "admin", description = "Operator actions (admin role, 2FA login)"),
         (name = "emails", description = "Messages and campaigns, delivered by the workers"),
         (name = "requests", description = "Following submitted work"),
+        (name = "uploads", description = "Files: streamed uploads, scans, downloads of clean files"),
     )
 )]
 pub struct ApiDoc;

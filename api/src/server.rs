@@ -25,6 +25,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.ops.shutdown_grace;
+    state.storage.announce("api");
     let (stop_tx, stop_rx) = watch::channel(false);
     let watch = state
         .health()

@@ -8,6 +8,7 @@ use shared::config::AuthConfig;
 use shared::crypto::pii::{BlindIndex, PiiCipher};
 use shared::health::Health;
 use shared::redis::Redis;
+use shared::storage::Storage;
 use sqlx::PgPool;
 
 use crate::services::lockout::Lockout;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub redis: Redis,
     pub security: Arc<Security>,
     pub lockout: Lockout,
+    /// Where uploads are staged, stored and quarantined.
+    pub storage: Storage,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let security = Arc::new(Security::from_config(&config, &auth)?);
         let lockout = Lockout::new(auth.login, redis.clone());
+        let storage = config.storage.open()?;
         Ok(AppState {
             config,
             auth,
@@ -57,6 +61,7 @@ impl AppState {
             redis,
             security,
             lockout,
+            storage,
         })
     }
 

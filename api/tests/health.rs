@@ -77,6 +77,20 @@ async fn openapi_spec_and_docs_page_are_served(pool: PgPool) {
     );
     assert!(spec["paths"]["/health/ready"]["get"].is_object(), "{spec}");
     assert!(spec["components"]["schemas"]["Problem"].is_object());
+    let upload = &spec["paths"]["/api/v1/uploads"]["post"];
+    assert!(
+        upload["requestBody"]["content"]["multipart/form-data"].is_object(),
+        "{upload}"
+    );
+    for (path, method) in [
+        ("/api/v1/uploads", "get"),
+        ("/api/v1/uploads/{id}", "get"),
+        ("/api/v1/uploads/{id}/content", "get"),
+        ("/api/v1/scans", "post"),
+        ("/api/v1/admin/scans/rescan-all", "post"),
+    ] {
+        assert!(spec["paths"][path][method].is_object(), "{method} {path}");
+    }
     let docs = app.get("/docs").await;
     assert_eq!(docs.status(), 200);
     assert!(

@@ -20,6 +20,9 @@ pub enum ErrorCode {
     RateLimited,
     PayloadTooLarge,
     UnsupportedMediaType,
+    QuotaExceeded,
+    ScanPending,
+    Quarantined,
     RequestTimeout,
     DependencyUnavailable,
     Internal,
@@ -27,7 +30,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthenticated,
         ErrorCode::TokenExpired,
@@ -41,6 +44,9 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::ScanPending,
+        ErrorCode::Quarantined,
         ErrorCode::RequestTimeout,
         ErrorCode::DependencyUnavailable,
         ErrorCode::Internal,
@@ -61,6 +67,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::ScanPending => "scan_pending",
+            ErrorCode::Quarantined => "quarantined",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::DependencyUnavailable => "dependency_unavailable",
             ErrorCode::Internal => "internal",
@@ -74,12 +83,12 @@ impl ErrorCode {
             ErrorCode::Unauthenticated
             | ErrorCode::TokenExpired
             | ErrorCode::InvalidCredentials => 401,
-            ErrorCode::Forbidden | ErrorCode::MfaRequired => 403,
+            ErrorCode::Forbidden | ErrorCode::MfaRequired | ErrorCode::Quarantined => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
-            ErrorCode::Conflict => 409,
-            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Conflict | ErrorCode::ScanPending => 409,
+            ErrorCode::PayloadTooLarge | ErrorCode::QuotaExceeded => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::RateLimited => 429,
@@ -104,6 +113,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "Too many requests",
             ErrorCode::PayloadTooLarge => "Payload too large",
             ErrorCode::UnsupportedMediaType => "Unsupported media type",
+            ErrorCode::QuotaExceeded => "Storage quota exceeded",
+            ErrorCode::ScanPending => "The file has not been scanned yet",
+            ErrorCode::Quarantined => "The file is quarantined",
             ErrorCode::RequestTimeout => "The request took too long",
             ErrorCode::DependencyUnavailable => "A dependency is unavailable",
             ErrorCode::Internal => "Internal server error",

@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod error_code;
 pub mod events;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod maintenance;
@@ -15,6 +16,7 @@ pub mod problem;
 pub mod queue;
 pub mod redis;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 
 pub use config::{AppEnv, Config, ConfigError};

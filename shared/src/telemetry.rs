@@ -44,6 +44,21 @@ pub mod metric {
     pub const QUEUE_DEPTH: &str = "conveyor_queue_depth";
     /// Counter: finished requests (with their jobs) deleted past `RETENTION_DAYS`.
     pub const REQUESTS_PRUNED_TOTAL: &str = "conveyor_requests_pruned_total";
+    /// Counter: files received by `POST /uploads`, by `outcome` (`accepted`,
+    /// `duplicate`).
+    pub const UPLOADS_TOTAL: &str = "conveyor_uploads_total";
+    /// Counter: bytes of files accepted by `POST /uploads`.
+    pub const UPLOAD_BYTES_TOTAL: &str = "conveyor_upload_bytes_total";
+    /// Counter: scan verdicts, by `verdict` (`clean`, `infected`).
+    pub const SCANS_TOTAL: &str = "conveyor_scans_total";
+    /// Counter: scans that could not reach a verdict (scanner or storage unavailable).
+    pub const SCAN_ERRORS_TOTAL: &str = "conveyor_scan_errors_total";
+    /// Counter: bytes scanned.
+    pub const SCANNED_BYTES_TOTAL: &str = "conveyor_scanned_bytes_total";
+    /// Histogram: one scan (inspectors and clamd), by `verdict`.
+    pub const SCAN_DURATION_SECONDS: &str = "conveyor_scan_duration_seconds";
+    /// Counter: rules matched by infected verdicts, by `rule`.
+    pub const SCAN_RULE_MATCHES_TOTAL: &str = "conveyor_scan_rule_matches_total";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -135,6 +150,27 @@ fn describe_metrics() {
         "Duplicate deliveries acknowledged as no-ops"
     );
     describe_gauge!(metric::QUEUE_DEPTH, "Job ids in Redis");
+    describe_counter!(metric::UPLOADS_TOTAL, "Files received by POST /uploads");
+    describe_counter!(
+        metric::UPLOAD_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of accepted uploads"
+    );
+    describe_counter!(metric::SCANS_TOTAL, "Scan verdicts");
+    describe_counter!(
+        metric::SCAN_ERRORS_TOTAL,
+        "Scans that reached no verdict (retried)"
+    );
+    describe_counter!(metric::SCANNED_BYTES_TOTAL, Unit::Bytes, "Bytes scanned");
+    describe_histogram!(
+        metric::SCAN_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one scan"
+    );
+    describe_counter!(
+        metric::SCAN_RULE_MATCHES_TOTAL,
+        "Rules matched by infected verdicts"
+    );
 }
 
 /// Records the `conveyor_build_info` gauge for a service.

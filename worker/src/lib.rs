@@ -12,3 +12,4 @@ pub mod producer;
 pub mod queues;
 pub mod running;
 pub mod runtime;
+pub mod scanner;

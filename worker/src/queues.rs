@@ -4,8 +4,9 @@
 
 use shared::queue::QueueName;
 
-use crate::handlers::{canary::Canary, emails::Mailer};
+use crate::handlers::{canary::Canary, emails::Mailer, scans::Scans, uploads::Uploads};
 use crate::runtime::Runtime;
+use crate::scanner::Scanner;
 
 pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
     let (config, pool, redis) = (
@@ -15,8 +16,20 @@ pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
     );
     runtime.queue(
         QueueName::Emails,
-        Mailer::from_config(&config, pool, redis)?,
+        Mailer::from_config(&config, pool.clone(), redis.clone())?,
         config.queues.emails,
+    );
+    let storage = config.storage.open()?;
+    storage.announce("worker");
+    runtime.queue(
+        QueueName::Uploads,
+        Uploads::new(&config, pool.clone(), redis.clone(), storage.clone()),
+        config.queues.uploads,
+    );
+    runtime.queue(
+        QueueName::Scans,
+        Scans::new(pool.clone(), storage, Scanner::from_config(&config.scanner)),
+        config.queues.scans,
     );
     runtime.queue(QueueName::Canary, Canary, config.queues.canary);
     Ok(())

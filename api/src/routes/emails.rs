@@ -1,12 +1,12 @@
 //! `POST /api/v1/emails` and `POST /api/v1/campaigns`: accepted with 202, delivered
 //! by the workers. Recipients are sealed (encrypted) before they are stored.
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Json, Router};
 use serde::Deserialize;
 use shared::domain::{EmailAddress, RequestKind};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
@@ -16,7 +16,6 @@ use shared::queue::QueueName;
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::middleware::auth::{Authorized, perm};
-use crate::middleware::request_id;
 use crate::services::requests::{self, Accepted, Idempotency, Submission};
 use crate::state::AppState;
 
@@ -169,24 +168,6 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn accepted(body: Accepted) -> Response {
-    let location = HeaderValue::from_str(&body.location)
-        .unwrap_or_else(|_| HeaderValue::from_static("/api/v1/requests"));
-    (
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response()
-}
-
-fn correlation(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(&request_id::HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
 /// Queues one message (one job). Answers 202 at once; follow it at `Location`.
 #[utoipa::path(post, path = "/api/v1/emails", tag = "emails", request_body = EmailRequest, security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission (kept 24 h)")),
@@ -254,13 +235,15 @@ pub async fn send_email(
         owner: user.id,
         kind: RequestKind::Email,
         name: None,
-        correlation_id: correlation(&headers),
+        correlation_id: super::correlation(&headers),
         content: None,
         queue: QueueName::Emails,
         payloads: vec![payload],
     };
     let idem = idempotency(&headers, "/api/v1/emails", &body)?;
-    Ok(accepted(requests::submit(&state, submission, idem).await?))
+    Ok(super::accepted(
+        requests::submit(&state, submission, idem).await?,
+    ))
 }
 
 /// Queues one message per distinct recipient (promoters and admins).
@@ -338,13 +321,15 @@ pub async fn send_campaign(
         owner: user.id,
         kind: RequestKind::Campaign,
         name: Some(name.to_owned()),
-        correlation_id: correlation(&headers),
+        correlation_id: super::correlation(&headers),
         content: Some(serde_json::to_value(&content).map_err(|e| ApiError::Internal(e.into()))?),
         queue: QueueName::Emails,
         payloads,
     };
     let idem = idempotency(&headers, "/api/v1/campaigns", &body)?;
-    Ok(accepted(requests::submit(&state, submission, idem).await?))
+    Ok(super::accepted(
+        requests::submit(&state, submission, idem).await?,
+    ))
 }
 
 #[cfg(test)]

@@ -9,8 +9,6 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use shared::db::jobs::JobSummary;
@@ -23,6 +21,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::middleware::auth::{Authorized, perm};
+use crate::routes::cursor;
 use crate::services::requests as service;
 use crate::state::AppState;
 
@@ -130,24 +129,6 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-fn encode_cursor(row: &RequestRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        row.created_at.unix_timestamp_nanos(),
-        row.id
-    ))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
-    let invalid = || ApiError::validation("the cursor is not valid");
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?)
-        .map_err(|_| invalid())?;
-    let (nanos, id) = text.split_once(':').ok_or_else(invalid)?;
-    let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
-    Ok((at, Uuid::parse_str(id).map_err(|_| invalid())?))
-}
-
 /// A query value of a text enum, or a 400 naming the allowed values.
 fn parse_filter<T: std::str::FromStr<Err = String>>(
     name: &str,
@@ -175,10 +156,11 @@ pub async fn list(
     }
     let status = parse_filter::<RequestStatus>("status", query.status.as_deref())?;
     let kind = parse_filter::<RequestKind>("kind", query.kind.as_deref())?;
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
     let (rows, more) = service::list(&state, &user, status, kind, after, limit).await?;
     let next_cursor = if more {
-        rows.last().map(encode_cursor)
+        rows.last()
+            .map(|row| cursor::encode(row.created_at, row.id))
     } else {
         None
     };

@@ -6,3 +6,4 @@ pub mod auth;
 pub mod lockout;
 pub mod requests;
 pub mod tokens;
+pub mod uploads;

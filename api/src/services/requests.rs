@@ -85,6 +85,25 @@ pub async fn submit(
     {
         return Ok(replay);
     }
+    let queue = submission.queue;
+    let (row, ids) = enqueue(&mut tx, state, submission).await?;
+    let accepted = Accepted::from(&row);
+    if let Some(idem) = &idempotency {
+        let body = serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.into()))?;
+        idempotency::record_response(&mut *tx, row.owner_id, &idem.key, row.id, 202, body).await?;
+    }
+    tx.commit().await?;
+    dispatch(state, queue, &ids).await;
+    Ok(accepted)
+}
+
+/// Inserts a request and its jobs (the outbox) in the caller's transaction; returns
+/// the request and the job ids to [`dispatch`] after the commit.
+pub async fn enqueue(
+    tx: &mut sqlx::PgConnection,
+    state: &AppState,
+    submission: Submission,
+) -> Result<(RequestRow, Vec<Uuid>), ApiError> {
     let total = i32::try_from(submission.payloads.len())
         .map_err(|_| ApiError::validation("too many jobs"))?;
     let row = requests::insert(
@@ -103,24 +122,22 @@ pub async fn submit(
     let settings = state.config.queues.settings(submission.queue);
     let max_attempts = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
     let ids = jobs::insert_many(
-        &mut tx,
+        tx,
         row.id,
         submission.queue,
         submission.payloads,
         max_attempts,
     )
     .await?;
-    let accepted = Accepted::from(&row);
-    if let Some(idem) = &idempotency {
-        let body = serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.into()))?;
-        idempotency::record_response(&mut *tx, submission.owner, &idem.key, row.id, 202, body)
-            .await?;
-    }
-    tx.commit().await?;
-    metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => submission.queue.as_str())
+    Ok((row, ids))
+}
+
+/// After the commit: counts the jobs and pushes their ids to Redis (the dispatcher
+/// pushes whatever this could not).
+pub async fn dispatch(state: &AppState, queue: QueueName, ids: &[Uuid]) {
+    metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => queue.as_str())
         .increment(ids.len() as u64);
-    push_committed(&state.pool, &state.redis, submission.queue, &ids).await;
-    Ok(accepted)
+    push_committed(&state.pool, &state.redis, queue, ids).await;
 }
 
 /// Takes the key for this request, or returns the response to replay.

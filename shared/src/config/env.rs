@@ -115,6 +115,62 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         }
     }
 
+    /// Where uploads live: a `file://` or `s3://` URL; a plain path is made an absolute
+    /// `file://` URL. Default: `/var/lib/conveyor` in production, `.dev/storage`
+    /// elsewhere.
+    pub(crate) fn storage_url(
+        &self,
+        var: &'static str,
+        production: bool,
+    ) -> Result<String, ConfigError> {
+        let default = if production {
+            "/var/lib/conveyor"
+        } else {
+            ".dev/storage"
+        };
+        let raw = self.string(var, default).trim().to_owned();
+        let invalid = |reason: String| ConfigError::Invalid { var, reason };
+        if !raw.contains("://") {
+            let path = std::path::absolute(&raw)
+                .map_err(|err| invalid(format!("cannot resolve `{raw}`: {err}")))?;
+            return url::Url::from_directory_path(&path)
+                .map(|url| url.to_string().trim_end_matches('/').to_owned())
+                .map_err(|()| invalid(format!("`{}` is not a usable directory", path.display())));
+        }
+        let url = url::Url::parse(&raw).map_err(|err| invalid(format!("not a URL ({err})")))?;
+        match url.scheme() {
+            "file" | "s3" => Ok(raw),
+            other => Err(invalid(format!("scheme `{other}` is not one of file, s3"))),
+        }
+    }
+
+    /// A comma-separated list of values.
+    pub(crate) fn list<T>(&self, var: &'static str, default: &str) -> Result<Vec<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.string(var, default);
+        let items = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                item.parse().map_err(|err: T::Err| ConfigError::Invalid {
+                    var,
+                    reason: err.to_string(),
+                })
+            })
+            .collect::<Result<Vec<T>, _>>()?;
+        if items.is_empty() {
+            return Err(ConfigError::Invalid {
+                var,
+                reason: "the list is empty".into(),
+            });
+        }
+        Ok(items)
+    }
+
     pub(crate) fn url(
         &self,
         var: &'static str,

@@ -1,6 +1,6 @@
 //! The one typed configuration of Conveyor, read from environment variables (and a
 //! `.env` file outside production), in sections: database, redis, http, ops, pii,
-//! smtp, queues, pipeline — and [`AuthConfig`], which only the api reads, so a worker
+//! smtp, queues, pipeline, storage, uploads, scanner — and [`AuthConfig`], which only the api reads, so a worker
 //! never needs token or blind-index keys. Every variable is in `.env.example`.
 
 mod auth;
@@ -32,6 +32,8 @@ macro_rules! queue_vars {
         ]
     };
 }
+
+const MIB: u64 = 1024 * 1024;
 
 /// Where the process runs. Production refuses to start without real secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +225,55 @@ pub struct PipelineConfig {
     pub prune_interval: Duration,
 }
 
+/// Where uploaded objects live: a local directory or S3-compatible object storage.
+#[derive(Debug)]
+pub struct StorageConfig {
+    /// `file:///abs/dir` or `s3://bucket/optional/prefix` (a plain path is made a
+    /// `file://` URL against the working directory).
+    pub url: String,
+    /// How to reach S3 (endpoint, region, keys); used only for `s3://` URLs.
+    pub s3: crate::storage::S3Settings,
+}
+
+impl StorageConfig {
+    /// Opens the storage this names.
+    pub fn open(&self) -> Result<crate::storage::Storage, crate::storage::StorageError> {
+        crate::storage::Storage::from_url(&self.url, &self.s3)
+    }
+}
+
+/// What `POST /uploads` accepts.
+#[derive(Debug)]
+pub struct UploadsConfig {
+    /// The hard limit of one file; reading stops the moment it is passed.
+    pub max_bytes: u64,
+    /// Types decided by magic bytes that are accepted.
+    pub allowed_types: Vec<crate::files::FileType>,
+    /// Bytes one owner may keep (every upload that is not rejected).
+    pub quota_bytes: u64,
+    /// Uploads one owner may create per rolling hour.
+    pub per_hour: u32,
+}
+
+/// The `scans` queue's engine (clamd with the rules in `rules/`) and the limits of
+/// the structural inspectors.
+#[derive(Debug)]
+pub struct ScannerConfig {
+    /// `host:port` or `unix:/path/to/clamd.ctl`.
+    pub clamd_addr: String,
+    /// One clamd exchange (connect, stream, verdict) longer than this is an error.
+    pub timeout: Duration,
+    /// An image whose header declares more pixels is a pixel flood.
+    pub max_image_pixels: u64,
+    /// Archives nested deeper than this are refused.
+    pub archive_max_depth: u32,
+    /// Declared uncompressed bytes of an archive past this are a bomb.
+    pub archive_max_bytes: u64,
+    /// Compression ratio past this (archives over 1 MiB uncompressed) is a bomb.
+    pub archive_max_ratio: u64,
+    pub archive_max_entries: u64,
+}
+
 /// Everything the api and the worker read from their environment (the api also reads
 /// [`AuthConfig`]).
 #[derive(Debug)]
@@ -237,6 +288,9 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub queues: QueuesConfig,
     pub pipeline: PipelineConfig,
+    pub storage: StorageConfig,
+    pub uploads: UploadsConfig,
+    pub scanner: ScannerConfig,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -379,8 +433,8 @@ impl Config {
             },
             queues: QueuesConfig {
                 emails: queue(queue_vars!("EMAILS"), defaults(32, 8, 120))?,
-                uploads: queue(queue_vars!("UPLOADS"), defaults(4, 5, 300))?,
-                scans: queue(queue_vars!("SCANS"), defaults(4, 5, 300))?,
+                uploads: queue(queue_vars!("UPLOADS"), defaults(4, 10, 300))?,
+                scans: queue(queue_vars!("SCANS"), defaults(4, 20, 300))?,
                 canary: queue(queue_vars!("CANARY"), defaults(50, 3, 30))?,
                 heartbeat_timeout: env.millis_in(
                     "JOB_HEARTBEAT_TIMEOUT_MS",
@@ -395,6 +449,49 @@ impl Config {
                     86_400 * env.parsed_range("RETENTION_DAYS", 30u64, 1..=3650)?,
                 ),
                 prune_interval: env.seconds_in("PRUNE_INTERVAL_SECS", 600, 1..=86_400)?,
+            },
+            storage: StorageConfig {
+                url: env.storage_url("STORAGE_URL", production)?,
+                s3: crate::storage::S3Settings {
+                    endpoint: env.get("S3_ENDPOINT"),
+                    region: env.string("S3_REGION", "us-east-1"),
+                    access_key_id: env.get("S3_ACCESS_KEY_ID"),
+                    secret_access_key: env.get("S3_SECRET_ACCESS_KEY").map(SecretString::from),
+                    allow_http: env.bool("S3_ALLOW_HTTP", false)?,
+                    virtual_hosted_style: env.bool("S3_VIRTUAL_HOSTED_STYLE", false)?,
+                },
+            },
+            uploads: UploadsConfig {
+                max_bytes: env.parsed_range("UPLOAD_MAX_BYTES", 25 * MIB, 1..=5 * 1024 * MIB)?,
+                allowed_types: env
+                    .list("UPLOAD_ALLOWED_TYPES", "png,jpeg,gif,webp,pdf,text,csv,zip")?,
+                quota_bytes: env.parsed_range(
+                    "UPLOAD_QUOTA_BYTES",
+                    1024 * MIB,
+                    1..=u64::MAX / 2,
+                )?,
+                per_hour: env.parsed_range("UPLOADS_PER_HOUR", 100, 1..=1_000_000)?,
+            },
+            scanner: ScannerConfig {
+                clamd_addr: env.string("CLAMD_ADDR", "127.0.0.1:3310"),
+                timeout: env.seconds_in("CLAMD_TIMEOUT_SECS", 60, 1..=3600)?,
+                max_image_pixels: env.parsed_range(
+                    "SCAN_MAX_IMAGE_PIXELS",
+                    100_000_000,
+                    1..=u64::MAX / 2,
+                )?,
+                archive_max_depth: env.parsed_range("SCAN_ARCHIVE_MAX_DEPTH", 2, 0..=32)?,
+                archive_max_bytes: env.parsed_range(
+                    "SCAN_ARCHIVE_MAX_BYTES",
+                    512 * MIB,
+                    1..=u64::MAX / 2,
+                )?,
+                archive_max_ratio: env.parsed_range("SCAN_ARCHIVE_MAX_RATIO", 100, 2..=100_000)?,
+                archive_max_entries: env.parsed_range(
+                    "SCAN_ARCHIVE_MAX_ENTRIES",
+                    10_000,
+                    1..=10_000_000,
+                )?,
             },
             dev_keys_file: None,
             generated_secrets,

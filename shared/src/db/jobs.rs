@@ -362,7 +362,10 @@ pub(crate) mod tests {
         let mut checked = 0;
         for (i, _) in source.match_indices(&format!("{column} ")) {
             let rest = &source[i + column.len() + 1..];
-            let literals = if let Some(rest) = rest.strip_prefix("= '") {
+            let literals = if let Some(rest) = rest
+                .strip_prefix("= '")
+                .or_else(|| rest.strip_prefix("<> '"))
+            {
                 rest.split('\'').take(1).collect::<Vec<_>>()
             } else if let Some(rest) = rest.strip_prefix("IN (") {
                 let list = rest.split(')').next().unwrap_or_default();

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod recovery_codes;
 pub mod requests;
 pub mod sessions;
+pub mod uploads;
 pub mod users;
 
 use std::time::Duration;

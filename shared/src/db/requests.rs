@@ -188,6 +188,16 @@ pub async fn find_many(
     .await
 }
 
+/// Adds `count` jobs to a running request (an upload's scan joins its request).
+pub async fn add_jobs(db: impl PgExecutor<'_>, id: Uuid, count: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE requests SET total = total + $2 WHERE id = $1")
+        .bind(id)
+        .bind(count)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Deletes up to `limit` requests that finished before `before`, with their jobs
 /// (`ON DELETE CASCADE`) and idempotency records. Returns how many.
 pub async fn delete_finished_before(

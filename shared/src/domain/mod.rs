@@ -9,4 +9,4 @@ pub mod status;
 pub use email::EmailAddress;
 pub use phone::PhoneNumber;
 pub use role::{Permission, Role};
-pub use status::{JobStatus, RequestKind, RequestStatus};
+pub use status::{JobStatus, RequestKind, RequestStatus, UploadLocation, UploadStatus};

@@ -122,6 +122,28 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where an upload stands: served only while `clean`.
+    UploadStatus {
+        /// Received; not yet verified and scanned (also while the scanner is down).
+        PendingScan => "pending_scan",
+        Clean => "clean",
+        /// A rule matched: quarantined, never served.
+        Infected => "infected",
+        /// The staged object failed verification (size, checksum or type).
+        Rejected => "rejected",
+    }
+);
+
+text_enum!(
+    /// Where an upload's object is kept: the area of its storage key.
+    UploadLocation {
+        Staging => "staging",
+        Stored => "stored",
+        Quarantine => "quarantine",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! them), and the retry policy.
 
 pub mod email;
+pub mod files;
 
 use std::time::Duration;
 

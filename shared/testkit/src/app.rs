@@ -84,7 +84,7 @@ pub async fn spawn_app_with(
     let redis = Redis::connect_lazy(&config).expect("redis url parses");
     let TestConfig { config, auth } = config;
     let state = AppState::new(Arc::new(config), Arc::new(auth), pool, redis).expect("state builds");
-    let mut api_v1 = api::routes::api_v1(state.config.http.campaign_body_limit_bytes);
+    let mut api_v1 = api::routes::api_v1(&state.config);
     if let Some(extra) = extra {
         api_v1 = api_v1.merge(extra);
     }
@@ -175,6 +175,21 @@ impl TestApp {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_json_authed(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        token: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
             .json(body)
             .send()
             .await
@@ -292,6 +307,91 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// `POST /api/v1/uploads` of one file (multipart, a `file` part with `file_name`
+    /// and, when given, a declared `content_type`).
+    pub async fn upload(
+        &self,
+        token: &str,
+        file_name: &str,
+        content_type: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+        if let Some(content_type) = content_type {
+            part = part.mime_str(content_type).expect("a valid media type");
+        }
+        // The file name as sent, unescaped (as curl sends it): hostile names reach
+        // the server as they are.
+        let form = reqwest::multipart::Form::new()
+            .percent_encode_noop()
+            .part("file", part)
+            .text("description", "uploaded by a test");
+        self.client
+            .post(self.url("/api/v1/uploads"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// An upload that must be accepted (202); returns its body.
+    pub async fn upload_ok(
+        &self,
+        token: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> serde_json::Value {
+        let response = self.upload(token, file_name, None, bytes).await;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(status, 202, "upload accepted: {body}");
+        body
+    }
+
+    /// An admin whose login passed 2FA (TOTP enrolled, then a login with a code):
+    /// its access token.
+    pub async fn admin_with_2fa(&self) -> String {
+        let (_, email) = self.create_account(shared::domain::Role::Admin).await;
+        let session = self.login(&email, PASSWORD).await;
+        let setup: serde_json::Value = self
+            .client
+            .post(self.url("/api/v1/auth/2fa/setup"))
+            .bearer_auth(&session.access_token)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        let secret = setup["secret"].as_str().expect("secret").to_owned();
+        let enabled = self
+            .client
+            .post(self.url("/api/v1/auth/2fa/enable"))
+            .bearer_auth(&session.access_token)
+            .json(&serde_json::json!({"code": totp_code(&secret, 0)}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(enabled.status(), 200, "2FA enabled");
+        let login: serde_json::Value = self
+            .login_response(&email, PASSWORD)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let mfa_token = login["mfa_token"].as_str().expect("mfa token").to_owned();
+        // The enrolment code may not be replayed: use the next step's code.
+        let response = self
+            .post_json(
+                "/api/v1/auth/login/mfa",
+                &serde_json::json!({"mfa_token": mfa_token, "code": totp_code(&secret, 1)}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "second factor accepted");
+        session_from(response).await.access_token
+    }
+
     /// Submits `count` canary jobs for `owner` through the same service the routes
     /// use; returns the request id.
     pub async fn submit_canaries(&self, owner: uuid::Uuid, count: usize) -> uuid::Uuid {
@@ -325,10 +425,7 @@ impl TestApp {
     /// Runs `runtime` (tests register their own handlers on it) until no job is
     /// pending, then shuts it down gracefully.
     pub async fn run_until_idle(&self, runtime: worker::runtime::Runtime) {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(runtime.run(None, async move {
-            let _ = stopped.await;
-        }));
+        let running = RunningWorker::start(runtime);
         let pool = self.state.pool.clone();
         eventually(std::time::Duration::from_secs(60), "every job ends", || {
             let pool = pool.clone();
@@ -338,8 +435,42 @@ impl TestApp {
             }
         })
         .await;
-        let _ = stop.send(());
-        running
+        running.stop().await;
+    }
+
+    /// Starts the worker runtime in process with every queue of the worker binary;
+    /// it runs until [`RunningWorker::stop`].
+    pub fn start_worker(&self) -> RunningWorker {
+        RunningWorker::start(
+            worker::runtime::Runtime::with_queues(
+                self.state.config.clone(),
+                self.state.pool.clone(),
+                self.state.redis.clone(),
+            )
+            .expect("the runtime builds"),
+        )
+    }
+}
+
+/// A worker runtime running in process, in the background.
+pub struct RunningWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    pub fn start(runtime: worker::runtime::Runtime) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runtime.run(None, async move {
+            let _ = stopped.await;
+        }));
+        RunningWorker { stop, task }
+    }
+
+    /// Shuts it down gracefully; it must stop cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
             .await
             .expect("the runtime task")
             .expect("the runtime stops cleanly");

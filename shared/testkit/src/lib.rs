@@ -6,6 +6,9 @@
 //! condition with a deadline.
 
 pub mod app;
+pub mod clamd;
+pub mod fixtures;
+pub mod s3;
 pub mod system;
 
 use std::future::Future;

@@ -1,5 +1,5 @@
 //! End-to-end harness: the real `api` and `worker` binaries, a real SMTP server
-//! (aiosmtpd, `tests/support/smtp_server.py`), a PostgreSQL database per test (from
+//! (aiosmtpd, `shared/testkit/smtp_server.py`), a PostgreSQL database per test (from
 //! `#[sqlx::test]`) and a Redis key prefix per test. Everything a test starts is
 //! stopped by its own pid when the handle drops.
 

@@ -4,3 +4,5 @@
 
 pub mod canary;
 pub mod emails;
+pub mod scans;
+pub mod uploads;
