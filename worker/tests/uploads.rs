@@ -353,6 +353,7 @@ async fn hostile_file_names_are_stored_as_metadata_only(pool: PgPool) {
         let response = setup.upload(name, None, fixtures::small_png(seed)).await;
         let status = response.status().as_u16();
         let body: Value = response.json().await.expect("json");
+        println!("{name:?} → {status} {}", body["file_name"]);
         match status {
             202 => {
                 accepted += 1;
