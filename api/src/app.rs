@@ -6,16 +6,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::from_fn;
+use axum::middleware::{from_fn, from_fn_with_state};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::middleware::{http_metrics, problem, request_id};
+use crate::middleware::{deadline, http_metrics, problem, request_id};
 use crate::routes;
 use crate::state::AppState;
 
@@ -69,9 +68,12 @@ pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
         .layer(cors(&config.http.cors_allowed_origins))
         .layer(from_fn(problem::ensure_problem_json))
         .layer(CatchPanicLayer::custom(problem::PanicToProblem))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            config.http.request_timeout,
+        .layer(from_fn_with_state(
+            deadline::Deadlines {
+                request: config.http.request_timeout,
+                upload: config.uploads.timeout,
+            },
+            deadline::deadline,
         ))
         .layer(DefaultBodyLimit::max(config.http.body_limit_bytes));
     routes.layer(stack)

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::app::{TestApp, closed_port, problem, spawn_app_with, test_config};
@@ -774,4 +775,53 @@ async fn a_worker_killed_mid_scan_leaves_the_scan_to_another(pool: PgPool) {
     .await
     .expect("job");
     assert_eq!(attempt, 2, "taken over after the first worker died");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_slow_upload_has_its_own_deadline(pool: PgPool) {
+    let setup = setup(
+        pool,
+        Backend::Filesystem,
+        &[("REQUEST_TIMEOUT_SECS", "1"), ("UPLOAD_TIMEOUT_SECS", "3")],
+    )
+    .await;
+    // The body arrives over 1.5 s: past REQUEST_TIMEOUT_SECS, within UPLOAD_TIMEOUT_SECS.
+    let slow = |png: Vec<u8>, pause: Duration| {
+        let (head, tail) = png.split_at(png.len() / 2);
+        let (head, tail) = (head.to_vec(), tail.to_vec());
+        let chunks =
+            futures::stream::iter([head, tail])
+                .enumerate()
+                .then(move |(i, chunk)| async move {
+                    if i == 1 {
+                        tokio::time::sleep(pause).await;
+                    }
+                    Ok::<_, std::io::Error>(chunk)
+                });
+        let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(chunks))
+            .file_name("slow.png");
+        reqwest::multipart::Form::new().part("file", part)
+    };
+    let send = |form| {
+        setup
+            .app
+            .client
+            .post(setup.app.url("/api/v1/uploads"))
+            .bearer_auth(&setup.token)
+            .multipart(form)
+            .send()
+    };
+    let response = send(slow(fixtures::small_png(1), Duration::from_millis(1500)))
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 202);
+    let response = send(slow(fixtures::small_png(2), Duration::from_secs(4)))
+        .await
+        .expect("sent");
+    problem(response, 408, "request_timeout").await;
+    assert_eq!(
+        setup.objects("staging").len(),
+        1,
+        "the cut-off upload left nothing"
+    );
 }

@@ -253,6 +253,8 @@ pub struct UploadsConfig {
     pub quota_bytes: u64,
     /// Uploads one owner may create per rolling hour.
     pub per_hour: u32,
+    /// The deadline of one `POST /uploads` (the body included).
+    pub timeout: Duration,
 }
 
 /// The `scans` queue's engine (clamd with the rules in `rules/`) and the limits of
@@ -471,6 +473,7 @@ impl Config {
                     1..=u64::MAX / 2,
                 )?,
                 per_hour: env.parsed_range("UPLOADS_PER_HOUR", 100, 1..=1_000_000)?,
+                timeout: env.seconds_in("UPLOAD_TIMEOUT_SECS", 300, 1..=86_400)?,
             },
             scanner: ScannerConfig {
                 clamd_addr: env.string("CLAMD_ADDR", "127.0.0.1:3310"),
