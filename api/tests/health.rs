@@ -91,14 +91,31 @@ async fn openapi_spec_and_docs_page_are_served(pool: PgPool) {
     ] {
         assert!(spec["paths"][path][method].is_object(), "{method} {path}");
     }
+    // The interactive reference (Swagger UI, vendored): its page, its assets from
+    // this origin, pointed at the spec, under a CSP that allows only this origin.
     let docs = app.get("/docs").await;
-    assert_eq!(docs.status(), 200);
+    assert_eq!(docs.status(), 200, "/docs redirects to the reference");
+    let csp = docs
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     assert!(
-        docs.text()
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(docs.text().await.expect("html").contains("swagger-ui"));
+    let initializer = app.get("/docs/swagger-initializer.js").await;
+    assert_eq!(initializer.status(), 200);
+    assert!(
+        initializer
+            .text()
             .await
-            .expect("html")
+            .expect("js")
             .contains("/api/v1/openapi.json")
     );
+    assert_eq!(app.get("/docs/swagger-ui-bundle.js").await.status(), 200);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
