@@ -44,7 +44,7 @@ use utoipa::OpenApi;
         shared::health::live,
         shared::health::ready,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Contract),
     components(schemas(
         crate::routes::auth::MfaChallenge,
         shared::problem::Problem,
@@ -80,6 +80,144 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Completes every operation from what the api does for all of them, so the spec is
+/// valid OpenAPI 3.1 and lists every answer a client can get:
+/// - operation ids `{tag}_{handler}` (unique across resources);
+/// - every response has a description (the error code's title for errors);
+/// - problems are `application/problem+json`, as the server sends them;
+/// - the answers every operation can give: 500 and 503 everywhere, 429 (limits), 401
+///   and 403 where a token is needed, 400, 413, 415 and 422 where a body is read;
+/// - response headers: `x-request-id` on every answer, `Location` on 201/202,
+///   `Retry-After` on 429/503, `WWW-Authenticate` on 401.
+struct Contract;
+
+impl Contract {
+    fn header(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Header> {
+        use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Type};
+        HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some(description))
+            .build()
+            .into()
+    }
+
+    fn problem(status: u16) -> utoipa::openapi::Response {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let title = shared::ErrorCode::ALL
+            .iter()
+            .find(|code| code.status() == status)
+            .map_or("Error", |code| code.title());
+        ResponseBuilder::new()
+            .description(title)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    }
+
+    fn complete(tag: &str, operation: &mut utoipa::openapi::path::Operation) {
+        use utoipa::openapi::RefOr;
+        if let Some(id) = &operation.operation_id
+            && !id.starts_with(&format!("{tag}_"))
+        {
+            operation.operation_id = Some(format!("{tag}_{id}"));
+        }
+        let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+        let has_body = operation.request_body.is_some();
+        let mut statuses: Vec<u16> = vec![429, 500, 503];
+        if secured {
+            statuses.extend([401, 403]);
+        }
+        if has_body {
+            statuses.extend([400, 413, 415, 422]);
+        }
+        let responses = &mut operation.responses.responses;
+        for status in statuses {
+            responses
+                .entry(status.to_string())
+                .or_insert_with(|| RefOr::T(Self::problem(status)));
+        }
+        for (status, response) in responses.iter_mut() {
+            let RefOr::T(response) = response else {
+                continue;
+            };
+            let code: u16 = status.parse().unwrap_or(0);
+            if response.description.trim().is_empty() {
+                response.description = match code {
+                    200 => "OK".to_owned(),
+                    201 => "Created".to_owned(),
+                    202 => "Accepted".to_owned(),
+                    204 => "No content".to_owned(),
+                    _ => Self::problem(code).description,
+                };
+            }
+            if code >= 400
+                && let Some(json) = response.content.shift_remove("application/json")
+            {
+                response.content.insert(PROBLEM_JSON.to_owned(), json);
+            }
+            response.headers.entry("x-request-id".to_owned()).or_insert_with(|| {
+                Self::header("The request's id (the client's, or a new UUID v7); on every log line of the request")
+            });
+            match code {
+                201 | 202 => {
+                    response
+                        .headers
+                        .entry("Location".to_owned())
+                        .or_insert_with(|| {
+                            Self::header("Where the created resource (or the request to follow) is")
+                        });
+                }
+                429 | 503 => {
+                    response
+                        .headers
+                        .entry("Retry-After".to_owned())
+                        .or_insert_with(|| Self::header("Seconds to wait before trying again"));
+                }
+                401 => {
+                    response
+                        .headers
+                        .entry("WWW-Authenticate".to_owned())
+                        .or_insert_with(|| Self::header("The Bearer challenge"));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+impl utoipa::Modify for Contract {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let tag = operation
+                    .tags
+                    .as_ref()
+                    .and_then(|tags| tags.first())
+                    .cloned()
+                    .unwrap_or_else(|| "api".to_owned());
+                Self::complete(&tag, operation);
+            }
+        }
     }
 }
 

@@ -129,3 +129,53 @@ async fn requests_are_counted_by_route_template(pool: PgPool) {
         "{metrics}"
     );
 }
+
+#[test]
+fn every_operation_documents_its_answers_and_headers() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&api::openapi::json()).expect("the spec is JSON");
+    let mut ids = std::collections::HashSet::new();
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            operations += 1;
+            let id = operation["operationId"].as_str().expect("an operation id");
+            assert!(ids.insert(id.to_owned()), "{id} is not unique");
+            let responses = operation["responses"].as_object().expect("responses");
+            for status in ["429", "500", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path}: no {status}"
+                );
+            }
+            if operation.get("security").is_some() {
+                assert!(responses.contains_key("401"), "{method} {path}: no 401");
+            }
+            for (status, response) in responses {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}: no description"
+                );
+                assert!(response["headers"]["x-request-id"].is_object());
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        response["content"]["application/problem+json"].is_object(),
+                        "{method} {path} {status}: problems are application/problem+json"
+                    );
+                }
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "path" {
+                    let name = parameter["name"].as_str().expect("name");
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {name}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(operations >= 27, "{operations}");
+}

@@ -118,6 +118,7 @@ pub struct RequestPage {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// queued, running, succeeded, failed, partially_failed, cancelled
