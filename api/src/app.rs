@@ -14,7 +14,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::middleware::{deadline, http_metrics, problem, request_id};
+use crate::middleware::{deadline, http_metrics, problem, rate_limit, request_id};
 use crate::routes;
 use crate::state::AppState;
 
@@ -50,7 +50,9 @@ pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
                     // The path only: a query string may carry something private.
                     tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // A 5xx is logged once, by `ApiError` (or the panic handler), with its cause.
+                .on_failure(()),
         )
         .layer(from_fn(http_metrics::track))
         .layer(SetResponseHeaderLayer::overriding(
@@ -75,6 +77,7 @@ pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
             },
             deadline::deadline,
         ))
+        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
         .layer(DefaultBodyLimit::max(config.http.body_limit_bytes));
     routes.layer(stack)
 }
@@ -95,7 +98,13 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-requested-with"),
             request_id::HEADER,
         ])
-        .expose_headers([request_id::HEADER, header::LOCATION, header::RETRY_AFTER])
+        .expose_headers([
+            request_id::HEADER,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+        ])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))
 }

@@ -158,6 +158,9 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
+        // The one log line of a 5xx: it alone knows the cause. The request id comes
+        // from the `http` span it is logged in. Nothing else may log the same failure
+        // at error level (tests/logging.rs).
         if code.status() >= 500 {
             tracing::error!(error = %self, code = %code, "request failed");
         }

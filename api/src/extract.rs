@@ -80,10 +80,90 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     deserializer
         .end()
         .map_err(|err| ApiError::validation(format!("the body is not valid JSON: {err}")))?;
+    reject_nul_in_json(bytes)?;
     Ok(value)
 }
 
-/// `Query<T>` with problem+json rejections (400 `validation_failed`).
+/// PostgreSQL stores no U+0000 in `text` or `jsonb`, so a NUL that got past validation
+/// would fail the insert with a 500. Refused here, once, for every JSON body.
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// A 422 naming every string (or key) of a well-formed JSON body that holds a NUL.
+/// JSON can only carry a NUL escaped, so bodies without `\u0000` are not walked.
+fn reject_nul_in_json(bytes: &[u8]) -> Result<(), ApiError> {
+    const ESCAPED_NUL: &[u8] = b"\\u0000";
+    if !bytes.windows(ESCAPED_NUL.len()).any(|w| w == ESCAPED_NUL) {
+        return Ok(());
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::validation(format!("the body is not valid JSON: {err}")))?;
+    let mut fields = Vec::new();
+    nul_fields(&value, &mut String::new(), &mut fields);
+    if fields.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Unprocessable {
+        detail: format!("`{}`: {NUL_MESSAGE}", fields[0]),
+        errors: fields
+            .into_iter()
+            .map(|field| FieldError::new(field, NUL_MESSAGE))
+            .collect(),
+    })
+}
+
+/// Collects the paths (`text`, `to[2]`, `a.b`) of strings holding a NUL; a key holding
+/// one is reported at the path of its object.
+fn nul_fields(value: &serde_json::Value, path: &mut String, found: &mut Vec<String>) {
+    let here = |path: &str| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => found.push(here(path)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                nul_fields(item, path, found);
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Object(members) => {
+            for (key, member) in members {
+                if key.contains('\0') {
+                    found.push(here(path));
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                nul_fields(member, path, found);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A text field that does not come from a JSON body (a query value, say) checked for
+/// the NUL PostgreSQL cannot store: a 400 naming the field.
+pub fn reject_nul(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::Validation {
+            detail: format!("`{field}`: {NUL_MESSAGE}"),
+            errors: vec![FieldError::new(field, NUL_MESSAGE)],
+        });
+    }
+    Ok(())
+}
+
+/// `Query<T>` with problem+json rejections (400 `validation_failed`), a NUL in any
+/// value included.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
 
@@ -95,6 +175,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // `%00` is the only way a NUL gets into a query value.
+        if parts.uri.query().is_some_and(|q| q.contains("%00"))
+            && let Ok(axum::extract::Query(pairs)) =
+                axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        {
+            for (name, value) in &pairs {
+                reject_nul("query", name)?;
+                reject_nul(name, value)?;
+            }
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(err)) => {

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

@@ -49,6 +49,7 @@ use utoipa::OpenApi;
         crate::routes::auth::MfaChallenge,
         shared::problem::Problem,
         shared::problem::FieldError,
+        shared::events::Progress,
         shared::health::Readiness,
         shared::health::DependencyState,
     )),
@@ -89,8 +90,10 @@ impl utoipa::Modify for BearerAuth {
 /// - every response has a description (the error code's title for errors);
 /// - problems are `application/problem+json`, as the server sends them;
 /// - the answers every operation can give: 500 and 503 everywhere, 429 (limits), 401
-///   and 403 where a token is needed, 400, 413, 415 and 422 where a body is read;
-/// - response headers: `x-request-id` on every answer, `Location` on 201/202,
+///   and 403 where a token is needed, 400 where a path parameter must parse, 400,
+///   413, 415 and 422 where a body is read;
+/// - response headers: `x-request-id` and the rate limit's `RateLimit-Policy` and
+///   `RateLimit` on every answer, `Location` on 201/202,
 ///   `Retry-After` on 429/503, `WWW-Authenticate` on 401.
 struct Contract;
 
@@ -121,7 +124,8 @@ impl Contract {
             .build()
     }
 
-    fn complete(tag: &str, operation: &mut utoipa::openapi::path::Operation) {
+    fn complete(path: &str, tag: &str, operation: &mut utoipa::openapi::path::Operation) {
+        let limited = !path.starts_with("/health/");
         use utoipa::openapi::RefOr;
         if let Some(id) = &operation.operation_id
             && !id.starts_with(&format!("{tag}_"))
@@ -130,7 +134,14 @@ impl Contract {
         }
         let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
         let has_body = operation.request_body.is_some();
+        let has_path_parameters = operation.parameters.iter().flatten().any(|p| {
+            matches!(p, RefOr::T(p) if p.parameter_in == utoipa::openapi::path::ParameterIn::Path)
+        });
         let mut statuses: Vec<u16> = vec![429, 500, 503];
+        if has_path_parameters {
+            // A path parameter that does not parse (not a UUID).
+            statuses.push(400);
+        }
         if secured {
             statuses.extend([401, 403]);
         }
@@ -161,6 +172,23 @@ impl Contract {
                 && let Some(json) = response.content.shift_remove("application/json")
             {
                 response.content.insert(PROBLEM_JSON.to_owned(), json);
+            }
+            if limited {
+                for (name, description) in [
+                    (
+                        "RateLimit-Policy",
+                        "The route group's budget: `\"group\";q=REQUESTS;w=SECONDS`",
+                    ),
+                    (
+                        "RateLimit",
+                        "What is left of it: `\"group\";r=REMAINING;t=SECONDS_UNTIL_RESET`",
+                    ),
+                ] {
+                    response
+                        .headers
+                        .entry(name.to_owned())
+                        .or_insert_with(|| Self::header(description));
+                }
             }
             response.headers.entry("x-request-id".to_owned()).or_insert_with(|| {
                 Self::header("The request's id (the client's, or a new UUID v7); on every log line of the request")
@@ -196,7 +224,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
 
 impl utoipa::Modify for Contract {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -215,7 +243,7 @@ impl utoipa::Modify for Contract {
                     .and_then(|tags| tags.first())
                     .cloned()
                     .unwrap_or_else(|| "api".to_owned());
-                Self::complete(&tag, operation);
+                Self::complete(path, &tag, operation);
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Serving: the public listener and the metrics listener, both stopped gracefully by
+//! Serving: the public listener and the metrics listener, each with header-read and
+//! idle timeouts and a connection cap ([`crate::listener`]), both stopped gracefully by
 //! one shutdown signal, with in-flight requests given `SHUTDOWN_GRACE_SECS`.
 
 use std::future::Future;
@@ -9,7 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app;
+use crate::listener::{self, ConnectionLimits};
 use crate::state::AppState;
+
+/// Connections the ops listener holds open at once: probes and scrapes need few, and
+/// its own cap keeps them answering while the public listener is full.
+const OPS_MAX_CONNECTIONS: usize = 64;
 
 /// The operational listener: `/metrics`, `/health/live`, `/health/ready`.
 pub fn ops_router(state: &AppState, prometheus: PrometheusHandle) -> Router {
@@ -51,27 +57,46 @@ pub async fn serve(
         // An error means the sender is gone, which also means stop.
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let http = &state.config.http;
+    let api_limits = ConnectionLimits {
+        header_read_timeout: http.header_read_timeout,
+        idle_timeout: http.idle_timeout,
+        max_connections: listener::connection_cap(http.max_connections),
+    };
+    let ops_limits = ConnectionLimits {
+        max_connections: OPS_MAX_CONNECTIONS,
+        ..api_limits
+    };
+    tracing::info!(
+        max_connections = api_limits.max_connections,
+        header_read_timeout_secs = api_limits.header_read_timeout.as_secs(),
+        idle_timeout_secs = api_limits.idle_timeout.as_secs(),
+        "connection limits"
+    );
     let api_router =
         app::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let api_server = axum::serve(api, api_router).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let ops_server = axum::serve(ops, ops_router(&state, prometheus))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let servers = async { tokio::try_join!(api_server.into_future(), ops_server.into_future()) };
+    let api_server = listener::serve(api, api_router, api_limits, stopped(stop_rx.clone()));
+    let ops_server = listener::serve(
+        ops,
+        ops_router(&state, prometheus).into_make_service(),
+        ops_limits,
+        stopped(stop_rx.clone()),
+    );
+    let servers = async {
+        tokio::join!(api_server, ops_server);
+    };
     tokio::pin!(servers);
 
     tokio::select! {
-        result = &mut servers => { watch.abort(); return result.map(|_| ()); }
+        () = &mut servers => { watch.abort(); return Ok(()); }
         () = shutdown => {}
     }
     watch.abort();
     tracing::info!(grace_secs = grace.as_secs(), "draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
-    match tokio::time::timeout(grace, servers).await {
-        Ok(result) => result.map(|_| ()),
-        Err(_) => {
-            tracing::warn!("grace period over; closing the remaining connections");
-            Ok(())
-        }
+    if tokio::time::timeout(grace, servers).await.is_err() {
+        tracing::warn!("grace period over; closing the remaining connections");
     }
+    Ok(())
 }

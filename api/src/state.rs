@@ -5,12 +5,14 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use shared::Config;
 use shared::config::AuthConfig;
+use shared::crypto::password::Hasher;
 use shared::crypto::pii::{BlindIndex, PiiCipher};
 use shared::health::Health;
 use shared::redis::Redis;
 use shared::storage::Storage;
 use sqlx::PgPool;
 
+use crate::services::events::EventHub;
 use crate::services::lockout::Lockout;
 use crate::services::tokens::TokenKeys;
 
@@ -20,6 +22,8 @@ pub struct Security {
     pub tokens: TokenKeys,
     pub pii: PiiCipher,
     pub blind_index: BlindIndex,
+    /// Every password hash and verification of this process goes through it.
+    pub passwords: Hasher,
 }
 
 impl Security {
@@ -28,6 +32,7 @@ impl Security {
             tokens: TokenKeys::from_config(auth)?,
             pii: config.pii.cipher(),
             blind_index: BlindIndex::new(auth.blind_index_key.expose_secret()),
+            passwords: Hasher::new(auth.password_hash_concurrency, auth.password_hash_wait),
         })
     }
 }
@@ -42,6 +47,8 @@ pub struct AppState {
     pub lockout: Lockout,
     /// Where uploads are staged, stored and quarantined.
     pub storage: Storage,
+    /// Request events from Redis, fanned out to the event streams of this process.
+    pub events: EventHub,
 }
 
 impl AppState {
@@ -54,6 +61,7 @@ impl AppState {
         let security = Arc::new(Security::from_config(&config, &auth)?);
         let lockout = Lockout::new(auth.login, redis.clone());
         let storage = config.storage.open()?;
+        let events = EventHub::new(redis.clone(), config.http.sse_max_streams_per_user);
         Ok(AppState {
             config,
             auth,
@@ -62,6 +70,7 @@ impl AppState {
             security,
             lockout,
             storage,
+            events,
         })
     }
 

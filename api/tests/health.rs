@@ -130,6 +130,30 @@ async fn requests_are_counted_by_route_template(pool: PgPool) {
     );
 }
 
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn extension_methods_are_counted_as_other(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    for (i, path) in ["/api/v1", "/api/v1/requests", "/nowhere"]
+        .iter()
+        .enumerate()
+    {
+        let method = reqwest::Method::from_bytes(format!("FOO12{i}").as_bytes()).expect("method");
+        let response = app
+            .client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .expect("sent");
+        assert!(response.status().is_client_error(), "{path}");
+    }
+    let metrics = shared::telemetry::prometheus().render();
+    assert!(
+        metrics.contains(r#"conveyor_http_requests_total{method="other","#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("FOO12"), "{metrics}");
+}
+
 #[test]
 fn every_operation_documents_its_answers_and_headers() {
     let spec: serde_json::Value =

@@ -208,21 +208,37 @@ async fn a_role_change_takes_effect_at_once(pool: PgPool) {
             .status(),
         200
     );
-    // The promoter's token names the old role: refused now, not in 15 minutes.
+    // The promoter's session ended: the access token is refused now, not in 15
+    // minutes, and the refresh token too.
     problem(
         app.get_authed("/api/v1/me", &promoter.access_token).await,
         401,
         "unauthenticated",
     )
     .await;
-    let refreshed = session_from(app.refresh(&promoter.refresh_token).await).await;
+    assert_eq!(app.refresh(&promoter.refresh_token).await.status(), 401);
+    // Changed back: the old token still never works again.
+    assert_eq!(
+        patch_role(&app, &admin.access_token, target, "promoter")
+            .await
+            .status(),
+        200
+    );
+    problem(
+        app.get_authed("/api/v1/me", &promoter.access_token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    // A new sign-in carries the current role.
+    let again = app.login(&target_email, PASSWORD).await;
     let me: serde_json::Value = app
-        .get_authed("/api/v1/me", &refreshed.access_token)
+        .get_authed("/api/v1/me", &again.access_token)
         .await
         .json()
         .await
         .expect("json");
-    assert_eq!(me["role"], "user");
+    assert_eq!(me["role"], "promoter");
 
     // The last admin cannot demote themselves.
     problem(

@@ -425,3 +425,78 @@ async fn with_redis_unreachable_a_post_is_still_accepted(pool: PgPool) {
         "committed; the dispatcher pushes it when Redis is back"
     );
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn event_streams_are_capped_per_user_and_end_with_their_session(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        test_config(&[("SSE_MAX_STREAMS_PER_USER", "2")]),
+        None,
+    )
+    .await;
+    let (_, session) = app.signed_in_user().await;
+    let token = session.access_token.clone();
+    let body: Value = post_email(&app, &token, &email(1), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let path = format!(
+        "/api/v1/requests/{}/events",
+        body["id"].as_str().expect("id")
+    );
+    let open = || app.client.get(app.url(&path)).bearer_auth(&token).send();
+    let first = open().await.expect("sent");
+    let second = open().await.expect("sent");
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    assert_eq!(app.state.events.open_streams(), 2);
+    // The third of the same user is refused; another user is not affected.
+    let third = open().await.expect("sent");
+    assert!(third.headers().contains_key("retry-after"));
+    problem(third, 429, "rate_limited").await;
+    // Closing one frees its place.
+    drop(second);
+    common::eventually(
+        std::time::Duration::from_secs(5),
+        "a freed slot",
+        || async { (app.state.events.open_streams() == 1).then_some(()) },
+    )
+    .await;
+    let again = open().await.expect("sent");
+    assert_eq!(again.status(), 200);
+    drop(again);
+
+    // Signing out ends the streams of that session.
+    let reader = tokio::spawn(async move { first.text().await });
+    let logout = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .header("x-requested-with", "test")
+        .header(
+            "cookie",
+            format!(
+                "{}={}",
+                api::routes::auth::REFRESH_COOKIE,
+                session.refresh_token
+            ),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(logout.status(), 204);
+    let ended = tokio::time::timeout(api::services::requests::SESSION_CHECK * 3, reader)
+        .await
+        .expect("the stream ends after logout")
+        .expect("joined")
+        .expect("a clean end");
+    assert!(ended.contains("event: progress"), "{ended}");
+    common::eventually(
+        std::time::Duration::from_secs(5),
+        "no stream left",
+        || async { (app.state.events.open_streams() == 0).then_some(()) },
+    )
+    .await;
+}

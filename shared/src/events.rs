@@ -13,6 +13,11 @@ pub fn channel(redis: &Redis, request_id: Uuid) -> String {
     redis.key(&format!("events:request:{request_id}"))
 }
 
+/// The pattern matching every request's channel (one subscription per api process).
+pub fn channel_pattern(redis: &Redis) -> String {
+    redis.key("events:request:*")
+}
+
 /// What a client sees of a request's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Progress {

@@ -52,9 +52,17 @@ pub struct Problem {
     /// The `x-request-id` of the request, to quote when asking for help.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// At most `MAX_FIELD_ERRORS` invalid fields, in request order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// How many further invalid fields `errors` leaves out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors_omitted: Option<usize>,
 }
+
+/// The most field errors a problem lists, so that a request with a huge invalid list
+/// cannot make an answer proportionally huge.
+pub const MAX_FIELD_ERRORS: usize = 100;
 
 impl Problem {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
@@ -66,11 +74,17 @@ impl Problem {
             code,
             request_id: current_request_id(),
             errors: Vec::new(),
+            errors_omitted: None,
         }
     }
 
-    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+    /// The field errors, the first `MAX_FIELD_ERRORS` of them listed and the rest
+    /// counted in `errors_omitted`.
+    pub fn with_errors(mut self, mut errors: Vec<FieldError>) -> Self {
+        let omitted = errors.len().saturating_sub(MAX_FIELD_ERRORS);
+        errors.truncate(MAX_FIELD_ERRORS);
         self.errors = errors;
+        self.errors_omitted = (omitted > 0).then_some(omitted);
         self
     }
 
@@ -111,6 +125,24 @@ mod tests {
         let response = problem.into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+    }
+
+    #[test]
+    fn field_errors_are_capped_and_the_rest_counted() {
+        let errors = (0..5000)
+            .map(|i| FieldError::new(format!("to[{i}]"), "is not an email address"))
+            .collect();
+        let problem = Problem::new(ErrorCode::ValidationFailed, "bad").with_errors(errors);
+        assert_eq!(problem.errors.len(), MAX_FIELD_ERRORS);
+        assert_eq!(problem.errors[99].field, "to[99]");
+        assert_eq!(problem.errors_omitted, Some(4900));
+        let json = serde_json::to_vec(&problem).expect("serialize");
+        assert!(json.len() < 16 * 1024, "{} bytes", json.len());
+
+        let few = Problem::new(ErrorCode::ValidationFailed, "bad")
+            .with_errors(vec![FieldError::new("to", "required")]);
+        let json = serde_json::to_value(&few).expect("serialize");
+        assert!(json.get("errors_omitted").is_none());
     }
 
     #[test]

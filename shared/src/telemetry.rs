@@ -59,6 +59,10 @@ pub mod metric {
     pub const SCAN_DURATION_SECONDS: &str = "conveyor_scan_duration_seconds";
     /// Counter: rules matched by infected verdicts, by `rule`.
     pub const SCAN_RULE_MATCHES_TOTAL: &str = "conveyor_scan_rule_matches_total";
+    /// Counter: requests refused by the general rate limiter, by `group`.
+    pub const RATE_LIMITED_TOTAL: &str = "conveyor_rate_limited_total";
+    /// Counter: requests let through unchecked because Redis was unreachable, by `group`.
+    pub const RATE_LIMIT_SKIPPED_TOTAL: &str = "conveyor_rate_limit_skipped_total";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -151,6 +155,14 @@ fn describe_metrics() {
     );
     describe_gauge!(metric::QUEUE_DEPTH, "Job ids in Redis");
     describe_counter!(metric::UPLOADS_TOTAL, "Files received by POST /uploads");
+    describe_counter!(
+        metric::RATE_LIMITED_TOTAL,
+        "Requests refused by the rate limiter"
+    );
+    describe_counter!(
+        metric::RATE_LIMIT_SKIPPED_TOTAL,
+        "Requests not rate-limited because Redis was unreachable"
+    );
     describe_counter!(
         metric::UPLOAD_BYTES_TOTAL,
         Unit::Bytes,

@@ -1,7 +1,9 @@
 """A real SMTP server (aiosmtpd) for Conveyor's end-to-end tests.
 
 Every accepted message is written to DIR as <n>.eml. Behaviour for fault tests:
-  --reject SUBSTR   answer 550 to RCPT TO addresses containing SUBSTR
+  --reject SUBSTR   answer 550 to RCPT TO addresses containing SUBSTR, quoting the
+                    address as Postfix does ("550 5.1.1 <addr>: Recipient address
+                    rejected: ...")
   --delay SECONDS   wait this long before accepting DATA (a slow server)
   --tempfail N      answer 451 to the first N DATA commands
 Prints "ready <port>" on stdout once it listens; stops on SIGTERM.
@@ -25,7 +27,7 @@ class Handler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.reject and self.reject in address:
-            return "550 5.1.1 No such user here"
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -115,6 +115,41 @@ async fn an_smtp_550_is_dead_at_once_with_the_error_recorded(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_recipient_quoted_in_an_smtp_reply_is_neither_recorded_nor_logged(pool: PgPool) {
+    // The test server quotes the refused address, as Postfix does.
+    let smtp = Smtp::start(free_port(), &["--reject", "nobody"]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    let address = "Nobody.Quoted+tag@example.org";
+    let id = system.send_email(address, "Bounce").await;
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["status"], "failed", "{request}");
+    let last_error: String =
+        sqlx::query_scalar("SELECT last_error FROM jobs WHERE request_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .expect("job");
+    assert!(
+        last_error.contains("550") && last_error.contains("[redacted]"),
+        "{last_error}"
+    );
+    let logs = system.worker_logs();
+    assert!(
+        logs.contains("job failed for good") && logs.contains("[redacted]"),
+        "{logs}"
+    );
+    for text in [&last_error, &request.to_string(), &logs] {
+        let lower = text.to_lowercase();
+        assert!(
+            !lower.contains("nobody.quoted") && !lower.contains("tag@example.org"),
+            "{text}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn exhausted_attempts_end_dead(pool: PgPool) {
     let smtp = Smtp::start(free_port(), &["--tempfail", "1000"]).await;
     let mut system = System::new(&pool, smtp.port, &[("EMAILS_MAX_ATTEMPTS", "3")]).await;

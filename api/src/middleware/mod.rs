@@ -4,4 +4,5 @@ pub mod auth;
 pub mod deadline;
 pub mod http_metrics;
 pub mod problem;
+pub mod rate_limit;
 pub mod request_id;

@@ -29,7 +29,8 @@ pub struct UpdateUserRequest {
     pub role: Role,
 }
 
-/// Changes a user's role. Their current access tokens stop working at once.
+/// Changes a user's role. Every session of theirs ends at once: their access and
+/// refresh tokens never work again (even after a change back); they sign in anew.
 #[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", request_body = UpdateUserRequest,
     params(("id" = Uuid, Path, description = "user id")), security(("bearer" = [])),
     responses(

@@ -222,7 +222,8 @@ pub async fn refresh(
 
 /// Ends the session of the refresh cookie and clears it. Needs `X-Requested-With`.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204, description = "Signed out (also when there was no session)")))]
+    responses((status = 204, description = "Signed out (also when there was no session)"),
+              (status = 403, body = shared::problem::Problem, description = "`forbidden`: no X-Requested-With header")))]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -263,7 +264,8 @@ pub async fn setup_2fa(
 
 /// Enables 2FA with a code from the new secret; returns the recovery codes once.
 #[utoipa::path(post, path = "/api/v1/auth/2fa/enable", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
-    responses((status = 200, body = RecoveryCodes), (status = 422, body = shared::problem::Problem)))]
+    responses((status = 200, body = RecoveryCodes), (status = 409, body = shared::problem::Problem, description = "2FA is already on, or was never set up"),
+              (status = 422, body = shared::problem::Problem)))]
 pub async fn enable_2fa(
     State(state): State<AppState>,
     user: AuthUser,
@@ -275,7 +277,8 @@ pub async fn enable_2fa(
 
 /// Disables 2FA with a current TOTP code or a recovery code.
 #[utoipa::path(post, path = "/api/v1/auth/2fa/disable", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
-    responses((status = 204), (status = 422, body = shared::problem::Problem)))]
+    responses((status = 204), (status = 409, body = shared::problem::Problem, description = "2FA is not on"),
+              (status = 422, body = shared::problem::Problem)))]
 pub async fn disable_2fa(
     State(state): State<AppState>,
     user: AuthUser,

@@ -12,7 +12,16 @@ pub fn encode(created_at: OffsetDateTime, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{}", created_at.unix_timestamp_nanos(), id))
 }
 
-/// The position a cursor names, or a 400.
+/// The earliest instant PostgreSQL's `timestamptz` holds, 4714-11-24 00:00 BC (UTC),
+/// in Unix seconds.
+const POSTGRES_MIN_SECS: i64 = -210_866_803_200;
+/// The first instant past PostgreSQL's `timestamptz` range, 294277-01-01 00:00 UTC, in
+/// Unix seconds. Its last second is left out too, as PostgreSQL rounds nanoseconds to
+/// microseconds, possibly up and out of range.
+const POSTGRES_END_SECS: i64 = 9_224_318_016_000;
+
+/// The position a cursor names, or a 400. A well-formed cursor whose instant
+/// PostgreSQL cannot represent is refused here, not by the query (a 500).
 pub fn decode(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
     let invalid = || ApiError::validation("the cursor is not valid");
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?)
@@ -20,6 +29,9 @@ pub fn decode(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
     let (nanos, id) = text.split_once(':').ok_or_else(invalid)?;
     let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
+    if !(POSTGRES_MIN_SECS..POSTGRES_END_SECS - 1).contains(&at.unix_timestamp()) {
+        return Err(invalid());
+    }
     Ok((at, Uuid::parse_str(id).map_err(|_| invalid())?))
 }
 
@@ -35,6 +47,58 @@ mod tests {
         assert_eq!((back_at, back_id), (at, id));
         for bad in ["", "!!", "bm90IGEgY3Vyc29y", "MTox"] {
             assert!(decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn cursor_at_secs(secs: i128) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", secs * 1_000_000_000, Uuid::nil()))
+    }
+
+    #[test]
+    fn instants_postgres_cannot_store_are_refused() {
+        // Year -9999 (the `time` crate's limit) and 5000 BC: before 4714-11-24 BC.
+        for secs in [
+            -377_705_116_800_i128,
+            -219_928_780_800,
+            i128::from(POSTGRES_MIN_SECS) - 1,
+        ] {
+            assert!(decode(&cursor_at_secs(secs)).is_err(), "{secs}");
+        }
+        // Year 300000, past 294276 AD (refused by `time` or by the range).
+        assert!(decode(&cursor_at_secs(9_404_855_232_000)).is_err());
+        assert!(decode(&cursor_at_secs(POSTGRES_MIN_SECS.into())).is_ok());
+        assert!(decode(&cursor_at_secs(0)).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_the_api_makes_decodes_to_its_position(
+            // The `time` crate stops at the year 9999, well inside PostgreSQL's range.
+            secs in POSTGRES_MIN_SECS..253_402_300_798i64,
+            nanos in 0u32..1_000_000_000,
+            id in proptest::array::uniform16(proptest::num::u8::ANY),
+        ) {
+            let at = OffsetDateTime::from_unix_timestamp(secs)
+                .map(|t| t + time::Duration::nanoseconds(i64::from(nanos)))
+                .expect("in range");
+            let id = Uuid::from_bytes(id);
+            proptest::prop_assert_eq!(decode(&encode(at, id)).ok(), Some((at, id)));
+        }
+
+        #[test]
+        fn any_other_string_is_a_400_never_a_panic(raw in ".{0,80}") {
+            if let Ok((at, _)) = decode(&raw) {
+                proptest::prop_assert!(at.unix_timestamp() >= POSTGRES_MIN_SECS);
+            }
+        }
+
+        #[test]
+        fn any_encoded_text_is_checked_for_range_and_shape(nanos in proptest::num::i128::ANY, tail in ".{0,40}") {
+            let cursor = URL_SAFE_NO_PAD.encode(format!("{nanos}:{tail}"));
+            if let Ok((at, id)) = decode(&cursor) {
+                proptest::prop_assert!((POSTGRES_MIN_SECS..POSTGRES_END_SECS).contains(&at.unix_timestamp()));
+                proptest::prop_assert_eq!(id.to_string(), tail.to_lowercase());
+            }
         }
     }
 }

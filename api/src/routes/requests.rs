@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use shared::db::jobs::JobSummary;
 use shared::db::requests::RequestRow;
 use shared::domain::{RequestKind, RequestStatus};
-use shared::events::Progress;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -103,6 +102,18 @@ impl From<JobSummary> for JobCounts {
     }
 }
 
+/// One Server-Sent Event of `GET /requests/{id}/events`, as the OpenAPI SSE
+/// convention describes events (`event`, `data`).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ProgressEvent {
+    /// Always `progress`.
+    pub event: String,
+    /// The request's progress, a JSON `Progress` object.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RequestDetail {
     #[serde(flatten)]
@@ -121,12 +132,17 @@ pub struct RequestPage {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// queued, running, succeeded, failed, partially_failed, cancelled
+    /// Only requests in this status.
+    #[param(value_type = Option<RequestStatus>)]
     pub status: Option<String>,
-    /// email, campaign, upload, scan, canary
+    /// Only requests of this kind.
+    #[param(value_type = Option<RequestKind>)]
     pub kind: Option<String>,
-    /// 1 to 100 (default 20)
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
@@ -203,7 +219,7 @@ pub async fn cancel(
 /// JSON `Progress`): the current state first, then every change, ending after the
 /// final state. A comment every 15 s keeps proxies from closing the stream.
 #[utoipa::path(get, path = "/api/v1/requests/{id}/events", tag = "requests", params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, content_type = "text/event-stream", body = Progress), (status = 404, body = shared::problem::Problem)))]
+    responses((status = 200, content_type = "text/event-stream", body = ProgressEvent, description = "One `progress` event per change; each `data` is a JSON `Progress`"), (status = 404, body = shared::problem::Problem)))]
 pub async fn stream_events(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,

@@ -2,7 +2,7 @@
 //! with PII decrypted for their owner, and role changes.
 
 use serde::Serialize;
-use shared::crypto::password;
+use shared::db::sessions;
 use shared::db::users::{self, NewUser, UserRow};
 use shared::domain::password::NewPassword;
 use shared::domain::{EmailAddress, PhoneNumber, Role};
@@ -167,9 +167,11 @@ pub async fn create(
     role: Role,
 ) -> Result<UserRow, ApiError> {
     // Hash first: the work is the same whether or not the email turns out taken.
-    let hash = password::hash_async(account.password.into_inner())
+    let hash = security
+        .passwords
+        .hash(account.password.into_inner())
         .await
-        .map_err(|err| ApiError::Internal(err.into()))?;
+        .map_err(super::auth::password_error)?;
     let email_ciphertext = security.pii.encrypt(EMAIL_PURPOSE, account.email.as_str());
     let email_index = security
         .blind_index
@@ -216,6 +218,11 @@ pub async fn change_role(pool: &PgPool, id: Uuid, role: Role) -> Result<UserRow,
     let updated = users::set_role(&mut *tx, id, role.as_str())
         .await?
         .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+    if current.role != role.as_str() {
+        // Every session ends: tokens naming the old role never work again (not even
+        // after a change back), and the user signs in anew with the new role.
+        sessions::revoke_all_for_user(&mut *tx, id, "role_changed").await?;
+    }
     tx.commit().await?;
     Ok(updated)
 }

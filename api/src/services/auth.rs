@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands as _;
 use serde::Serialize;
+use shared::crypto::password::PasswordError;
+use shared::crypto::token;
 use shared::crypto::totp::Totp;
-use shared::crypto::{password, token};
 use shared::db::sessions::{self, Consumed};
 use shared::db::{recovery_codes, users};
 use shared::domain::EmailAddress;
@@ -92,6 +93,8 @@ async fn start_session(
 }
 
 /// Password login. Wrong email and wrong password answer alike, in similar time.
+/// The attempt is counted before the password is checked (see [`super::lockout`]), so
+/// a burst of guesses cannot outrun the limit.
 pub async fn login(
     state: &AppState,
     ip: IpAddr,
@@ -102,25 +105,26 @@ pub async fn login(
         .map(EmailAddress::into_string)
         .unwrap_or_default();
     let account_key = state.security.blind_index.index(EMAIL_INDEX, &normalized);
-    if let Some(wait) = state.lockout.check(&account_key, ip).await {
-        return Err(ApiError::RateLimited(wait));
-    }
-    let user = if normalized.is_empty() {
-        None
-    } else {
-        users::find_by_email_index(&state.pool, &account_key).await?
+    let reservation = state
+        .lockout
+        .reserve(&account_key, ip)
+        .await
+        .map_err(ApiError::RateLimited)?;
+    let user = match check_password(state, &normalized, &account_key, password_text).await {
+        Ok(Some(user)) => {
+            state.lockout.succeeded(reservation).await;
+            user
+        }
+        Ok(None) => {
+            state.lockout.failed(reservation);
+            tracing::info!(%ip, "login refused");
+            return Err(ApiError::InvalidCredentials);
+        }
+        Err(err) => {
+            state.lockout.release(reservation).await;
+            return Err(err);
+        }
     };
-    let matches = password::verify_async(
-        password_text,
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await;
-    let Some(user) = user.filter(|_| matches) else {
-        state.lockout.record_failure(&account_key, ip).await;
-        tracing::info!(%ip, "login refused");
-        return Err(ApiError::InvalidCredentials);
-    };
-    state.lockout.record_success(&account_key, ip).await;
     if user.totp_secret_ciphertext.is_some() {
         let mfa_token = state.security.tokens.issue_mfa(user.id)?;
         return Ok(LoginOutcome::MfaRequired { mfa_token });
@@ -130,6 +134,46 @@ pub async fn login(
     Ok(LoginOutcome::SignedIn(
         start_session(state, user.id, role, false).await?,
     ))
+}
+
+/// The account whose email is `normalized`, if `password_text` is its password. An
+/// unknown (or unparsable) email spends the same hashing work and gives `None`.
+async fn check_password(
+    state: &AppState,
+    normalized: &str,
+    account_key: &[u8],
+    password_text: String,
+) -> Result<Option<users::UserRow>, ApiError> {
+    let user = if normalized.is_empty() {
+        None
+    } else {
+        users::find_by_email_index(&state.pool, account_key).await?
+    };
+    let matches = state
+        .security
+        .passwords
+        .verify(
+            password_text,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await
+        .map_err(password_error)?;
+    Ok(user.filter(|_| matches))
+}
+
+/// A saturated password hasher answers 429 `rate_limited` with `Retry-After`, not 503
+/// `dependency_unavailable`: nothing this service depends on is down, the load comes
+/// from the volume of requests (often a credential-stuffing burst), and retrying after
+/// the hint is exactly what the client should do — the answer login throttling already
+/// gives, which clients handle. A 503 would also page as an outage of a dependency.
+pub(crate) fn password_error(err: PasswordError) -> ApiError {
+    match err {
+        PasswordError::Busy { retry_after } => {
+            tracing::warn!("password hashing saturated: request refused");
+            ApiError::RateLimited(retry_after)
+        }
+        PasswordError::Failed(err) => ApiError::Internal(err.into()),
+    }
 }
 
 /// Second step of a 2FA login: a TOTP code or a recovery code.
@@ -293,7 +337,13 @@ pub async fn change_password(
     new: &str,
 ) -> Result<(), ApiError> {
     let row = current_user(state, user).await?;
-    if !password::verify_async(current, Some(row.password_hash.clone())).await {
+    let matches = state
+        .security
+        .passwords
+        .verify(current, Some(row.password_hash.clone()))
+        .await
+        .map_err(password_error)?;
+    if !matches {
         return Err(ApiError::InvalidCredentials);
     }
     let email = state
@@ -306,9 +356,12 @@ pub async fn change_password(
         detail: "the new password is not acceptable".into(),
         errors: vec![FieldError::new("new_password", err.to_string())],
     })?;
-    let hash = password::hash_async(new.into_inner())
+    let hash = state
+        .security
+        .passwords
+        .hash(new.into_inner())
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(password_error)?;
     let mut tx = state.pool.begin().await?;
     users::set_password(&mut *tx, user.id, &hash).await?;
     let ended = sessions::revoke_all_for_user(&mut *tx, user.id, "password changed").await?;

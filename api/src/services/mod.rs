@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod events;
 pub mod lockout;
 pub mod requests;
 pub mod tokens;

@@ -233,43 +233,53 @@ pub async fn cancel(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Reque
     Ok(row)
 }
 
-/// The request's progress: its current state first, then every change, ending after
-/// the first final one. Subscribes before reading, so no change falls between.
+/// The request's progress as a stream: the state in PostgreSQL first, then every
+/// change the workers publish (through the process's [`EventHub`](super::events::EventHub)),
+/// ending after the final state — or when the caller's session ends (logout,
+/// password change, role change), checked every [`SESSION_CHECK`].
 pub async fn follow(
     state: &AppState,
     user: &AuthUser,
     id: Uuid,
 ) -> Result<impl Stream<Item = Progress> + use<>, ApiError> {
     find(state, user, id).await?;
-    let mut pubsub = state
-        .redis
-        .client()
-        .get_async_pubsub()
-        .await
-        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
-    pubsub
-        .subscribe(events::channel(&state.redis, id))
-        .await
-        .map_err(|_| ApiError::DependencyUnavailable("redis"))?;
+    let subscription = state.events.subscribe(user.id, id).await?;
     let first = Progress::from(&find(state, user, id).await?);
-    let initial = futures::stream::once(async move { first });
-    let updates = pubsub.into_on_message().filter_map(|message| async move {
-        let payload: String = message.get_payload().ok()?;
-        serde_json::from_str::<Progress>(&payload).ok()
+    let updates = futures::stream::unfold(subscription, |mut subscription| async move {
+        loop {
+            match subscription.receiver.recv().await {
+                Ok(progress) => return Some((progress, subscription)),
+                // Each event is a whole state: a stream that fell behind takes the next.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     });
-    let events = Box::pin(initial.chain(updates));
-    Ok(futures::stream::unfold(
-        (events, false),
-        |(mut events, ended)| async move {
+    let events = Box::pin(futures::stream::once(async move { first }).chain(updates));
+    let (check_state, session_id, user_id) = (state.clone(), user.session_id, user.id);
+    let session_ended = async move {
+        loop {
+            tokio::time::sleep(SESSION_CHECK).await;
+            if let Ok(None) = super::auth::current_role(&check_state, session_id, user_id).await {
+                return;
+            }
+        }
+    };
+    Ok(
+        futures::stream::unfold((events, false), |(mut events, ended)| async move {
             if ended {
                 return None;
             }
             let progress = events.next().await?;
             let finished = progress.finished;
             Some((progress, (events, finished)))
-        },
-    ))
+        })
+        .take_until(Box::pin(session_ended)),
+    )
 }
+
+/// How often an event stream checks that its session is still active.
+pub const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 /// How often the SSE stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -1,6 +1,7 @@
 //! Access tokens (EdDSA JWT) and short-lived MFA tokens. Decoding pins the algorithm,
-//! checks `iss`, `aud`, `exp` with a small leeway, requires every claim, looks the
-//! `kid` up only among configured keys and never follows `jku`, `x5u` or `jwk`.
+//! checks `iss`, `aud`, `exp`, `nbf` (when present) and `iat` (not in the future) with
+//! a small leeway, requires every claim, looks the `kid` up only among configured keys
+//! and never follows `jku`, `x5u` or `jwk`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +50,23 @@ pub struct MfaClaims {
     pub jti: Uuid,
     pub iss: String,
     pub aud: String,
+}
+
+/// Claims that say when they were issued.
+trait IssuedAt {
+    fn iat(&self) -> u64;
+}
+
+impl IssuedAt for AccessClaims {
+    fn iat(&self) -> u64 {
+        self.iat
+    }
+}
+
+impl IssuedAt for MfaClaims {
+    fn iat(&self) -> u64 {
+        self.iat
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -160,11 +178,11 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud", "jti"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
-        validation.validate_nbf = false;
+        validation.validate_nbf = true;
         validation
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    fn decode<T: serde::de::DeserializeOwned + IssuedAt>(
         &self,
         token: &str,
         audience: &str,
@@ -177,12 +195,18 @@ impl TokenKeys {
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(TokenError::Invalid);
         }
-        jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation(audience))
+        let claims = jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation(audience))
             .map(|data| data.claims)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            })
+            })?;
+        // jsonwebtoken does not look at `iat`: a token issued in the future (a skewed
+        // or forged clock) would otherwise live past its intended lifetime.
+        if claims.iat() > now_secs().saturating_add(LEEWAY_SECS) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
     }
 
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
@@ -205,5 +229,97 @@ impl TokenKeys {
                 "alg": "EdDSA",
             }]
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        let config = AuthConfig::from_lookup(|key| (key == "APP_ENV").then(|| "test".to_owned()))
+            .expect("test auth config");
+        TokenKeys::from_config(&config).expect("keys")
+    }
+
+    /// Access claims issued `iat_offset` seconds from now, plus `extra` claims, signed
+    /// with the real key.
+    fn access_token(keys: &TokenKeys, iat_offset: i64, extra: serde_json::Value) -> String {
+        let iat = now_secs().saturating_add_signed(iat_offset);
+        let mut claims = serde_json::to_value(AccessClaims {
+            sub: Uuid::now_v7(),
+            role: Role::User,
+            sid: Uuid::now_v7(),
+            mfa: false,
+            iat,
+            exp: iat + 600,
+            jti: Uuid::now_v7(),
+            iss: keys.issuer.clone(),
+            aud: keys.audience.clone(),
+        })
+        .expect("claims");
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        keys.sign(&claims).expect("signed")
+    }
+
+    #[test]
+    fn a_fresh_token_verifies() {
+        let keys = keys();
+        assert!(
+            keys.verify_access(&access_token(&keys, 0, serde_json::json!({})))
+                .is_ok()
+        );
+        let issued = keys.issue_access(Uuid::now_v7(), Role::User, Uuid::now_v7(), false);
+        assert!(keys.verify_access(&issued.expect("issued")).is_ok());
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_is_refused_beyond_the_leeway() {
+        let keys = keys();
+        let now = now_secs();
+        let future = serde_json::json!({ "nbf": now + 3600 });
+        assert_eq!(
+            keys.verify_access(&access_token(&keys, 0, future)),
+            Err(TokenError::Invalid)
+        );
+        let within_leeway = serde_json::json!({ "nbf": now + LEEWAY_SECS / 2 });
+        assert!(
+            keys.verify_access(&access_token(&keys, 0, within_leeway))
+                .is_ok()
+        );
+        let past = serde_json::json!({ "nbf": now - 60 });
+        assert!(keys.verify_access(&access_token(&keys, 0, past)).is_ok());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused_beyond_the_leeway() {
+        let keys = keys();
+        assert_eq!(
+            keys.verify_access(&access_token(&keys, 3600, serde_json::json!({}))),
+            Err(TokenError::Invalid)
+        );
+        let skewed = access_token(&keys, (LEEWAY_SECS / 2) as i64, serde_json::json!({}));
+        assert!(keys.verify_access(&skewed).is_ok());
+    }
+
+    #[test]
+    fn an_mfa_token_issued_in_the_future_is_refused() {
+        let keys = keys();
+        let iat = now_secs() + 3600;
+        let token = keys
+            .sign(&MfaClaims {
+                sub: Uuid::now_v7(),
+                iat,
+                exp: iat + 300,
+                jti: Uuid::now_v7(),
+                iss: keys.issuer.clone(),
+                aud: keys.mfa_audience(),
+            })
+            .expect("signed");
+        assert_eq!(keys.verify_mfa(&token).err(), Some(TokenError::Invalid));
+        let fresh = keys.issue_mfa(Uuid::now_v7()).expect("issued");
+        assert!(keys.verify_mfa(&fresh).is_ok());
     }
 }

@@ -1,6 +1,6 @@
 //! The api's authentication settings: token signing, the email blind index, session
-//! lifetimes and login throttling. Only the api reads them; a worker never needs
-//! these keys.
+//! lifetimes, login throttling and the bound on password hashing. Only the api reads
+//! them; a worker never needs these keys.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,8 +13,12 @@ use super::{AppEnv, ConfigError, EnvSource, Key256};
 pub struct LoginLimits {
     pub window: Duration,
     pub max_failures_account_ip: u32,
+    /// Applies only to addresses the account has not signed in from lately.
     pub max_failures_account: u32,
     pub max_failures_ip: u32,
+    /// How long an address that signed in to an account stays exempt from that
+    /// account's limit.
+    pub known_address_ttl: Duration,
 }
 
 #[derive(Debug)]
@@ -28,6 +32,10 @@ pub struct AuthConfig {
     pub session_max_lifetime: Duration,
     pub blind_index_key: Key256,
     pub login: LoginLimits,
+    /// argon2id runs (19 MiB each) at once in this process.
+    pub password_hash_concurrency: usize,
+    /// How long a login or registration waits for a hashing slot before 429.
+    pub password_hash_wait: Duration,
     pub dev_keys_file: Option<PathBuf>,
     /// Keys made for this process alone (configurations built from a map).
     pub generated_secrets: Vec<&'static str>,
@@ -87,7 +95,14 @@ impl AuthConfig {
                     1..=100_000,
                 )?,
                 max_failures_ip: env.parsed_range("LOGIN_MAX_FAILURES_IP", 100, 1..=1_000_000)?,
+                known_address_ttl: env.seconds_in(
+                    "LOGIN_KNOWN_ADDRESS_TTL_SECS",
+                    30 * 86_400,
+                    60..=365 * 86_400,
+                )?,
             },
+            password_hash_concurrency: env.parsed_range("PASSWORD_HASH_CONCURRENCY", 4, 1..=256)?,
+            password_hash_wait: env.millis_in("PASSWORD_HASH_WAIT_MS", 2_000, 0..=30_000)?,
             dev_keys_file: None,
             generated_secrets,
         })

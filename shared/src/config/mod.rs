@@ -35,6 +35,13 @@ macro_rules! queue_vars {
 
 const MIB: u64 = 1024 * 1024;
 
+const fn rate(requests: u32, seconds: u64) -> Rate {
+    Rate {
+        requests,
+        per: Duration::from_secs(seconds),
+    }
+}
+
 /// Where the process runs. Production refuses to start without real secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
@@ -149,6 +156,17 @@ pub struct HttpConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Event streams (`GET /requests/{id}/events`) one user may hold open per api
+    /// process; past it 429.
+    pub sse_max_streams_per_user: usize,
+    /// A connection must deliver a complete request head this long after it opens (or
+    /// after the first byte of a later request); otherwise it is closed.
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no new request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections the public listener holds open at once; past it, it stops accepting
+    /// until one closes. `None`: derived from the open-file limit when serving starts.
+    pub max_connections: Option<usize>,
 }
 
 /// The operational side of every process: metrics and health listeners, shutdown.
@@ -225,6 +243,44 @@ pub struct PipelineConfig {
     pub prune_interval: Duration,
 }
 
+/// A request budget: `requests` per `per`, all of them usable at once (the burst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    /// `N/SECONDS`, e.g. `600/60`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || format!("`{s}` is not REQUESTS/SECONDS (e.g. 600/60)");
+        let (requests, seconds) = s.trim().split_once('/').ok_or_else(invalid)?;
+        let requests: u32 = requests.trim().parse().map_err(|_| invalid())?;
+        let seconds: u64 = seconds.trim().parse().map_err(|_| invalid())?;
+        if requests == 0 || seconds == 0 || seconds > 86_400 {
+            return Err(invalid());
+        }
+        Ok(Rate {
+            requests,
+            per: Duration::from_secs(seconds),
+        })
+    }
+}
+
+/// The api's general rate limits, per route group, per authenticated user (else per
+/// client address), shared by every api replica through Redis.
+#[derive(Debug)]
+pub struct RateLimitsConfig {
+    /// `/auth/*`: sign-up, sign-in, refresh, 2FA.
+    pub auth: Rate,
+    /// Submissions: `POST`, `PATCH`, `PUT`, `DELETE` elsewhere.
+    pub submit: Rate,
+    /// Reads: every other request under `/api/v1`, the spec and the docs.
+    pub read: Rate,
+}
+
 /// Where uploaded objects live: a local directory or S3-compatible object storage.
 #[derive(Debug)]
 pub struct StorageConfig {
@@ -293,6 +349,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub uploads: UploadsConfig,
     pub scanner: ScannerConfig,
+    pub rate_limits: RateLimitsConfig,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -414,6 +471,21 @@ impl Config {
                 request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 30)?,
                 cors_allowed_origins: env.origins("CORS_ALLOWED_ORIGINS")?,
                 trust_forwarded_for: env.bool("TRUST_FORWARDED_FOR", false)?,
+                sse_max_streams_per_user: env.parsed_range(
+                    "SSE_MAX_STREAMS_PER_USER",
+                    10,
+                    1..=10_000,
+                )?,
+                header_read_timeout: env.seconds_in(
+                    "HTTP_HEADER_READ_TIMEOUT_SECS",
+                    10,
+                    1..=3600,
+                )?,
+                idle_timeout: env.seconds_in("HTTP_IDLE_TIMEOUT_SECS", 60, 1..=86_400)?,
+                max_connections: match env.get("HTTP_MAX_CONNECTIONS") {
+                    None => None,
+                    Some(_) => Some(env.parsed_range("HTTP_MAX_CONNECTIONS", 1, 1..=1_000_000)?),
+                },
             },
             ops: OpsConfig {
                 metrics_addr: env.parsed("METRICS_ADDR", socket("127.0.0.1:9100"))?,
@@ -495,6 +567,11 @@ impl Config {
                     10_000,
                     1..=10_000_000,
                 )?,
+            },
+            rate_limits: RateLimitsConfig {
+                auth: env.parsed("RATE_LIMIT_AUTH", rate(30, 60))?,
+                submit: env.parsed("RATE_LIMIT_SUBMIT", rate(120, 60))?,
+                read: env.parsed("RATE_LIMIT_READ", rate(600, 60))?,
             },
             dev_keys_file: None,
             generated_secrets,

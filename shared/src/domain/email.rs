@@ -79,9 +79,118 @@ impl fmt::Debug for EmailAddress {
     }
 }
 
+/// What an address becomes in redacted text.
+pub const REDACTED_ADDRESS: &str = "[redacted]";
+
+/// `text` with every email address replaced by `[redacted]`, for error messages that
+/// end up in logs and in `jobs.last_error` (an SMTP server may echo a recipient in its
+/// reply: `550 5.1.1 <ada@example.org>: Recipient address rejected`).
+///
+/// Deliberately broader than `EmailAddress::parse`: any run of characters around an
+/// `@` that could belong to an address (non-ASCII ones included, for internationalized
+/// addresses) is redacted, up to whitespace, brackets, quotes or separators.
+pub fn redact_addresses(text: &str) -> String {
+    let is_part = |c: char| {
+        !c.is_whitespace()
+            && !c.is_control()
+            && !matches!(
+                c,
+                '<' | '>' | '(' | ')' | '[' | ']' | '{' | '}' | ',' | ';' | ':' | '"'
+            )
+    };
+    let mut out = String::with_capacity(text.len());
+    // Everything before `copied` is in `out` already.
+    let mut copied = 0;
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let at = text.len() - rest.len() + at;
+        let start = text[copied..at]
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| is_part(c))
+            .last()
+            .map_or(at, |(i, _)| copied + i);
+        // The domain runs on over further `@`s, so `a@b@c` is one redaction; a
+        // sentence's full stop after it is kept.
+        let after = &text[at + 1..];
+        let len = after.find(|c: char| !is_part(c)).unwrap_or(after.len());
+        let end = at + 1 + after[..len].trim_end_matches('.').len();
+        if start == at && end == at + 1 {
+            out.push_str(&text[copied..=at]);
+        } else {
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED_ADDRESS);
+        }
+        copied = end;
+        rest = &text[copied..];
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_addresses_in_angle_brackets_and_bare() {
+        assert_eq!(
+            redact_addresses("550 5.1.1 <ada@example.org>: Recipient address rejected"),
+            "550 5.1.1 <[redacted]>: Recipient address rejected"
+        );
+        assert_eq!(
+            redact_addresses("mailbox ada.lovelace+tag@mail.example.co.uk unknown."),
+            "mailbox [redacted] unknown."
+        );
+        assert_eq!(
+            redact_addresses("user o'brien@example.org."),
+            "user [redacted]."
+        );
+        assert_eq!(
+            redact_addresses("RCPT TO:<Ada@Example.ORG> refused"),
+            "RCPT TO:<[redacted]> refused"
+        );
+        assert_eq!(redact_addresses("to=bob@example.org,"), "[redacted],");
+    }
+
+    #[test]
+    fn redacts_internationalized_addresses() {
+        assert_eq!(
+            redact_addresses("550 <josé@bücher.example> rejected"),
+            "550 <[redacted]> rejected"
+        );
+        assert_eq!(
+            redact_addresses("unknown user 用户@例子.广告"),
+            "unknown user [redacted]"
+        );
+        assert_eq!(
+            redact_addresses("<ada@xn--bcher-kva.example>"),
+            "<[redacted]>"
+        );
+    }
+
+    #[test]
+    fn redacts_many_addresses_and_leaves_other_text() {
+        let many: Vec<String> = (0..1000).map(|i| format!("<u{i}@example.org>")).collect();
+        let redacted = redact_addresses(&many.join(", "));
+        assert!(!redacted.contains("example.org"), "{redacted}");
+        assert_eq!(redacted.matches(REDACTED_ADDRESS).count(), 1000);
+        assert_eq!(
+            redact_addresses("a@b.c d@e.f, g@h@i"),
+            "[redacted] [redacted], [redacted]"
+        );
+        for plain in [
+            "",
+            "SMTP failed: connection refused",
+            "a @ b",
+            "@",
+            "451 4.3.0 @ later",
+        ] {
+            assert_eq!(redact_addresses(plain), plain);
+        }
+        assert_eq!(redact_addresses("user@"), "[redacted]");
+        assert_eq!(redact_addresses("@example.org"), "[redacted]");
+    }
 
     #[test]
     fn accepts_and_normalizes_ordinary_addresses() {

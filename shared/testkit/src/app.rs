@@ -36,6 +36,10 @@ pub fn test_config(overrides: &[(&str, &str)]) -> TestConfig {
         ("APP_ENV".to_owned(), "test".to_owned()),
         ("REDIS_URL".to_owned(), redis_url()),
         ("REDIS_PREFIX".to_owned(), prefix),
+        // Room for what tests do; the limiter's own tests set small budgets.
+        ("RATE_LIMIT_AUTH".to_owned(), "10000/60".to_owned()),
+        ("RATE_LIMIT_SUBMIT".to_owned(), "10000/60".to_owned()),
+        ("RATE_LIMIT_READ".to_owned(), "100000/60".to_owned()),
     ]);
     for (key, value) in overrides {
         vars.insert((*key).to_owned(), (*value).to_owned());

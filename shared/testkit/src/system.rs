@@ -202,6 +202,9 @@ impl System {
             ("EMAILS_RETRY_BASE_MS", "200".to_owned()),
             ("EMAILS_RETRY_CAP_MS", "1000".to_owned()),
             ("SHUTDOWN_GRACE_SECS", "20".to_owned()),
+            ("RATE_LIMIT_AUTH", "10000/60".to_owned()),
+            ("RATE_LIMIT_SUBMIT", "10000/60".to_owned()),
+            ("RATE_LIMIT_READ", "100000/60".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

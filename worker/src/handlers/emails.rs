@@ -2,6 +2,7 @@
 //! SMTP transport. SMTP 4xx, timeouts and refused connections are transient (retry);
 //! 5xx and unusable payloads are permanent (dead). Every message carries a
 //! `Message-ID` made from its job id, so a resend after a crash is recognisable.
+//! Recipients never appear in a recorded or logged error.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use shared::Config;
 use shared::crypto::pii::PiiCipher;
 use shared::db::jobs::ClaimedJob;
+use shared::domain::email::redact_addresses;
 
 use crate::handler::{Handler, Outcome};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
@@ -184,11 +186,13 @@ impl Mailer {
 }
 
 impl Handler for Mailer {
+    /// The outcome's error goes to `jobs.last_error`, the job log line and the request
+    /// view; an SMTP reply may quote a recipient, so addresses are redacted from it.
     async fn handle(&self, job: &ClaimedJob) -> Outcome {
         match self.send(job).await {
             Ok(()) => Outcome::Succeeded,
-            Err(SendError::Transient(error)) => Outcome::Retry(error),
-            Err(SendError::Permanent(error)) => Outcome::Dead(error),
+            Err(SendError::Transient(error)) => Outcome::Retry(redact_addresses(&error)),
+            Err(SendError::Permanent(error)) => Outcome::Dead(redact_addresses(&error)),
         }
     }
 }

@@ -1,0 +1,216 @@
+//! The general rate limiter: every request under `/api/v1` (and the spec and docs)
+//! spends from a budget per route group (`RATE_LIMIT_AUTH`, `_SUBMIT`, `_READ`) and
+//! per caller — the user of a valid access token, else the client address
+//! (`X-Forwarded-For` only with `TRUST_FORWARDED_FOR`). The algorithm is GCRA (the
+//! generic cell rate algorithm: exact bursts, no window edges) run as one Lua script
+//! in Redis on Redis's clock, so the limit holds across api replicas in one round trip.
+//! Over budget: 429 `rate_limited` with `Retry-After`. Every answer carries the IETF
+//! `RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
+//!
+//! Redis unreachable: the limiter lets requests through (fail open, logged and
+//! counted in `conveyor_rate_limit_skipped_total`). Reads and submissions must stay
+//! possible in an outage (a submission is still recorded in PostgreSQL); for sign-in
+//! the per-account login throttle has the same rule, and what an auth flood can cost
+//! is bounded by the password-hashing limit, not by Redis.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use shared::config::Rate;
+use shared::telemetry::metric;
+
+use crate::error::ApiError;
+use crate::extract::ClientIp;
+use crate::state::AppState;
+
+/// Route groups, each with its own budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Auth,
+    Submit,
+    Read,
+}
+
+impl Group {
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Auth => "auth",
+            Group::Submit => "submit",
+            Group::Read => "read",
+        }
+    }
+
+    /// The group of a request; `None` for what is never limited (health probes).
+    pub fn of(method: &Method, path: &str) -> Option<Group> {
+        if path.starts_with("/health/") {
+            return None;
+        }
+        if path.starts_with("/api/v1/auth/") {
+            return Some(Group::Auth);
+        }
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            Some(Group::Read)
+        } else {
+            Some(Group::Submit)
+        }
+    }
+
+    fn rate(self, state: &AppState) -> Rate {
+        let limits = &state.config.rate_limits;
+        match self {
+            Group::Auth => limits.auth,
+            Group::Submit => limits.submit,
+            Group::Read => limits.read,
+        }
+    }
+}
+
+/// GCRA on Redis's clock. KEYS[1]: the caller's key; ARGV: emission interval and
+/// burst tolerance, in microseconds. Returns {allowed (0/1), remaining, wait µs}.
+const GCRA: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allow_at = tat - tolerance
+if now < allow_at then
+  return {0, 0, allow_at - now}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+local remaining = math.floor((tolerance + interval - (new_tat - now)) / interval)
+return {1, remaining, 0}
+";
+
+/// What the limiter decided for one request.
+#[derive(Debug, Clone, Copy)]
+struct Decision {
+    allowed: bool,
+    remaining: u64,
+    wait: Duration,
+}
+
+async fn decide(state: &AppState, key: &str, rate: Rate) -> Result<Decision, redis::RedisError> {
+    let interval = (rate.per.as_micros() / u128::from(rate.requests)).max(1);
+    let tolerance = interval * u128::from(rate.requests.saturating_sub(1));
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| redis::Script::new(GCRA));
+    let mut conn = state.redis.connection();
+    let (allowed, remaining, wait): (i64, i64, i64) = script
+        .key(key)
+        .arg(u64::try_from(interval).unwrap_or(u64::MAX))
+        .arg(u64::try_from(tolerance).unwrap_or(u64::MAX))
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(Decision {
+        allowed: allowed == 1,
+        remaining: u64::try_from(remaining).unwrap_or(0),
+        wait: Duration::from_micros(u64::try_from(wait).unwrap_or(0)),
+    })
+}
+
+/// Who spends: the user of a valid access token, else the client address.
+fn caller(state: &AppState, request: &Request, ip: Option<ClientIp>) -> String {
+    let user = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| state.security.tokens.verify_access(token.trim()).ok())
+        .map(|claims| claims.sub);
+    match (user, ip) {
+        (Some(user), _) => format!("user:{user}"),
+        (None, Some(ClientIp(ip))) => format!("ip:{ip}"),
+        (None, None) => "ip:unknown".to_owned(),
+    }
+}
+
+fn headers(response: &mut Response, group: Group, rate: Rate, decision: &Decision) {
+    let window = rate.per.as_secs();
+    let reset = decision.wait.as_secs() + u64::from(decision.wait.subsec_nanos() > 0);
+    let values = [
+        (
+            "ratelimit-policy",
+            format!("\"{}\";q={};w={window}", group.name(), rate.requests),
+        ),
+        (
+            "ratelimit",
+            format!("\"{}\";r={};t={reset}", group.name(), decision.remaining),
+        ),
+    ];
+    for (name, value) in values {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+}
+
+pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(group) = Group::of(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let ip = ClientIp::from_request_parts(&mut parts, &state).await.ok();
+    let request = Request::from_parts(parts, body);
+    let rate = group.rate(&state);
+    let key = state.redis.key(&format!(
+        "ratelimit:{}:{}",
+        group.name(),
+        caller(&state, &request, ip)
+    ));
+    let decision = match decide(&state, &key, rate).await {
+        Ok(decision) => decision,
+        Err(err) => {
+            metrics::counter!(metric::RATE_LIMIT_SKIPPED_TOTAL, "group" => group.name())
+                .increment(1);
+            tracing::warn!(error = %err, group = group.name(), "rate limit skipped: Redis unavailable");
+            return next.run(request).await;
+        }
+    };
+    if !decision.allowed {
+        metrics::counter!(metric::RATE_LIMITED_TOTAL, "group" => group.name()).increment(1);
+        let mut response =
+            ApiError::RateLimited(decision.wait.max(Duration::from_secs(1))).into_response();
+        headers(&mut response, group, rate, &decision);
+        return response;
+    }
+    let mut response = next.run(request).await;
+    headers(&mut response, group, rate, &decision);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_fall_into_their_groups() {
+        assert_eq!(
+            Group::of(&Method::POST, "/api/v1/auth/login"),
+            Some(Group::Auth)
+        );
+        assert_eq!(
+            Group::of(&Method::GET, "/api/v1/auth/2fa/setup"),
+            Some(Group::Auth)
+        );
+        assert_eq!(
+            Group::of(&Method::POST, "/api/v1/emails"),
+            Some(Group::Submit)
+        );
+        assert_eq!(
+            Group::of(&Method::PATCH, "/api/v1/admin/users/x"),
+            Some(Group::Submit)
+        );
+        assert_eq!(
+            Group::of(&Method::GET, "/api/v1/requests"),
+            Some(Group::Read)
+        );
+        assert_eq!(Group::of(&Method::GET, "/docs/"), Some(Group::Read));
+        assert_eq!(Group::of(&Method::GET, "/health/ready"), None);
+    }
+}
