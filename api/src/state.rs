@@ -13,6 +13,7 @@ use shared::storage::Storage;
 use sqlx::PgPool;
 
 use crate::services::events::EventHub;
+use crate::services::factor_limit::FactorLimit;
 use crate::services::lockout::Lockout;
 use crate::services::tokens::TokenKeys;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub redis: Redis,
     pub security: Arc<Security>,
     pub lockout: Lockout,
+    /// Wrong second factors and current passwords per account, across routes.
+    pub factor_limit: FactorLimit,
     /// Where uploads are staged, stored and quarantined.
     pub storage: Storage,
     /// Request events from Redis, fanned out to the event streams of this process.
@@ -60,6 +63,11 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let security = Arc::new(Security::from_config(&config, &auth)?);
         let lockout = Lockout::new(auth.login, redis.clone());
+        let factor_limit = FactorLimit::new(
+            redis.clone(),
+            auth.login.window,
+            auth.login.max_factor_failures,
+        );
         let storage = config.storage.open()?;
         let events = EventHub::new(redis.clone(), config.http.sse_max_streams_per_user);
         Ok(AppState {
@@ -69,6 +77,7 @@ impl AppState {
             redis,
             security,
             lockout,
+            factor_limit,
             storage,
             events,
         })

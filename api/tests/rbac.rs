@@ -4,7 +4,9 @@
 mod common;
 
 use api::middleware::auth::AuthUser;
-use common::{PASSWORD, Session, TestApp, problem, session_from, spawn_app, totp_code};
+use common::{
+    PASSWORD, Session, TestApp, problem, session_from, spawn_app, spawn_app_with, totp_code,
+};
 use serde_json::json;
 use shared::ErrorCode;
 use shared::domain::{Permission, Role};
@@ -344,4 +346,74 @@ async fn two_factor_can_be_disabled_with_a_code(pool: PgPool) {
     );
     // Password alone signs in again.
     assert!(!app.login(&email, PASSWORD).await.access_token.is_empty());
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn second_factor_guesses_share_one_counter_per_account_across_routes(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        common::test_config(&[("SECOND_FACTOR_MAX_FAILURES", "4")]),
+        None,
+    )
+    .await;
+    let (email, session) = app.signed_in_user().await;
+    let (secret, _) = enable_2fa(&app, &session).await;
+    // A code of none of the steps the server accepts now (previous, current, next).
+    let wrong = || {
+        let totp = shared::crypto::totp::Totp::from_base32(&secret).expect("secret");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let step = shared::crypto::totp::STEP_SECS;
+        let accepted: Vec<String> = [now - step, now, now + step, now + 2 * step]
+            .iter()
+            .map(|t| totp.code_at(*t))
+            .collect();
+        (0..1_000_000)
+            .map(|n| format!("{n:06}"))
+            .find(|code| !accepted.contains(code))
+            .expect("a wrong code")
+    };
+    // Two wrong codes through one MFA token, one through a fresh one (a new password
+    // login), one wrong current password: four failures on the same counter.
+    let first = mfa_token(&app, &email).await;
+    for _ in 0..2 {
+        problem(
+            login_mfa(&app, &first, &wrong()).await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    let second = mfa_token(&app, &email).await;
+    problem(
+        login_mfa(&app, &second, &wrong()).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let password = app
+        .client
+        .post(app.url("/api/v1/auth/password"))
+        .bearer_auth(&session.access_token)
+        .json(&json!({"current_password": "not-the-password-at-all", "new_password": "a-brand-new-long-passphrase-77"}))
+        .send()
+        .await
+        .expect("sent");
+    problem(password, 401, "invalid_credentials").await;
+    // Now even the right code is refused, on every route, with Retry-After.
+    let third = mfa_token(&app, &email).await;
+    let refused = login_mfa(&app, &third, &totp_code(&secret, 1)).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, 429, "rate_limited").await;
+    let disable = app
+        .client
+        .post(app.url("/api/v1/auth/2fa/disable"))
+        .bearer_auth(&session.access_token)
+        .json(&json!({"code": totp_code(&secret, 1)}))
+        .send()
+        .await
+        .expect("sent");
+    problem(disable, 429, "rate_limited").await;
 }

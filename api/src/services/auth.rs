@@ -196,7 +196,10 @@ pub async fn login_mfa(state: &AppState, mfa_token: &str, code: &str) -> Result<
     let user = users::find_by_id(&state.pool, claims.sub)
         .await?
         .ok_or_else(|| ApiError::Unauthenticated("the MFA token is not valid".into()))?;
-    let passed = verify_second_factor(state, &user, code).await?;
+    let passed = state
+        .factor_limit
+        .guard(user.id, || verify_second_factor(state, &user, code))
+        .await?;
     let ttl = i64::try_from(super::tokens::MFA_TOKEN_TTL.as_secs()).unwrap_or(300);
     if !passed {
         let _: () = redis::pipe()
@@ -338,11 +341,16 @@ pub async fn change_password(
 ) -> Result<(), ApiError> {
     let row = current_user(state, user).await?;
     let matches = state
-        .security
-        .passwords
-        .verify(current, Some(row.password_hash.clone()))
-        .await
-        .map_err(password_error)?;
+        .factor_limit
+        .guard(user.id, || async {
+            state
+                .security
+                .passwords
+                .verify(current, Some(row.password_hash.clone()))
+                .await
+                .map_err(password_error)
+        })
+        .await?;
     if !matches {
         return Err(ApiError::InvalidCredentials);
     }
@@ -405,7 +413,15 @@ pub async fn enable_totp(
         .as_deref()
         .ok_or_else(|| ApiError::Conflict("call /auth/2fa/setup first".into()))?;
     let totp = decrypt_totp(state, user.id, pending)?;
-    let step = totp.verify(code, unix_now()).ok_or_else(invalid_code)?;
+    let step = totp.verify(code, unix_now());
+    if !state
+        .factor_limit
+        .guard(user.id, || async { Ok(step.is_some()) })
+        .await?
+    {
+        return Err(invalid_code());
+    }
+    let step = step.ok_or_else(invalid_code)?;
     let codes: Vec<String> = (0..RECOVERY_CODES)
         .map(|_| token::new_recovery_code())
         .collect();
@@ -431,7 +447,11 @@ pub async fn disable_totp(state: &AppState, user: &AuthUser, code: &str) -> Resu
             "two-factor authentication is not enabled".into(),
         ));
     }
-    if !verify_second_factor(state, &row, code).await? {
+    if !state
+        .factor_limit
+        .guard(row.id, || verify_second_factor(state, &row, code))
+        .await?
+    {
         return Err(invalid_code());
     }
     let mut tx = state.pool.begin().await?;

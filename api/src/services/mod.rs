@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod events;
+pub mod factor_limit;
 pub mod lockout;
 pub mod requests;
 pub mod tokens;

@@ -19,6 +19,9 @@ pub struct LoginLimits {
     /// How long an address that signed in to an account stays exempt from that
     /// account's limit.
     pub known_address_ttl: Duration,
+    /// Wrong second factors (TOTP or recovery codes) and wrong current passwords one
+    /// account may get in `window`, across every route that checks one.
+    pub max_factor_failures: u32,
 }
 
 #[derive(Debug)]
@@ -99,6 +102,11 @@ impl AuthConfig {
                     "LOGIN_KNOWN_ADDRESS_TTL_SECS",
                     30 * 86_400,
                     60..=365 * 86_400,
+                )?,
+                max_factor_failures: env.parsed_range(
+                    "SECOND_FACTOR_MAX_FAILURES",
+                    10,
+                    1..=10_000,
                 )?,
             },
             password_hash_concurrency: env.parsed_range("PASSWORD_HASH_CONCURRENCY", 4, 1..=256)?,
