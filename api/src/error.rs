@@ -33,6 +33,13 @@ pub enum ApiError {
     MfaRequired,
     #[error("rate limited for {0:?}")]
     RateLimited(std::time::Duration),
+    #[error("message quota used up: {detail}")]
+    MessageQuotaExceeded {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
+    #[error("the email address is not confirmed")]
+    EmailUnverified,
     #[error("not found: {0}")]
     NotFound(String),
     #[error("conflict: {0}")]
@@ -75,6 +82,8 @@ impl ApiError {
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::MfaRequired => ErrorCode::MfaRequired,
             ApiError::RateLimited(_) => ErrorCode::RateLimited,
+            ApiError::MessageQuotaExceeded { .. } => ErrorCode::MessageQuotaExceeded,
+            ApiError::EmailUnverified => ErrorCode::EmailUnverified,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
@@ -118,6 +127,12 @@ impl ApiError {
             ApiError::RateLimited(wait) => Problem::new(
                 code,
                 format!("too many attempts; retry in {} s", wait.as_secs().max(1)),
+            ),
+            ApiError::MessageQuotaExceeded { detail, .. } => Problem::new(code, detail),
+            ApiError::EmailUnverified => Problem::new(
+                code,
+                "confirm the account's email address first: follow the link sent to it \
+                 (POST /api/v1/auth/verify-email/resend sends a new one)",
             ),
             ApiError::NotFound(detail)
             | ApiError::Conflict(detail)
@@ -165,7 +180,10 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, code = %code, "request failed");
         }
         let retry_after = match &self {
-            ApiError::RateLimited(wait) => Some(wait.as_secs().max(1)),
+            ApiError::RateLimited(wait)
+            | ApiError::MessageQuotaExceeded {
+                retry_after: wait, ..
+            } => Some(wait.as_secs().max(1)),
             _ => None,
         };
         let mut response = self.into_problem().into_response();

@@ -47,6 +47,22 @@ enum Command {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Create an account with any role, its address taken as confirmed, then exit.
+    ///
+    /// For operators who vouch for an address (no verification email is sent). The
+    /// password is read from ACCOUNT_PASSWORD if set, otherwise from the first line of
+    /// standard input; never from an argument.
+    CreateUser {
+        /// Email address of the new account.
+        #[arg(long)]
+        email: String,
+        /// admin, promoter or user.
+        #[arg(long, default_value = "user")]
+        role: shared::domain::Role,
+        /// Optional display name.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,7 +107,18 @@ fn main() -> ExitCode {
                     display_name,
                 },
                 Some(auth),
-            ) => create_admin(config, auth, &email, display_name).await,
+            ) => {
+                let role = shared::domain::Role::Admin;
+                create_account(config, auth, &email, role, display_name, "ADMIN_PASSWORD").await
+            }
+            (
+                Command::CreateUser {
+                    email,
+                    role,
+                    display_name,
+                },
+                Some(auth),
+            ) => create_account(config, auth, &email, role, display_name, "ACCOUNT_PASSWORD").await,
             (_, None) => Err(anyhow::anyhow!("the auth configuration was not loaded")),
         }
     });
@@ -118,13 +145,15 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_admin(
+async fn create_account(
     config: Arc<Config>,
     auth: Arc<AuthConfig>,
     email: &str,
+    role: shared::domain::Role,
     display_name: Option<String>,
+    password_var: &str,
 ) -> anyhow::Result<()> {
-    let password = match std::env::var("ADMIN_PASSWORD") {
+    let password = match std::env::var(password_var) {
         Ok(password) if !password.is_empty() => password,
         _ => {
             let mut line = String::new();
@@ -145,18 +174,17 @@ async fn create_admin(
     let account =
         api::services::accounts::NewAccount::parse(email, &password, display_name.as_deref(), None)
             .map_err(describe)?;
-    let row = api::services::accounts::create(
-        &state.pool,
-        &state.security,
-        account,
-        shared::domain::Role::Admin,
-    )
-    .await
-    .map_err(describe)?;
-    println!(
-        "created admin {}; enable 2FA (POST /api/v1/auth/2fa/setup) before using admin endpoints",
-        row.id
-    );
+    let row = api::services::accounts::create(&state.pool, &state.security, account, role)
+        .await
+        .map_err(describe)?;
+    if role == shared::domain::Role::Admin {
+        println!(
+            "created admin {}; enable 2FA (POST /api/v1/auth/2fa/setup) before using admin endpoints",
+            row.id
+        );
+    } else {
+        println!("created {} {}", role.as_str(), row.id);
+    }
     Ok(())
 }
 

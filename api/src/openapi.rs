@@ -12,12 +12,15 @@ use utoipa::OpenApi;
             Every error is `application/problem+json` (RFC 9457) with a stable `code`: \
             validation_failed, unauthenticated, token_expired, invalid_credentials, forbidden, \
             mfa_required, not_found, method_not_allowed, conflict, idempotency_key_reused, \
-            rate_limited, payload_too_large, unsupported_media_type, quota_exceeded, \
+            rate_limited, message_quota_exceeded, email_unverified, payload_too_large, unsupported_media_type, quota_exceeded, \
             scan_pending, quarantined, request_timeout, dependency_unavailable, internal."
     ),
     paths(
         crate::routes::meta::index,
         crate::routes::auth::register,
+        crate::routes::auth::verify_email_page,
+        crate::routes::auth::verify_email,
+        crate::routes::auth::resend_verification,
         crate::routes::auth::login,
         crate::routes::auth::login_mfa,
         crate::routes::auth::refresh,

@@ -22,10 +22,37 @@ fn one_line_error(output: &std::process::Output) -> String {
 }
 
 #[test]
+fn production_without_a_public_url_refuses_to_start() {
+    let keys = [
+        ("APP_ENV", "production"),
+        ("PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        (
+            "JWT_SIGNING_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+        (
+            "BLIND_INDEX_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+    ];
+    let line = one_line_error(&api(&keys, &["serve"]));
+    assert!(
+        line.contains("PUBLIC_URL is required when APP_ENV=production"),
+        "{line}"
+    );
+    let mut vars = keys.to_vec();
+    vars.push(("PUBLIC_URL", "http://api.example.com"));
+    let output = api(&vars, &["serve"]);
+    let line = one_line_error(&output);
+    assert!(line.contains("PUBLIC_URL is invalid"), "{line}");
+}
+
+#[test]
 fn production_without_a_jwt_key_refuses_to_start() {
     let output = api(
         &[
             ("APP_ENV", "production"),
+            ("PUBLIC_URL", "https://api.example.com"),
             ("PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
         ],
         &["serve"],
@@ -42,6 +69,7 @@ fn production_without_a_pii_key_refuses_to_start() {
     let output = api(
         &[
             ("APP_ENV", "production"),
+            ("PUBLIC_URL", "https://api.example.com"),
             (
                 "JWT_SIGNING_KEY",
                 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",

@@ -81,7 +81,7 @@ async fn hashing_one_at_a_time_still_serves_every_patient_caller(pool: PgPool) {
     let emails: Vec<String> = (0..4).map(|_| unique_email()).collect();
     let registrations = emails.iter().map(|email| app.register(email, PASSWORD));
     for response in futures::future::join_all(registrations).await {
-        assert_eq!(response.status(), 201);
+        assert_eq!(response.status(), 202);
     }
     let logins = emails
         .iter()
@@ -107,7 +107,7 @@ async fn a_burst_of_wrong_passwords_gets_no_more_verifications_than_the_limit(po
     ]);
     let app = spawn_app_with(pool, config, None).await;
     let email = unique_email();
-    assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
+    assert_eq!(app.register(&email, PASSWORD).await.status(), 202);
     let attempts = (0..30).map(|i| {
         app.login_response(
             &email,
@@ -147,7 +147,7 @@ async fn a_correct_password_gives_its_attempt_back(pool: PgPool) {
     ]);
     let app = spawn_app_with(pool, config, None).await;
     let email = unique_email();
-    assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
+    assert_eq!(app.register(&email, PASSWORD).await.status(), 202);
     // Far more successful sign-ins than the limit: none of them is spent as a failure.
     for _ in 0..5 {
         assert_eq!(app.login_response(&email, PASSWORD).await.status(), 200);
@@ -183,7 +183,7 @@ async fn account_under_distributed_attack(pool: PgPool) -> (TestApp, String) {
     ]);
     let app = spawn_app_with(pool, config, None).await;
     let email = unique_email();
-    assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
+    assert_eq!(app.register(&email, PASSWORD).await.status(), 202);
     assert_eq!(
         login_from(&app, OWNER_IP, &email, PASSWORD).await.status(),
         200

@@ -43,6 +43,7 @@ fn each_role_against_each_permission() {
                     role,
                     session_id: uuid::Uuid::nil(),
                     mfa,
+                    email_verified: true,
                 };
                 let outcome = caller.require(permission).map_err(|e| e.code());
                 let expected = match (allowed, permission.requires_mfa() && !mfa) {

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Conflict,
     IdempotencyKeyReused,
     RateLimited,
+    MessageQuotaExceeded,
+    EmailUnverified,
     PayloadTooLarge,
     UnsupportedMediaType,
     QuotaExceeded,
@@ -30,7 +32,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthenticated,
         ErrorCode::TokenExpired,
@@ -42,6 +44,8 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::RateLimited,
+        ErrorCode::MessageQuotaExceeded,
+        ErrorCode::EmailUnverified,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::QuotaExceeded,
@@ -65,6 +69,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MessageQuotaExceeded => "message_quota_exceeded",
+            ErrorCode::EmailUnverified => "email_unverified",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::QuotaExceeded => "quota_exceeded",
@@ -83,7 +89,10 @@ impl ErrorCode {
             ErrorCode::Unauthenticated
             | ErrorCode::TokenExpired
             | ErrorCode::InvalidCredentials => 401,
-            ErrorCode::Forbidden | ErrorCode::MfaRequired | ErrorCode::Quarantined => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::MfaRequired
+            | ErrorCode::EmailUnverified
+            | ErrorCode::Quarantined => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
@@ -91,7 +100,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge | ErrorCode::QuotaExceeded => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::IdempotencyKeyReused => 422,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::MessageQuotaExceeded => 429,
             ErrorCode::Internal => 500,
             ErrorCode::DependencyUnavailable => 503,
         }
@@ -111,6 +120,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "Conflict",
             ErrorCode::IdempotencyKeyReused => "Idempotency key reused with a different request",
             ErrorCode::RateLimited => "Too many requests",
+            ErrorCode::MessageQuotaExceeded => "Message quota used up",
+            ErrorCode::EmailUnverified => "The email address is not confirmed yet",
             ErrorCode::PayloadTooLarge => "Payload too large",
             ErrorCode::UnsupportedMediaType => "Unsupported media type",
             ErrorCode::QuotaExceeded => "Storage quota exceeded",

@@ -63,6 +63,11 @@ pub mod metric {
     pub const RATE_LIMITED_TOTAL: &str = "conveyor_rate_limited_total";
     /// Counter: requests let through unchecked because Redis was unreachable, by `group`.
     pub const RATE_LIMIT_SKIPPED_TOTAL: &str = "conveyor_rate_limit_skipped_total";
+    /// Counter: submissions refused by the message quota, by `role`.
+    pub const MESSAGE_QUOTA_REFUSED_TOTAL: &str = "conveyor_message_quota_refused_total";
+    /// Counter: account emails queued, by `kind` (`verification`, `notice`), and those
+    /// not sent because the address had one lately (`kind="throttled"`).
+    pub const ACCOUNT_EMAILS_TOTAL: &str = "conveyor_account_emails_total";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -162,6 +167,14 @@ fn describe_metrics() {
     describe_counter!(
         metric::RATE_LIMIT_SKIPPED_TOTAL,
         "Requests not rate-limited because Redis was unreachable"
+    );
+    describe_counter!(
+        metric::MESSAGE_QUOTA_REFUSED_TOTAL,
+        "Submissions refused by the per-account message quota"
+    );
+    describe_counter!(
+        metric::ACCOUNT_EMAILS_TOTAL,
+        "Account emails (verification links, registration notices) queued or throttled"
     );
     describe_counter!(
         metric::UPLOAD_BYTES_TOTAL,

@@ -310,7 +310,11 @@ fn spawn_chores(
         queues: queues.clone(),
     };
     let promoter = Promoter { queues };
-    let pruner = Pruner::new(pool.clone(), config.pipeline.retention);
+    let pruner = Pruner::new(
+        pool.clone(),
+        config.pipeline.retention,
+        config.accounts.unverified_ttl,
+    );
     let reap_every = config.queues.heartbeat_timeout / 2;
     let prune_every = config.pipeline.prune_interval;
     vec![

@@ -513,3 +513,113 @@ async fn development_without_keys_delivers_and_a_restarted_api_still_signs_users
         "the sealed email still opens"
     );
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_registration_s_link_arrives_by_smtp_and_its_page_confirms_the_address(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let mut system = System::new(&pool, smtp.port, &[]).await;
+    system.start_api().await;
+    system.start_worker().await;
+    let email = format!("newcomer-{}@example.org", uuid::Uuid::new_v4().simple());
+    let registered = system
+        .client
+        .post(format!("{}/api/v1/auth/register", system.base))
+        .json(&json!({"email": email, "password": common::PASSWORD}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 202);
+    let token = system.login(&email).await;
+    let refused = system
+        .client
+        .post(format!("{}/api/v1/emails", system.base))
+        .bearer_auth(&token)
+        .json(&json!({"to": ["bob@example.org"], "subject": "s", "text": "t"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 403, "not before the address is confirmed");
+
+    let messages = smtp.wait_for_messages(1, LONG).await;
+    let message = &messages[0];
+    assert_eq!(
+        header(message, "Subject"),
+        Some("Confirm your email address")
+    );
+    assert!(header(message, "To").is_some_and(|to| to.contains(&email)));
+    // PUBLIC_URL defaults to the api's own address outside production.
+    let prefix = format!("{}/api/v1/auth/verify-email?token=", system.base);
+    let body = quoted_printable(message);
+    let link = body
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}… link in {message}"))
+        .trim()
+        .to_owned();
+    let page = system
+        .client
+        .get(&link)
+        .send()
+        .await
+        .expect("open the link")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("<button type=\"submit\">Confirm</button>"),
+        "{page}"
+    );
+    let link_token = link.rsplit('=').next().expect("token");
+    // The page's form posts to verify-email, relative to the page: the same path.
+    let confirmed = system
+        .client
+        .post(format!("{}/api/v1/auth/verify-email", system.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={link_token}"))
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(confirmed.status(), 200);
+
+    let accepted = system
+        .client
+        .post(format!("{}/api/v1/emails", system.base))
+        .bearer_auth(&token)
+        .json(&json!({"to": ["bob@example.org"], "subject": "Now it works", "text": "t"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(accepted.status(), 202);
+    let messages = smtp.wait_for_messages(2, LONG).await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| header(m, "Subject") == Some("Now it works"))
+    );
+}
+
+/// A quoted-printable body decoded (RFC 2045 §6.7): soft line breaks joined, `=XX`
+/// octets restored. Long lines (such as a link) arrive encoded this way.
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -291,7 +291,11 @@ async fn the_pruner_deletes_finished_requests_past_retention_only(pool: PgPool) 
         .execute(&app.state.pool)
         .await
         .expect("age the request");
-    let pruner = Pruner::new(app.state.pool.clone(), Duration::from_secs(30 * 86_400));
+    let pruner = Pruner::new(
+        app.state.pool.clone(),
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(7 * 86_400),
+    );
     let pruned = pruner.round().await.expect("prune");
     assert_eq!(pruned.requests, 1);
     let find = |id| shared::db::requests::find(&app.state.pool, id, None);

@@ -15,7 +15,7 @@ use shared::domain::{Permission, Role};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::services::tokens::TokenError;
+use crate::services::tokens::{AccessClaims, TokenError};
 use crate::state::AppState;
 
 /// The caller, authenticated.
@@ -26,7 +26,15 @@ pub struct AuthUser {
     pub session_id: Uuid,
     /// The login behind this token passed 2FA.
     pub mfa: bool,
+    /// The account's email address is confirmed (read with the session, so a
+    /// confirmation counts at once).
+    pub email_verified: bool,
 }
+
+/// Access-token claims whose signature and lifetime were already checked earlier in
+/// this request (by the rate limiter), so the extractor does not check them again.
+#[derive(Debug, Clone)]
+pub struct VerifiedAccess(pub AccessClaims);
 
 impl AuthUser {
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
@@ -38,6 +46,9 @@ impl AuthUser {
         }
         if permission.requires_mfa() && !self.mfa {
             return Err(ApiError::MfaRequired);
+        }
+        if permission.requires_verified_email() && !self.email_verified {
+            return Err(ApiError::EmailUnverified);
         }
         Ok(())
     }
@@ -71,35 +82,42 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(*user);
         }
-        let token = bearer(parts)?;
-        let claims = state
-            .security
-            .tokens
-            .verify_access(token)
-            .map_err(|err| match err {
-                TokenError::Expired => ApiError::TokenExpired,
-                TokenError::Invalid => {
-                    ApiError::Unauthenticated("the access token is not valid".into())
-                }
-            })?;
-        let role = match crate::services::auth::current_role(state, claims.sid, claims.sub).await? {
-            Some(role) if role == claims.role => role,
-            Some(_) => {
-                return Err(ApiError::Unauthenticated(
-                    "the account's role changed; refresh the token".into(),
-                ));
-            }
+        let claims = match parts.extensions.remove::<VerifiedAccess>() {
+            Some(VerifiedAccess(claims)) => claims,
             None => {
-                return Err(ApiError::Unauthenticated(
-                    "the session has ended; sign in again".into(),
-                ));
+                let token = bearer(parts)?;
+                state
+                    .security
+                    .tokens
+                    .verify_access(token)
+                    .map_err(|err| match err {
+                        TokenError::Expired => ApiError::TokenExpired,
+                        TokenError::Invalid => {
+                            ApiError::Unauthenticated("the access token is not valid".into())
+                        }
+                    })?
             }
         };
+        let (role, email_verified) =
+            match crate::services::auth::current_role(state, claims.sid, claims.sub).await? {
+                Some((role, verified)) if role == claims.role => (role, verified),
+                Some(_) => {
+                    return Err(ApiError::Unauthenticated(
+                        "the account's role changed; refresh the token".into(),
+                    ));
+                }
+                None => {
+                    return Err(ApiError::Unauthenticated(
+                        "the session has ended; sign in again".into(),
+                    ));
+                }
+            };
         let user = AuthUser {
             id: claims.sub,
             role,
             session_id: claims.sid,
             mfa: claims.mfa,
+            email_verified,
         };
         parts.extensions.insert(user);
         Ok(user)

@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,7 @@ use shared::telemetry::metric;
 
 use crate::error::ApiError;
 use crate::extract::ClientIp;
+use crate::middleware::auth::VerifiedAccess;
 use crate::state::AppState;
 
 /// Route groups, each with its own budget.
@@ -114,15 +116,20 @@ async fn decide(state: &AppState, key: &str, rate: Rate) -> Result<Decision, red
     })
 }
 
-/// Who spends: the user of a valid access token, else the client address.
-fn caller(state: &AppState, request: &Request, ip: Option<ClientIp>) -> String {
-    let user = request
-        .headers()
+/// Who spends: the user of a valid access token, else the client address. The
+/// verified claims are left in the request's extensions, so the auth extractor does
+/// not verify the same signature again.
+fn caller(state: &AppState, parts: &mut Parts, ip: Option<ClientIp>) -> String {
+    let claims = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| state.security.tokens.verify_access(token.trim()).ok())
-        .map(|claims| claims.sub);
+        .and_then(|token| state.security.tokens.verify_access(token.trim()).ok());
+    let user = claims.as_ref().map(|claims| claims.sub);
+    if let Some(claims) = claims {
+        parts.extensions.insert(VerifiedAccess(claims));
+    }
     match (user, ip) {
         (Some(user), _) => format!("user:{user}"),
         (None, Some(ClientIp(ip))) => format!("ip:{ip}"),
@@ -156,13 +163,12 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     };
     let (mut parts, body) = request.into_parts();
     let ip = ClientIp::from_request_parts(&mut parts, &state).await.ok();
+    let who = caller(&state, &mut parts, ip);
     let request = Request::from_parts(parts, body);
     let rate = group.rate(&state);
-    let key = state.redis.key(&format!(
-        "ratelimit:{}:{}",
-        group.name(),
-        caller(&state, &request, ip)
-    ));
+    let key = state
+        .redis
+        .key(&format!("ratelimit:{}:{who}", group.name()));
     let decision = match decide(&state, &key, rate).await {
         Ok(decision) => decision,
         Err(err) => {

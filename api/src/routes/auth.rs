@@ -4,15 +4,16 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
 use crate::middleware::auth::AuthUser;
-use crate::services::accounts::{self, NewAccount, UserView};
+use crate::services::accounts::NewAccount;
 use crate::services::auth::{self, LoginOutcome, Tokens, TotpSetup};
+use crate::services::verification;
 use crate::state::AppState;
 
 /// `__Secure-` makes browsers refuse the cookie unless it is Secure and set over HTTPS.
@@ -22,6 +23,11 @@ const COOKIE_PATH: &str = "/api/v1/auth";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/register", post(register))
+        .route(
+            "/auth/verify-email",
+            get(verify_email_page).post(verify_email),
+        )
+        .route("/auth/verify-email/resend", post(resend_verification))
         .route("/auth/login", post(login))
         .route("/auth/login/mfa", post(login_mfa))
         .route("/auth/refresh", post(refresh))
@@ -35,12 +41,44 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// An email address (at most 254 characters; the domain must look deliverable).
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
     /// 12 to 256 characters, not the email, not guessable.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
+    /// At most 100 characters, no control characters.
+    #[schema(max_length = 100)]
     pub display_name: Option<String>,
     /// E.164, e.g. +14155550123.
+    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$")]
     pub phone: Option<String>,
+}
+
+/// A verification link's token.
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailRequest {
+    /// The `token` of the link in the verification email (43 base64url characters).
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[param(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    pub token: String,
+}
+
+/// An email about the account is on its way (or, for a registration, the answer
+/// that is the same whether the address was free or taken).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MailQueued {
+    pub detail: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EmailVerified {
+    /// Always `true`.
+    pub email_verified: bool,
+    /// `true` if the link had already confirmed the address before.
+    pub already_verified: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -137,12 +175,15 @@ fn require_csrf_header(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Creates an account with role `user`.
+/// Registers an account with role `user` and emails the address a verification
+/// link. The answer is the same whether or not the address is taken (its owner is
+/// told by email instead), so registration does not reveal who has an account. The
+/// account may sign in at once; emails, campaigns and uploads wait for the link.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
     responses(
-        (status = 201, body = UserView),
-        (status = 409, body = shared::problem::Problem, description = "`conflict`: the email is taken"),
+        (status = 202, body = MailQueued, description = "Registered, or the address was taken: either way a message is on its way to the address"),
         (status = 422, body = shared::problem::Problem, description = "`validation_failed` with `errors[]`; also for unknown fields"),
+        (status = 429, body = shared::problem::Problem, description = "`rate_limited`, with Retry-After"),
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -154,16 +195,151 @@ pub async fn register(
         body.display_name.as_deref(),
         body.phone.as_deref(),
     )?;
-    let row = accounts::create(
-        &state.pool,
-        &state.security,
-        account,
-        shared::domain::Role::User,
+    verification::register(&state, account).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MailQueued {
+            detail: "check your inbox: a message with the next step is on its way to this address",
+        }),
     )
-    .await?;
-    let view = accounts::owner_view(&state.security, &row)?;
-    tracing::info!(user_id = %view.id, "account registered");
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+        .into_response())
+}
+
+/// Content-Security-Policy of the verification pages: no script, no style, no
+/// frame, forms only to this origin.
+const PAGE_CSP: &str =
+    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A small HTML page, kept out of caches and referrers (its URL holds a token).
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body><main><h1>{title}</h1>{body}</main></body></html>"
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// The page a verification link opens: a Confirm button that posts the token. A
+/// `GET` never confirms, so a mail scanner that follows links spends nothing.
+#[utoipa::path(get, path = "/api/v1/auth/verify-email", tag = "auth", params(VerifyEmailRequest),
+    responses(
+        (status = 200, content_type = "text/html", body = String, description = "A page with a Confirm button (or, for a malformed token, a page saying the link is not valid)"),
+    ))]
+pub async fn verify_email_page(uri: axum::http::Uri) -> Response {
+    let token = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
+        .filter(|token| verification::is_token_shaped(token));
+    match token {
+        // The token is base64url (checked), so it needs no escaping.
+        Some(token) => page(
+            StatusCode::OK,
+            "Confirm your email address",
+            &format!(
+                "<p>Press Confirm to finish setting up your Conveyor account.</p>\
+                 <form method=\"post\" action=\"verify-email\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+                 <button type=\"submit\">Confirm</button></form>"
+            ),
+        ),
+        None => page(
+            StatusCode::OK,
+            "This link is not valid",
+            "<p>Copy the whole link from the message, or sign in and ask for a new one.</p>",
+        ),
+    }
+}
+
+/// Confirms the account's email address with the token of a verification link.
+/// JSON for clients; a form post (from the link's page) gets an HTML page back.
+#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth",
+    request_body(content(
+        (VerifyEmailRequest = "application/json"),
+        (VerifyEmailRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, body = EmailVerified, description = "Confirmed (for a form post: an HTML page)"),
+        (status = 422, body = shared::problem::Problem, description = "`validation_failed`: the token is unknown, used, or expired (for a form post: an HTML page)"),
+    ))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    use axum::extract::FromRequest as _;
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        let ApiJson(body) = ApiJson::<VerifyEmailRequest>::from_request(request, &state).await?;
+        let already_verified = !verification::verify(&state, &body.token).await?;
+        return Ok(Json(EmailVerified {
+            email_verified: true,
+            already_verified,
+        })
+        .into_response());
+    }
+    let body = axum::body::Bytes::from_request(request, &state)
+        .await
+        .map_err(|_| ApiError::validation("the body could not be read"))?;
+    let token = form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    Ok(match verification::verify(&state, &token).await {
+        Ok(_) => page(
+            StatusCode::OK,
+            "Email address confirmed",
+            "<p>Your account can now send email and store files. You may close this page.</p>",
+        ),
+        Err(ApiError::Unprocessable { .. }) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This link is not valid",
+            "<p>It may have expired or been replaced by a newer one. Sign in and ask for a new link.</p>",
+        ),
+        Err(err) => return Err(err),
+    })
+}
+
+/// Emails the signed-in account a new verification link (at most one account email
+/// per `ACCOUNT_MAIL_INTERVAL_SECS`).
+#[utoipa::path(post, path = "/api/v1/auth/verify-email/resend", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 202, body = MailQueued),
+        (status = 409, body = shared::problem::Problem, description = "`conflict`: the address is already confirmed"),
+        (status = 429, body = shared::problem::Problem, description = "`rate_limited`: a link was sent lately; Retry-After says when another may be"),
+    ))]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Response, ApiError> {
+    verification::resend(&state, &user).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MailQueued {
+            detail: "a new verification link is on its way",
+        }),
+    )
+        .into_response())
 }
 
 /// Password login. With 2FA on, answers an MFA challenge instead of tokens.

@@ -16,6 +16,7 @@ use shared::queue::QueueName;
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::middleware::auth::{Authorized, perm};
+use crate::services::quotas::QuotaCharge;
 use crate::services::requests::{self, Accepted, Idempotency, Submission};
 use crate::state::AppState;
 
@@ -228,7 +229,10 @@ pub async fn send_email(
             text: request.text,
             html: request.html,
         }),
+        sealed_content: None,
     };
+    // One message per recipient, for the quota.
+    let messages = job.to.len() + job.cc.len() + job.bcc.len();
     let payload = serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner: user.id,
@@ -238,6 +242,7 @@ pub async fn send_email(
         content: None,
         queue: QueueName::Emails,
         payloads: vec![payload],
+        quota: Some(QuotaCharge::new(user.role, messages)),
     };
     let idem = idempotency(&headers, "/api/v1/emails", &body)?;
     Ok(super::accepted(
@@ -299,6 +304,7 @@ pub async fn send_campaign(
                         bcc: vec![],
                         reply_to: None,
                         content: None,
+                        sealed_content: None,
                     };
                     payloads.push(
                         serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?,
@@ -326,6 +332,7 @@ pub async fn send_campaign(
         correlation_id: super::correlation(&headers),
         content: Some(serde_json::to_value(&content).map_err(|e| ApiError::Internal(e.into()))?),
         queue: QueueName::Emails,
+        quota: Some(QuotaCharge::new(user.role, payloads.len())),
         payloads,
     };
     let idem = idempotency(&headers, "/api/v1/campaigns", &body)?;

@@ -104,6 +104,9 @@ pub struct UserView {
     pub display_name: Option<String>,
     pub role: Role,
     pub mfa_enabled: bool,
+    /// The address is confirmed; until it is, emails, campaigns and uploads are
+    /// refused with 403 `email_unverified`.
+    pub email_verified: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -145,6 +148,7 @@ pub fn owner_view(security: &Security, row: &UserRow) -> Result<UserView, ApiErr
         display_name: row.display_name.clone(),
         role: role_of(row)?,
         mfa_enabled: row.totp_secret_ciphertext.is_some(),
+        email_verified: row.email_verified_at.is_some(),
         created_at: row.created_at,
     })
 }
@@ -159,43 +163,67 @@ pub fn admin_view(row: &UserRow) -> Result<AdminUserView, ApiError> {
     })
 }
 
-/// Creates an account with `role`; a taken email is 409 `conflict`.
+/// A validated account with its password hashed and its PII sealed: ready to insert.
+pub struct PreparedAccount {
+    pub email: EmailAddress,
+    email_ciphertext: Vec<u8>,
+    pub email_index: Vec<u8>,
+    phone_ciphertext: Option<Vec<u8>>,
+    display_name: Option<String>,
+    password_hash: String,
+}
+
+impl PreparedAccount {
+    /// Hashes the password (the slow part, bounded by `PASSWORD_HASH_CONCURRENCY`)
+    /// and seals the PII; no database work, so no connection is held meanwhile.
+    pub async fn prepare(security: &Security, account: NewAccount) -> Result<Self, ApiError> {
+        let password_hash = security
+            .passwords
+            .hash(account.password.into_inner())
+            .await
+            .map_err(super::auth::password_error)?;
+        Ok(PreparedAccount {
+            email_ciphertext: security.pii.encrypt(EMAIL_PURPOSE, account.email.as_str()),
+            email_index: security
+                .blind_index
+                .index(EMAIL_INDEX, account.email.as_str()),
+            phone_ciphertext: account
+                .phone
+                .as_ref()
+                .map(|p| security.pii.encrypt(PHONE_PURPOSE, p.as_str())),
+            display_name: account.display_name,
+            email: account.email,
+            password_hash,
+        })
+    }
+
+    pub fn new_user(&self, role: Role, verified: bool) -> NewUser<'_> {
+        NewUser {
+            id: Uuid::now_v7(),
+            role: role.as_str(),
+            email_ciphertext: &self.email_ciphertext,
+            email_index: &self.email_index,
+            phone_ciphertext: self.phone_ciphertext.as_deref(),
+            display_name: self.display_name.as_deref(),
+            password_hash: &self.password_hash,
+            verified,
+        }
+    }
+}
+
+/// Creates an account with `role`, its address taken as verified: an operator's
+/// account (`api create-user`, `create-admin`). A taken email is 409 `conflict`.
+/// Self-registration goes through [`super::verification::register`] instead.
 pub async fn create(
     pool: &PgPool,
     security: &Security,
     account: NewAccount,
     role: Role,
 ) -> Result<UserRow, ApiError> {
-    // Hash first: the work is the same whether or not the email turns out taken.
-    let hash = security
-        .passwords
-        .hash(account.password.into_inner())
-        .await
-        .map_err(super::auth::password_error)?;
-    let email_ciphertext = security.pii.encrypt(EMAIL_PURPOSE, account.email.as_str());
-    let email_index = security
-        .blind_index
-        .index(EMAIL_INDEX, account.email.as_str());
-    let phone_ciphertext = account
-        .phone
-        .as_ref()
-        .map(|p| security.pii.encrypt(PHONE_PURPOSE, p.as_str()));
-    let new = NewUser {
-        id: Uuid::now_v7(),
-        role: role.as_str(),
-        email_ciphertext: &email_ciphertext,
-        email_index: &email_index,
-        phone_ciphertext: phone_ciphertext.as_deref(),
-        display_name: account.display_name.as_deref(),
-        password_hash: &hash,
-    };
-    users::insert(pool, &new).await.map_err(|err| {
-        if shared::db::is_unique_violation(&err, "users_email_index_key") {
-            ApiError::Conflict("an account with this email already exists".into())
-        } else {
-            err.into()
-        }
-    })
+    let prepared = PreparedAccount::prepare(security, account).await?;
+    users::insert(pool, &prepared.new_user(role, true))
+        .await?
+        .ok_or_else(|| ApiError::Conflict("an account with this email already exists".into()))
 }
 
 /// Changes a role. Refuses to remove the last admin. The user's current access tokens

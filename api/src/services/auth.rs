@@ -483,8 +483,8 @@ pub async fn current_role(
     state: &AppState,
     session_id: Uuid,
     user_id: Uuid,
-) -> Result<Option<shared::domain::Role>, ApiError> {
-    let role = sessions::active_role(&state.pool, session_id, user_id).await?;
+) -> Result<Option<(shared::domain::Role, bool)>, ApiError> {
+    let active = sessions::active_role(&state.pool, session_id, user_id).await?;
     // A role the code does not know (a newer schema) ends the session.
-    Ok(role.and_then(|r| r.parse().ok()))
+    Ok(active.and_then(|(role, verified)| Some((role.parse().ok()?, verified))))
 }

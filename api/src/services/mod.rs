@@ -6,6 +6,8 @@ pub mod auth;
 pub mod events;
 pub mod factor_limit;
 pub mod lockout;
+pub mod quotas;
 pub mod requests;
 pub mod tokens;
 pub mod uploads;
+pub mod verification;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::middleware::auth::AuthUser;
+use crate::services::quotas::{self, QuotaCharge};
 use crate::state::AppState;
 
 /// What to create.
@@ -34,6 +35,8 @@ pub struct Submission {
     pub content: Option<serde_json::Value>,
     pub queue: QueueName,
     pub payloads: Vec<serde_json::Value>,
+    /// Messages charged to the owner's quota (emails and campaigns).
+    pub quota: Option<QuotaCharge>,
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request it came with.
@@ -86,11 +89,17 @@ pub async fn submit(
         return Ok(replay);
     }
     let queue = submission.queue;
+    let charge = submission.quota;
     let (row, ids) = enqueue(&mut tx, state, submission).await?;
     let accepted = Accepted::from(&row);
     if let Some(idem) = &idempotency {
         let body = serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.into()))?;
         idempotency::record_response(&mut *tx, row.owner_id, &idem.key, row.id, 202, body).await?;
+    }
+    // Last, so the owner's quota row stays locked only for the commit.
+    if let Some(charge) = charge {
+        let quota = state.config.accounts.quota(charge.role);
+        quotas::charge(&mut tx, row.owner_id, charge, quota).await?;
     }
     tx.commit().await?;
     dispatch(state, queue, &ids).await;

@@ -239,6 +239,7 @@ async fn record(
         content: None,
         queue: QueueName::Uploads,
         payloads: vec![payload],
+        quota: None,
     };
     let (request, ids) = requests::enqueue(&mut tx, state, submission).await?;
     let size = i64::try_from(staged.size).map_err(|_| ApiError::validation("file too large"))?;
@@ -337,6 +338,7 @@ pub async fn rescan(
         content: None,
         queue: QueueName::Scans,
         payloads: vec![payload],
+        quota: None,
     };
     requests::submit(state, submission, None).await
 }
@@ -357,6 +359,7 @@ pub async fn rescan_all(
         content: None,
         queue: QueueName::Scans,
         payloads: Vec::new(),
+        quota: None,
     };
     let (mut request, _) = requests::enqueue(&mut tx, state, submission).await?;
     let settings = state.config.queues.settings(QueueName::Scans);

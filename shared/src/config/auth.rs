@@ -39,6 +39,9 @@ pub struct AuthConfig {
     pub password_hash_concurrency: usize,
     /// How long a login or registration waits for a hashing slot before 429.
     pub password_hash_wait: Duration,
+    /// The api's public origin (`https://api.example.com`), for links in account
+    /// emails (`PUBLIC_URL`). Required in production; elsewhere derived from `API_ADDR`.
+    pub public_url: String,
     pub dev_keys_file: Option<PathBuf>,
     /// Keys made for this process alone (configurations built from a map).
     pub generated_secrets: Vec<&'static str>,
@@ -111,6 +114,7 @@ impl AuthConfig {
             },
             password_hash_concurrency: env.parsed_range("PASSWORD_HASH_CONCURRENCY", 4, 1..=256)?,
             password_hash_wait: env.millis_in("PASSWORD_HASH_WAIT_MS", 2_000, 0..=30_000)?,
+            public_url: super::public_url(&env, app_env == AppEnv::Production)?,
             dev_keys_file: None,
             generated_secrets,
         })

@@ -21,6 +21,13 @@ use env::Env;
 use crate::queue::QueueName;
 
 /// The five variable names of a queue's settings.
+/// `EMAIL_QUOTA_<ROLE>_PER_HOUR` and `_PER_DAY`.
+macro_rules! quota_vars {
+    ($prefix:literal) => {
+        (concat!($prefix, "_PER_HOUR"), concat!($prefix, "_PER_DAY"))
+    };
+}
+
 macro_rules! queue_vars {
     ($q:literal) => {
         [
@@ -281,6 +288,38 @@ pub struct RateLimitsConfig {
     pub read: Rate,
 }
 
+/// Messages (one per recipient) an account may submit, per sliding hour and day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageQuota {
+    pub per_hour: u64,
+    pub per_day: u64,
+}
+
+/// Self-service accounts: email verification, account emails and message quotas.
+#[derive(Debug)]
+pub struct AccountsConfig {
+    /// How long an email verification link works.
+    pub verification_ttl: Duration,
+    /// At most one account email (verification link, "someone tried to register")
+    /// per address in this interval, so registration cannot flood a mailbox.
+    pub account_mail_interval: Duration,
+    /// Accounts that never confirmed their address are deleted after this.
+    pub unverified_ttl: Duration,
+    pub quota_user: MessageQuota,
+    pub quota_promoter: MessageQuota,
+    pub quota_admin: MessageQuota,
+}
+
+impl AccountsConfig {
+    pub fn quota(&self, role: crate::domain::Role) -> MessageQuota {
+        match role {
+            crate::domain::Role::User => self.quota_user,
+            crate::domain::Role::Promoter => self.quota_promoter,
+            crate::domain::Role::Admin => self.quota_admin,
+        }
+    }
+}
+
 /// Where uploaded objects live: a local directory or S3-compatible object storage.
 #[derive(Debug)]
 pub struct StorageConfig {
@@ -350,6 +389,7 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub scanner: ScannerConfig,
     pub rate_limits: RateLimitsConfig,
+    pub accounts: AccountsConfig,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -573,6 +613,26 @@ impl Config {
                 submit: env.parsed("RATE_LIMIT_SUBMIT", rate(120, 60))?,
                 read: env.parsed("RATE_LIMIT_READ", rate(600, 60))?,
             },
+            accounts: AccountsConfig {
+                verification_ttl: env.seconds_in(
+                    "EMAIL_VERIFICATION_TTL_SECS",
+                    86_400,
+                    300..=30 * 86_400,
+                )?,
+                account_mail_interval: env.seconds_in(
+                    "ACCOUNT_MAIL_INTERVAL_SECS",
+                    300,
+                    0..=86_400,
+                )?,
+                unverified_ttl: env.seconds_in(
+                    "UNVERIFIED_ACCOUNT_TTL_SECS",
+                    7 * 86_400,
+                    3600..=365 * 86_400,
+                )?,
+                quota_user: quota(&env, quota_vars!("EMAIL_QUOTA_USER"), 100, 1_000)?,
+                quota_promoter: quota(&env, quota_vars!("EMAIL_QUOTA_PROMOTER"), 100_000, 300_000)?,
+                quota_admin: quota(&env, quota_vars!("EMAIL_QUOTA_ADMIN"), 100_000, 300_000)?,
+            },
             dev_keys_file: None,
             generated_secrets,
         })
@@ -614,6 +674,59 @@ impl Config {
 fn socket(s: &str) -> SocketAddr {
     s.parse()
         .unwrap_or_else(|_| unreachable!("built-in default address {s}"))
+}
+
+/// `PUBLIC_URL`: an http(s) origin (optionally with a path prefix), without a
+/// trailing slash. Outside production it defaults to `http://` + `API_ADDR` (an
+/// unspecified address such as 0.0.0.0 becomes 127.0.0.1).
+pub(crate) fn public_url<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+    production: bool,
+) -> Result<String, ConfigError> {
+    let Some(raw) = env.get("PUBLIC_URL") else {
+        if production {
+            return Err(ConfigError::MissingSecret {
+                var: "PUBLIC_URL",
+                hint: "the api's public https origin, for links in account emails",
+            });
+        }
+        let mut addr = env.parsed("API_ADDR", socket("127.0.0.1:8080"))?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        return Ok(format!("http://{addr}"));
+    };
+    let url = raw.trim().trim_end_matches('/');
+    let host = url.split_once("://").map_or("", |(_, rest)| rest);
+    let loopback = ["localhost", "127.0.0.1", "[::1]"].iter().any(|name| {
+        host.strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+    });
+    // Plain http only where nothing crosses a network: outside production, or loopback.
+    let scheme_ok =
+        url.starts_with("https://") || (url.starts_with("http://") && (!production || loopback));
+    if !scheme_ok || host.is_empty() || url.contains(['?', '#', ' ', '"', '<', '>']) {
+        return Err(ConfigError::Invalid {
+            var: "PUBLIC_URL",
+            reason: "must be an https:// origin (http:// only outside production or on \
+                     localhost), e.g. https://api.example.com, without query or fragment"
+                .into(),
+        });
+    }
+    Ok(url.to_owned())
+}
+
+/// A role's quota from its `_PER_HOUR` and `_PER_DAY` variables.
+fn quota<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+    (hour_var, day_var): (&'static str, &'static str),
+    per_hour: u64,
+    per_day: u64,
+) -> Result<MessageQuota, ConfigError> {
+    Ok(MessageQuota {
+        per_hour: env.parsed_range(hour_var, per_hour, 1..=1_000_000_000)?,
+        per_day: env.parsed_range(day_var, per_day, 1..=1_000_000_000)?,
+    })
 }
 
 #[cfg(test)]
@@ -715,6 +828,70 @@ mod tests {
     }
 
     #[test]
+    fn quotas_are_per_role_and_public_url_defaults_to_the_api_address() {
+        let cfg = config(&[("EMAIL_QUOTA_PROMOTER_PER_HOUR", "7")]).expect("valid");
+        assert_eq!(
+            cfg.accounts.quota(crate::domain::Role::User),
+            MessageQuota {
+                per_hour: 100,
+                per_day: 1000
+            }
+        );
+        assert_eq!(
+            cfg.accounts.quota(crate::domain::Role::Promoter).per_hour,
+            7
+        );
+        let url = |vars: &[(&str, &str)]| {
+            let map = map(vars);
+            let env = Env {
+                lookup: &|k: &str| map.get(k).cloned(),
+            };
+            let production = map.get("APP_ENV").is_some_and(|v| v == "production");
+            public_url(&env, production)
+        };
+        assert_eq!(url(&[]).expect("default"), "http://127.0.0.1:8080");
+        assert_eq!(
+            url(&[("API_ADDR", "0.0.0.0:9000")]).expect("unspecified"),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            url(&[
+                ("APP_ENV", "production"),
+                ("PUBLIC_URL", "https://api.example.com/")
+            ])
+            .expect("https"),
+            "https://api.example.com"
+        );
+        assert!(
+            url(&[
+                ("APP_ENV", "production"),
+                ("PUBLIC_URL", "http://localhost:8080")
+            ])
+            .is_ok(),
+            "plain http on loopback"
+        );
+        for bad in [
+            "http://api.example.com",
+            "http://localhost.example.com",
+            "ftp://x",
+            "https://",
+            "https://a.example/?x=1",
+        ] {
+            assert!(
+                url(&[("APP_ENV", "production"), ("PUBLIC_URL", bad)]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            url(&[("APP_ENV", "production")]),
+            Err(ConfigError::MissingSecret {
+                var: "PUBLIC_URL",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_variable_name() {
         let cases: &[(&str, &str)] = &[
             ("APP_ENV", "staging"),
@@ -738,6 +915,9 @@ mod tests {
             ("CANARY_TIMEOUT_SECS", "0"),
             ("EMAILS_CONCURRENCY", "0"),
             ("RETENTION_DAYS", "0"),
+            ("EMAIL_QUOTA_USER_PER_HOUR", "0"),
+            ("EMAIL_QUOTA_PROMOTER_PER_DAY", "lots"),
+            ("UNVERIFIED_ACCOUNT_TTL_SECS", "60"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

@@ -131,15 +131,15 @@ pub async fn revoke_all_for_user(
     Ok(done.rows_affected())
 }
 
-/// What every authenticated request checks: the user's current role, if the session
-/// named by the access token is still active.
+/// What every authenticated request checks: the user's current role and whether
+/// their email is confirmed, if the session named by the access token is still active.
 pub async fn active_role(
     db: impl PgExecutor<'_>,
     session_id: Uuid,
     user_id: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+) -> Result<Option<(String, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.role, u.email_verified_at IS NOT NULL FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
     )
     .bind(session_id)

@@ -15,6 +15,8 @@ pub struct UserRow {
     pub totp_pending_ciphertext: Option<Vec<u8>>,
     pub totp_secret_ciphertext: Option<Vec<u8>>,
     pub totp_last_step: Option<i64>,
+    /// `None` until the owner follows the verification link.
+    pub email_verified_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -23,7 +25,8 @@ pub struct UserRow {
 macro_rules! columns {
     () => {
         "id, role, email_ciphertext, phone_ciphertext, display_name, password_hash, \
-         totp_pending_ciphertext, totp_secret_ciphertext, totp_last_step, created_at, updated_at"
+         totp_pending_ciphertext, totp_secret_ciphertext, totp_last_step, email_verified_at, \
+         created_at, updated_at"
     };
 }
 
@@ -36,13 +39,21 @@ pub struct NewUser<'a> {
     pub phone_ciphertext: Option<&'a [u8]>,
     pub display_name: Option<&'a str>,
     pub password_hash: &'a str,
+    /// Made by an operator (verified at once) rather than self-registered (a
+    /// verification link is on its way, so the account-mail clock starts now).
+    pub verified: bool,
 }
 
-/// Inserts a user; a taken email surfaces as a unique violation on `users_email_index_key`.
-pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> Result<UserRow, sqlx::Error> {
+/// Inserts a user; `None` if the email is taken (nothing is changed then).
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    user: &NewUser<'_>,
+) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "INSERT INTO users (id, role, email_ciphertext, email_index, phone_ciphertext, display_name, password_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        "INSERT INTO users (id, role, email_ciphertext, email_index, phone_ciphertext, display_name, \
+         password_hash, email_verified_at, account_mail_sent_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END, CASE WHEN NOT $8 THEN now() END) \
+         ON CONFLICT (email_index) DO NOTHING RETURNING ",
         columns!()
     ))
     .bind(user.id)
@@ -52,8 +63,147 @@ pub async fn insert(db: impl PgExecutor<'_>, user: &NewUser<'_>) -> Result<UserR
     .bind(user.phone_ciphertext)
     .bind(user.display_name)
     .bind(user.password_hash)
-    .fetch_one(db)
+    .bind(user.verified)
+    .fetch_optional(db)
     .await
+}
+
+/// Starts the account-mail clock of `id` if its last account email is at least
+/// `interval` old: `true` means one may be sent now. Locks the row until commit.
+pub async fn take_account_mail_slot(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    interval: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    let taken: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE users SET account_mail_sent_at = now() WHERE id = $1 \
+         AND (account_mail_sent_at IS NULL OR account_mail_sent_at <= now() - make_interval(secs => $2)) \
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(interval.as_secs_f64())
+    .fetch_optional(db)
+    .await?;
+    Ok(taken.is_some())
+}
+
+/// Seconds until `id` may be sent another account email (0: now).
+pub async fn account_mail_wait(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    interval: std::time::Duration,
+) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(greatest(0, extract(epoch FROM \
+         account_mail_sent_at + make_interval(secs => $2) - now()))::float8, 0) \
+         FROM users WHERE id = $1",
+    )
+    .bind(id)
+    .bind(interval.as_secs_f64())
+    .fetch_optional(db)
+    .await
+    .map(Option::unwrap_or_default)
+}
+
+/// Stores a verification token (its hash) for `user_id`.
+pub async fn insert_verification(
+    db: impl PgExecutor<'_>,
+    token_hash: &[u8],
+    user_id: Uuid,
+    expires_at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO email_verifications (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What following a verification link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The token was good: the address is confirmed now.
+    Verified(Uuid),
+    /// The token was used before and its account is verified: nothing to do.
+    AlreadyVerified(Uuid),
+    /// Unknown, expired, or used for an account that is not verified.
+    Invalid,
+}
+
+/// Spends a verification token and confirms its account's address, in one statement
+/// (single use holds under concurrent clicks).
+pub async fn verify_email(
+    db: &mut sqlx::PgConnection,
+    token_hash: &[u8],
+) -> Result<Verification, sqlx::Error> {
+    let spent: Option<Uuid> = sqlx::query_scalar(
+        "WITH spent AS ( \
+             UPDATE email_verifications SET used_at = now() \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING user_id) \
+         UPDATE users u SET email_verified_at = coalesce(u.email_verified_at, now()) \
+         FROM spent WHERE u.id = spent.user_id RETURNING u.id",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(id) = spent {
+        return Ok(Verification::Verified(id));
+    }
+    let used: Option<Uuid> = sqlx::query_scalar(
+        "SELECT u.id FROM email_verifications v JOIN users u ON u.id = v.user_id \
+         WHERE v.token_hash = $1 AND v.used_at IS NOT NULL AND u.email_verified_at IS NOT NULL",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *db)
+    .await?;
+    Ok(used.map_or(Verification::Invalid, Verification::AlreadyVerified))
+}
+
+/// Deletes accounts that never confirmed their address and were created before
+/// `before` (at most `limit`); their requests and sessions go with them.
+pub async fn delete_unverified_before(
+    db: impl PgExecutor<'_>,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM users WHERE id IN ( \
+             SELECT id FROM users WHERE email_verified_at IS NULL AND created_at < $1 \
+             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Forgets message-quota hours that began before `before`.
+pub async fn purge_quota_usage(
+    db: impl PgExecutor<'_>,
+    before: OffsetDateTime,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM message_quota_usage WHERE hour < $1")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Forgets verification tokens that expired before `before`.
+pub async fn purge_verifications(
+    db: impl PgExecutor<'_>,
+    before: OffsetDateTime,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM email_verifications WHERE expires_at < $1")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {

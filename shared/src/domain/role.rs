@@ -41,6 +41,15 @@ impl Permission {
     pub fn requires_mfa(self) -> bool {
         !Role::Promoter.can(self) && !Role::User.can(self)
     }
+
+    /// Sending mail or storing files on the service's behalf needs a confirmed email
+    /// address: an unverified account cannot be used to relay mail.
+    pub fn requires_verified_email(self) -> bool {
+        matches!(
+            self,
+            Permission::SubmitEmail | Permission::SubmitCampaign | Permission::Upload
+        )
+    }
 }
 
 const USER: &[Permission] = &[

@@ -119,6 +119,9 @@ text_enum!(
         Scan => "scan",
         /// A no-op through the whole pipeline, proving it works end to end.
         Canary => "canary",
+        /// A message about the account itself (an email verification link, a notice
+        /// that someone tried to register the address), sent by Conveyor.
+        AccountEmail => "account_email",
     }
 );
 

@@ -8,6 +8,9 @@ use crate::crypto::pii::{PiiCipher, PiiError};
 
 /// The associated data of a sealed recipient.
 pub const RECIPIENT_PURPOSE: &str = "jobs.recipient";
+/// The associated data of sealed content (account emails carry a credential: a
+/// verification link must not sit readable in the jobs table).
+pub const CONTENT_PURPOSE: &str = "jobs.content";
 
 /// A sealed address: base64 of the PII ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,31 @@ pub struct EmailContent {
     pub html: Option<String>,
 }
 
+/// Content sealed like a recipient: base64 of the PII ciphertext of its JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedContent(pub String);
+
+impl SealedContent {
+    pub fn seal(cipher: &PiiCipher, content: &EmailContent) -> Result<Self, serde_json::Error> {
+        use base64::Engine as _;
+        let json = serde_json::to_string(content)?;
+        Ok(SealedContent(
+            base64::engine::general_purpose::STANDARD
+                .encode(cipher.encrypt(CONTENT_PURPOSE, &json)),
+        ))
+    }
+
+    pub fn open(&self, cipher: &PiiCipher) -> Result<EmailContent, PiiError> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.0)
+            .map_err(|_| PiiError::Malformed)?;
+        let json = cipher.decrypt(CONTENT_PURPOSE, &bytes)?;
+        serde_json::from_str(&json).map_err(|_| PiiError::Malformed)
+    }
+}
+
 /// One message to send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailJob {
@@ -52,9 +80,11 @@ pub struct EmailJob {
     pub bcc: Vec<Sealed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<Sealed>,
-    /// `None`: the content is the request's (a campaign).
+    /// `None`: the content is sealed (below) or the request's (a campaign).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<EmailContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_content: Option<SealedContent>,
 }
 
 #[cfg(test)]
@@ -74,10 +104,26 @@ mod tests {
                 text: "Hello".into(),
                 html: None,
             }),
+            sealed_content: None,
         };
         let json = serde_json::to_string(&job).expect("serialize");
         assert!(!json.contains("ada@example.org"), "{json}");
         let back: EmailJob = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back.to[0].open(&cipher).as_deref(), Ok("ada@example.org"));
+    }
+
+    #[test]
+    fn sealed_content_hides_the_body_and_opens_only_with_its_key() {
+        let cipher = PiiCipher::new("k1", &[3; 32], &[]);
+        let content = EmailContent {
+            subject: "Confirm".into(),
+            text: "https://example.org/verify?token=s3cret".into(),
+            html: None,
+        };
+        let sealed = SealedContent::seal(&cipher, &content).expect("seal");
+        assert!(!sealed.0.contains("s3cret"));
+        assert_eq!(sealed.open(&cipher), Ok(content));
+        let other = PiiCipher::new("k2", &[4; 32], &[]);
+        assert!(sealed.open(&other).is_err());
     }
 }

@@ -40,6 +40,22 @@ pub fn test_config(overrides: &[(&str, &str)]) -> TestConfig {
         ("RATE_LIMIT_AUTH".to_owned(), "10000/60".to_owned()),
         ("RATE_LIMIT_SUBMIT".to_owned(), "10000/60".to_owned()),
         ("RATE_LIMIT_READ".to_owned(), "100000/60".to_owned()),
+        // Message quotas likewise: tests/quotas.rs sets small ones.
+        ("EMAIL_QUOTA_USER_PER_HOUR".to_owned(), "1000000".to_owned()),
+        ("EMAIL_QUOTA_USER_PER_DAY".to_owned(), "1000000".to_owned()),
+        (
+            "EMAIL_QUOTA_PROMOTER_PER_HOUR".to_owned(),
+            "1000000".to_owned(),
+        ),
+        (
+            "EMAIL_QUOTA_PROMOTER_PER_DAY".to_owned(),
+            "1000000".to_owned(),
+        ),
+        (
+            "EMAIL_QUOTA_ADMIN_PER_HOUR".to_owned(),
+            "1000000".to_owned(),
+        ),
+        ("EMAIL_QUOTA_ADMIN_PER_DAY".to_owned(), "1000000".to_owned()),
     ]);
     for (key, value) in overrides {
         vars.insert((*key).to_owned(), (*value).to_owned());
@@ -232,12 +248,39 @@ impl TestApp {
         session_from(response).await
     }
 
-    /// Registers and logs in a new `user`; returns (email, session).
+    /// A new `user` with a confirmed address (made as `api create-user` makes one),
+    /// signed in; returns (email, session). Self-registration and its verification
+    /// link are tested in tests/verification.rs.
     pub async fn signed_in_user(&self) -> (String, Session) {
-        let email = unique_email();
-        assert_eq!(self.register(&email, PASSWORD).await.status(), 201);
+        let (_, email) = self.create_account(shared::domain::Role::User).await;
         let session = self.login(&email, PASSWORD).await;
         (email, session)
+    }
+
+    /// The verification token of the newest account email queued for `user_id`,
+    /// read the way the worker reads it (the content is sealed).
+    pub async fn verification_token(&self, user_id: uuid::Uuid) -> Option<String> {
+        let payload: Option<serde_json::Value> = sqlx::query_scalar(
+            "SELECT j.payload FROM jobs j JOIN requests r ON r.id = j.request_id \
+             WHERE r.owner_id = $1 AND r.kind = 'account_email' ORDER BY j.created_at DESC LIMIT 1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.state.pool)
+        .await
+        .expect("query");
+        let job: shared::jobs::email::EmailJob =
+            serde_json::from_value(payload?).expect("an email job");
+        let content = job
+            .sealed_content
+            .expect("account emails are sealed")
+            .open(&self.state.security.pii)
+            .expect("opens");
+        let (_, rest) = content.text.split_once("token=")?;
+        Some(
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect(),
+        )
     }
 
     /// Creates an account with `role` directly through the service (as `create-admin`
@@ -407,6 +450,7 @@ impl TestApp {
             content: None,
             queue: shared::queue::QueueName::Canary,
             payloads: vec![serde_json::json!({}); count],
+            quota: None,
         };
         api::services::requests::submit(&self.state, submission, None)
             .await

@@ -67,9 +67,12 @@ impl Mailer {
     pub async fn send(&self, job: &ClaimedJob) -> Result<(), SendError> {
         let payload: EmailJob = serde_json::from_value(job.payload.clone())
             .map_err(|err| SendError::Permanent(format!("unreadable payload: {err}")))?;
-        let content = match &payload.content {
-            Some(content) => content.clone(),
-            None => self.campaign_content(job.request_id).await?,
+        let content = match (&payload.content, &payload.sealed_content) {
+            (Some(content), _) => content.clone(),
+            (None, Some(sealed)) => sealed
+                .open(&self.cipher)
+                .map_err(|err| SendError::Permanent(format!("cannot open the content: {err}")))?,
+            (None, None) => self.campaign_content(job.request_id).await?,
         };
         let message = self.render(job.id, &payload, &content)?;
         self.wait_for_rate().await;
