@@ -4,9 +4,7 @@
 mod common;
 
 use api::middleware::auth::AuthUser;
-use common::{
-    PASSWORD, Session, TestApp, problem, session_from, spawn_app, spawn_app_with, totp_code,
-};
+use common::{PASSWORD, TestApp, problem, session_from, spawn_app, spawn_app_with, totp_code};
 use serde_json::json;
 use shared::ErrorCode;
 use shared::domain::{Permission, Role};
@@ -55,44 +53,6 @@ fn each_role_against_each_permission() {
             }
         }
     }
-}
-
-/// Enrols 2FA for a signed-in account; returns the secret and the recovery codes.
-async fn enable_2fa(app: &TestApp, session: &Session) -> (String, Vec<String>) {
-    let setup: serde_json::Value = app
-        .client
-        .post(app.url("/api/v1/auth/2fa/setup"))
-        .bearer_auth(&session.access_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let secret = setup["secret"].as_str().expect("secret").to_owned();
-    assert!(
-        setup["otpauth_url"]
-            .as_str()
-            .is_some_and(|u| u.starts_with("otpauth://totp/Conveyor:"))
-    );
-    let enabled = app
-        .client
-        .post(app.url("/api/v1/auth/2fa/enable"))
-        .bearer_auth(&session.access_token)
-        .json(&json!({"code": totp_code(&secret, 0)}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(enabled.status(), 200);
-    let body: serde_json::Value = enabled.json().await.expect("json");
-    let codes = body["recovery_codes"]
-        .as_array()
-        .expect("codes")
-        .iter()
-        .map(|c| c.as_str().expect("string").to_owned())
-        .collect::<Vec<_>>();
-    assert_eq!(codes.len(), 10);
-    (secret, codes)
 }
 
 async fn mfa_token(app: &TestApp, email: &str) -> String {
@@ -155,13 +115,14 @@ async fn admin_endpoints_need_admin_and_a_2fa_login(pool: PgPool) {
     )
     .await;
 
-    let (secret, _) = enable_2fa(&app, &admin).await;
+    // The same admin, signed in again with a second factor.
+    let (secret, _) = app.enable_2fa(&admin).await;
     let token = mfa_token(&app, &admin_email).await;
     // A code for the next step: the enabling code's step is spent.
     let response = login_mfa(&app, &token, &totp_code(&secret, 1)).await;
     assert_eq!(response.status(), 200);
-    let admin = session_from(response).await;
-    let changed = patch_role(&app, &admin.access_token, target, "promoter").await;
+    let admin = session_from(response).await.access_token;
+    let changed = patch_role(&app, &admin, target, "promoter").await;
     assert_eq!(changed.status(), 200);
     let body: serde_json::Value = changed.json().await.expect("json");
     assert_eq!(body["role"], "promoter");
@@ -171,12 +132,12 @@ async fn admin_endpoints_need_admin_and_a_2fa_login(pool: PgPool) {
     );
 
     problem(
-        patch_role(&app, &admin.access_token, uuid::Uuid::now_v7(), "user").await,
+        patch_role(&app, &admin, uuid::Uuid::now_v7(), "user").await,
         404,
         "not_found",
     )
     .await;
-    let bad_role = patch_role(&app, &admin.access_token, target, "root").await;
+    let bad_role = patch_role(&app, &admin, target, "root").await;
     problem(bad_role, 422, "validation_failed").await;
     let _ = target_email;
 }
@@ -185,18 +146,14 @@ async fn admin_endpoints_need_admin_and_a_2fa_login(pool: PgPool) {
 async fn a_role_change_takes_effect_at_once(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (target, target_email) = app.create_account(Role::Promoter).await;
-    let (admin_id, admin_email) = app.create_account(Role::Admin).await;
-    let admin = app.login(&admin_email, PASSWORD).await;
-    let (secret, _) = enable_2fa(&app, &admin).await;
-    let admin = session_from(
-        login_mfa(
-            &app,
-            &mfa_token(&app, &admin_email).await,
-            &totp_code(&secret, 1),
-        )
-        .await,
-    )
-    .await;
+    let admin = app.admin_with_2fa().await;
+    let me: serde_json::Value = app
+        .get_authed("/api/v1/me", &admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let admin_id: uuid::Uuid = me["id"].as_str().expect("id").parse().expect("uuid");
 
     let promoter = app.login(&target_email, PASSWORD).await;
     assert_eq!(
@@ -205,12 +162,7 @@ async fn a_role_change_takes_effect_at_once(pool: PgPool) {
             .status(),
         200
     );
-    assert_eq!(
-        patch_role(&app, &admin.access_token, target, "user")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(patch_role(&app, &admin, target, "user").await.status(), 200);
     // The promoter's session ended: the access token is refused now, not in 15
     // minutes, and the refresh token too.
     problem(
@@ -222,9 +174,7 @@ async fn a_role_change_takes_effect_at_once(pool: PgPool) {
     assert_eq!(app.refresh(&promoter.refresh_token).await.status(), 401);
     // Changed back: the old token still never works again.
     assert_eq!(
-        patch_role(&app, &admin.access_token, target, "promoter")
-            .await
-            .status(),
+        patch_role(&app, &admin, target, "promoter").await.status(),
         200
     );
     problem(
@@ -245,7 +195,7 @@ async fn a_role_change_takes_effect_at_once(pool: PgPool) {
 
     // The last admin cannot demote themselves.
     problem(
-        patch_role(&app, &admin.access_token, admin_id, "user").await,
+        patch_role(&app, &admin, admin_id, "user").await,
         409,
         "conflict",
     )
@@ -256,7 +206,7 @@ async fn a_role_change_takes_effect_at_once(pool: PgPool) {
 async fn a_totp_code_cannot_be_replayed_and_recovery_codes_work_once(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (email, session) = app.signed_in_user().await;
-    let (secret, recovery) = enable_2fa(&app, &session).await;
+    let (secret, recovery) = app.enable_2fa(&session).await;
 
     // The code that enabled 2FA is spent.
     let token = mfa_token(&app, &email).await;
@@ -305,7 +255,7 @@ async fn a_totp_code_cannot_be_replayed_and_recovery_codes_work_once(pool: PgPoo
 async fn an_mfa_token_dies_after_five_wrong_codes(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (email, session) = app.signed_in_user().await;
-    let (secret, _) = enable_2fa(&app, &session).await;
+    let (secret, _) = app.enable_2fa(&session).await;
     let token = mfa_token(&app, &email).await;
     for _ in 0..5 {
         problem(
@@ -327,7 +277,7 @@ async fn an_mfa_token_dies_after_five_wrong_codes(pool: PgPool) {
 async fn two_factor_can_be_disabled_with_a_code(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (email, session) = app.signed_in_user().await;
-    let (secret, _) = enable_2fa(&app, &session).await;
+    let (secret, _) = app.enable_2fa(&session).await;
     let disable = |code: String| {
         app.client
             .post(app.url("/api/v1/auth/2fa/disable"))
@@ -358,7 +308,7 @@ async fn second_factor_guesses_share_one_counter_per_account_across_routes(pool:
     )
     .await;
     let (email, session) = app.signed_in_user().await;
-    let (secret, _) = enable_2fa(&app, &session).await;
+    let (secret, _) = app.enable_2fa(&session).await;
     // A code of none of the steps the server accepts now (previous, current, next).
     let wrong = || {
         let totp = shared::crypto::totp::Totp::from_base32(&secret).expect("secret");

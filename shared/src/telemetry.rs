@@ -68,6 +68,9 @@ pub mod metric {
     /// Counter: account emails queued, by `kind` (`verification`, `notice`), and those
     /// not sent because the address had one lately (`kind="throttled"`).
     pub const ACCOUNT_EMAILS_TOTAL: &str = "conveyor_account_emails_total";
+    /// Counter: password hashes and verifications refused because every hashing slot
+    /// stayed taken for `PASSWORD_HASH_WAIT_MS` (`PasswordError::Busy`, answered 429).
+    pub const PASSWORD_HASH_REJECTIONS_TOTAL: &str = "conveyor_password_hash_rejections_total";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -175,6 +178,10 @@ fn describe_metrics() {
     describe_counter!(
         metric::ACCOUNT_EMAILS_TOTAL,
         "Account emails (verification links, registration notices) queued or throttled"
+    );
+    describe_counter!(
+        metric::PASSWORD_HASH_REJECTIONS_TOTAL,
+        "Password hashes and verifications refused: hashing saturated"
     );
     describe_counter!(
         metric::UPLOAD_BYTES_TOTAL,

@@ -1,12 +1,11 @@
 //! Login throttling in Redis, so it holds across api replicas and under a burst.
 //!
-//! Every attempt is counted *before* its password is verified: one Lua script checks
-//! the counters and, if none is at its limit, increments them, atomically. So N
-//! simultaneous guesses get at most `limit` verifications, never N. An attempt that
-//! turns out right gives its reservation back (and clears the pair's failures); one
-//! that was never judged (hashing saturated, database down) gives it back too; a
-//! wrong one stays counted. Counters live in a fixed window that starts with the
-//! first attempt, so a lock never outlives `LOGIN_WINDOW_SECS`.
+//! Every attempt is counted *before* its password is verified, atomically (see
+//! [`super::attempts`]). So N simultaneous guesses get at most `limit` verifications,
+//! never N. An attempt that turns out right gives its reservation back (and clears the
+//! pair's failures); one that was never judged (hashing saturated, database down) gives
+//! it back too; a wrong one stays counted. Counters live in a fixed window that starts
+//! with the first attempt, so a lock never outlives `LOGIN_WINDOW_SECS`.
 //!
 //! Three counters, and who each may refuse:
 //! - per (account, address): strict, for everyone. The guesses one address may make
@@ -26,78 +25,34 @@
 //! unreachable the check is skipped and logged: logins stay possible during an outage.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Script;
 use shared::config::LoginLimits;
 use shared::redis::Redis;
 
-/// KEYS: pair, account, ip, known address. ARGV: window (s), then the pair, account
-/// and ip limits. Returns `{1}` when reserved, `{0, ttl}` with the tripped counter's
-/// remaining seconds when refused. Nothing is incremented on a refusal, so refused
-/// attempts do not extend a lock.
-const RESERVE: &str = r"
-local known = redis.call('EXISTS', KEYS[4]) == 1
-for i = 1, 3 do
-  if not (i == 2 and known) then
-    local count = tonumber(redis.call('GET', KEYS[i]) or '0')
-    if count >= tonumber(ARGV[i + 1]) then
-      return {0, redis.call('TTL', KEYS[i])}
-    end
-  end
-end
-for i = 1, 3 do
-  redis.call('INCR', KEYS[i])
-  redis.call('EXPIRE', KEYS[i], ARGV[1], 'NX')
-end
-return {1}
-";
-
-/// KEYS: the counters to give one attempt back to. A counter that has expired
-/// meanwhile is left absent rather than recreated without a window.
-const RELEASE: &str = r"
-for i = 1, #KEYS do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then
-    redis.call('DECR', KEYS[i])
-  end
-end
-return 0
-";
-
-/// KEYS: pair, account, ip, known address. ARGV: how long the address stays known.
-/// The pair's failures are forgiven, the attempt given back to the others.
-const SUCCEED: &str = r"
-redis.call('DEL', KEYS[1])
-for i = 2, 3 do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then
-    redis.call('DECR', KEYS[i])
-  end
-end
-redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
-return 0
-";
+use super::attempts::{Attempts, Reserved, Waiver};
 
 #[derive(Debug, Clone)]
 pub struct Lockout {
-    redis: Redis,
-    window: Duration,
+    attempts: Attempts,
     known_address_ttl: Duration,
     /// Pair, account, ip.
     limits: [u32; 3],
-    scripts: Arc<Scripts>,
-}
-
-#[derive(Debug)]
-struct Scripts {
-    reserve: Script,
-    release: Script,
-    succeed: Script,
 }
 
 /// Keys for one attempt: (account, ip), account, ip, and the (account, ip) known mark.
 #[derive(Debug)]
 struct Keys([String; 4]);
+
+impl Keys {
+    fn counters(&self) -> [&str; 3] {
+        [&self.0[0], &self.0[1], &self.0[2]]
+    }
+
+    fn known(&self) -> &str {
+        &self.0[3]
+    }
+}
 
 /// One attempt, counted. Settle it with [`Lockout::succeeded`], [`Lockout::failed`]
 /// or [`Lockout::release`].
@@ -111,50 +66,44 @@ pub struct Reservation {
 impl Lockout {
     pub fn new(limits: LoginLimits, redis: Redis) -> Self {
         Lockout {
-            redis,
-            window: limits.window,
+            attempts: Attempts::new(redis, limits.window),
             known_address_ttl: limits.known_address_ttl,
             limits: [
                 limits.max_failures_account_ip,
                 limits.max_failures_account,
                 limits.max_failures_ip,
             ],
-            scripts: Arc::new(Scripts {
-                reserve: Script::new(RESERVE),
-                release: Script::new(RELEASE),
-                succeed: Script::new(SUCCEED),
-            }),
         }
     }
 
     fn keys(&self, account: &[u8], ip: IpAddr) -> Keys {
         let account = hex(account);
         Keys([
-            self.redis.key(&format!("login-fail:pair:{account}:{ip}")),
-            self.redis.key(&format!("login-fail:account:{account}")),
-            self.redis.key(&format!("login-fail:ip:{ip}")),
-            self.redis.key(&format!("login-known:{account}:{ip}")),
+            self.attempts
+                .key(&format!("login-fail:pair:{account}:{ip}")),
+            self.attempts.key(&format!("login-fail:account:{account}")),
+            self.attempts.key(&format!("login-fail:ip:{ip}")),
+            self.attempts.key(&format!("login-known:{account}:{ip}")),
         ])
     }
 
     /// Counts this attempt, or `Err(retry_after)` when it must be refused.
     pub async fn reserve(&self, account: &[u8], ip: IpAddr) -> Result<Reservation, Duration> {
         let keys = self.keys(account, ip);
-        let mut invocation = self.scripts.reserve.prepare_invoke();
-        for key in &keys.0 {
-            invocation.key(key);
-        }
-        invocation.arg(self.window.as_secs());
-        for limit in self.limits {
-            invocation.arg(limit);
-        }
-        let mut conn = self.redis.connection();
-        match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
-            Ok(reply) if reply.first() == Some(&1) => Ok(Reservation { keys: Some(keys) }),
-            Ok(reply) => {
-                let ttl = reply.get(1).copied().unwrap_or(0);
-                Err(Duration::from_secs(u64::try_from(ttl).unwrap_or(0).max(1)))
-            }
+        let [pair, account, ip] = keys.counters();
+        let counters = [
+            (pair, self.limits[0]),
+            (account, self.limits[1]),
+            (ip, self.limits[2]),
+        ];
+        // The account's limit does not apply to an address it signs in from.
+        let known = Waiver {
+            counter: 1,
+            marker: keys.known(),
+        };
+        match self.attempts.reserve(&counters, Some(known)).await {
+            Ok(Reserved::Counted) => Ok(Reservation { keys: Some(keys) }),
+            Ok(Reserved::Refused { retry_after }) => Err(retry_after),
             Err(err) => {
                 tracing::warn!(error = %err, "login throttling skipped: Redis unavailable");
                 Ok(Reservation { keys: None })
@@ -168,13 +117,13 @@ impl Lockout {
         let Some(keys) = reservation.keys else {
             return;
         };
-        let mut invocation = self.scripts.succeed.prepare_invoke();
-        for key in &keys.0 {
-            invocation.key(key);
-        }
-        invocation.arg(self.known_address_ttl.as_secs());
-        let mut conn = self.redis.connection();
-        if let Err(err) = invocation.invoke_async::<()>(&mut conn).await {
+        let [pair, account, ip] = keys.counters();
+        let known = (keys.known(), self.known_address_ttl);
+        if let Err(err) = self
+            .attempts
+            .settle(&[pair], &[account, ip], Some(known))
+            .await
+        {
             tracing::warn!(error = %err, "cannot settle a login: Redis unavailable");
         }
     }
@@ -189,12 +138,7 @@ impl Lockout {
         let Some(keys) = reservation.keys else {
             return;
         };
-        let mut invocation = self.scripts.release.prepare_invoke();
-        for key in &keys.0[..3] {
-            invocation.key(key);
-        }
-        let mut conn = self.redis.connection();
-        if let Err(err) = invocation.invoke_async::<()>(&mut conn).await {
+        if let Err(err) = self.attempts.give_back(&keys.counters()).await {
             tracing::warn!(error = %err, "cannot release a login attempt: Redis unavailable");
         }
     }

@@ -11,6 +11,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 use super::random_bytes;
+use crate::telemetry::metric;
 
 /// Memory in KiB, iterations, parallelism.
 pub const MEMORY_KIB: u32 = 19 * 1024;
@@ -142,6 +143,9 @@ pub struct Hasher {
 
 impl Hasher {
     pub fn new(concurrency: usize, wait: Duration) -> Self {
+        // Registered at zero, so the series exists before the first refusal (a process
+        // builds its hasher at startup, after its recorder).
+        metrics::counter!(metric::PASSWORD_HASH_REJECTIONS_TOTAL).increment(0);
         Hasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             memories: Arc::default(),
@@ -178,11 +182,14 @@ impl Hasher {
     {
         // Retry-After carries whole seconds; a slot frees within one hash (tens of ms),
         // so the wait already spent, rounded up, is a fair hint of the queue.
-        let busy = || PasswordError::Busy {
-            retry_after: Duration::from_secs(
-                self.wait.as_secs() + u64::from(self.wait.subsec_nanos() > 0),
-            )
-            .max(Duration::from_secs(1)),
+        let busy = || {
+            metrics::counter!(metric::PASSWORD_HASH_REJECTIONS_TOTAL).increment(1);
+            PasswordError::Busy {
+                retry_after: Duration::from_secs(
+                    self.wait.as_secs() + u64::from(self.wait.subsec_nanos() > 0),
+                )
+                .max(Duration::from_secs(1)),
+            }
         };
         let permit = tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned())
             .await
@@ -240,7 +247,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_saturated_hasher_refuses_after_its_wait_and_recovers() {
+        // The test runtime is single-threaded: this recorder sees the whole test.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let _recorder = metrics::set_default_local_recorder(&recorder);
+        let rejections = |n: u32| format!("{} {n}\n", metric::PASSWORD_HASH_REJECTIONS_TOTAL);
         let hasher = Hasher::new(1, Duration::from_millis(20));
+        assert!(
+            metrics.render().contains(&rejections(0)),
+            "registered at zero"
+        );
         let held = Arc::clone(&hasher.permits)
             .acquire_owned()
             .await
@@ -251,6 +267,11 @@ mod tests {
             }
             other => panic!("expected Busy, got {other:?}"),
         }
+        assert!(
+            metrics.render().contains(&rejections(1)),
+            "{}",
+            metrics.render()
+        );
         drop(held);
         let phc = hasher
             .hash("correct horse battery staple".into())

@@ -498,6 +498,47 @@ impl TestApp {
             .expect("the runtime builds"),
         )
     }
+
+    /// Enrols 2FA for a signed-in account of any role (`admin_with_2fa` does the same
+    /// for a new admin, then signs in with a code): its secret and recovery codes. The
+    /// enrolment code's step is spent; sign in with `totp_code(&secret, 1)`.
+    pub async fn enable_2fa(&self, session: &Session) -> (String, Vec<String>) {
+        let setup: serde_json::Value = self
+            .client
+            .post(self.url("/api/v1/auth/2fa/setup"))
+            .bearer_auth(&session.access_token)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        let secret = setup["secret"].as_str().expect("secret").to_owned();
+        assert!(
+            setup["otpauth_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("otpauth://totp/Conveyor:")),
+            "{setup}"
+        );
+        let enabled = self
+            .client
+            .post(self.url("/api/v1/auth/2fa/enable"))
+            .bearer_auth(&session.access_token)
+            .json(&serde_json::json!({"code": totp_code(&secret, 0)}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(enabled.status(), 200, "2FA enabled");
+        let body: serde_json::Value = enabled.json().await.expect("json");
+        let codes: Vec<String> = body["recovery_codes"]
+            .as_array()
+            .expect("recovery codes")
+            .iter()
+            .map(|c| c.as_str().expect("string").to_owned())
+            .collect();
+        assert_eq!(codes.len(), 10, "recovery codes");
+        (secret, codes)
+    }
 }
 
 /// A worker runtime running in process, in the background.

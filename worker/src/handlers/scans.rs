@@ -103,7 +103,7 @@ impl Handler for Scans {
                 return Outcome::Retry(format!("cannot read the object: {err}"));
             }
         };
-        let report = match self.scanner.scan(&bytes, &upload.file_type).await {
+        let report = match self.scanner.scan_bytes(bytes, &upload.file_type).await {
             Ok(report) => report,
             Err(err) => {
                 metrics::counter!(metric::SCAN_ERRORS_TOTAL).increment(1);
@@ -126,7 +126,7 @@ impl Handler for Scans {
             tracing::warn!(error = %err, key = %old.as_path(), "cannot remove the object's old copy");
         }
         metrics::counter!(metric::SCANS_TOTAL, "verdict" => verdict).increment(1);
-        metrics::counter!(metric::SCANNED_BYTES_TOTAL).increment(bytes.len() as u64);
+        metrics::counter!(metric::SCANNED_BYTES_TOTAL).increment(report.bytes);
         metrics::histogram!(metric::SCAN_DURATION_SECONDS, "verdict" => verdict)
             .record(started.elapsed().as_secs_f64());
         for rule in &report.rules {

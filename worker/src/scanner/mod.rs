@@ -67,9 +67,27 @@ impl Scanner {
 
     /// Scans `bytes`, detected as `file_type`, with the inspectors and clamd at once.
     /// An unavailable clamd fails the scan even when an inspector already matched, so
-    /// a recorded verdict always names every rule.
+    /// a recorded verdict always names every rule. The inspectors that run off the
+    /// async threads share `bytes` (a reference count, no copy).
+    pub async fn scan_bytes(&self, bytes: Bytes, file_type: &str) -> Result<Report, ScanError> {
+        self.scan_with(&bytes, file_type, || bytes.clone()).await
+    }
+
+    /// [`Scanner::scan_bytes`] for borrowed bytes: copied once, and only when an
+    /// inspector runs off the async threads.
     pub async fn scan(&self, bytes: &[u8], file_type: &str) -> Result<Report, ScanError> {
-        let inspection = self.inspect(bytes, file_type);
+        self.scan_with(bytes, file_type, || Bytes::copy_from_slice(bytes))
+            .await
+    }
+
+    /// `owned` gives the bytes to move onto the blocking pool, when that is needed.
+    async fn scan_with(
+        &self,
+        bytes: &[u8],
+        file_type: &str,
+        owned: impl FnOnce() -> Bytes,
+    ) -> Result<Report, ScanError> {
+        let inspection = self.inspect(bytes, file_type, owned);
         let (structural, signature) = tokio::join!(inspection, self.clamd.scan(bytes));
         let mut rules: Vec<String> = structural?
             .into_iter()
@@ -84,13 +102,17 @@ impl Scanner {
         })
     }
 
-    /// The inspectors, off the async threads when they may take a while (the bytes
-    /// are copied once for that).
-    async fn inspect(&self, bytes: &[u8], file_type: &str) -> Result<Vec<Rule>, ScanError> {
+    /// The inspectors, off the async threads (on `owned()`) when they may take a while.
+    async fn inspect(
+        &self,
+        bytes: &[u8],
+        file_type: &str,
+        owned: impl FnOnce() -> Bytes,
+    ) -> Result<Vec<Rule>, ScanError> {
         if !inspect::is_costly(bytes, file_type) {
             return Ok(inspect::inspect(bytes, file_type, &self.limits));
         }
-        let owned = Bytes::copy_from_slice(bytes);
+        let owned = owned();
         let file_type = file_type.to_owned();
         let limits = self.limits;
         tokio::task::spawn_blocking(move || inspect::inspect(&owned, &file_type, &limits))
@@ -134,6 +156,13 @@ mod tests {
             "{result:?}"
         );
         let result = scanner.scan(b"plain words", "text").await;
+        assert!(
+            matches!(result, Err(ScanError::Unavailable(_))),
+            "{result:?}"
+        );
+        let result = scanner
+            .scan_bytes(Bytes::from_static(b"not a zip"), "zip")
+            .await;
         assert!(
             matches!(result, Err(ScanError::Unavailable(_))),
             "{result:?}"
