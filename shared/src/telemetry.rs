@@ -71,6 +71,30 @@ pub mod metric {
     /// Counter: password hashes and verifications refused because every hashing slot
     /// stayed taken for `PASSWORD_HASH_WAIT_MS` (`PasswordError::Busy`, answered 429).
     pub const PASSWORD_HASH_REJECTIONS_TOTAL: &str = "conveyor_password_hash_rejections_total";
+    /// Counter: attempts that ran past their queue's timeout (`<QUEUE>_TIMEOUT_SECS`),
+    /// by `queue`; each also counts in `conveyor_jobs_finished_total` as retried or dead.
+    pub const JOBS_TIMED_OUT_TOTAL: &str = "conveyor_jobs_timed_out_total";
+    /// Histogram (seconds): queue latency, from when a job became runnable (committed,
+    /// or its retry fell due) to when a worker started it, by `queue`.
+    pub const QUEUE_LATENCY_SECONDS: &str = "conveyor_queue_latency_seconds";
+    /// Gauge: jobs in PostgreSQL by `queue` and `state` (`queued`, `running`,
+    /// `retrying`, `dead`), sampled by one process at a time (a Redis lease).
+    pub const QUEUE_JOBS: &str = "conveyor_queue_jobs";
+    /// Gauge: age in seconds of the oldest runnable queued job, by `queue` (0: none).
+    pub const QUEUE_OLDEST_AGE_SECONDS: &str = "conveyor_queue_oldest_age_seconds";
+    /// Gauge: 1 while the queue is paused by an operator, by `queue`.
+    pub const QUEUE_PAUSED: &str = "conveyor_queue_paused";
+    /// Gauge: worker processes consuming the queue (live heartbeats), by `queue`;
+    /// sampled with `conveyor_queue_jobs`.
+    pub const WORKERS_ALIVE: &str = "conveyor_workers_alive";
+    /// Gauge: 1 while this worker process's consumer of `queue` is running, 0 once
+    /// it has stopped (a consumer that died while the process lives).
+    pub const WORKER_CONSUMER_UP: &str = "conveyor_worker_consumer_up";
+    /// Counter: email deliveries by `outcome` (`sent`, `deferred` — a transient SMTP
+    /// failure, retried — and `rejected` — permanent).
+    pub const EMAILS_TOTAL: &str = "conveyor_emails_total";
+    /// Counter: operator actions through the admin API or CLI, by `action`.
+    pub const ADMIN_ACTIONS_TOTAL: &str = "conveyor_admin_actions_total";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }

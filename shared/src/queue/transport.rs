@@ -219,6 +219,24 @@ impl Queue {
         Ok(total)
     }
 
+    /// Consumers of this queue whose heartbeat is live (worker processes taking it).
+    pub async fn workers_alive(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.redis.connection();
+        let workers: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.workers_key())
+            .query_async(&mut conn)
+            .await?;
+        if workers.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for worker in &workers {
+            pipe.exists(self.alive_key(worker));
+        }
+        let alive: Vec<bool> = pipe.query_async(&mut conn).await?;
+        Ok(alive.into_iter().filter(|a| *a).count() as u64)
+    }
+
     /// Lengths of the ready list and the delayed set (for metrics).
     pub async fn depth(&self) -> redis::RedisResult<(u64, u64)> {
         let mut conn = self.redis.connection();
