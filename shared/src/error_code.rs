@@ -168,4 +168,23 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_readme_lists_every_code_with_its_status() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .expect("README.md");
+        for code in ErrorCode::ALL {
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", code.as_str())))
+                .unwrap_or_else(|| panic!("README's error table has no row for `{code}`"));
+            assert!(
+                row.contains(&code.status().to_string()),
+                "`{code}` row does not say {}: {row}",
+                code.status()
+            );
+        }
+    }
 }
