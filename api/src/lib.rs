@@ -2,6 +2,7 @@
 //! tests build the very same [`app::router`].
 
 pub mod app;
+pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod listener;

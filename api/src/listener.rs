@@ -30,6 +30,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use shared::telemetry::metric;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -124,6 +125,7 @@ pub async fn serve<M, S>(
             // EMFILE, ENFILE, ENOBUFS, ENOMEM: pause so the loop never spins, then
             // retry; connections closing (the timeouts see to it) free descriptors.
             Err(err) => {
+                metrics::counter!(metric::HTTP_ACCEPT_ERRORS_TOTAL).increment(1);
                 backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
                 tracing::warn!(error = %err, backoff_ms = backoff.as_millis(), "accept failed; backing off");
                 tokio::select! {
@@ -135,8 +137,11 @@ pub async fn serve<M, S>(
         let make_service = make_service.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
+            let open = metrics::gauge!(metric::HTTP_CONNECTIONS);
+            open.increment(1.0);
             let Ok(service) = make_service.oneshot(client).await;
             serve_connection(stream, service, limits, stop).await;
+            open.decrement(1.0);
             drop(slot);
         });
     }
@@ -203,8 +208,10 @@ async fn serve_connection<S>(
             }
             () = timeline.changed.notified() => {}
             () = sleep_until(deadline) => {
-                if timeline.expired() {
-                    tracing::debug!("closing a connection past its header-read or idle deadline");
+                if let Some(reason) = timeline.expired_reason() {
+                    metrics::counter!(metric::HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "reason" => reason)
+                        .increment(1);
+                    tracing::debug!(reason, "closing a connection past its deadline");
                     return;
                 }
             }
@@ -262,8 +269,17 @@ impl Timeline {
         self.update(|phase| phase.deadline)
     }
 
-    fn expired(&self) -> bool {
-        self.update(|phase| phase.busy == 0 && phase.deadline.is_some_and(|d| d <= Instant::now()))
+    /// Why the connection must close now, if its deadline has passed: waiting for a
+    /// request head (`header_timeout`) or idle between requests (`idle_timeout`).
+    fn expired_reason(&self) -> Option<&'static str> {
+        self.update(|phase| {
+            let expired = phase.busy == 0 && phase.deadline.is_some_and(|d| d <= Instant::now());
+            match (expired, phase.idle) {
+                (false, _) => None,
+                (true, true) => Some("idle_timeout"),
+                (true, false) => Some("header_timeout"),
+            }
+        })
     }
 
     /// Bytes arrived: if the connection was idle, a request head has begun.

@@ -63,6 +63,10 @@ enum Command {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Operators' actions: `jobs list|show|retry|discard`, `queues list|pause|resume`,
+    /// `canary` (the admin API's, audited as cli:<OPERATOR or Unix user>).
+    #[command(flatten)]
+    Ops(api::cli::OpsCommand),
 }
 
 fn main() -> ExitCode {
@@ -86,7 +90,19 @@ fn main() -> ExitCode {
             }
         }
     };
-    telemetry::init_tracing(config.log_format);
+    // Before the subscriber, whose Sentry layer it enables; kept until the process ends.
+    let _monitoring = match shared::monitoring::init("api", config.app_env) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("api: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // The operators' commands print their results (tables, JSON) on stdout, where the
+    // log lines go too: they run without them and report errors on stderr.
+    if !matches!(cli.command, Some(Command::Ops(_))) {
+        telemetry::init_tracing(config.log_format);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,6 +135,7 @@ fn main() -> ExitCode {
                 },
                 Some(auth),
             ) => create_account(config, auth, &email, role, display_name, "ACCOUNT_PASSWORD").await,
+            (Command::Ops(command), Some(auth)) => api::cli::run(config, auth, command).await,
             (_, None) => Err(anyhow::anyhow!("the auth configuration was not loaded")),
         }
     });
@@ -228,7 +245,15 @@ async fn serve(config: Arc<Config>, auth: Arc<AuthConfig>) -> anyhow::Result<()>
         "api listening"
     );
     let state = AppState::new(config, auth, pool, redis)?;
+    // Bulk operations whose process stopped are continued here (any replica).
+    let (stop_operations, stopped) = tokio::sync::watch::channel(false);
+    let operations = tokio::spawn(api::services::operations::continue_stalled(
+        state.clone(),
+        stopped,
+    ));
     api::server::serve(state, prometheus, api, ops, shared::shutdown::signal()).await?;
+    let _ = stop_operations.send(true);
+    let _ = operations.await;
     tracing::info!("api stopped");
     Ok(())
 }

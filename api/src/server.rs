@@ -30,6 +30,8 @@ pub async fn serve(
     ops: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    shared::telemetry::register_api_metrics();
+    shared::telemetry::spawn_process_metrics();
     let grace = state.config.ops.shutdown_grace;
     state.storage.announce("api");
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -151,6 +151,29 @@ async fn a_client_that_never_finishes_its_head_is_disconnected_after_the_header_
         "closed after {api_closed:?}, before the timeout"
     );
     assert_eq!(fresh_get(served.api, "/health/live", second).await, 200);
+    assert!(
+        counted(
+            served.ops,
+            "conveyor_http_connections_timed_out_total{reason=\"header_timeout\"}"
+        )
+        .await
+            >= 1.0,
+        "the close is counted"
+    );
+}
+
+/// A sample's value in the ops listener's `/metrics` (0 when absent).
+async fn counted(ops: SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -172,6 +195,14 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(pool: Pg
     assert!(
         closed >= Duration::from_millis(1700),
         "closed after {closed:?}, before the idle timeout"
+    );
+    assert_eq!(
+        counted(
+            served.ops,
+            "conveyor_http_connections_timed_out_total{reason=\"idle_timeout\"}"
+        )
+        .await,
+        1.0
     );
 }
 

@@ -12,6 +12,7 @@ pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod maintenance;
+pub mod monitoring;
 pub mod problem;
 pub mod queue;
 pub mod redis;

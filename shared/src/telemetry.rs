@@ -4,6 +4,7 @@
 //! dashboards and the README draw from.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -11,6 +12,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
+use crate::domain::Role;
+use crate::queue::QueueName;
 
 /// Every metric Conveyor emits, by name.
 pub mod metric {
@@ -78,9 +81,11 @@ pub mod metric {
     /// or its retry fell due) to when a worker started it, by `queue`.
     pub const QUEUE_LATENCY_SECONDS: &str = "conveyor_queue_latency_seconds";
     /// Gauge: jobs in PostgreSQL by `queue` and `state` (`queued`, `running`,
-    /// `retrying`, `dead`), sampled by one process at a time (a Redis lease).
+    /// `retrying`, `dead` — not discarded), sampled by one worker at a time (the holder
+    /// of a Redis lease); 0 or absent on the others, so aggregate with `max` by queue.
     pub const QUEUE_JOBS: &str = "conveyor_queue_jobs";
-    /// Gauge: age in seconds of the oldest runnable queued job, by `queue` (0: none).
+    /// Gauge: age in seconds of the oldest queued job (by its creation), by `queue`
+    /// (0: none); sampled with `conveyor_queue_jobs`.
     pub const QUEUE_OLDEST_AGE_SECONDS: &str = "conveyor_queue_oldest_age_seconds";
     /// Gauge: 1 while the queue is paused by an operator, by `queue`.
     pub const QUEUE_PAUSED: &str = "conveyor_queue_paused";
@@ -95,6 +100,15 @@ pub mod metric {
     pub const EMAILS_TOTAL: &str = "conveyor_emails_total";
     /// Counter: operator actions through the admin API or CLI, by `action`.
     pub const ADMIN_ACTIONS_TOTAL: &str = "conveyor_admin_actions_total";
+    /// Gauge: HTTP connections the api listener holds open now.
+    pub const HTTP_CONNECTIONS: &str = "conveyor_http_connections";
+    /// Counter: connections the api closed because a deadline passed, by `reason`
+    /// (`header_timeout`: no complete request head in time; `idle_timeout`: a
+    /// kept-alive connection sent no new request in time).
+    pub const HTTP_CONNECTIONS_TIMED_OUT_TOTAL: &str = "conveyor_http_connections_timed_out_total";
+    /// Counter: accept errors of the api listener (EMFILE and the like), each
+    /// followed by a short backoff.
+    pub const HTTP_ACCEPT_ERRORS_TOTAL: &str = "conveyor_http_accept_errors_total";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -104,7 +118,10 @@ pub mod metric {
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    // Sentry (when SENTRY_DSN started it) sees the same events; nothing otherwise.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::monitoring::layer());
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -130,16 +147,7 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn prometheus() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_duration_seconds".to_owned()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                        10.0, 30.0,
-                    ],
-                )
-                .unwrap_or_else(|_| unreachable!("bucket list is non-empty"));
-            let recorder = builder.build_recorder();
+            let recorder = builder().build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first, which Conveyor never
             // does; the handle still renders what this recorder sees.
@@ -148,6 +156,29 @@ pub fn prometheus() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The exporter's settings: histogram buckets by metric.
+fn builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_duration_seconds".to_owned()),
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        )
+        .and_then(|builder| {
+            // Waits range from a free worker (milliseconds) to a paused queue or a
+            // backlog (an hour and more).
+            builder.set_buckets_for_metric(
+                Matcher::Full(metric::QUEUE_LATENCY_SECONDS.to_owned()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 900.0, 3600.0,
+                ],
+            )
+        })
+        .unwrap_or_else(|_| unreachable!("bucket lists are non-empty"))
 }
 
 fn describe_metrics() {
@@ -227,10 +258,279 @@ fn describe_metrics() {
         metric::SCAN_RULE_MATCHES_TOTAL,
         "Rules matched by infected verdicts"
     );
+    describe_counter!(
+        metric::JOBS_TIMED_OUT_TOTAL,
+        "Job attempts that ran past their queue's timeout"
+    );
+    describe_histogram!(
+        metric::QUEUE_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Wait from when a job became runnable to when a worker started it"
+    );
+    describe_gauge!(
+        metric::QUEUE_JOBS,
+        "Jobs in PostgreSQL by state (sampled by one worker at a time; aggregate with max)"
+    );
+    describe_gauge!(
+        metric::QUEUE_OLDEST_AGE_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest queued job (sampled by one worker at a time)"
+    );
+    describe_gauge!(
+        metric::QUEUE_PAUSED,
+        "1 while an operator has paused the queue"
+    );
+    describe_gauge!(
+        metric::WORKERS_ALIVE,
+        "Worker processes consuming the queue (sampled by one worker at a time)"
+    );
+    describe_gauge!(
+        metric::WORKER_CONSUMER_UP,
+        "1 while this worker process's consumer of the queue runs"
+    );
+    describe_counter!(metric::EMAILS_TOTAL, "Email delivery attempts by outcome");
+    describe_counter!(
+        metric::ADMIN_ACTIONS_TOTAL,
+        "Operator actions through the admin API or CLI"
+    );
+}
+
+/// Label values the zero registrations enumerate, as the code that emits each
+/// metric spells them.
+pub mod label {
+    /// `outcome` of `conveyor_jobs_finished_total` and `conveyor_job_duration_seconds`.
+    pub const JOB_OUTCOMES: [&str; 3] = ["succeeded", "retried", "dead"];
+    /// `source` of `conveyor_jobs_dispatched_total`.
+    pub const DISPATCH_SOURCES: [&str; 3] = ["request", "dispatcher", "reconciler"];
+    /// `outcome` of `conveyor_emails_total`.
+    pub const EMAIL_OUTCOMES: [&str; 3] = ["sent", "deferred", "rejected"];
+    /// `verdict` of `conveyor_scans_total` and `conveyor_scan_duration_seconds`.
+    pub const SCAN_VERDICTS: [&str; 2] = ["clean", "infected"];
+    /// `group` of the rate limiter's counters (the api's `rate_limit::Group` names).
+    pub const RATE_LIMIT_GROUPS: [&str; 3] = ["auth", "submit", "read"];
+    /// `outcome` of `conveyor_uploads_total`.
+    pub const UPLOAD_OUTCOMES: [&str; 2] = ["accepted", "duplicate"];
+    /// `kind` of `conveyor_account_emails_total`.
+    pub const ACCOUNT_EMAIL_KINDS: [&str; 3] = ["verification", "notice", "throttled"];
+    /// `action` of `conveyor_admin_actions_total`.
+    pub const ADMIN_ACTIONS: [&str; 8] = [
+        "retry",
+        "bulk_retry",
+        "discard",
+        "pause",
+        "resume",
+        "canary",
+        "role_change",
+        "rescan_all",
+    ];
+}
+
+/// Registers at zero every counter and histogram series of the api that dashboards
+/// and alerts read, for every queue and label value, so that `rate()` and
+/// `increase()` see the first event (a series that appears at its first increment
+/// hides that increment). HTTP series are not enumerable (route × status) and appear
+/// with their first request. Call once the recorder is installed ([`prometheus`]).
+pub fn register_api_metrics() {
+    use metrics::counter;
+    for &queue in QueueName::ALL {
+        let queue = queue.as_str();
+        counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => queue).increment(0);
+        for source in label::DISPATCH_SOURCES {
+            counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue, "source" => source)
+                .increment(0);
+        }
+    }
+    for group in label::RATE_LIMIT_GROUPS {
+        counter!(metric::RATE_LIMITED_TOTAL, "group" => group).increment(0);
+        counter!(metric::RATE_LIMIT_SKIPPED_TOTAL, "group" => group).increment(0);
+    }
+    for role in Role::ALL {
+        counter!(metric::MESSAGE_QUOTA_REFUSED_TOTAL, "role" => role.as_str()).increment(0);
+    }
+    for action in label::ADMIN_ACTIONS {
+        counter!(metric::ADMIN_ACTIONS_TOTAL, "action" => action).increment(0);
+    }
+    for outcome in label::UPLOAD_OUTCOMES {
+        counter!(metric::UPLOADS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    counter!(metric::UPLOAD_BYTES_TOTAL).increment(0);
+    for kind in label::ACCOUNT_EMAIL_KINDS {
+        counter!(metric::ACCOUNT_EMAILS_TOTAL, "kind" => kind).increment(0);
+    }
+    counter!(metric::PASSWORD_HASH_REJECTIONS_TOTAL).increment(0);
+    for reason in ["header_timeout", "idle_timeout"] {
+        counter!(metric::HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "reason" => reason).increment(0);
+    }
+    counter!(metric::HTTP_ACCEPT_ERRORS_TOTAL).increment(0);
+    metrics::gauge!(metric::HTTP_CONNECTIONS).set(0.0);
+}
+
+/// Registers at zero every counter and histogram series of the worker that
+/// dashboards and alerts read, for every queue and label value (see
+/// [`register_api_metrics`]). Labels are registered in the order the emitting code
+/// uses, so the rendered series read the same before and after the first event.
+pub fn register_worker_metrics() {
+    use metrics::{counter, histogram};
+    for &queue in QueueName::ALL {
+        let queue = queue.as_str();
+        counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(0);
+        counter!(metric::JOBS_TIMED_OUT_TOTAL, "queue" => queue).increment(0);
+        counter!(metric::JOBS_DUPLICATE_TOTAL, "queue" => queue).increment(0);
+        registered(histogram!(metric::QUEUE_LATENCY_SECONDS, "queue" => queue));
+        for outcome in label::JOB_OUTCOMES {
+            counter!(metric::JOBS_FINISHED_TOTAL, "queue" => queue, "outcome" => outcome)
+                .increment(0);
+            registered(
+                histogram!(metric::JOB_DURATION_SECONDS, "queue" => queue, "outcome" => outcome),
+            );
+        }
+    }
+    // The uploads handler commits and pushes the scan of each stored file.
+    let scans = QueueName::Scans.as_str();
+    counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => scans).increment(0);
+    counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => scans, "source" => "request").increment(0);
+    for outcome in label::EMAIL_OUTCOMES {
+        counter!(metric::EMAILS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for verdict in label::SCAN_VERDICTS {
+        counter!(metric::SCANS_TOTAL, "verdict" => verdict).increment(0);
+        registered(histogram!(metric::SCAN_DURATION_SECONDS, "verdict" => verdict));
+    }
+    counter!(metric::SCAN_ERRORS_TOTAL).increment(0);
+    counter!(metric::SCANNED_BYTES_TOTAL).increment(0);
+    counter!(metric::REQUESTS_PRUNED_TOTAL).increment(0);
+}
+
+/// A histogram's handle, taken only to register its series: from then on the
+/// exporter renders it, every bucket at zero until the first sample.
+fn registered(histogram: metrics::Histogram) {
+    drop(histogram);
+}
+
+/// How often [`spawn_process_metrics`] refreshes the `process_*` series.
+pub const PROCESS_METRICS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The standard Prometheus process metrics from `metrics-process`
+/// (`process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`,
+/// `process_max_fds`, `process_start_time_seconds`, `process_threads`, virtual
+/// memory), collected now and then every [`PROCESS_METRICS_INTERVAL`] for as long as
+/// the async runtime runs. `process_cpu_seconds_total` counts whole seconds: the
+/// crate records it through a `metrics` counter, which holds integers.
+pub fn spawn_process_metrics() {
+    let collector = metrics_process::Collector::default();
+    collector.describe();
+    collector.collect();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(PROCESS_METRICS_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            collector.collect();
+        }
+    });
 }
 
 /// Records the `conveyor_build_info` gauge for a service.
 pub fn record_build_info(service: &'static str) {
     metrics::gauge!(metric::BUILD_INFO, "service" => service, "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a fresh process's `/metrics` shows after `register` and nothing else.
+    fn rendered(register: fn()) -> String {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, register);
+        handle.render()
+    }
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn a_fresh_worker_shows_every_job_outcome_of_every_queue_at_zero() {
+        let text = rendered(register_worker_metrics);
+        for &queue in QueueName::ALL {
+            let q = queue.as_str();
+            for outcome in label::JOB_OUTCOMES {
+                let line =
+                    format!(r#"conveyor_jobs_finished_total{{queue="{q}",outcome="{outcome}"}} 0"#);
+                assert!(has_line(&text, &line), "{line} missing from\n{text}");
+                let count = format!(
+                    r#"conveyor_job_duration_seconds_count{{queue="{q}",outcome="{outcome}"}} 0"#
+                );
+                assert!(has_line(&text, &count), "{count} missing");
+            }
+            for line in [
+                format!(r#"conveyor_jobs_started_total{{queue="{q}"}} 0"#),
+                format!(r#"conveyor_jobs_timed_out_total{{queue="{q}"}} 0"#),
+                format!(r#"conveyor_jobs_duplicate_total{{queue="{q}"}} 0"#),
+                format!(r#"conveyor_queue_latency_seconds_bucket{{queue="{q}",le="3600"}} 0"#),
+                format!(r#"conveyor_queue_latency_seconds_count{{queue="{q}"}} 0"#),
+            ] {
+                assert!(has_line(&text, &line), "{line} missing from\n{text}");
+            }
+        }
+        for line in [
+            r#"conveyor_emails_total{outcome="deferred"} 0"#,
+            r#"conveyor_scans_total{verdict="infected"} 0"#,
+            r#"conveyor_scan_duration_seconds_bucket{verdict="clean",le="+Inf"} 0"#,
+            r#"conveyor_jobs_enqueued_total{queue="scans"} 0"#,
+        ] {
+            assert!(has_line(&text, line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_api_shows_every_enqueue_rejection_and_admin_action_at_zero() {
+        let text = rendered(register_api_metrics);
+        for &queue in QueueName::ALL {
+            let q = queue.as_str();
+            let line = format!(r#"conveyor_jobs_enqueued_total{{queue="{q}"}} 0"#);
+            assert!(has_line(&text, &line), "{line} missing from\n{text}");
+            for source in label::DISPATCH_SOURCES {
+                let line =
+                    format!(r#"conveyor_jobs_dispatched_total{{queue="{q}",source="{source}"}} 0"#);
+                assert!(has_line(&text, &line), "{line} missing");
+            }
+        }
+        for action in label::ADMIN_ACTIONS {
+            let line = format!(r#"conveyor_admin_actions_total{{action="{action}"}} 0"#);
+            assert!(has_line(&text, &line), "{line} missing");
+        }
+        for role in Role::ALL {
+            let line = format!(
+                r#"conveyor_message_quota_refused_total{{role="{}"}} 0"#,
+                role.as_str()
+            );
+            assert!(has_line(&text, &line), "{line} missing");
+        }
+        for line in [
+            r#"conveyor_rate_limited_total{group="submit"} 0"#,
+            r#"conveyor_uploads_total{outcome="accepted"} 0"#,
+        ] {
+            assert!(has_line(&text, line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn registering_twice_keeps_what_was_counted() {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            register_worker_metrics();
+            metrics::counter!(metric::JOBS_FINISHED_TOTAL, "queue" => "emails", "outcome" => "dead")
+                .increment(1);
+            register_worker_metrics();
+        });
+        let text = handle.render();
+        let line = r#"conveyor_jobs_finished_total{queue="emails",outcome="dead"} 1"#;
+        assert!(has_line(&text, line), "{line} missing from\n{text}");
+    }
 }

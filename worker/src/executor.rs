@@ -5,12 +5,14 @@
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Instant, SystemTime};
+use tracing::Instrument as _;
 
 use futures::FutureExt as _;
 use shared::config::QueueSettings;
 use shared::db::jobs::ClaimedJob;
 use shared::queue::QueueName;
 use shared::telemetry::metric;
+use time::OffsetDateTime;
 
 use crate::completer::{Recorder, Report, Verdict};
 use crate::handler::{Handler, Outcome};
@@ -30,8 +32,12 @@ impl<H: Handler> Executor<H> {
         let row = &job.row;
         let queue = self.queue.as_str();
         metrics::counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(1);
+        metrics::histogram!(metric::QUEUE_LATENCY_SECONDS, "queue" => queue)
+            .record(waited(row, OffsetDateTime::now_utc()));
         let span = tracing::info_span!("job", queue, job_id = %row.id, request_id = %row.request_id, attempt = row.attempt);
-        let outcome = self.attempt(row).await;
+        // In the span, so the handler's logs (and a panic reported to Sentry) carry the
+        // job's id, queue and request id.
+        let outcome = self.attempt(row).instrument(span.clone()).await;
         let verdict = decide(outcome, row, &self.settings, SystemTime::now());
         span.in_scope(|| match &verdict {
             Verdict::Succeeded => tracing::info!(
@@ -64,12 +70,22 @@ impl<H: Handler> Executor<H> {
             Ok(Err(panic)) => {
                 Outcome::Retry(format!("the handler panicked: {}", panic_message(&*panic)))
             }
-            Err(_) => Outcome::Retry(format!(
-                "the job timed out after {} s",
-                timeout.as_secs_f64()
-            )),
+            Err(_) => {
+                metrics::counter!(metric::JOBS_TIMED_OUT_TOTAL, "queue" => self.queue.as_str())
+                    .increment(1);
+                Outcome::Retry(format!(
+                    "the job timed out after {} s",
+                    timeout.as_secs_f64()
+                ))
+            }
         }
     }
+}
+
+/// Seconds `job` waited between becoming runnable and `now`; never negative (the
+/// database's clock and this host's may differ a little).
+pub fn waited(job: &ClaimedJob, now: OffsetDateTime) -> f64 {
+    (now - job.runnable_at).as_seconds_f64().max(0.0)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -120,6 +136,7 @@ mod tests {
             payload: serde_json::json!({}),
             attempt,
             max_attempts,
+            runnable_at: OffsetDateTime::now_utc(),
         }
     }
 
@@ -174,6 +191,15 @@ mod tests {
         );
     }
 
+    #[test]
+    fn queue_latency_runs_from_runnable_to_start_and_is_never_negative() {
+        let mut row = job(1, 3);
+        let now = row.runnable_at + time::Duration::milliseconds(1500);
+        assert!((waited(&row, now) - 1.5).abs() < 1e-9);
+        row.runnable_at = now + time::Duration::seconds(1);
+        assert_eq!(waited(&row, now), 0.0);
+    }
+
     struct Panics;
     impl Handler for Panics {
         async fn handle(&self, _job: &ClaimedJob) -> Outcome {
@@ -209,11 +235,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_handler_past_the_timeout_becomes_a_retry() {
+    async fn a_handler_past_the_timeout_becomes_a_retry_and_counts_as_timed_out() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
         let outcome = executor(Sleeps).attempt(&job(1, 3)).await;
         assert_eq!(
             outcome,
             Outcome::Retry("the job timed out after 0.05 s".into())
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"conveyor_jobs_timed_out_total{queue="canary"} 1"#),
+            "{text}"
         );
     }
 }

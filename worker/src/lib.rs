@@ -7,6 +7,7 @@ pub mod completer;
 pub mod executor;
 pub mod handler;
 pub mod handlers;
+pub mod lease;
 pub mod maintenance;
 pub mod producer;
 pub mod queues;

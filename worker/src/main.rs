@@ -40,6 +40,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the subscriber, whose Sentry layer it enables; kept until the process ends.
+    let _monitoring = match shared::monitoring::init("worker", config.app_env) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("worker: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init_tracing(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,6 +76,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let prometheus = telemetry::prometheus();
+    telemetry::register_worker_metrics();
+    telemetry::spawn_process_metrics();
     telemetry::record_build_info("worker");
     config.warn_about_keys(&[]);
     let pool = db::pool(&config)?;

@@ -1,15 +1,21 @@
 //! The worker's chores, each a small service with a `round()` (tests call it
 //! directly) run by [`shared::maintenance::every`]: heartbeats keep this process's
 //! consumers and running jobs alive; the reaper returns a dead worker's in-flight ids;
-//! the promoter moves due retries to ready and reports queue depth. Retention (the
-//! pruner) is [`shared::maintenance::retention`].
+//! the promoter moves due retries to ready and reports Redis's queue depth; the
+//! sampler reports PostgreSQL's counts and the live workers, from one replica at a
+//! time. Retention (the pruner) is [`shared::maintenance::retention`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use shared::queue::{InFlight, Queue};
+use shared::queue::pause::PauseWatch;
+use shared::queue::{InFlight, Queue, QueueName};
+use shared::redis::Redis;
 use shared::telemetry::metric;
 use sqlx::PgPool;
 
+use crate::lease::Lease;
 use crate::running::Running;
 
 /// Keeps this process's consumers registered in Redis and its running jobs' rows
@@ -90,5 +96,134 @@ impl Promoter {
                 .set(delayed as f64);
         }
         Ok(total)
+    }
+}
+
+/// The job states `conveyor_queue_jobs` reports.
+const SAMPLED_STATES: [&str; 4] = ["queued", "running", "retrying", "dead"];
+
+/// Sets `conveyor_queue_jobs`, `conveyor_queue_oldest_age_seconds` and
+/// `conveyor_workers_alive` for every queue, from one worker process at a time: the
+/// holder of a Redis lease, so replicas do not all run the same grouped count against
+/// PostgreSQL. A process that does not hold the lease exports none of these series;
+/// one that loses it (or cannot tell, Redis or PostgreSQL failing) sets the series it
+/// had exported to 0, since an exporter cannot withdraw a series. Either way a
+/// non-holder never shows a stale value, so `max` or `sum` by queue across instances
+/// is the holder's value (never `avg` or `min`).
+#[derive(Clone, Debug)]
+pub struct QueueSampler {
+    pool: PgPool,
+    queues: Vec<Queue>,
+    lease: Lease,
+    /// Whether this process's gauges hold sampled values (to zero when it stops).
+    exported: Arc<AtomicBool>,
+}
+
+impl QueueSampler {
+    pub const INTERVAL: Duration = Duration::from_secs(5);
+    /// Three missed rounds: a holder that died is replaced within this.
+    pub const LEASE_TTL: Duration = Duration::from_secs(15);
+
+    /// A sampler for every queue, competing for the lease as `holder`.
+    pub fn new(pool: PgPool, redis: Redis, holder: &str) -> Self {
+        QueueSampler {
+            pool,
+            queues: QueueName::ALL
+                .iter()
+                .map(|&name| Queue::new(redis.clone(), name))
+                .collect(),
+            lease: Lease::new(redis, "queue-sampler", holder, Self::LEASE_TTL),
+            exported: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Samples if this process holds (or takes) the lease; `Ok(true)` if it did.
+    pub async fn round(&self) -> Result<bool, String> {
+        match self.lease.hold().await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.withdraw();
+                return Ok(false);
+            }
+            Err(err) => {
+                self.withdraw();
+                return Err(format!("queue sampler lease: {err}"));
+            }
+        }
+        if let Err(err) = self.sample().await {
+            // Let a replica that can reach PostgreSQL take over.
+            self.withdraw();
+            let _ = self.lease.release().await;
+            return Err(err);
+        }
+        Ok(true)
+    }
+
+    async fn sample(&self) -> Result<(), String> {
+        let rows = shared::db::jobs::sample_queues(&self.pool)
+            .await
+            .map_err(|err| format!("queue counts: {err}"))?;
+        let mut alive = Vec::with_capacity(self.queues.len());
+        for queue in &self.queues {
+            alive.push(
+                queue
+                    .workers_alive()
+                    .await
+                    .map_err(|err| format!("workers alive: {err}"))?,
+            );
+        }
+        for (queue, alive) in self.queues.iter().zip(alive) {
+            let name = queue.name();
+            let row = rows.iter().find(|row| row.queue == name);
+            let counts = row.map_or([0; 4], |r| [r.queued, r.running, r.retrying, r.dead]);
+            for (state, count) in SAMPLED_STATES.into_iter().zip(counts) {
+                metrics::gauge!(metric::QUEUE_JOBS, "queue" => name.as_str(), "state" => state)
+                    .set(count as f64);
+            }
+            let oldest = row.and_then(|r| r.oldest_queued_secs).unwrap_or(0.0);
+            metrics::gauge!(metric::QUEUE_OLDEST_AGE_SECONDS, "queue" => name.as_str())
+                .set(oldest.max(0.0));
+            metrics::gauge!(metric::WORKERS_ALIVE, "queue" => name.as_str()).set(alive as f64);
+        }
+        self.exported.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Zeroes the sampled gauges if this process had set them.
+    fn withdraw(&self) {
+        if !self.exported.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        for queue in &self.queues {
+            let name = queue.name().as_str();
+            for state in SAMPLED_STATES {
+                metrics::gauge!(metric::QUEUE_JOBS, "queue" => name, "state" => state).set(0.0);
+            }
+            metrics::gauge!(metric::QUEUE_OLDEST_AGE_SECONDS, "queue" => name).set(0.0);
+            metrics::gauge!(metric::WORKERS_ALIVE, "queue" => name).set(0.0);
+        }
+    }
+
+    /// On shutdown: stop exporting and hand the lease on at once.
+    pub async fn stop(&self) {
+        self.withdraw();
+        if let Err(err) = self.lease.release().await {
+            tracing::debug!(error = %err, "cannot release the queue sampler lease; it expires");
+        }
+    }
+}
+
+/// Keeps `conveyor_queue_paused` equal to what this process's pause watch says, for
+/// the queues it runs, until the watch stops. The producers read the same watch, so
+/// once this process shows 1 it takes no new job of that queue.
+pub async fn export_paused(mut pause: PauseWatch, queues: Vec<QueueName>) {
+    loop {
+        for &queue in &queues {
+            metrics::gauge!(metric::QUEUE_PAUSED, "queue" => queue.as_str())
+                .set(f64::from(u8::from(pause.is_paused(queue))));
+        }
+        if !pause.changed().await {
+            return;
+        }
     }
 }

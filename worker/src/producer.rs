@@ -2,7 +2,10 @@
 //! list (a blocking move into this consumer's in-flight list), claims their rows in
 //! PostgreSQL in one compare-and-set, and hands apalis only jobs this worker now
 //! owns — through [`ClaimedJobs`], the apalis backend. Ids it could not claim are
-//! duplicate deliveries: acknowledged at once as no-ops.
+//! duplicate deliveries: acknowledged at once as no-ops. While an operator has paused
+//! the queue it takes nothing (jobs already running finish): it checks the process's
+//! [`PauseWatch`] before each fetch, and gives back ids a fetch returned after the
+//! pause was seen.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
 use shared::db::jobs::{self, ClaimedJob};
 use shared::queue::Consumer;
+use shared::queue::pause::PauseWatch;
 use shared::redis::Redis;
 use shared::telemetry::metric;
 use sqlx::PgPool;
@@ -47,17 +51,34 @@ pub struct Producer {
     /// A running job whose heartbeat is older than this may be claimed again.
     pub heartbeat_timeout: Duration,
     pub running: Running,
+    /// The operators' pause switch, as this process last read it.
+    pub pause: PauseWatch,
 }
 
 impl Producer {
     /// Runs until `stop` turns true. Redis or PostgreSQL errors are retried with a
     /// capped backoff; only a closed job channel ends the feed early.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), FeedClosed> {
-        let queue = self.consumer.queue().name().to_string();
+        let name = self.consumer.queue().name();
+        let queue = name.to_string();
         let mut failures: u32 = 0;
         loop {
             if *stop.borrow() {
                 return Ok(());
+            }
+            if self.pause.is_paused(name) {
+                tracing::info!(queue = %queue, "queue paused: taking no new jobs");
+                let resumed = tokio::select! {
+                    resumed = self.pause.wait_running(name) => resumed,
+                    _ = stop.changed() => return Ok(()),
+                };
+                if !resumed {
+                    // The watch stopped while paused: paused it stays, until shutdown.
+                    let _ = stop.wait_for(|stop| *stop).await;
+                    return Ok(());
+                }
+                tracing::info!(queue = %queue, "queue resumed");
+                continue;
             }
             let first = tokio::select! {
                 permit = self.slots.clone().acquire_owned() => match permit {
@@ -66,6 +87,10 @@ impl Producer {
                 },
                 _ = stop.changed() => return Ok(()),
             };
+            if self.pause.is_paused(name) {
+                // Paused while every slot was busy: wait above, holding none.
+                continue;
+            }
             let mut slots = vec![first];
             while let Ok(permit) = self.slots.clone().try_acquire_owned() {
                 slots.push(permit);
@@ -87,6 +112,11 @@ impl Producer {
                 }
             };
             if ids.is_empty() {
+                continue;
+            }
+            if self.pause.is_paused(name) {
+                // The pause arrived while the fetch was blocked: these stay unstarted.
+                self.give_back(&ids).await;
                 continue;
             }
             match self.claim(&ids).await {
@@ -142,6 +172,31 @@ impl Producer {
             }
         }
         Ok(claimed)
+    }
+}
+
+impl Producer {
+    /// Returns fetched, unclaimed ids to the front of the ready list in the order they
+    /// were taken, then forgets them: pushed before acknowledged, so a failure between
+    /// the two leaves a duplicate (a no-op claim), never a lost id. Failures are logged;
+    /// ids left in flight are returned when this process stops or dies, and the
+    /// reconciler pushes again jobs that stay unclaimed.
+    async fn give_back(&self, ids: &[String]) {
+        let mut conn = self.redis.connection();
+        // Consumers take from the right: the first id taken goes back rightmost.
+        let front_first: Vec<&String> = ids.iter().rev().collect();
+        let pushed: redis::RedisResult<()> = redis::cmd("RPUSH")
+            .arg(self.consumer.queue().ready_key())
+            .arg(&front_first)
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = pushed {
+            tracing::warn!(error = %err, jobs = ids.len(), "cannot give back jobs fetched while paused");
+            return;
+        }
+        if let Err(err) = self.consumer.in_flight().ack(ids).await {
+            tracing::warn!(error = %err, "cannot forget jobs given back while paused");
+        }
     }
 }
 
@@ -209,5 +264,97 @@ impl BackendConfig for ClaimedJobs {
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
         Identity::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use redis::AsyncCommands as _;
+    use shared::queue::pause;
+    use shared::queue::{Queue, QueueName};
+
+    use super::*;
+
+    fn redis() -> Redis {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-{}", Uuid::new_v4().simple());
+        Redis::connect_lazy_to(&url, &prefix).expect("redis url")
+    }
+
+    /// The ready list in the order consumers will take it.
+    async fn next_in_line(redis: &Redis, queue: &Queue) -> Vec<String> {
+        let mut conn = redis.connection();
+        let mut ids: Vec<String> = conn.lrange(queue.ready_key(), 0, -1).await.expect("lrange");
+        ids.reverse();
+        ids
+    }
+
+    #[tokio::test]
+    async fn ids_fetched_after_a_pause_go_back_first_in_line_unclaimed() {
+        let redis = redis();
+        let queue = Queue::new(redis.clone(), QueueName::Emails);
+        let consumer = queue
+            .consumer("w1", Duration::from_secs(1))
+            .await
+            .expect("consumer");
+        let (stop_tx, stop) = watch::channel(false);
+        let pause = PauseWatch::start(redis.clone(), Duration::from_millis(20), stop.clone()).await;
+        let (jobs_tx, mut jobs_rx) = mpsc::channel(4);
+        let producer = Producer {
+            consumer,
+            // Never reached: a claim would fail and leave the ids in flight.
+            pool: sqlx::postgres::PgPoolOptions::new()
+                .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+                .expect("a lazy pool"),
+            redis: redis.clone(),
+            slots: Arc::new(Semaphore::new(4)),
+            jobs: jobs_tx,
+            heartbeat_timeout: Duration::from_secs(30),
+            running: Running::default(),
+            pause: pause.clone(),
+        };
+        let in_flight = producer.consumer.in_flight().clone();
+        let task = tokio::spawn(producer.run(stop));
+        // Let the producer block in its fetch of the empty queue, then pause.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause::pause(&redis, QueueName::Emails)
+            .await
+            .expect("pause");
+        let mut seen = pause.clone();
+        while !seen.is_paused(QueueName::Emails) {
+            assert!(seen.changed().await);
+        }
+        let ids: Vec<String> = (0..3).map(|n| format!("job-{n}")).collect();
+        queue.push(&ids).await.expect("push");
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let waiting = next_in_line(&redis, &queue).await;
+            let held = in_flight.ids().await.expect("in flight");
+            if waiting == ids && held.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ready {waiting:?}, in flight {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            jobs_rx.try_recv().is_err(),
+            "nothing was handed to an executor"
+        );
+
+        stop_tx.send(true).expect("stop");
+        let stopped = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        let mut conn = redis.connection();
+        let keys: Vec<String> = conn
+            .keys(format!("{}:*", redis.prefix()))
+            .await
+            .expect("keys");
+        conn.del::<_, ()>(keys).await.expect("cleanup");
     }
 }

@@ -3,7 +3,8 @@
 //! completer for the process; the maintenance chores; the operational listener; and
 //! graceful shutdown (stop fetching, let in-flight jobs finish within the grace
 //! period, hand back what was not finished, exit 0). A producer that dies fails
-//! readiness and makes [`Runtime::run`] return an error.
+//! readiness and makes [`Runtime::run`] return an error. One [`PauseWatch`] per
+//! process tells every producer which queues an operator has paused.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,8 +24,10 @@ use shared::Config;
 use shared::config::QueueSettings;
 use shared::health::{Health, HealthFlag};
 use shared::maintenance::{every, retention::Pruner};
+use shared::queue::pause::PauseWatch;
 use shared::queue::{Consumer, Queue, QueueName};
 use shared::redis::Redis;
+use shared::telemetry::metric;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -33,12 +36,15 @@ use tokio::task::JoinHandle;
 use crate::completer::{Completer, Recorder};
 use crate::executor::Executor;
 use crate::handler::Handler;
-use crate::maintenance::{Heartbeat, Promoter, Reaper};
+use crate::maintenance::{Heartbeat, Promoter, QueueSampler, Reaper};
 use crate::producer::{ClaimedJobs, FeedClosed, Job, Producer};
 use crate::running::Running;
 
 /// How long a fetch blocks on an empty queue before it looks at its stop signal.
 const FETCH_BLOCK: Duration = Duration::from_secs(2);
+/// How often the paused queues are read from Redis: a pause or resume takes effect
+/// within about this.
+const PAUSE_REFRESH: Duration = Duration::from_secs(1);
 
 /// A worker process: its handles and the queues it runs.
 pub struct Runtime {
@@ -140,6 +146,9 @@ impl Runtime {
             shutdown.await;
             let _ = signal_seen_tx.send(true);
         });
+        for registered in &queues {
+            ConsumerUp::set(registered.name(), false);
+        }
         let readiness = health.check().await;
         let names: Vec<&str> = queues.iter().map(|q| q.name().as_str()).collect();
         tracing::info!(worker = %id, queues = ?names, postgres = ?readiness.postgres, redis = ?readiness.redis, "worker starting");
@@ -180,6 +189,11 @@ impl Runtime {
                 }
             }
         }
+        let pause = PauseWatch::start(redis.clone(), PAUSE_REFRESH, stop_rx.clone()).await;
+        let pause_gauges = tokio::spawn(crate::maintenance::export_paused(
+            pause.clone(),
+            queues.iter().map(|q| q.name()).collect(),
+        ));
         let in_flight: HashMap<QueueName, _> = consumers
             .iter()
             .map(|c| (c.queue().name(), c.in_flight().clone()))
@@ -207,13 +221,18 @@ impl Runtime {
                 jobs: jobs_tx,
                 heartbeat_timeout: config.queues.heartbeat_timeout,
                 running: running.clone(),
+                pause: pause.clone(),
             };
-            producers.push(tokio::spawn(producer.run(stop_rx.clone())));
+            let (stop, name) = (stop_rx.clone(), registered.name());
+            producers.push(tokio::spawn(async move {
+                let _up = ConsumerUp::new(name);
+                producer.run(stop).await
+            }));
             monitor = registered.start(monitor, &id, jobs_rx, recorder.clone());
         }
         drop(recorder);
         let monitor = monitor.shutdown_timeout(config.ops.shutdown_grace);
-        let chores = spawn_chores(&config, &pool, &id, &in_flight, &running, &stop_rx);
+        let chores = spawn_chores(&config, &pool, &redis, &id, &in_flight, &running, &stop_rx);
 
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
         let monitor_task = tokio::spawn(monitor.run_with_signal(async move {
@@ -275,6 +294,7 @@ impl Runtime {
         for chore in chores {
             chore.abort();
         }
+        pause_gauges.abort();
         watch_task.abort();
         if let Some(server) = ops_server {
             let _ = server.await;
@@ -289,10 +309,11 @@ impl Runtime {
     }
 }
 
-/// Heartbeats, reaper, promoter and pruner, each on its own interval.
+/// Heartbeats, reaper, promoter, queue sampler and pruner, each on its own interval.
 fn spawn_chores(
     config: &Config,
     pool: &PgPool,
+    redis: &Redis,
     id: &str,
     in_flight: &HashMap<QueueName, shared::queue::InFlight>,
     running: &Running,
@@ -310,6 +331,7 @@ fn spawn_chores(
         queues: queues.clone(),
     };
     let promoter = Promoter { queues };
+    let sampler = QueueSampler::new(pool.clone(), redis.clone(), id);
     let pruner = Pruner::new(
         pool.clone(),
         config.pipeline.retention,
@@ -338,6 +360,16 @@ fn spawn_chores(
                 async move { promoter.round().await }
             },
         )),
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                every("queue sampler", QueueSampler::INTERVAL, stop, || {
+                    sampler.round()
+                })
+                .await;
+                sampler.stop().await;
+            }
+        }),
         tokio::spawn(every("pruner", prune_every, stop.clone(), move || {
             let pruner = pruner.clone();
             async move { pruner.round().await }
@@ -368,6 +400,28 @@ async fn connect_consumer(
                 }
             }
         }
+    }
+}
+
+/// `conveyor_worker_consumer_up{queue}`: 1 from [`ConsumerUp::new`] until the guard
+/// drops — when the producer's task ends, however it ends (a panic included).
+struct ConsumerUp(QueueName);
+
+impl ConsumerUp {
+    fn new(queue: QueueName) -> Self {
+        Self::set(queue, true);
+        ConsumerUp(queue)
+    }
+
+    fn set(queue: QueueName, up: bool) {
+        metrics::gauge!(metric::WORKER_CONSUMER_UP, "queue" => queue.as_str())
+            .set(f64::from(u8::from(up)));
+    }
+}
+
+impl Drop for ConsumerUp {
+    fn drop(&mut self) {
+        Self::set(self.0, false);
     }
 }
 

@@ -231,37 +231,37 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 /// The page a verification link opens: a Confirm button that posts the token. A
-/// `GET` never confirms, so a mail scanner that follows links spends nothing.
+/// `GET` never confirms, so a mail scanner that follows links spends nothing. A link
+/// without a well-formed token (never one the api sent) is 400.
 #[utoipa::path(get, path = "/api/v1/auth/verify-email", tag = "auth", params(VerifyEmailRequest),
     responses(
-        (status = 200, content_type = "text/html", body = String, description = "A page with a Confirm button (or, for a malformed token, a page saying the link is not valid)"),
+        (status = 200, content_type = "text/html", body = String, description = "A page with a Confirm button"),
+        (status = 400, body = shared::problem::Problem, description = "`validation_failed`: no well-formed `token`"),
     ))]
-pub async fn verify_email_page(uri: axum::http::Uri) -> Response {
+pub async fn verify_email_page(uri: axum::http::Uri) -> Result<Response, ApiError> {
     let token = uri
         .query()
         .into_iter()
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
         .find(|(name, _)| name == "token")
         .map(|(_, value)| value.into_owned())
-        .filter(|token| verification::is_token_shaped(token));
-    match token {
-        // The token is base64url (checked), so it needs no escaping.
-        Some(token) => page(
-            StatusCode::OK,
-            "Confirm your email address",
-            &format!(
-                "<p>Press Confirm to finish setting up your Conveyor account.</p>\
-                 <form method=\"post\" action=\"verify-email\">\
-                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
-                 <button type=\"submit\">Confirm</button></form>"
-            ),
+        .filter(|token| verification::is_token_shaped(token))
+        .ok_or_else(|| {
+            ApiError::validation(
+                "the link has no valid token: copy the whole link from the message",
+            )
+        })?;
+    // The token is base64url (checked above), so it needs no escaping.
+    Ok(page(
+        StatusCode::OK,
+        "Confirm your email address",
+        &format!(
+            "<p>Press Confirm to finish setting up your Conveyor account.</p>\
+             <form method=\"post\" action=\"verify-email\">\
+             <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <button type=\"submit\">Confirm</button></form>"
         ),
-        None => page(
-            StatusCode::OK,
-            "This link is not valid",
-            "<p>Copy the whole link from the message, or sign in and ask for a new one.</p>",
-        ),
-    }
+    ))
 }
 
 /// Confirms the account's email address with the token of a verification link.

@@ -8,6 +8,24 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// The page size of a listing when the query names none.
+pub const DEFAULT_PAGE_SIZE: i64 = 20;
+/// The largest page size a listing serves.
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// The `limit` of a listing's query, 1 to [`MAX_PAGE_SIZE`] (default
+/// [`DEFAULT_PAGE_SIZE`]), or a 400.
+pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if (1..=MAX_PAGE_SIZE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::validation(format!(
+            "limit must be between 1 and {MAX_PAGE_SIZE}"
+        )))
+    }
+}
+
 pub fn encode(created_at: OffsetDateTime, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{}", created_at.unix_timestamp_nanos(), id))
 }
@@ -70,7 +88,47 @@ mod tests {
         assert!(decode(&cursor_at_secs(0)).is_ok());
     }
 
+    #[test]
+    fn the_listings_document_their_page_size_and_cursor() {
+        use crate::routes::emails::spec_check::parameter;
+        for path in ["/api/v1/requests", "/api/v1/uploads"] {
+            let limit = &parameter(path, "get", "limit")["schema"];
+            assert_eq!(limit["type"], "integer", "{path}");
+            assert_eq!(limit["minimum"], 1, "{path}");
+            assert_eq!(limit["maximum"], MAX_PAGE_SIZE, "{path}");
+            assert_eq!(limit["default"], DEFAULT_PAGE_SIZE, "{path}");
+            let cursor = &parameter(path, "get", "cursor")["schema"];
+            assert_eq!(cursor["pattern"], CURSOR_PATTERN, "{path}");
+        }
+        assert_eq!(page_size(None).ok(), Some(DEFAULT_PAGE_SIZE));
+        for ok in [1, MAX_PAGE_SIZE] {
+            assert_eq!(page_size(Some(ok)).ok(), Some(ok));
+        }
+        for bad in [i64::MIN, 0, MAX_PAGE_SIZE + 1] {
+            assert!(page_size(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    /// The `cursor` parameter's pattern: URL-safe base64 without padding.
+    const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+
+    /// Whether `text` matches [`CURSOR_PATTERN`].
+    fn fits_pattern(text: &str) -> bool {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
     proptest::proptest! {
+        /// What the pattern refuses, `decode` refuses (a 400); what the api issues fits it.
+        #[test]
+        fn text_off_the_cursor_pattern_is_refused(raw in ".{0,60}|[A-Za-z0-9_=+/-]{0,60}") {
+            if !fits_pattern(&raw) {
+                proptest::prop_assert!(decode(&raw).is_err(), "{raw:?}");
+            }
+        }
+
         #[test]
         fn any_cursor_the_api_makes_decodes_to_its_position(
             // The `time` crate stops at the year 9999, well inside PostgreSQL's range.
@@ -82,6 +140,7 @@ mod tests {
                 .map(|t| t + time::Duration::nanoseconds(i64::from(nanos)))
                 .expect("in range");
             let id = Uuid::from_bytes(id);
+            proptest::prop_assert!(fits_pattern(&encode(at, id)));
             proptest::prop_assert_eq!(decode(&encode(at, id)).ok(), Some((at, id)));
         }
 

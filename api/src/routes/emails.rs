@@ -23,6 +23,8 @@ use crate::state::AppState;
 pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_CAMPAIGN_RECIPIENTS: usize = 100_000;
 const MAX_SUBJECT_CHARS: usize = 998;
+/// Characters of a campaign's name, once trimmed.
+const MAX_NAME_CHARS: usize = 200;
 const MAX_BODY_BYTES: usize = 512 * 1024;
 
 pub fn routes(campaign_body_limit: usize) -> Router<AppState> {
@@ -32,29 +34,93 @@ pub fn routes(campaign_body_limit: usize) -> Router<AppState> {
     )
 }
 
+/// One message. Past what the schema states, each address is checked (see `to`), and
+/// the recipients together (`to` + `cc` + `bcc`) are charged to the sender's hourly
+/// and daily message quota: more than a whole quota is 422, more than what is left of
+/// it 429 `message_quota_exceeded`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRequest {
-    /// 1 to 50 addresses, `ada@example.org` or `Ada Lovelace <ada@example.org>`.
+    /// 1 to 50 mailboxes, each `ada@example.org` or `Ada Lovelace <ada@example.org>`:
+    /// a plain ASCII address (`local@domain`, local part up to 64 characters, at most
+    /// 254 in all, a domain of at least two labels), optionally after a display name of
+    /// up to 100 characters without `<`, `>`, `"` or `\`; no control characters.
+    #[schema(
+        min_items = 1,
+        max_items = 50,
+        examples("Ada Lovelace <ada@example.org>")
+    )]
     pub to: Vec<String>,
+    /// Up to 50 mailboxes, as in `to`.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub cc: Vec<String>,
+    /// Up to 50 mailboxes, as in `to`.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub bcc: Vec<String>,
+    /// One mailbox, as in `to`.
     pub reply_to: Option<String>,
+    /// 1 to 998 characters, not all whitespace, without control characters (no CR or
+    /// LF: nothing can forge a header).
+    #[schema(
+        min_length = 1,
+        max_length = 998,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$",
+        examples("Your invoice")
+    )]
     pub subject: String,
+    /// The plain-text body: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
+    #[schema(
+        pattern = r"^[^\x00]*$",
+        examples("Hello Ada,\n\nyour invoice is attached.")
+    )]
     pub text: String,
+    /// The HTML body: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
+    #[schema(
+        pattern = r"^[^\x00]*$",
+        examples("<p>Hello Ada,</p><p>your invoice is attached.</p>")
+    )]
     pub html: Option<String>,
 }
 
+/// One message per distinct recipient, all with the same content. The distinct
+/// recipients are charged to the sender's message quota, as for an email.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
+    /// 1 to 200 characters once leading and trailing whitespace is trimmed (the
+    /// trimmed name is kept), without control characters inside.
+    #[schema(
+        min_length = 1,
+        pattern = r"^[\x09-\x0D\x20\x85\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000])?[\x09-\x0D\x20\x85\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000]*$",
+        examples("Spring launch")
+    )]
     pub name: String,
+    /// As an email's `subject`.
+    #[schema(
+        min_length = 1,
+        max_length = 998,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$",
+        examples("Spring is here")
+    )]
     pub subject: String,
+    /// As an email's `text`: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
+    #[schema(pattern = r"^[^\x00]*$", examples("Our spring collection is out."))]
     pub text: String,
+    /// As an email's `html`: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
+    #[schema(
+        pattern = r"^[^\x00]*$",
+        examples("<p>Our spring collection is out.</p>")
+    )]
     pub html: Option<String>,
-    /// 1 to 100,000 addresses; duplicates are sent once.
+    /// 1 to 100,000 mailboxes, each as an email's `to`; duplicates (by address) are
+    /// sent once.
+    #[schema(
+        min_items = 1,
+        max_items = 100000,
+        examples("Grace Hopper <grace@example.org>")
+    )]
     pub recipients: Vec<String>,
 }
 
@@ -171,7 +237,8 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Queues one message (one job). Answers 202 at once; follow it at `Location`.
 #[utoipa::path(post, path = "/api/v1/emails", tag = "emails", request_body = EmailRequest, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission (kept 24 h)")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+        description = "Repeat-safe submission (kept 24 h): 1 to 255 visible ASCII characters")),
     responses(
         (status = 202, body = Accepted, description = "Queued; `Location` names the request"),
         (status = 409, body = shared::problem::Problem, description = "same Idempotency-Key still being processed"),
@@ -252,7 +319,8 @@ pub async fn send_email(
 
 /// Queues one message per distinct recipient (promoters and admins).
 #[utoipa::path(post, path = "/api/v1/campaigns", tag = "emails", request_body = CampaignRequest, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission (kept 24 h)")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+        description = "Repeat-safe submission (kept 24 h): 1 to 255 visible ASCII characters")),
     responses(
         (status = 202, body = Accepted, description = "Queued; `total` is the number of distinct recipients"),
         (status = 403, body = shared::problem::Problem, description = "role `user`"),
@@ -268,10 +336,13 @@ pub async fn send_campaign(
     let request: CampaignRequest = parse_json(&body)?;
     let mut errors = Vec::new();
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         errors.push(FieldError::new(
             "name",
-            "must be 1 to 200 characters without control characters",
+            format!("must be 1 to {MAX_NAME_CHARS} characters without control characters"),
         ));
     }
     if request.recipients.is_empty() || request.recipients.len() > MAX_CAMPAIGN_RECIPIENTS {
@@ -398,6 +469,119 @@ mod tests {
                     .map(|i| i.fingerprint);
                 proptest::prop_assert_ne!(Some(first.fingerprint), other_path);
             }
+        }
+    }
+}
+
+/// The published constraints, checked against the limits above: a pattern's character
+/// classes are spelled out here from the predicates the handlers use.
+#[cfg(test)]
+pub(crate) mod spec_check {
+    use serde_json::Value;
+
+    /// A regex class body of every character `member` holds for, as the spec spells
+    /// it: runs as ranges, `\xHH` up to U+00FF and `\uHHHH` above.
+    pub fn class(member: impl Fn(char) -> bool) -> String {
+        let escape = |c: char| {
+            let code = u32::from(c);
+            assert!(code <= 0xFFFF, "{code:X} needs a \\u{{…}} escape");
+            if code <= 0xFF {
+                format!("\\x{code:02X}")
+            } else {
+                format!("\\u{code:04X}")
+            }
+        };
+        let mut runs: Vec<(char, char)> = Vec::new();
+        for c in (0..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|&c| member(c))
+        {
+            match runs.last_mut() {
+                Some((_, end)) if u32::from(*end) + 1 == u32::from(c) => *end = c,
+                _ => runs.push((c, c)),
+            }
+        }
+        runs.iter()
+            .map(|&(start, end)| {
+                if start == end {
+                    escape(start)
+                } else {
+                    format!("{}-{}", escape(start), escape(end))
+                }
+            })
+            .collect()
+    }
+
+    /// Any character but a control character (`char::is_control`).
+    pub fn not_control() -> String {
+        format!("[^{}]", class(char::is_control))
+    }
+
+    /// Any character that `str::trim` keeps and that is not a control character.
+    pub fn visible() -> String {
+        format!("[^{}]", class(|c| c.is_control() || c.is_whitespace()))
+    }
+
+    /// What `str::trim` removes (`char::is_whitespace`).
+    pub fn whitespace() -> String {
+        format!("[{}]", class(char::is_whitespace))
+    }
+
+    /// `components.schemas.{name}` of the served spec.
+    pub fn schema(name: &str) -> Value {
+        let spec: Value = serde_json::from_str(&crate::openapi::json()).expect("the spec is JSON");
+        spec["components"]["schemas"][name].clone()
+    }
+
+    /// The parameters of an operation of the served spec, by name.
+    pub fn parameter(path: &str, method: &str, name: &str) -> Value {
+        let spec: Value = serde_json::from_str(&crate::openapi::json()).expect("the spec is JSON");
+        spec["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("{method} {path}: no parameter {name}"))
+            .clone()
+    }
+
+    #[test]
+    fn email_and_campaign_constraints_are_the_handlers_limits() {
+        use super::{MAX_CAMPAIGN_RECIPIENTS, MAX_NAME_CHARS, MAX_RECIPIENTS, MAX_SUBJECT_CHARS};
+        let (nc, vis, ws) = (not_control(), visible(), whitespace());
+        let subject = format!("^{nc}*{vis}{nc}*$");
+        let no_nul = format!("^[^{}]*$", class(|c| c == '\0'));
+        let email = &schema("EmailRequest")["properties"];
+        assert_eq!(email["to"]["minItems"], 1);
+        for list in ["to", "cc", "bcc"] {
+            assert_eq!(email[list]["maxItems"], MAX_RECIPIENTS, "{list}");
+        }
+        let campaign = &schema("CampaignRequest")["properties"];
+        assert_eq!(campaign["recipients"]["minItems"], 1);
+        assert_eq!(campaign["recipients"]["maxItems"], MAX_CAMPAIGN_RECIPIENTS);
+        for body in [email, campaign] {
+            assert_eq!(body["subject"]["pattern"], subject.as_str());
+            assert_eq!(body["subject"]["minLength"], 1);
+            assert_eq!(body["subject"]["maxLength"], MAX_SUBJECT_CHARS);
+            for field in ["text", "html"] {
+                assert_eq!(body[field]["pattern"], no_nul.as_str(), "{field}");
+                // A byte limit: no maxLength in characters, which would be exact for
+                // ASCII only.
+                assert!(body[field].get("maxLength").is_none(), "{field}");
+            }
+        }
+        // The trimmed name: 1 visible character, or 2 around up to MAX - 2 others.
+        let name = format!(
+            "^{ws}*{vis}(?:{nc}{{0,{}}}{vis})?{ws}*$",
+            MAX_NAME_CHARS - 2
+        );
+        assert_eq!(campaign["name"]["pattern"], name.as_str());
+        for path in ["/api/v1/emails", "/api/v1/campaigns"] {
+            let key = &parameter(path, "post", "Idempotency-Key")["schema"];
+            assert_eq!(key["type"], "string", "{path}");
+            assert_eq!(key["pattern"], "^[!-~]+$", "{path}");
+            assert_eq!(
+                (key["minLength"].clone(), key["maxLength"].clone()),
+                (1.into(), 255.into())
+            );
         }
     }
 }

@@ -139,9 +139,10 @@ pub struct ListQuery {
     #[param(value_type = Option<RequestKind>)]
     pub kind: Option<String>,
     /// Page size, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page, as it was given: only a cursor this api
+    /// issued is accepted (another is 400).
     #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
@@ -167,10 +168,7 @@ pub async fn list(
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<RequestPage>, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit must be between 1 and 100"));
-    }
+    let limit = cursor::page_size(query.limit)?;
     let status = parse_filter::<RequestStatus>("status", query.status.as_deref())?;
     let kind = parse_filter::<RequestKind>("kind", query.kind.as_deref())?;
     let after = query.cursor.as_deref().map(cursor::decode).transpose()?;

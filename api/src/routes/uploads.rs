@@ -16,6 +16,7 @@ use shared::domain::UploadStatus;
 use shared::files::FileType;
 use time::OffsetDateTime;
 use uuid::Uuid;
+use uuid::fmt::Hyphenated;
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -141,9 +142,10 @@ pub struct UploadPage {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page, as it was given: only a cursor this api
+    /// issued is accepted (another is 400).
     #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
@@ -151,18 +153,34 @@ pub struct ListQuery {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescanRequest {
-    pub upload_id: Uuid,
+    /// One of the caller's uploads (another is 404) whose first scan has run (409
+    /// while it is pending, or if the upload was rejected). Hyphenated, as the `uuid`
+    /// format has it.
+    #[schema(value_type = Uuid)]
+    pub upload_id: Hyphenated,
 }
 
-/// The multipart form of `POST /uploads` (for the OpenAPI document).
-#[derive(Debug, utoipa::ToSchema)]
+/// The multipart form of `POST /uploads` (for the OpenAPI document): the parts
+/// `upload` reads, no others.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
-    /// The file. Its type is decided by its content (magic bytes); a declared
-    /// `Content-Type` or file extension that contradicts it is refused.
+    /// The file: at least 1 byte (an empty file is 400) and at most `UPLOAD_MAX_BYTES`
+    /// (a deployment setting: 413 past it, or past the account's `UPLOAD_QUOTA_BYTES`).
+    /// Its type is decided by its content (magic bytes): a type off the allowlist, or a
+    /// declared `Content-Type` or file extension that contradicts the content, is 415.
+    // No `minLength`: schemathesis (scripts/check-contract) validates a multipart body
+    // with its binary parts read as "", so it would take every body as schema-violating.
     #[schema(value_type = String, format = Binary)]
     pub file: Vec<u8>,
-    /// Up to 1,000 characters.
+    /// Up to 1,000 characters; no control characters but LF (so no CR either).
+    #[schema(
+        nullable = false,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x09\x0B-\x1F\x7F-\x9F]*$",
+        examples("Signed contract, second revision")
+    )]
     pub description: Option<String>,
 }
 
@@ -295,10 +313,7 @@ pub async fn list(
     Authorized(user, ..): Authorized<perm::Upload>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<UploadPage>, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit must be between 1 and 100"));
-    }
+    let limit = cursor::page_size(query.limit)?;
     let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
     let (rows, more) = service::list(&state, &user, after, limit).await?;
     let next_cursor = if more {
@@ -411,7 +426,60 @@ pub async fn rescan(
     headers: HeaderMap,
     ApiJson(body): ApiJson<RescanRequest>,
 ) -> Result<Response, ApiError> {
-    let accepted =
-        service::rescan(&state, &user, body.upload_id, super::correlation(&headers)).await?;
+    let accepted = service::rescan(
+        &state,
+        &user,
+        body.upload_id.into_uuid(),
+        super::correlation(&headers),
+    )
+    .await?;
     Ok(super::accepted(accepted))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{MAX_DESCRIPTION_CHARS, RescanRequest};
+    use crate::routes::emails::spec_check::{class, schema};
+
+    #[test]
+    fn the_form_documents_what_upload_reads() {
+        let form = schema("UploadForm");
+        assert_eq!(
+            form["additionalProperties"], false,
+            "only `file` and `description`"
+        );
+        assert_eq!(form["required"], json!(["file"]));
+        let description = &form["properties"]["description"];
+        assert_eq!(description["type"], "string", "a form part is never null");
+        assert_eq!(description["maxLength"], MAX_DESCRIPTION_CHARS);
+        let pattern = format!("^[^{}]*$", class(|c| c.is_control() && c != '\n'));
+        assert_eq!(description["pattern"], pattern.as_str());
+    }
+
+    #[test]
+    fn an_upload_id_is_a_hyphenated_uuid_as_its_format_says() {
+        let id = "0190a6f4-e89b-72d3-a456-426614174000";
+        for good in [id.to_owned(), id.to_uppercase()] {
+            let body: RescanRequest =
+                serde_json::from_value(json!({ "upload_id": good })).expect("hyphenated");
+            assert_eq!(body.upload_id.into_uuid().to_string(), id);
+        }
+        for bad in [
+            id.replace('-', ""),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            String::new(),
+        ] {
+            assert!(
+                serde_json::from_value::<RescanRequest>(json!({ "upload_id": bad })).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            schema("RescanRequest")["properties"]["upload_id"]["format"],
+            "uuid"
+        );
+    }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod events;
 pub mod factor_limit;
 pub mod lockout;
+pub mod operations;
 pub mod quotas;
 pub mod requests;
 pub mod tokens;

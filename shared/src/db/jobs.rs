@@ -13,6 +13,8 @@
 //! | [`schedule_retry`] | running, attempts left | retrying |
 //! | [`bury`] | running | dead |
 //! | [`cancel_pending`] | queued, retrying | cancelled |
+//! | [`requeue`], [`requeue_batch`] | dead (not discarded), cancelled | queued (an operator's retry) |
+//! | [`discard`] | dead | dead, discarded (an operator's; kept for audit) |
 
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
@@ -71,6 +73,11 @@ pub struct ClaimedJob {
     /// This attempt, 1-based.
     pub attempt: i32,
     pub max_attempts: i32,
+    /// When the job became runnable, the start of its queue latency: its retry's due
+    /// time (`run_after`), else its creation — whoever re-queues a job (an operator's
+    /// retry) sets `run_after` to say when. For a running job reclaimed from a dead
+    /// worker, when its heartbeat went stale.
+    pub runnable_at: OffsetDateTime,
 }
 
 /// queued | retrying | stale running → running, for `worker`. Ids not returned were
@@ -82,12 +89,18 @@ pub async fn claim(
     worker: &str,
     stale_before: OffsetDateTime,
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    // `before` reads the row as the statement found it: the update clears `run_after`,
+    // and PostgreSQL 15 has no `RETURNING old.…`.
     sqlx::query_as(
-        "UPDATE jobs SET status = 'running', attempt = attempt + 1, claimed_by = $2, \
+        "UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, claimed_by = $2, \
              started_at = now(), heartbeat_at = now(), run_after = NULL \
-         WHERE id = ANY($1) \
-           AND (status IN ('queued', 'retrying') OR (status = 'running' AND heartbeat_at < $3)) \
-         RETURNING id, request_id, queue, payload, attempt, max_attempts",
+         FROM (SELECT id, CASE WHEN status = 'running' THEN heartbeat_at + (now() - $3) \
+                               ELSE coalesce(run_after, created_at) END AS runnable_at \
+               FROM jobs WHERE id = ANY($1)) AS before \
+         WHERE j.id = before.id \
+           AND (j.status IN ('queued', 'retrying') OR (j.status = 'running' AND j.heartbeat_at < $3)) \
+         RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
+             before.runnable_at",
     )
     .bind(ids)
     .bind(worker)
@@ -349,6 +362,260 @@ pub async fn status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobStatu
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// A job as operators see it: everything but the payload (it holds sealed PII).
+#[derive(Debug, Clone, FromRow)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub queue: QueueName,
+    pub status: JobStatus,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub run_after: Option<OffsetDateTime>,
+    pub dispatched_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub discarded_at: Option<OffsetDateTime>,
+    pub discarded_by: Option<String>,
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, request_id, queue, status, attempt, max_attempts, last_error, run_after, \
+         dispatched_at, created_at, started_at, finished_at, discarded_at, discarded_by"
+    };
+}
+
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Filters and the keyset position of an operator's listing (newest first).
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub queue: Option<QueueName>,
+    pub status: Option<JobStatus>,
+    pub request_id: Option<Uuid>,
+    /// `Some(true)`: discarded jobs only; `Some(false)`: none of them.
+    pub discarded: Option<bool>,
+    /// The `(created_at, id)` of the last row of the previous page.
+    pub after: Option<(OffsetDateTime, Uuid)>,
+    pub limit: i64,
+}
+
+/// One page, keyset on `(created_at, id)` descending. The statement holds only the
+/// filters given, so each combination gets its own plan (`jobs_status_created_idx`,
+/// `jobs_created_idx`, `jobs_request_id_idx`) rather than one generic plan for all.
+pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<JobRow>, sqlx::Error> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE true"
+    ));
+    if let Some(queue) = filter.queue {
+        query.push(" AND queue = ").push_bind(queue);
+    }
+    if let Some(status) = filter.status {
+        query.push(" AND status = ").push_bind(status);
+    }
+    if let Some(request_id) = filter.request_id {
+        query.push(" AND request_id = ").push_bind(request_id);
+    }
+    match filter.discarded {
+        Some(true) => query.push(" AND discarded_at IS NOT NULL"),
+        Some(false) => query.push(" AND discarded_at IS NULL"),
+        None => &mut query,
+    };
+    if let Some((at, id)) = filter.after {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(filter.limit);
+    query.build_query_as().fetch_all(db).await
+}
+
+/// A queue's jobs by state, from PostgreSQL.
+#[derive(Debug, Clone, FromRow)]
+pub struct QueueCounts {
+    pub queue: QueueName,
+    pub queued: i64,
+    pub running: i64,
+    pub retrying: i64,
+    /// Dead and not discarded.
+    pub dead: i64,
+    pub discarded: i64,
+    pub succeeded_last_hour: i64,
+    /// The creation time of the oldest queued job.
+    pub oldest_queued_at: Option<OffsetDateTime>,
+    /// PostgreSQL's clock when it counted (for ages).
+    pub counted_at: OffsetDateTime,
+}
+
+/// Every queue's counts in one grouped statement: a bitmap OR of the status index
+/// (open and dead jobs) and the recent-successes index, never the whole table. Queues
+/// without such jobs have no row.
+pub async fn queue_counts(db: impl PgExecutor<'_>) -> Result<Vec<QueueCounts>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT queue, \
+                count(*) FILTER (WHERE status = 'queued') AS queued, \
+                count(*) FILTER (WHERE status = 'running') AS running, \
+                count(*) FILTER (WHERE status = 'retrying') AS retrying, \
+                count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NULL) AS dead, \
+                count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NOT NULL) AS discarded, \
+                count(*) FILTER (WHERE status = 'succeeded') AS succeeded_last_hour, \
+                min(created_at) FILTER (WHERE status = 'queued') AS oldest_queued_at, \
+                now() AS counted_at \
+         FROM jobs \
+         WHERE status IN ('queued', 'running', 'retrying', 'dead') \
+            OR (status = 'succeeded' AND finished_at > now() - interval '1 hour') \
+         GROUP BY queue",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// A job an operator sent back to its queue, and the status it left.
+#[derive(Debug, Clone, FromRow)]
+pub struct Requeued {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub queue: QueueName,
+    pub was: JobStatus,
+}
+
+/// The second half of [`requeue`] and [`requeue_batch`], after a `picked (id, status)`
+/// CTE of locked rows: back to `queued` as if new (attempts reset; error, claim and
+/// times cleared; `dispatched_at` NULL so the dispatcher pushes it if the caller's
+/// push after the commit does not), and its request's `failed` or `cancelled` count
+/// down by one. `run_after` becomes now, not NULL: no schedule, but the instant it
+/// became runnable again, where [`claim`] starts its queue latency (else the job's
+/// creation, maybe days ago). The caller reopens the requests (`requests::reopen`) in
+/// the same transaction.
+macro_rules! requeue_picked {
+    () => {
+        "done AS ( \
+             UPDATE jobs j SET status = 'queued', attempt = 0, run_after = now(), last_error = NULL, \
+                 dispatched_at = NULL, claimed_by = NULL, heartbeat_at = NULL, started_at = NULL, \
+                 finished_at = NULL \
+             FROM picked p WHERE j.id = p.id \
+             RETURNING j.id, j.request_id, j.queue, p.status AS was), \
+         counts AS ( \
+             SELECT request_id, count(*) FILTER (WHERE was = 'dead') AS dead, \
+                    count(*) FILTER (WHERE was = 'cancelled') AS cancelled \
+             FROM done GROUP BY request_id), \
+         bumped AS ( \
+             UPDATE requests r SET failed = r.failed - c.dead, cancelled = r.cancelled - c.cancelled \
+             FROM counts c WHERE r.id = c.request_id RETURNING r.id) \
+         SELECT id, request_id, queue, was FROM done"
+    };
+}
+
+/// dead (not discarded) | cancelled → queued, for one job; `None` if it is in another
+/// state (or discarded, or gone).
+pub async fn requeue(db: &mut PgConnection, id: Uuid) -> Result<Option<Requeued>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "WITH picked AS ( \
+             SELECT id, status FROM jobs \
+             WHERE id = $1 AND status IN ('dead', 'cancelled') AND discarded_at IS NULL \
+             FOR UPDATE), ",
+        requeue_picked!()
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Up to `limit` of `queue`'s jobs in `status` (dead or cancelled, not discarded) that
+/// ended at or before `ended_before` → queued. Rows another transaction holds are
+/// skipped (it is changing them). An empty result: none left.
+pub async fn requeue_batch(
+    db: &mut PgConnection,
+    queue: QueueName,
+    status: JobStatus,
+    ended_before: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<Requeued>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "WITH picked AS ( \
+             SELECT id, status FROM jobs \
+             WHERE queue = $1 AND status = $2 AND status IN ('dead', 'cancelled') \
+               AND discarded_at IS NULL AND finished_at <= $3 \
+             LIMIT $4 FOR UPDATE SKIP LOCKED), ",
+        requeue_picked!()
+    ))
+    .bind(queue)
+    .bind(status)
+    .bind(ended_before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// dead → dead and discarded by `actor`: left out of retries and of the `dead` count,
+/// kept for audit. `None` if it is not dead or already discarded.
+pub async fn discard(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    actor: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE jobs SET discarded_at = now(), discarded_by = $2 \
+         WHERE id = $1 AND status = 'dead' AND discarded_at IS NULL RETURNING ",
+        job_columns!()
+    ))
+    .bind(id)
+    .bind(actor)
+    .fetch_optional(db)
+    .await
+}
+
+/// One queue's jobs by state, as the queue gauges show them.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct QueueSample {
+    pub queue: QueueName,
+    pub queued: i64,
+    pub running: i64,
+    pub retrying: i64,
+    /// Dead and not discarded.
+    pub dead: i64,
+    /// Seconds since the oldest queued job was created, by PostgreSQL's clock.
+    pub oldest_queued_secs: Option<f64>,
+}
+
+/// Every queue's open and dead jobs in one grouped statement, for the sampled gauges
+/// (so no succeeded rows are read, unlike [`queue_counts`]). Queues without such jobs
+/// have no row.
+pub async fn sample_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueSample>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT queue, \
+                count(*) FILTER (WHERE status = 'queued') AS queued, \
+                count(*) FILTER (WHERE status = 'running') AS running, \
+                count(*) FILTER (WHERE status = 'retrying') AS retrying, \
+                count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NULL) AS dead, \
+                extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float8 \
+                    AS oldest_queued_secs \
+         FROM jobs WHERE status IN ('queued', 'running', 'retrying', 'dead') \
+         GROUP BY queue",
+    )
+    .fetch_all(db)
+    .await
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! PostgreSQL: the connection pool and the embedded migrations. Repositories for each
 //! table live in submodules as later features add tables.
 
+pub mod audit;
 pub mod idempotency;
 pub mod jobs;
+pub mod operations;
 pub mod recovery_codes;
 pub mod requests;
 pub mod sessions;

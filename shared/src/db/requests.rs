@@ -10,7 +10,7 @@ use sqlx::{FromRow, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{RequestKind, RequestStatus};
+use crate::domain::{JobStatus, RequestKind, RequestStatus};
 
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct RequestRow {
@@ -215,6 +215,30 @@ pub async fn delete_finished_before(
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Reopens requests an operator sent jobs of back to their queue (after
+/// `jobs::requeue` counted them down), clearing `finished_at` so the completer closes
+/// them anew: `queued` again when none of its jobs has ended or is under way, else an
+/// unfinished request keeps its status and a finished one is `running`. Returns them.
+pub async fn reopen(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<RequestRow>, sqlx::Error> {
+    // The job states "under way" are bound as typed values (`jobs_request_id_idx`
+    // finds them without reading the request's other jobs).
+    let under_way = [JobStatus::Running, JobStatus::Retrying];
+    sqlx::query_as(concat!(
+        "UPDATE requests r SET finished_at = NULL, status = CASE \
+             WHEN r.succeeded + r.failed + r.cancelled = 0 AND NOT EXISTS ( \
+                 SELECT 1 FROM jobs j WHERE j.request_id = r.id AND j.status = ANY($2)) \
+                 THEN 'queued' \
+             WHEN r.finished_at IS NULL THEN r.status \
+             ELSE 'running' END \
+         WHERE r.id = ANY($1) RETURNING ",
+        columns!()
+    ))
+    .bind(ids)
+    .bind(&under_way[..])
+    .fetch_all(db)
+    .await
 }
 
 #[cfg(test)]

@@ -565,3 +565,60 @@ impl RunningWorker {
             .expect("the runtime stops cleanly");
     }
 }
+
+impl TestApp {
+    /// `POST` with a bearer token and no body.
+    pub async fn post_authed(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Makes every queued job of `queue` dead with `error` through the worker's own
+    /// transitions (claim, bury, close the requests), as a handler's permanent failure
+    /// would — without running a handler per job. Returns their ids.
+    pub async fn bury_queued(
+        &self,
+        queue: shared::queue::QueueName,
+        error: &str,
+    ) -> Vec<uuid::Uuid> {
+        use shared::db::{jobs, requests};
+        let pool = &self.state.pool;
+        let ids: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE queue = $1 AND status = 'queued'")
+                .bind(queue)
+                .fetch_all(pool)
+                .await
+                .expect("queued jobs");
+        let stale_before = sqlx::types::time::OffsetDateTime::now_utc();
+        let claimed = jobs::claim(pool, &ids, "testkit", stale_before)
+            .await
+            .expect("claimed");
+        assert_eq!(claimed.len(), ids.len(), "every queued job claimed");
+        let failures: Vec<jobs::Failure> = claimed
+            .iter()
+            .map(|job| jobs::Failure {
+                id: job.id,
+                error: error.to_owned(),
+                retry_at: None,
+            })
+            .collect();
+        let refs: Vec<&jobs::Failure> = failures.iter().collect();
+        let mut request_ids: Vec<uuid::Uuid> = claimed.iter().map(|j| j.request_id).collect();
+        request_ids.sort_unstable();
+        request_ids.dedup();
+        let mut tx = pool.begin().await.expect("begin");
+        requests::mark_running(&mut *tx, &request_ids)
+            .await
+            .expect("running");
+        let buried = jobs::bury(&mut tx, &refs).await.expect("buried");
+        requests::finish_completed(&mut *tx, &request_ids)
+            .await
+            .expect("closed");
+        tx.commit().await.expect("commit");
+        buried
+    }
+}

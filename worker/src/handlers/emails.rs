@@ -19,6 +19,7 @@ use shared::domain::email::redact_addresses;
 use crate::handler::{Handler, Outcome};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::redis::Redis;
+use shared::telemetry::metric;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -192,10 +193,16 @@ impl Handler for Mailer {
     /// The outcome's error goes to `jobs.last_error`, the job log line and the request
     /// view; an SMTP reply may quote a recipient, so addresses are redacted from it.
     async fn handle(&self, job: &ClaimedJob) -> Outcome {
-        match self.send(job).await {
-            Ok(()) => Outcome::Succeeded,
-            Err(SendError::Transient(error)) => Outcome::Retry(redact_addresses(&error)),
-            Err(SendError::Permanent(error)) => Outcome::Dead(redact_addresses(&error)),
-        }
+        let (outcome, counted) = match self.send(job).await {
+            Ok(()) => (Outcome::Succeeded, "sent"),
+            Err(SendError::Transient(error)) => {
+                (Outcome::Retry(redact_addresses(&error)), "deferred")
+            }
+            Err(SendError::Permanent(error)) => {
+                (Outcome::Dead(redact_addresses(&error)), "rejected")
+            }
+        };
+        metrics::counter!(metric::EMAILS_TOTAL, "outcome" => counted).increment(1);
+        outcome
     }
 }

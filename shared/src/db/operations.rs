@@ -1,0 +1,199 @@
+//! `admin_operations`: bulk operator actions run in batches, with their progress, so
+//! any api replica can report on one and take it over when its runner stops.
+//!
+//! | transition | from | to |
+//! | --- | --- | --- |
+//! | [`insert_bulk_retry`] | — | running (by its creator) |
+//! | [`take_over_stalled`] | running, heartbeat stale | running (by another process) |
+//! | [`finish`] | running (this runner's) | done |
+//! | [`fail`] | running (this runner's) | failed |
+
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::JobStatus;
+use crate::queue::QueueName;
+
+crate::domain::status::text_enum!(
+    /// Where a bulk operation stands. `running` ends in `done` or `failed`.
+    OperationState {
+        Running => "running",
+        Done => "done",
+        Failed => "failed",
+    }
+);
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OperationRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub actor: String,
+    pub queue: QueueName,
+    /// The status of the jobs it retries.
+    pub job_status: JobStatus,
+    pub state: OperationState,
+    pub total: i64,
+    pub done: i64,
+    pub error: Option<String>,
+    pub runner: String,
+    pub heartbeat_at: OffsetDateTime,
+    pub resumed: i32,
+    pub request_id: Option<String>,
+    /// Also the cutoff: only jobs that ended at or before it are in scope.
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, kind, actor, queue, job_status, state, total, done, error, runner, heartbeat_at, \
+         resumed, request_id, created_at, updated_at, finished_at"
+    };
+}
+
+/// A bulk retry of `queue`'s jobs in `job_status`, run by `runner`; `total` counts the
+/// jobs in scope now (those not discarded that ended before this transaction began).
+pub async fn insert_bulk_retry(
+    db: impl PgExecutor<'_>,
+    actor: &str,
+    queue: QueueName,
+    job_status: JobStatus,
+    runner: &str,
+    request_id: Option<&str>,
+) -> Result<OperationRow, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "INSERT INTO admin_operations (id, kind, actor, queue, job_status, total, runner, request_id) \
+         SELECT $1, 'bulk_retry', $2, $3, $4, count(*), $5, $6 FROM jobs \
+         WHERE queue = $3 AND status = $4 AND discarded_at IS NULL AND finished_at <= now() \
+         RETURNING ",
+        columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(actor)
+    .bind(queue)
+    .bind(job_status)
+    .bind(runner)
+    .bind(request_id)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM admin_operations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Starts a batch: refreshes the heartbeat of an operation `runner` still runs and
+/// locks its row until the batch commits. `None`: it ended, or another process took it
+/// over; the caller stops.
+pub async fn begin_batch(
+    db: &mut PgConnection,
+    id: Uuid,
+    runner: &str,
+) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE admin_operations SET heartbeat_at = now() \
+         WHERE id = $1 AND runner = $2 AND state = 'running' RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(runner)
+    .fetch_optional(db)
+    .await
+}
+
+/// Counts `n` more jobs done, in the batch's transaction; returns the operation.
+pub async fn advance(db: &mut PgConnection, id: Uuid, n: i64) -> Result<OperationRow, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE admin_operations SET done = done + $2 WHERE id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(n)
+    .fetch_one(db)
+    .await
+}
+
+/// running → done. `total` is raised to `done` if jobs that ended just before the
+/// operation began committed only after it counted them.
+pub async fn finish(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    runner: &str,
+) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE admin_operations SET state = 'done', finished_at = now(), total = greatest(total, done) \
+         WHERE id = $1 AND runner = $2 AND state = 'running' RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(runner)
+    .fetch_optional(db)
+    .await
+}
+
+/// running → failed, with what operators may read of the cause.
+pub async fn fail(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    runner: &str,
+    error: &str,
+) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE admin_operations SET state = 'failed', finished_at = now(), error = $3 \
+         WHERE id = $1 AND runner = $2 AND state = 'running' RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(runner)
+    .bind(error)
+    .fetch_optional(db)
+    .await
+}
+
+/// Running operations whose heartbeat is older than `stale_before` (their process
+/// stopped), now `runner`'s to continue.
+pub async fn take_over_stalled(
+    db: impl PgExecutor<'_>,
+    runner: &str,
+    stale_before: OffsetDateTime,
+) -> Result<Vec<OperationRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE admin_operations SET runner = $1, heartbeat_at = now(), resumed = resumed + 1 \
+         WHERE id IN (SELECT id FROM admin_operations WHERE state = 'running' AND heartbeat_at < $2 \
+                      FOR UPDATE SKIP LOCKED) \
+         RETURNING ",
+        columns!()
+    ))
+    .bind(runner)
+    .bind(stale_before)
+    .fetch_all(db)
+    .await
+}
+
+/// The account that owns requests made from the command line (a canary needs an
+/// owner) unless the operator names one: the earliest admin.
+pub async fn earliest_admin(db: impl PgExecutor<'_>) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM users WHERE role = 'admin' ORDER BY created_at, id LIMIT 1")
+        .fetch_optional(db)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_state_literal_in_the_sql_is_an_operation_state() {
+        let source = include_str!("operations.rs");
+        let sql = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let checked = crate::db::jobs::tests::literals_parse::<super::OperationState>(sql, "state");
+        assert!(checked >= 6, "found only {checked} literals");
+    }
+}
