@@ -109,6 +109,36 @@ async fn a_nul_in_an_upload_description_is_400(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_browser_s_crlf_line_breaks_in_a_description_are_kept_as_lf(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, session) = app.register_user().await;
+    let send = |description: &'static str| {
+        let form = reqwest::multipart::Form::new()
+            .text("description", description)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(description.as_bytes().to_vec())
+                    .file_name("notes.txt"),
+            );
+        app.client
+            .post(app.url("/api/v1/uploads"))
+            .bearer_auth(&session.access_token)
+            .multipart(form)
+            .send()
+    };
+    let accepted = send("first line\r\nsecond line").await.expect("sent");
+    assert_eq!(accepted.status(), 202);
+    let body: serde_json::Value = accepted.json().await.expect("json");
+    assert_eq!(body["description"], "first line\nsecond line");
+    problem(
+        send("a lone\rcarriage return").await.expect("sent"),
+        400,
+        "validation_failed",
+    )
+    .await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_nul_in_a_query_value_is_400(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (_, session) = app.register_user().await;

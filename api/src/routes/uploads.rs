@@ -174,7 +174,8 @@ pub struct UploadForm {
     // with its binary parts read as "", so it would take every body as schema-violating.
     #[schema(value_type = String, format = Binary)]
     pub file: Vec<u8>,
-    /// Up to 1,000 characters; no control characters but LF (so no CR either).
+    /// Up to 1,000 characters; no control characters but LF (a CRLF line break, as
+    /// browsers send one, is stored as LF; a lone CR is refused).
     #[schema(
         nullable = false,
         max_length = 1000,
@@ -259,7 +260,12 @@ pub async fn upload(
                 }
                 Some("file") => return Err(ApiError::validation("send exactly one `file` part")),
                 Some("description") if description.is_none() => {
-                    let text = field.text().await.map_err(multipart_error)?;
+                    // Browsers send a text box's line breaks as CRLF: stored as LF.
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(multipart_error)?
+                        .replace("\r\n", "\n");
                     if text.chars().count() > MAX_DESCRIPTION_CHARS
                         || text.chars().any(|c| c.is_control() && c != '\n')
                     {
