@@ -190,6 +190,18 @@ fn describe_metrics() {
         "HTTP request latency"
     );
     describe_gauge!(
+        metric::HTTP_CONNECTIONS,
+        "Connections the api listener holds open"
+    );
+    describe_counter!(
+        metric::HTTP_CONNECTIONS_TIMED_OUT_TOTAL,
+        "Connections closed past their header-read or idle deadline"
+    );
+    describe_counter!(
+        metric::HTTP_ACCEPT_ERRORS_TOTAL,
+        "Accept errors of the api listener (each followed by a backoff)"
+    );
+    describe_gauge!(
         metric::HTTP_REQUESTS_IN_FLIGHT,
         "HTTP requests being served"
     );
