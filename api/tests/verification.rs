@@ -40,6 +40,17 @@ async fn post_email(app: &TestApp, token: &str, to: &[&str]) -> reqwest::Respons
         .await
 }
 
+/// A self-registered (unverified) account, signed in: its session, id and the token of
+/// the verification link queued for it.
+async fn registered(app: &TestApp) -> (common::Session, Uuid, String) {
+    let email = unique_email();
+    assert_eq!(app.register(&email, PASSWORD).await.status(), 202);
+    let session = app.login(&email, PASSWORD).await;
+    let id = user_id(app, &session.access_token).await;
+    let token = app.verification_token(id).await.expect("a link");
+    (session, id, token)
+}
+
 async fn verify(app: &TestApp, token: &str) -> reqwest::Response {
     app.post_json("/api/v1/auth/verify-email", &json!({"token": token}))
         .await
@@ -124,11 +135,7 @@ async fn an_unverified_account_signs_in_but_sends_nothing_until_its_link_is_foll
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn bad_expired_and_other_accounts_tokens_are_refused(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let email = unique_email();
-    app.register(&email, PASSWORD).await;
-    let session = app.login(&email, PASSWORD).await;
-    let id = user_id(&app, &session.access_token).await;
-    let token = app.verification_token(id).await.expect("a link");
+    let (session, _, token) = registered(&app).await;
 
     for bad in [
         "nope".to_owned(),
@@ -152,11 +159,7 @@ async fn bad_expired_and_other_accounts_tokens_are_refused(pool: PgPool) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_link_page_only_shows_a_button_and_the_form_post_confirms(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let email = unique_email();
-    app.register(&email, PASSWORD).await;
-    let session = app.login(&email, PASSWORD).await;
-    let id = user_id(&app, &session.access_token).await;
-    let token = app.verification_token(id).await.expect("a link");
+    let (session, _, token) = registered(&app).await;
 
     let page = app
         .get(&format!("/api/v1/auth/verify-email?token={token}"))
@@ -279,11 +282,7 @@ async fn registering_a_taken_address_tells_its_owner_once_per_interval(pool: PgP
 async fn a_new_link_can_be_asked_for_at_most_once_per_interval(pool: PgPool) {
     let config = test_config(&[("ACCOUNT_MAIL_INTERVAL_SECS", "0")]);
     let app = spawn_app_with(pool.clone(), config, None).await;
-    let email = unique_email();
-    app.register(&email, PASSWORD).await;
-    let session = app.login(&email, PASSWORD).await;
-    let id = user_id(&app, &session.access_token).await;
-    let first = app.verification_token(id).await.expect("a link");
+    let (session, id, first) = registered(&app).await;
     let resend = app
         .post_json_authed(
             "/api/v1/auth/verify-email/resend",

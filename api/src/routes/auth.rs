@@ -280,15 +280,8 @@ pub async fn verify_email(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     use axum::extract::FromRequest as _;
-    let is_form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+    let is_form = crate::extract::media_type(request.headers()).as_deref()
+        == Some("application/x-www-form-urlencoded");
     if !is_form {
         let ApiJson(body) = ApiJson::<VerifyEmailRequest>::from_request(request, &state).await?;
         let already_verified = !verification::verify(&state, &body.token).await?;
