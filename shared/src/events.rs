@@ -6,16 +6,20 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::requests::RequestRow;
-use crate::redis::Redis;
+use crate::redis::{Redis, hash_tag};
 
-/// The channel of one request's events.
+/// The channel of one request's events: `<p>:{events}:request:<id>`. Every channel
+/// shares the hash tag `{events}`, so one pipeline of `PUBLISH`es to many requests is
+/// one hash slot, which a Redis Cluster connection requires of a pipeline. (Classic
+/// `PUBLISH` reaches every node of a cluster anyway, whatever the slot.)
 pub fn channel(redis: &Redis, request_id: Uuid) -> String {
-    redis.key(&format!("events:request:{request_id}"))
+    redis.key(&format!("{}:request:{request_id}", hash_tag("events")))
 }
 
 /// The pattern matching every request's channel (one subscription per api process).
+/// Braces are not special in a glob pattern.
 pub fn channel_pattern(redis: &Redis) -> String {
-    redis.key("events:request:*")
+    redis.key(&format!("{}:request:*", hash_tag("events")))
 }
 
 /// What a client sees of a request's progress.

@@ -11,6 +11,9 @@
 //!
 //! What to do when Redis is unreachable (count nothing, or refuse) is the caller's
 //! choice: every call returns the Redis error.
+//!
+//! On a Redis Cluster the keys of one call must share a hash slot (a script runs on
+//! one node): callers give them a common hash tag (checked in debug builds).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -117,6 +120,16 @@ impl Attempts {
         counters: &[(&str, u32)],
         waiver: Option<Waiver<'_>>,
     ) -> RedisResult<Reserved> {
+        debug_assert!(
+            shared::redis::same_slot(
+                &counters
+                    .iter()
+                    .map(|(key, _)| *key)
+                    .chain(waiver.map(|w| w.marker))
+                    .collect::<Vec<_>>()
+            ),
+            "the keys of one reservation must share a hash slot"
+        );
         let mut invocation = RESERVE.prepare_invoke();
         for (key, _) in counters {
             invocation.key(*key);
@@ -159,6 +172,17 @@ impl Attempts {
         given_back: &[&str],
         marker: Option<(&str, Duration)>,
     ) -> RedisResult<()> {
+        debug_assert!(
+            shared::redis::same_slot(
+                &cleared
+                    .iter()
+                    .chain(given_back)
+                    .copied()
+                    .chain(marker.map(|(key, _)| key))
+                    .collect::<Vec<_>>()
+            ),
+            "the keys of one settlement must share a hash slot"
+        );
         let mut invocation = SETTLE.prepare_invoke();
         for key in cleared.iter().chain(given_back) {
             invocation.key(*key);

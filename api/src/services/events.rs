@@ -2,7 +2,9 @@
 //! pattern-subscribes to the request event channels once (reconnecting when Redis
 //! drops it) and fans each event out to the streams following that request, so 400
 //! open streams cost one Redis connection, not 400. It also counts streams per user
-//! (`SSE_MAX_STREAMS_PER_USER`, per api process).
+//! (`SSE_MAX_STREAMS_PER_USER`, per api process). On a Redis Cluster the subscription
+//! is on one node (classic `PUBLISH` reaches every node); when that node goes away the
+//! hub resubscribes on the next seed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -160,7 +162,7 @@ fn request_of(channel: &str) -> Option<Uuid> {
 async fn listen(inner: Arc<Inner>, subscribed: watch::Sender<bool>) {
     let pattern = events::channel_pattern(&inner.redis);
     loop {
-        match inner.redis.client().get_async_pubsub().await {
+        match inner.redis.pubsub().await {
             Ok(mut pubsub) => match pubsub.psubscribe(&pattern).await {
                 Ok(()) => {
                     let _ = subscribed.send(true);
@@ -204,9 +206,9 @@ mod tests {
     fn channel_names_give_their_request() {
         let id = Uuid::now_v7();
         assert_eq!(
-            request_of(&format!("conveyor:events:request:{id}")),
+            request_of(&format!("conveyor:{{events}}:request:{id}")),
             Some(id)
         );
-        assert_eq!(request_of("conveyor:events:request:nope"), None);
+        assert_eq!(request_of("conveyor:{events}:request:nope"), None);
     }
 }

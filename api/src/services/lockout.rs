@@ -23,12 +23,20 @@
 //! What this does not cover: an owner on a *new* address while the account is under
 //! attack waits for the window to end (a device cookie would fix that). If Redis is
 //! unreachable the check is skipped and logged: logins stay possible during an outage.
+//!
+//! Keys: `<p>:{login}:fail:pair:<account>:<ip>`, `<p>:{login}:fail:account:<account>`,
+//! `<p>:{login}:fail:ip:<ip>` and `<p>:{login}:known:<account>:<ip>`. One script call
+//! uses all four, so on a Redis Cluster they must share a hash slot; the address
+//! counter is shared by every account and the account counter by every address, so
+//! no tag narrower than a constant covers all of them: every login counter lives in
+//! the slot of `{login}`. A login costs one script call next to a password hash that
+//! takes far longer, so one node is not what bounds logins.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use shared::config::LoginLimits;
-use shared::redis::Redis;
+use shared::redis::{Redis, hash_tag};
 
 use super::attempts::{Attempts, Reserved, Waiver};
 
@@ -78,12 +86,13 @@ impl Lockout {
 
     fn keys(&self, account: &[u8], ip: IpAddr) -> Keys {
         let account = hex(account);
+        let tag = hash_tag("login");
         Keys([
             self.attempts
-                .key(&format!("login-fail:pair:{account}:{ip}")),
-            self.attempts.key(&format!("login-fail:account:{account}")),
-            self.attempts.key(&format!("login-fail:ip:{ip}")),
-            self.attempts.key(&format!("login-known:{account}:{ip}")),
+                .key(&format!("{tag}:fail:pair:{account}:{ip}")),
+            self.attempts.key(&format!("{tag}:fail:account:{account}")),
+            self.attempts.key(&format!("{tag}:fail:ip:{ip}")),
+            self.attempts.key(&format!("{tag}:known:{account}:{ip}")),
         ])
     }
 
@@ -146,4 +155,31 @@ impl Lockout {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_keys_of_one_attempt_share_a_hash_slot_and_keep_the_prefix() {
+        let redis = Redis::connect_lazy_to("redis://127.0.0.1:1", "p").expect("url");
+        let limits = LoginLimits {
+            window: Duration::from_secs(900),
+            max_failures_account_ip: 5,
+            max_failures_account: 20,
+            max_failures_ip: 50,
+            known_address_ttl: Duration::from_secs(86_400),
+            max_factor_failures: 5,
+        };
+        let lockout = Lockout::new(limits, redis);
+        for ip in ["203.0.113.7", "2001:db8::1"] {
+            let keys = lockout.keys(b"account-blind-index", ip.parse().expect("ip"));
+            assert!(shared::redis::same_slot(&keys.0), "{keys:?}");
+            assert!(
+                keys.0.iter().all(|k| k.starts_with("p:{login}:")),
+                "{keys:?}"
+            );
+        }
+    }
 }

@@ -196,6 +196,53 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         Ok(SecretString::from(raw.trim().to_owned()))
     }
 
+    /// `REDIS_CLUSTER_URLS`: the seed nodes of a Redis Cluster, comma-separated
+    /// `redis://` or `rediss://` URLs (one scheme for all; database 0 only, the one a
+    /// cluster has). `None` when unset: Conveyor then uses the one server of `REDIS_URL`.
+    pub(crate) fn redis_cluster_urls(
+        &self,
+        var: &'static str,
+    ) -> Result<Option<Vec<SecretString>>, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(None);
+        };
+        let invalid = |reason: String| ConfigError::Invalid { var, reason };
+        let mut scheme: Option<String> = None;
+        let mut seeds = Vec::new();
+        for (n, item) in raw.split(',').map(str::trim).enumerate() {
+            let n = n + 1;
+            if item.is_empty() {
+                return Err(invalid(format!("URL {n} of the list is empty")));
+            }
+            // Name the position, never the URL: it may hold a password.
+            let url = url::Url::parse(item)
+                .map_err(|err| invalid(format!("URL {n} is not a URL ({err})")))?;
+            if !matches!(url.scheme(), "redis" | "rediss") {
+                return Err(invalid(format!(
+                    "URL {n}: scheme `{}` is not one of redis, rediss",
+                    url.scheme()
+                )));
+            }
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(invalid(format!("URL {n} has no host")));
+            }
+            if !matches!(url.path(), "" | "/" | "/0") {
+                return Err(invalid(format!(
+                    "URL {n} names a database; a Redis Cluster has only database 0"
+                )));
+            }
+            match &scheme {
+                Some(first) if first != url.scheme() => {
+                    return Err(invalid("every URL must use the same scheme".to_owned()));
+                }
+                Some(_) => {}
+                None => scheme = Some(url.scheme().to_owned()),
+            }
+            seeds.push(SecretString::from(item.to_owned()));
+        }
+        Ok(Some(seeds))
+    }
+
     /// A 256-bit key. Missing in production: an error naming it. Missing elsewhere: a
     /// random key for this process (recorded in `generated`, so the binary warns) —
     /// `Config::from_env` first fills it from the development keys file, so this only

@@ -146,10 +146,18 @@ pub struct DatabaseConfig {
 
 #[derive(Debug)]
 pub struct RedisConfig {
-    pub url: SecretString,
+    pub server: RedisServer,
     /// Prefix of every Redis key Conveyor writes, so deployments (and tests) can share
     /// one Redis without seeing each other.
     pub prefix: String,
+}
+
+/// Where Redis is: one server (`REDIS_URL`), or a Redis Cluster reached through its
+/// seed nodes (`REDIS_CLUSTER_URLS`, which wins: `REDIS_URL` is then ignored).
+#[derive(Debug)]
+pub enum RedisServer {
+    Single { url: SecretString },
+    Cluster { seeds: Vec<SecretString> },
 }
 
 /// The public listener and what it accepts.
@@ -493,7 +501,16 @@ impl Config {
                 auto_migrate: env.bool("AUTO_MIGRATE", !production)?,
             },
             redis: RedisConfig {
-                url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+                server: match env.redis_cluster_urls("REDIS_CLUSTER_URLS")? {
+                    Some(seeds) => RedisServer::Cluster { seeds },
+                    None => RedisServer::Single {
+                        url: env.url(
+                            "REDIS_URL",
+                            "redis://127.0.0.1:6379",
+                            &["redis", "rediss"],
+                        )?,
+                    },
+                },
                 prefix: env.redis_prefix()?,
             },
             http: HttpConfig {
@@ -641,10 +658,6 @@ impl Config {
     /// The database URL, for the pool; never log it.
     pub fn database_url(&self) -> &str {
         self.database.url.expose_secret()
-    }
-
-    pub fn redis_url(&self) -> &str {
-        self.redis.url.expose_secret()
     }
 
     pub fn smtp_url(&self) -> &str {
@@ -899,6 +912,17 @@ mod tests {
             ("AUTO_MIGRATE", "maybe"),
             ("DATABASE_URL", "mysql://x@y/z"),
             ("REDIS_URL", "not a url"),
+            ("REDIS_CLUSTER_URLS", "redis://127.0.0.1:7101,not a url"),
+            ("REDIS_CLUSTER_URLS", "http://127.0.0.1:7101"),
+            (
+                "REDIS_CLUSTER_URLS",
+                "redis://127.0.0.1:7101,,redis://127.0.0.1:7102",
+            ),
+            ("REDIS_CLUSTER_URLS", "redis://127.0.0.1:7101/2"),
+            (
+                "REDIS_CLUSTER_URLS",
+                "redis://127.0.0.1:7101,rediss://127.0.0.1:7102",
+            ),
             ("SMTP_URL", "http://mail"),
             ("PII_KEY", "c2hvcnQ="),
             ("DATABASE_MAX_CONNECTIONS", "0"),
@@ -979,6 +1003,34 @@ mod tests {
             .collect();
         assert_eq!(ids, vec!["k0", "old"]);
         assert_eq!(cfg.pii.previous_keys[0].key.expose_secret()[31], 31);
+    }
+
+    #[test]
+    fn redis_cluster_urls_win_over_redis_url() {
+        let cfg = config(&[]).expect("defaults are valid");
+        assert!(
+            matches!(&cfg.redis.server, RedisServer::Single { url } if url.expose_secret() == "redis://127.0.0.1:6379")
+        );
+        let cfg = config(&[
+            ("REDIS_URL", "not a url, and ignored"),
+            (
+                "REDIS_CLUSTER_URLS",
+                " redis://127.0.0.1:7101, redis://:s3cret@127.0.0.1:7102/0 ",
+            ),
+        ])
+        .expect("valid");
+        let RedisServer::Cluster { seeds } = &cfg.redis.server else {
+            panic!("cluster mode: {:?}", cfg.redis.server);
+        };
+        let seeds: Vec<&str> = seeds.iter().map(|s| s.expose_secret()).collect();
+        assert_eq!(
+            seeds,
+            ["redis://127.0.0.1:7101", "redis://:s3cret@127.0.0.1:7102/0"]
+        );
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        let err = config(&[("REDIS_CLUSTER_URLS", "redis://:s3cret@127.0.0.1:7101/3")])
+            .expect_err("a database other than 0");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -1,17 +1,24 @@
-//! Conveyor's reliable Redis queue (the "reliable queue" pattern), per queue:
+//! Conveyor's reliable Redis queue (the "reliable queue" pattern). Per queue `<q>`,
+//! under the prefix `<p>` (`REDIS_PREFIX`); the braces are literal:
 //!
-//! - `{p}:queue:{q}:ready` — a list of job ids; producers `LPUSH`, consumers take from
-//!   the right, so it is FIFO.
-//! - `{p}:queue:{q}:inflight:{worker}` — each consumer moves ids here with a blocking
-//!   `BLMOVE` (several at once with `LMOVE` when busy) and removes them once the job's
-//!   outcome is recorded in PostgreSQL. The list is the consumer's own, so removal
-//!   scans at most its concurrency, never the whole queue.
-//! - `{p}:queue:{q}:workers` and `{p}:worker:{worker}:alive` — consumers register and
-//!   keep a heartbeat key with a TTL; [`Queue::reap`] moves the in-flight ids of a
-//!   consumer whose heartbeat expired back to the ready list, oldest first.
-//! - `{p}:queue:{q}:delayed` — a sorted set of ids by due time (retries); promoted to
+//! - `<p>:queue:{<q>}:ready` — a list of job ids; producers `LPUSH`, consumers take
+//!   from the right, so it is FIFO.
+//! - `<p>:queue:{<q>}:inflight:<worker>` — each consumer moves ids here with a
+//!   blocking `BLMOVE` (several at once with `LMOVE` when busy) and removes them once
+//!   the job's outcome is recorded in PostgreSQL. The list is the consumer's own, so
+//!   removal scans at most its concurrency, never the whole queue.
+//! - `<p>:queue:{<q>}:workers` and `<p>:queue:{<q>}:alive:<worker>` — consumers
+//!   register and keep a heartbeat key with a TTL; [`Queue::reap`] moves the in-flight
+//!   ids of a consumer whose heartbeat expired back to the ready list, oldest first.
+//! - `<p>:queue:{<q>}:delayed` — a sorted set of ids by due time (retries); promoted to
 //!   ready in bounded chunks by a Lua script with a `LIMIT`, so a backlog of any size
 //!   never hits Lua's `unpack` limit.
+//!
+//! `{<q>}` is a Redis Cluster hash tag (e.g. `conveyor:queue:{emails}:ready`): a
+//! cluster hashes only the part in braces, so every key of one queue is in one hash
+//! slot and the scripts and pipelines here, which use several of them at once, are
+//! valid on a cluster. One queue is therefore served by one node; different queues
+//! hash to their own slots.
 //!
 //! Redis may lose any of this: PostgreSQL is the record and the api's reconciler
 //! re-pushes jobs that are not claimed in time.
@@ -19,10 +26,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands as _;
-use redis::aio::MultiplexedConnection;
 
 use super::QueueName;
-use crate::redis::Redis;
+use crate::redis::{Connection, Redis, hash_tag};
 
 /// Ids per `LPUSH` / `ZADD` round trip.
 const PUSH_CHUNK: usize = 1000;
@@ -83,25 +89,30 @@ impl Queue {
         self.name
     }
 
+    /// `<p>:queue:{<q>}:<name>`: a key of this queue, in its hash slot.
+    fn queue_key(&self, name: &str) -> String {
+        self.redis
+            .key(&format!("queue:{}:{name}", hash_tag(self.name.as_str())))
+    }
+
     pub fn ready_key(&self) -> String {
-        self.redis.key(&format!("queue:{}:ready", self.name))
+        self.queue_key("ready")
     }
 
     pub fn delayed_key(&self) -> String {
-        self.redis.key(&format!("queue:{}:delayed", self.name))
+        self.queue_key("delayed")
     }
 
-    fn workers_key(&self) -> String {
-        self.redis.key(&format!("queue:{}:workers", self.name))
+    pub fn workers_key(&self) -> String {
+        self.queue_key("workers")
     }
 
-    fn inflight_key(&self, worker: &str) -> String {
-        self.redis
-            .key(&format!("queue:{}:inflight:{worker}", self.name))
+    pub fn inflight_key(&self, worker: &str) -> String {
+        self.queue_key(&format!("inflight:{worker}"))
     }
 
-    fn alive_key(&self, worker: &str) -> String {
-        self.redis.key(&format!("worker:{worker}:alive"))
+    pub fn alive_key(&self, worker: &str) -> String {
+        self.queue_key(&format!("alive:{worker}"))
     }
 
     /// Appends ids to the ready list, in order.
@@ -322,7 +333,7 @@ impl InFlight {
 /// its in-flight list.
 pub struct Consumer {
     in_flight: InFlight,
-    blocking: MultiplexedConnection,
+    blocking: Connection,
     block: Duration,
 }
 

@@ -27,6 +27,24 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// The seed URLs (comma-separated, as `REDIS_CLUSTER_URLS` takes them) of the Redis
+/// Cluster the cluster tests use: `REDIS_CLUSTER_TEST_URLS`, which `scripts/test`
+/// sets after starting a 3-node cluster on loopback (`ensure_redis_cluster` in
+/// `scripts/services`). `None` when unset: the caller skips, and says so.
+pub fn redis_cluster_urls() -> Option<String> {
+    let urls = std::env::var("REDIS_CLUSTER_TEST_URLS")
+        .ok()
+        .filter(|urls| !urls.trim().is_empty());
+    if urls.is_none() {
+        eprintln!(
+            "skipped: REDIS_CLUSTER_TEST_URLS is not set. scripts/test starts a Redis Cluster \
+             and sets it; by hand: `source scripts/services; ensure_redis_cluster`, then run \
+             the tests in that shell"
+        );
+    }
+    urls
+}
+
 /// The URL of the database `pool` is connected to (one per `#[sqlx::test]`).
 pub async fn database_url_of(pool: &PgPool) -> String {
     let database: String = sqlx::query_scalar("SELECT current_database()")
