@@ -129,7 +129,6 @@ async fn main() -> anyhow::Result<()> {
     Queue::new(redis.clone(), QueueName::Canary)
         .push(&strings)
         .await?;
-    jobs::mark_dispatched(&pool, &job_ids).await?;
 
     let database_url = format!("{server}/{database}");
     let config = Arc::new(shared::Config::from_lookup(|key| match key {

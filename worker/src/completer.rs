@@ -5,6 +5,14 @@
 //! retried as a write; the side effects never run twice and never run for a write
 //! that did not happen. A crash between commit and ack only causes a redelivery,
 //! which the claim turns into a no-op.
+//!
+//! An executor's slot is free once its verdict is handed over, not once it is written:
+//! the producer claims the next jobs while the completer commits, so the queue's
+//! concurrency is spent running handlers rather than waiting for PostgreSQL. At most
+//! [`UNWRITTEN`] verdicts per process wait to be written (then executors wait). A
+//! process that dies holding them loses nothing: their jobs are still `running` in
+//! PostgreSQL and in its in-flight lists, so they are redelivered and run again
+//! (at-least-once), exactly as if it had died mid-job.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,14 +23,18 @@ use shared::queue::{InFlight, Queue, QueueName};
 use shared::redis::Redis;
 use shared::telemetry::metric;
 use sqlx::PgPool;
+use std::sync::Arc;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use uuid::Uuid;
 
 use crate::running::Running;
 
 /// Outcomes written per transaction, at most.
 pub const BATCH: usize = 512;
+/// Verdicts handed over and not yet written, per process, at most.
+pub const UNWRITTEN: usize = 2 * BATCH;
 
 /// What the executor decided for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +59,8 @@ pub struct Report {
     pub request_id: Uuid,
     pub verdict: Verdict,
     pub started: Instant,
-    done: Option<oneshot::Sender<()>>,
+    /// Its place among the [`UNWRITTEN`] verdicts; freed once written.
+    unwritten: Option<OwnedSemaphorePermit>,
 }
 
 impl Report {
@@ -64,29 +77,32 @@ impl Report {
             request_id,
             verdict,
             started,
-            done: None,
+            unwritten: None,
         }
     }
 }
 
-/// The executors' end: report a verdict and wait until it is recorded.
+/// The executors' end: hand a verdict to the completer (waiting only while
+/// [`UNWRITTEN`] verdicts are already waiting to be written).
 #[derive(Clone, Debug)]
 pub struct Recorder {
     tx: mpsc::Sender<Report>,
+    unwritten: Arc<Semaphore>,
 }
 
 impl Recorder {
     #[cfg(test)]
     pub(crate) fn for_tests(tx: mpsc::Sender<Report>) -> Self {
-        Recorder { tx }
+        Recorder {
+            tx,
+            unwritten: Arc::new(Semaphore::new(UNWRITTEN)),
+        }
     }
 
     pub async fn record(&self, mut report: Report) {
-        let (done, recorded) = oneshot::channel();
-        report.done = Some(done);
-        if self.tx.send(report).await.is_ok() {
-            let _ = recorded.await;
-        }
+        // The semaphore is never closed; without a permit the report goes unbounded.
+        report.unwritten = self.unwritten.clone().acquire_owned().await.ok();
+        let _ = self.tx.send(report).await;
     }
 }
 
@@ -131,7 +147,7 @@ impl Completer {
         in_flight: HashMap<QueueName, InFlight>,
         running: Running,
     ) -> (Self, Recorder) {
-        let (tx, rx) = mpsc::channel(4 * BATCH);
+        let (tx, rx) = mpsc::channel(UNWRITTEN);
         (
             Completer {
                 pool,
@@ -140,7 +156,10 @@ impl Completer {
                 running,
                 rx,
             },
-            Recorder { tx },
+            Recorder {
+                tx,
+                unwritten: Arc::new(Semaphore::new(UNWRITTEN)),
+            },
         )
     }
 
@@ -170,11 +189,9 @@ impl Completer {
                 }
             };
             self.after_commit(&batch, &committed).await;
-            for mut report in batch {
+            for report in batch {
                 self.running.remove(&report.id);
-                if let Some(done) = report.done.take() {
-                    let _ = done.send(());
-                }
+                // Dropping the report frees its place among the unwritten verdicts.
             }
         }
     }

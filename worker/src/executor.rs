@@ -1,7 +1,7 @@
 //! The executor: runs a queue's handler on a claimed job with the queue's timeout,
 //! turns a panic or a timeout into a retry with its message, decides retry or dead
 //! from the attempts left and the queue's backoff, and reports the verdict to the
-//! completer. The job's slot is freed once the verdict is recorded.
+//! completer. The job's slot is freed once the verdict is handed to the completer.
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Instant, SystemTime};
@@ -26,7 +26,7 @@ pub struct Executor<H> {
 }
 
 impl<H: Handler> Executor<H> {
-    /// Runs one job to its recorded verdict.
+    /// Runs one job and hands its verdict to the completer.
     pub async fn run(&self, job: Job) {
         let started = Instant::now();
         let row = &job.row;

@@ -141,16 +141,18 @@ impl Producer {
         }
     }
 
-    /// Claims `ids`; acknowledges at once the ones that were not claimable; marks the
-    /// requests of the claimed ones running.
+    /// Claims `ids` (their requests start in the same statement); acknowledges at once
+    /// the ones that were not claimable; publishes the started requests' status in the
+    /// background, off the path of the next fetch.
     async fn claim(&self, ids: &[String]) -> Result<Vec<ClaimedJob>, sqlx::Error> {
         let parsed: Vec<Uuid> = ids
             .iter()
             .filter_map(|id| Uuid::parse_str(id).ok())
             .collect();
         let stale_before = OffsetDateTime::now_utc() - self.heartbeat_timeout;
-        let claimed =
-            jobs::claim(&self.pool, &parsed, self.consumer.worker(), stale_before).await?;
+        let claim =
+            jobs::claim_starting(&self.pool, &parsed, self.consumer.worker(), stale_before).await?;
+        let claimed = claim.jobs;
         if claimed.len() < ids.len() {
             let owned: HashSet<String> = claimed.iter().map(|j| j.id.to_string()).collect();
             let noops: Vec<&String> = ids.iter().filter(|id| !owned.contains(*id)).collect();
@@ -164,12 +166,17 @@ impl Producer {
                 tracing::warn!(error = %err, "cannot acknowledge duplicate deliveries");
             }
         }
-        if !claimed.is_empty() {
-            let requests: Vec<Uuid> = claimed.iter().map(|j| j.request_id).collect();
-            match shared::db::requests::mark_running(&self.pool, &requests).await {
-                Ok(rows) => shared::events::publish(&self.redis, &rows).await,
-                Err(err) => tracing::warn!(error = %err, "cannot mark requests running"),
-            }
+        if !claim.started_requests.is_empty() {
+            let (pool, redis) = (self.pool.clone(), self.redis.clone());
+            let started = claim.started_requests;
+            tokio::spawn(async move {
+                // The status may have moved on meanwhile (a fast job finished): the
+                // event carries the request as it is now.
+                match shared::db::requests::find_many(&pool, &started).await {
+                    Ok(rows) => shared::events::publish(&redis, &rows).await,
+                    Err(err) => tracing::warn!(error = %err, "cannot read started requests"),
+                }
+            });
         }
         Ok(claimed)
     }

@@ -203,8 +203,8 @@ async fn a_write_reports_what_it_changed_and_a_repeat_changes_nothing(pool: PgPo
     assert_eq!((row.id, row.succeeded, row.failed), (request, 1, 1));
     assert_eq!(
         row.status,
-        RequestStatus::Queued,
-        "one job is still to retry"
+        RequestStatus::Running,
+        "started by the claim; one job is still to retry"
     );
 
     // The same batch again (a retried write after its commit went through): nothing

@@ -7,7 +7,7 @@
 //! | transition | from | to |
 //! | --- | --- | --- |
 //! | [`insert_many`] | — | queued |
-//! | [`claim`] | queued, retrying, running with a stale heartbeat | running |
+//! | [`claim`], [`claim_starting`] | queued, retrying, running with a stale heartbeat | running |
 //! | [`hand_back`] | running (this worker's) | queued |
 //! | [`succeed`] | running | succeeded |
 //! | [`schedule_retry`] | running, attempts left | retrying |
@@ -27,7 +27,13 @@ use crate::queue::QueueName;
 const INSERT_CHUNK: usize = 5000;
 
 /// Inserts a request's jobs (status `queued`) in chunks; returns their ids in
-/// payload order.
+/// payload order. They are stamped dispatched already: every caller pushes them right
+/// after its commit with [`crate::maintenance::dispatcher::push_committed`], which
+/// clears the stamp ([`undispatch`]) if the push fails, so the dispatcher takes them.
+/// Stamping here rather than after the push saves the submission a second commit and
+/// every job a second row version; the price is paid only if the process dies between
+/// its commit and its push: the reconciler then re-pushes the jobs after the
+/// redelivery timeout instead of the dispatcher on its next round.
 pub async fn insert_many(
     db: &mut PgConnection,
     request_id: Uuid,
@@ -39,8 +45,9 @@ pub async fn insert_many(
     for chunk in payloads.chunks(INSERT_CHUNK) {
         let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
         sqlx::query(
-            "INSERT INTO jobs (id, request_id, queue, payload, max_attempts) \
-             SELECT id, $2, $3, payload, $5 FROM UNNEST($1::uuid[], $4::jsonb[]) AS t(id, payload)",
+            "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at) \
+             SELECT id, $2, $3, payload, $5, now() \
+             FROM UNNEST($1::uuid[], $4::jsonb[]) AS t(id, payload)",
         )
         .bind(&ids)
         .bind(request_id)
@@ -63,6 +70,18 @@ pub async fn mark_dispatched(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u6
     Ok(done.rows_affected())
 }
 
+/// Clears the dispatched stamp of queued jobs whose push to Redis failed, so the
+/// dispatcher pushes them on its next round.
+pub async fn undispatch(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE jobs SET dispatched_at = NULL WHERE id = ANY($1) AND status = 'queued'",
+    )
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// A job a worker has claimed.
 #[derive(Debug, Clone, FromRow)]
 pub struct ClaimedJob {
@@ -80,33 +99,77 @@ pub struct ClaimedJob {
     pub runnable_at: OffsetDateTime,
 }
 
+/// What a claim did: the jobs it took, and the requests whose first job this was (they
+/// moved `queued → running` in the same statement).
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub jobs: Vec<ClaimedJob>,
+    pub started_requests: Vec<Uuid>,
+}
+
+#[derive(FromRow)]
+struct ClaimRow {
+    #[sqlx(flatten)]
+    job: ClaimedJob,
+    request_started: bool,
+}
+
 /// queued | retrying | stale running → running, for `worker`. Ids not returned were
 /// already claimed, finished or cancelled: a duplicate delivery, to be acknowledged
-/// as a no-op.
+/// as a no-op. See [`claim_starting`].
 pub async fn claim(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
     worker: &str,
     stale_before: OffsetDateTime,
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    Ok(claim_starting(db, ids, worker, stale_before).await?.jobs)
+}
+
+/// [`claim`], and in the same statement (one round trip, one commit) the claimed jobs'
+/// requests still `queued` become `running` (what [`crate::db::requests::mark_running`]
+/// does).
+pub async fn claim_starting(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+    worker: &str,
+    stale_before: OffsetDateTime,
+) -> Result<Claim, sqlx::Error> {
     // `before` reads the row as the statement found it: the update clears `run_after`,
     // and PostgreSQL 15 has no `RETURNING old.…`.
-    sqlx::query_as(
-        "UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, claimed_by = $2, \
-             started_at = now(), heartbeat_at = now(), run_after = NULL \
-         FROM (SELECT id, CASE WHEN status = 'running' THEN heartbeat_at + (now() - $3) \
-                               ELSE coalesce(run_after, created_at) END AS runnable_at \
-               FROM jobs WHERE id = ANY($1)) AS before \
-         WHERE j.id = before.id \
-           AND (j.status IN ('queued', 'retrying') OR (j.status = 'running' AND j.heartbeat_at < $3)) \
-         RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
-             before.runnable_at",
+    let rows: Vec<ClaimRow> = sqlx::query_as(
+        "WITH claimed AS ( \
+             UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, claimed_by = $2, \
+                 started_at = now(), heartbeat_at = now(), run_after = NULL \
+             FROM (SELECT id, CASE WHEN status = 'running' THEN heartbeat_at + (now() - $3) \
+                                   ELSE coalesce(run_after, created_at) END AS runnable_at \
+                   FROM jobs WHERE id = ANY($1)) AS before \
+             WHERE j.id = before.id \
+               AND (j.status IN ('queued', 'retrying') OR (j.status = 'running' AND j.heartbeat_at < $3)) \
+             RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
+                 before.runnable_at), \
+         started AS ( \
+             UPDATE requests r SET status = 'running' \
+             WHERE r.id IN (SELECT request_id FROM claimed) AND r.status = 'queued' \
+             RETURNING r.id) \
+         SELECT c.*, c.request_id IN (SELECT id FROM started) AS request_started FROM claimed c",
     )
     .bind(ids)
     .bind(worker)
     .bind(stale_before)
     .fetch_all(db)
-    .await
+    .await?;
+    let mut claim = Claim {
+        jobs: Vec::with_capacity(rows.len()),
+        started_requests: Vec::new(),
+    };
+    for row in rows {
+        if row.request_started && !claim.started_requests.contains(&row.job.request_id) {
+            claim.started_requests.push(row.job.request_id);
+        }
+        claim.jobs.push(row.job);
+    }
+    Ok(claim)
 }
 
 /// Keeps this worker's running jobs from looking abandoned.

@@ -1,6 +1,7 @@
 //! The outbox's other half. After a submission commits, [`push_committed`] pushes its
-//! job ids to Redis and marks them dispatched; if that fails the client still has its
-//! 202 and the [`Dispatcher`] pushes them on its next round. The same round is the
+//! job ids to Redis (they were inserted stamped dispatched); if that fails the client
+//! still has its 202, the stamp is cleared and the [`Dispatcher`] pushes them on its
+//! next round. The same round is the
 //! reconciler: it re-pushes jobs Redis lost (pushed but never claimed within the
 //! redelivery timeout, retries past due, running jobs whose worker went silent), and
 //! sets the backlog gauge. Safe in every replica: rows are taken `FOR UPDATE SKIP
@@ -30,8 +31,10 @@ pub enum DispatchError {
     Redis(#[from] redis::RedisError),
 }
 
-/// Pushes the ids of jobs just committed and marks them dispatched. Failure is logged,
-/// never returned: the dispatcher retries.
+/// Pushes the ids of jobs just committed (inserted stamped dispatched, see
+/// [`jobs::insert_many`]). If the push fails the stamp is cleared, so the dispatcher
+/// pushes them on its next round; if even that fails, the reconciler re-pushes them
+/// after the redelivery timeout. Failure is logged, never returned.
 pub async fn push_committed(pool: &PgPool, redis: &Redis, queue: QueueName, ids: &[Uuid]) {
     if ids.is_empty() {
         return;
@@ -39,14 +42,13 @@ pub async fn push_committed(pool: &PgPool, redis: &Redis, queue: QueueName, ids:
     let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     if let Err(err) = Queue::new(redis.clone(), queue).push(&strings).await {
         tracing::warn!(error = %err, jobs = ids.len(), "cannot push jobs to Redis; the dispatcher will");
+        if let Err(err) = jobs::undispatch(pool, ids).await {
+            tracing::warn!(error = %err, jobs = ids.len(), "cannot hand the jobs to the dispatcher; the reconciler will re-push them");
+        }
         return;
     }
     metrics::counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue.as_str(), "source" => "request")
         .increment(ids.len() as u64);
-    if let Err(err) = jobs::mark_dispatched(pool, ids).await {
-        // Pushed but not marked: the dispatcher pushes again, the claim makes it a no-op.
-        tracing::warn!(error = %err, "cannot mark jobs dispatched");
-    }
 }
 
 /// What one round did.
