@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use crate::services::events::EventHub;
 use crate::services::factor_limit::FactorLimit;
 use crate::services::lockout::Lockout;
+use crate::services::session_cache::SessionCache;
 use crate::services::tokens::TokenKeys;
 
 /// Keys made once from the configuration.
@@ -52,6 +53,8 @@ pub struct AppState {
     pub storage: Storage,
     /// Request events from Redis, fanned out to the event streams of this process.
     pub events: EventHub,
+    /// Session checks of this process, valid under their users' session epochs.
+    pub sessions: Arc<SessionCache>,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ impl AppState {
             factor_limit,
             storage,
             events,
+            sessions: Arc::default(),
         })
     }
 

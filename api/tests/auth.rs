@@ -480,3 +480,68 @@ async fn a_lockout_ends_with_its_window(pool: PgPool) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// The per-request session check is cached under the user's session epoch: a change
+/// made behind the api's back (here, SQL that does not replace the epoch) is not seen
+/// until the epoch changes — which every change the api makes does, and so does the
+/// loss of the epoch in Redis.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_session_check_is_cached_under_the_users_epoch(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (_, session) = app.signed_in_user().await;
+    let token = session.access_token.as_str();
+    let me: serde_json::Value = app
+        .get_authed("/api/v1/me", token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let user: uuid::Uuid = me["id"].as_str().expect("id").parse().expect("uuid");
+    let revoke = || {
+        sqlx::query("UPDATE sessions SET revoked_at = now() WHERE user_id = $1")
+            .bind(user)
+            .execute(&app.state.pool)
+    };
+    revoke().await.expect("revoke behind the api's back");
+    assert_eq!(
+        app.get_authed("/api/v1/me", token).await.status(),
+        200,
+        "served from the cache: the epoch did not change"
+    );
+    shared::session_epoch::bump(&app.state.redis, &[user]).await;
+    problem(
+        app.get_authed("/api/v1/me", token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+
+    // Redis loses the epoch: the next reader sets a new one, which no entry holds.
+    let (_, second) = app.signed_in_user().await;
+    let token = second.access_token.as_str();
+    let me: serde_json::Value = app
+        .get_authed("/api/v1/me", token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let user: uuid::Uuid = me["id"].as_str().expect("id").parse().expect("uuid");
+    sqlx::query("UPDATE sessions SET revoked_at = now() WHERE user_id = $1")
+        .bind(user)
+        .execute(&app.state.pool)
+        .await
+        .expect("revoke behind the api's back");
+    assert_eq!(app.get_authed("/api/v1/me", token).await.status(), 200);
+    let mut redis = app.state.redis.connection();
+    let _: i64 = redis::cmd("DEL")
+        .arg(shared::session_epoch::key(&app.state.redis, user))
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    problem(
+        app.get_authed("/api/v1/me", token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+}

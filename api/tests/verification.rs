@@ -344,6 +344,7 @@ async fn accounts_never_confirmed_are_deleted_after_their_ttl(pool: PgPool) {
     .expect("age two accounts");
     let pruner = shared::maintenance::retention::Pruner::new(
         pool.clone(),
+        app.state.redis.clone(),
         Duration::from_secs(30 * 86_400),
         Duration::from_secs(7 * 86_400),
     );

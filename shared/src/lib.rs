@@ -16,6 +16,7 @@ pub mod monitoring;
 pub mod problem;
 pub mod queue;
 pub mod redis;
+pub mod session_epoch;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -122,8 +122,8 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let payloads = vec![serde_json::json!({}); jobs_total];
-    let job_ids = jobs::insert_many(&mut tx, request, QueueName::Canary, payloads, 3).await?;
+    let payloads = vec![jobs::Payload::empty(); jobs_total];
+    let job_ids = jobs::insert_many(&mut tx, request, QueueName::Canary, &payloads, 3).await?;
     tx.commit().await?;
     let strings: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
     Queue::new(redis.clone(), QueueName::Canary)

@@ -80,7 +80,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     telemetry::spawn_process_metrics();
     telemetry::record_build_info("worker");
     config.warn_about_keys(&[]);
-    let pool = db::pool(&config)?;
+    let pool = db::worker_pool(&config)?;
     let redis = Redis::connect_lazy(&config)?;
     let addr = config.ops.worker_metrics_addr;
     let ops = TcpListener::bind(addr)

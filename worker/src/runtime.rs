@@ -334,6 +334,7 @@ fn spawn_chores(
     let sampler = QueueSampler::new(pool.clone(), redis.clone(), id);
     let pruner = Pruner::new(
         pool.clone(),
+        redis.clone(),
         config.pipeline.retention,
         config.accounts.unverified_ttl,
     );

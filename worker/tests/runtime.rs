@@ -293,6 +293,7 @@ async fn the_pruner_deletes_finished_requests_past_retention_only(pool: PgPool) 
         .expect("age the request");
     let pruner = Pruner::new(
         app.state.pool.clone(),
+        app.state.redis.clone(),
         Duration::from_secs(30 * 86_400),
         Duration::from_secs(7 * 86_400),
     );

@@ -1,9 +1,10 @@
 //! Authentication and authorization extractors.
 //!
 //! [`AuthUser`] verifies the bearer token and then asks PostgreSQL whether its session
-//! is still active and what the user's role is now: logout, a password change, reuse
-//! of a refresh token or a role change end the token's validity at once (the bound is
-//! zero, not the token's 15-minute lifetime). [`Authorized<P>`] adds a permission
+//! is still active and what the user's role is now (through the process's session
+//! cache, valid only under the user's current session epoch): logout, a password
+//! change, reuse of a refresh token or a role change end the token's validity at once
+//! (the bound is zero, not the token's 15-minute lifetime). [`Authorized<P>`] adds a permission
 //! check from the role table; admin-only permissions also need a 2FA login.
 
 use std::marker::PhantomData;
@@ -15,6 +16,8 @@ use shared::domain::{Permission, Role};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::services::auth;
+use crate::services::session_cache::SessionEpoch;
 use crate::services::tokens::{AccessClaims, TokenError};
 use crate::state::AppState;
 
@@ -82,8 +85,13 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(*user);
         }
+        // The rate limiter verified the token and read the user's session epoch.
+        let mut epoch = None;
         let claims = match parts.extensions.remove::<VerifiedAccess>() {
-            Some(VerifiedAccess(claims)) => claims,
+            Some(VerifiedAccess(claims)) => {
+                epoch = parts.extensions.get::<SessionEpoch>().copied();
+                claims
+            }
             None => {
                 let token = bearer(parts)?;
                 state
@@ -98,20 +106,23 @@ impl FromRequestParts<AppState> for AuthUser {
                     })?
             }
         };
-        let (role, email_verified) =
-            match crate::services::auth::current_role(state, claims.sid, claims.sub).await? {
-                Some((role, verified)) if role == claims.role => (role, verified),
-                Some(_) => {
-                    return Err(ApiError::Unauthenticated(
-                        "the account's role changed; refresh the token".into(),
-                    ));
-                }
-                None => {
-                    return Err(ApiError::Unauthenticated(
-                        "the session has ended; sign in again".into(),
-                    ));
-                }
-            };
+        let current = match epoch {
+            Some(epoch) => auth::current_role_cached(state, claims.sid, claims.sub, epoch).await?,
+            None => auth::current_role(state, claims.sid, claims.sub).await?,
+        };
+        let (role, email_verified) = match current {
+            Some((role, verified)) if role == claims.role => (role, verified),
+            Some(_) => {
+                return Err(ApiError::Unauthenticated(
+                    "the account's role changed; refresh the token".into(),
+                ));
+            }
+            None => {
+                return Err(ApiError::Unauthenticated(
+                    "the session has ended; sign in again".into(),
+                ));
+            }
+        };
         let user = AuthUser {
             id: claims.sub,
             role,

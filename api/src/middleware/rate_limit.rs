@@ -21,11 +21,13 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shared::config::Rate;
+use shared::session_epoch;
 use shared::telemetry::metric;
 
 use crate::error::ApiError;
 use crate::extract::ClientIp;
 use crate::middleware::auth::VerifiedAccess;
+use crate::services::session_cache::SessionEpoch;
 use crate::state::AppState;
 
 /// Route groups, each with its own budget.
@@ -71,7 +73,10 @@ impl Group {
 }
 
 /// GCRA on Redis's clock. KEYS[1]: the caller's key; ARGV: emission interval and
-/// burst tolerance, in microseconds. Returns {allowed (0/1), remaining, wait µs}.
+/// burst tolerance, in microseconds. Returns {allowed (0/1), remaining, wait µs,
+/// epoch}. For a signed-in caller KEYS[2] is the user's session epoch (same hash
+/// slot), returned when allowed — set to ARGV[3] for ARGV[4] seconds if missing —
+/// so the session check can use its cache without another round trip; else ''.
 const GCRA: &str = r"
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
@@ -81,12 +86,20 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local allow_at = tat - tolerance
 if now < allow_at then
-  return {0, 0, allow_at - now}
+  return {0, 0, allow_at - now, ''}
 end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
 local remaining = math.floor((tolerance + interval - (new_tat - now)) / interval)
-return {1, remaining, 0}
+local epoch = ''
+if KEYS[2] then
+  epoch = redis.call('GET', KEYS[2])
+  if not epoch then
+    redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+    epoch = ARGV[3]
+  end
+end
+return {1, remaining, 0, epoch}
 ";
 
 /// What the limiter decided for one request.
@@ -95,31 +108,44 @@ struct Decision {
     allowed: bool,
     remaining: u64,
     wait: Duration,
+    /// The signed-in caller's session epoch.
+    epoch: Option<SessionEpoch>,
 }
 
-async fn decide(state: &AppState, key: &str, rate: Rate) -> Result<Decision, redis::RedisError> {
+async fn decide(
+    state: &AppState,
+    key: &str,
+    epoch_key: Option<&str>,
+    rate: Rate,
+) -> Result<Decision, redis::RedisError> {
     let interval = (rate.per.as_micros() / u128::from(rate.requests)).max(1);
     let tolerance = interval * u128::from(rate.requests.saturating_sub(1));
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| redis::Script::new(GCRA));
     let mut conn = state.redis.connection();
-    let (allowed, remaining, wait): (i64, i64, i64) = script
-        .key(key)
+    let mut invocation = script.key(key);
+    if let Some(epoch_key) = epoch_key {
+        invocation.key(epoch_key);
+    }
+    let (allowed, remaining, wait, epoch): (i64, i64, i64, Option<String>) = invocation
         .arg(u64::try_from(interval).unwrap_or(u64::MAX))
         .arg(u64::try_from(tolerance).unwrap_or(u64::MAX))
+        .arg(session_epoch::fresh())
+        .arg(session_epoch::TTL.as_secs())
         .invoke_async(&mut conn)
         .await?;
     Ok(Decision {
         allowed: allowed == 1,
         remaining: u64::try_from(remaining).unwrap_or(0),
         wait: Duration::from_micros(u64::try_from(wait).unwrap_or(0)),
+        epoch: epoch.and_then(|epoch| epoch.parse().ok()).map(SessionEpoch),
     })
 }
 
 /// Who spends: the user of a valid access token, else the client address. The
 /// verified claims are left in the request's extensions, so the auth extractor does
 /// not verify the same signature again.
-fn caller(state: &AppState, parts: &mut Parts, ip: Option<ClientIp>) -> String {
+fn caller(state: &AppState, parts: &mut Parts, ip: Option<ClientIp>) -> Caller {
     let claims = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -131,10 +157,15 @@ fn caller(state: &AppState, parts: &mut Parts, ip: Option<ClientIp>) -> String {
         parts.extensions.insert(VerifiedAccess(claims));
     }
     match (user, ip) {
-        (Some(user), _) => format!("user:{user}"),
-        (None, Some(ClientIp(ip))) => format!("ip:{ip}"),
-        (None, None) => "ip:unknown".to_owned(),
+        (Some(user), _) => Caller::User(user),
+        (None, Some(ClientIp(ip))) => Caller::Address(ip.to_string()),
+        (None, None) => Caller::Address("unknown".to_owned()),
     }
+}
+
+enum Caller {
+    User(uuid::Uuid),
+    Address(String),
 }
 
 fn headers(response: &mut Response, group: Group, rate: Rate, decision: &Decision) {
@@ -164,12 +195,22 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     let (mut parts, body) = request.into_parts();
     let ip = ClientIp::from_request_parts(&mut parts, &state).await.ok();
     let who = caller(&state, &mut parts, ip);
-    let request = Request::from_parts(parts, body);
+    let mut request = Request::from_parts(parts, body);
     let rate = group.rate(&state);
-    let key = state
-        .redis
-        .key(&format!("ratelimit:{}:{who}", group.name()));
-    let decision = match decide(&state, &key, rate).await {
+    // A user's limit key shares the hash slot of the user's session epoch.
+    let (key, epoch_key) = match who {
+        Caller::User(user) => (
+            format!(
+                "ratelimit:{}:{}",
+                group.name(),
+                session_epoch::user_tag(user)
+            ),
+            Some(session_epoch::key(&state.redis, user)),
+        ),
+        Caller::Address(ip) => (format!("ratelimit:{}:ip:{ip}", group.name()), None),
+    };
+    let key = state.redis.key(&key);
+    let decision = match decide(&state, &key, epoch_key.as_deref(), rate).await {
         Ok(decision) => decision,
         Err(err) => {
             metrics::counter!(metric::RATE_LIMIT_SKIPPED_TOTAL, "group" => group.name())
@@ -184,6 +225,9 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
             ApiError::RateLimited(decision.wait.max(Duration::from_secs(1))).into_response();
         headers(&mut response, group, rate, &decision);
         return response;
+    }
+    if let Some(epoch) = decision.epoch {
+        request.extensions_mut().insert(epoch);
     }
     let mut response = next.run(request).await;
     headers(&mut response, group, rate, &decision);

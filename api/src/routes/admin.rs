@@ -67,7 +67,7 @@ pub async fn update_user(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateUserRequest>,
 ) -> Result<Json<AdminUserView>, ApiError> {
-    let row = accounts::change_role(&state.pool, id, body.role).await?;
+    let row = accounts::change_role(&state.pool, &state.redis, id, body.role).await?;
     tracing::info!(admin_id = %admin.id, user_id = %id, role = %body.role, "role changed");
     // The role change commits in its own transaction (services::accounts); its audit
     // row follows it.

@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
+use shared::db::jobs::Payload;
 use shared::domain::{EmailAddress, RequestKind};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::problem::FieldError;
@@ -292,7 +293,7 @@ pub async fn send_email(
     };
     // One message per recipient, for the quota.
     let messages = job.to.len() + job.cc.len() + job.bcc.len();
-    let payload = serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?;
+    let payload = Payload::of(&job).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner: user.id,
         kind: RequestKind::Email,
@@ -369,9 +370,7 @@ pub async fn send_campaign(
                         content: None,
                         sealed_content: None,
                     };
-                    payloads.push(
-                        serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?,
-                    );
+                    payloads.push(Payload::of(&job).map_err(|e| ApiError::Internal(e.into()))?);
                 }
             }
             Err(message) => errors.push(FieldError::new(format!("recipients[{i}]"), message)),

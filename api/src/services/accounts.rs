@@ -228,7 +228,12 @@ pub async fn create(
 
 /// Changes a role. Refuses to remove the last admin. The user's current access tokens
 /// stop working at once (they carry the old role); a refresh gets the new one.
-pub async fn change_role(pool: &PgPool, id: Uuid, role: Role) -> Result<UserRow, ApiError> {
+pub async fn change_role(
+    pool: &PgPool,
+    redis: &shared::redis::Redis,
+    id: Uuid,
+    role: Role,
+) -> Result<UserRow, ApiError> {
     let mut tx = pool.begin().await?;
     // Serialise role changes so two concurrent demotions cannot both pass the check.
     users::lock_role_changes(&mut tx).await?;
@@ -252,5 +257,6 @@ pub async fn change_role(pool: &PgPool, id: Uuid, role: Role) -> Result<UserRow,
         sessions::revoke_all_for_user(&mut *tx, id, "role_changed").await?;
     }
     tx.commit().await?;
+    shared::session_epoch::bump(redis, &[id]).await;
     Ok(updated)
 }

@@ -14,12 +14,14 @@ use shared::db::{recovery_codes, users};
 use shared::domain::EmailAddress;
 use shared::domain::password::NewPassword;
 use shared::problem::FieldError;
+use shared::session_epoch;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::accounts::{self, EMAIL_INDEX, EMAIL_PURPOSE, TOTP_PURPOSE};
 use crate::error::ApiError;
 use crate::middleware::auth::AuthUser;
+use crate::services::session_cache::SessionEpoch;
 use crate::state::AppState;
 
 /// Recovery codes handed out when 2FA is enabled.
@@ -285,8 +287,9 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<Tokens, Ap
     let session_id = match sessions::consume_refresh_token(&mut tx, &hash).await? {
         Consumed::Fresh(session) => session,
         Consumed::Reused(session) => {
-            sessions::revoke(&mut *tx, session, "refresh token reused").await?;
+            let user = sessions::revoke(&mut *tx, session, "refresh token reused").await?;
             tx.commit().await?;
+            session_epoch::bump(&state.redis, user.as_slice()).await;
             tracing::warn!(session_id = %session, "refresh token reuse: session revoked");
             return Err(ApiError::Unauthenticated(
                 "the refresh token was already used; the session is revoked".into(),
@@ -327,7 +330,8 @@ pub async fn logout(state: &AppState, refresh_token: &str) -> Result<(), ApiErro
     let session =
         sessions::session_of_refresh_token(&state.pool, &token::hash_token(refresh_token)).await?;
     if let Some(session) = session {
-        sessions::revoke(&state.pool, session, "logout").await?;
+        let user = sessions::revoke(&state.pool, session, "logout").await?;
+        session_epoch::bump(&state.redis, user.as_slice()).await;
     }
     Ok(())
 }
@@ -374,6 +378,7 @@ pub async fn change_password(
     users::set_password(&mut *tx, user.id, &hash).await?;
     let ended = sessions::revoke_all_for_user(&mut *tx, user.id, "password changed").await?;
     tx.commit().await?;
+    session_epoch::bump(&state.redis, &[user.id]).await;
     tracing::info!(user_id = %user.id, sessions_ended = ended, "password changed");
     Ok(())
 }
@@ -484,7 +489,37 @@ pub async fn current_role(
     session_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<(shared::domain::Role, bool)>, ApiError> {
+    Ok(active_session(state, session_id, user_id)
+        .await?
+        .map(|(role, verified, _)| (role, verified)))
+}
+
+/// [`current_role`] through the process's session cache, valid under `epoch` (the
+/// user's session epoch, read before this call).
+pub async fn current_role_cached(
+    state: &AppState,
+    session_id: Uuid,
+    user_id: Uuid,
+    epoch: SessionEpoch,
+) -> Result<Option<(shared::domain::Role, bool)>, ApiError> {
+    if let Some(hit) = state.sessions.get(session_id, user_id, epoch) {
+        return Ok(Some(hit));
+    }
+    let Some((role, verified, expires)) = active_session(state, session_id, user_id).await? else {
+        return Ok(None);
+    };
+    state
+        .sessions
+        .put(session_id, user_id, epoch, (role, verified), expires);
+    Ok(Some((role, verified)))
+}
+
+async fn active_session(
+    state: &AppState,
+    session_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<(shared::domain::Role, bool, OffsetDateTime)>, ApiError> {
     let active = sessions::active_role(&state.pool, session_id, user_id).await?;
     // A role the code does not know (a newer schema) ends the session.
-    Ok(active.and_then(|(role, verified)| Some((role.parse().ok()?, verified))))
+    Ok(active.and_then(|(role, verified, expires)| Some((role.parse().ok()?, verified, expires))))
 }

@@ -10,6 +10,7 @@ pub mod lockout;
 pub mod operations;
 pub mod quotas;
 pub mod requests;
+pub mod session_cache;
 pub mod tokens;
 pub mod uploads;
 pub mod verification;

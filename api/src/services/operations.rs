@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::db::audit::{self, AuditRow, NewEntry};
+use shared::db::jobs::Payload;
 use shared::db::jobs::{self, JobFilter, JobRow};
 use shared::db::operations::{self, OperationRow, OperationState};
 use shared::db::requests as request_rows;
@@ -713,7 +714,7 @@ pub async fn canary(
         correlation_id: operator.request_id.clone(),
         content: None,
         queue,
-        payloads: vec![serde_json::json!({}); count as usize],
+        payloads: vec![Payload::empty(); count as usize],
         quota: None,
     };
     let mut tx = state.pool.begin().await?;

@@ -1,11 +1,12 @@
 //! Message quotas: how many messages (one per recipient) an account may submit per
 //! sliding hour and per sliding day, by role (`EMAIL_QUOTA_<ROLE>_PER_HOUR|_PER_DAY`).
 //!
-//! Usage is kept in PostgreSQL, per owner and clock hour (`message_quota_usage`), and
-//! charged inside the submission's own transaction, as its last statement: a refused
-//! or failed submission rolls its charge back, an idempotent replay is never charged,
-//! and the row lock on the owner's current hour serialises that owner's concurrent
-//! submissions so a burst cannot overrun the quota. A window's usage is the sum of its
+//! Usage is kept in PostgreSQL, per owner and clock hour (`message_quota_usage`, an
+//! unlogged table: see `shared::db::quotas`), checked and charged in one statement
+//! just before the submission is inserted and given back if that insert fails: a
+//! refused submission writes nothing, an idempotent replay is never charged, and the
+//! row lock on the owner's current hour serialises that owner's concurrent charges so
+//! a burst cannot overrun the quota. A window's usage is the sum of its
 //! whole hours plus the part of the oldest hour still inside it (the sliding-window
 //! counter), so the answer never jumps at an hour boundary by more than that hour's
 //! share. Over quota: 429 `message_quota_exceeded` with `Retry-After` — when the same
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use shared::config::MessageQuota;
+use shared::db::quotas::{self, QuotaLimit};
 use shared::domain::Role;
 use uuid::Uuid;
 
@@ -41,70 +43,72 @@ impl QuotaCharge {
     }
 }
 
-/// Charges `charge` to `owner` in the caller's transaction, or refuses it.
-pub async fn charge(
-    tx: &mut sqlx::PgConnection,
+impl QuotaCharge {
+    /// What [`quotas::charge`] checks and charges, or 422 when the submission is larger
+    /// than a whole quota (it could never fit).
+    pub fn limit(self, quota: MessageQuota) -> Result<QuotaLimit, ApiError> {
+        if self.messages > quota.per_hour.min(quota.per_day) {
+            return Err(ApiError::Unprocessable {
+                detail: format!(
+                    "{} messages are more than the {} role may send in an hour ({}) or a day ({}); \
+                     split the submission",
+                    self.messages,
+                    self.role.as_str(),
+                    quota.per_hour,
+                    quota.per_day
+                ),
+                errors: Vec::new(),
+            });
+        }
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(QuotaLimit {
+            messages: clamp(self.messages),
+            per_hour: clamp(quota.per_hour),
+            per_day: clamp(quota.per_day),
+        })
+    }
+}
+
+/// The answer to a submission the quota refused: 429 `message_quota_exceeded` with
+/// `Retry-After`, when the same charge would fit were nothing else sent.
+pub async fn refused(
+    db: impl sqlx::PgExecutor<'_>,
     owner: Uuid,
     charge: QuotaCharge,
     quota: MessageQuota,
-) -> Result<(), ApiError> {
-    let messages = i64::try_from(charge.messages).unwrap_or(i64::MAX);
-    if charge.messages > quota.per_hour.min(quota.per_day) {
-        return Err(ApiError::Unprocessable {
-            detail: format!(
-                "{} messages are more than the {} role may send in an hour ({}) or a day ({}); \
-                 split the submission",
-                charge.messages,
-                charge.role.as_str(),
-                quota.per_hour,
-                quota.per_day
-            ),
-            errors: Vec::new(),
-        });
-    }
-    // The charge is the statement's own insert; the other rows are the 24 hours before
-    // the current one (the CTE's insert is not visible to the outer SELECT).
-    let rows: Vec<(i64, i64, f64)> = sqlx::query_as(
-        "WITH charged AS ( \
-             INSERT INTO message_quota_usage (owner_id, hour, messages) \
-             VALUES ($1, date_trunc('hour', now()), $2) \
-             ON CONFLICT (owner_id, hour) \
-             DO UPDATE SET messages = message_quota_usage.messages + EXCLUDED.messages \
-             RETURNING hour, messages) \
-         SELECT extract(epoch FROM hour)::int8, messages, extract(epoch FROM now())::float8 FROM charged \
-         UNION ALL \
-         SELECT extract(epoch FROM hour)::int8, messages, extract(epoch FROM now())::float8 \
-         FROM message_quota_usage \
-         WHERE owner_id = $1 AND hour >= date_trunc('hour', now()) - interval '24 hours' \
-           AND hour < date_trunc('hour', now())",
+) -> ApiError {
+    metrics::counter!(
+        shared::telemetry::metric::MESSAGE_QUOTA_REFUSED_TOTAL,
+        "role" => charge.role.as_str()
     )
-    .bind(owner)
-    .bind(messages)
-    .fetch_all(&mut *tx)
-    .await?;
-    let now = rows.first().map_or(0.0, |row| row.2);
-    let usage: HashMap<i64, i64> = rows.iter().map(|(hour, n, _)| (*hour, *n)).collect();
-    match retry_after(&usage, now, quota) {
-        None => Ok(()),
-        Some(wait) => {
-            metrics::counter!(
-                shared::telemetry::metric::MESSAGE_QUOTA_REFUSED_TOTAL,
-                "role" => charge.role.as_str()
-            )
-            .increment(1);
-            Err(ApiError::MessageQuotaExceeded {
-                detail: format!(
-                    "{} more messages would pass the {} role's quota of {} per hour and {} per day; \
-                     retry in {} s",
-                    charge.messages,
-                    charge.role.as_str(),
-                    quota.per_hour,
-                    quota.per_day,
-                    wait.as_secs().max(1)
-                ),
-                retry_after: wait,
-            })
+    .increment(1);
+    let wait = match quotas::recent_usage(db, owner).await {
+        Ok((rows, now)) => {
+            let mut usage: HashMap<i64, i64> = rows.into_iter().collect();
+            // As if charged: the refusal wrote nothing.
+            #[allow(clippy::cast_possible_truncation)]
+            let current = (now.floor() as i64).div_euclid(HOUR) * HOUR;
+            *usage.entry(current).or_default() +=
+                i64::try_from(charge.messages).unwrap_or(i64::MAX);
+            // Usage may have fallen since the statement (an hour ended): retry at once.
+            retry_after(&usage, now, quota).unwrap_or(Duration::from_secs(1))
         }
+        Err(err) => {
+            tracing::warn!(error = %err, "quota usage unreadable; Retry-After is a guess");
+            Duration::from_secs(STEP.unsigned_abs())
+        }
+    };
+    ApiError::MessageQuotaExceeded {
+        detail: format!(
+            "{} more messages would pass the {} role's quota of {} per hour and {} per day; \
+             retry in {} s",
+            charge.messages,
+            charge.role.as_str(),
+            quota.per_hour,
+            quota.per_day,
+            wait.as_secs().max(1)
+        ),
+        retry_after: wait,
     }
 }
 

@@ -1,6 +1,7 @@
-//! Submitting work and following it. A submission is one PostgreSQL transaction —
-//! the request, its jobs (the outbox) and the idempotency record — then a push of
-//! the job ids to Redis. If the push fails (Redis down) the client still gets 202:
+//! Submitting work and following it. A submission is a quota charge and one
+//! PostgreSQL statement for the request and its jobs (the outbox) — one transaction
+//! for all three when it also records an idempotency key — then a push of the job ids
+//! to Redis. If the push fails (Redis down) the client still gets 202:
 //! the dispatcher pushes the jobs when Redis is back. Reading, cancelling and
 //! following requests check ownership here: another user's request is not found.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use shared::db::idempotency;
-use shared::db::jobs::{self, JobSummary};
+use shared::db::jobs::{self, JobSummary, Payload};
 use shared::db::requests::{self, ListFilter, NewRequest, RequestRow};
 use shared::domain::{Permission, RequestKind, RequestStatus};
 use shared::events::{self, Progress};
@@ -34,7 +35,7 @@ pub struct Submission {
     pub correlation_id: Option<String>,
     pub content: Option<serde_json::Value>,
     pub queue: QueueName,
-    pub payloads: Vec<serde_json::Value>,
+    pub payloads: Vec<Payload>,
     /// Messages charged to the owner's quota (emails and campaigns).
     pub quota: Option<QuotaCharge>,
 }
@@ -74,71 +75,129 @@ impl From<&RequestRow> for Accepted {
     }
 }
 
-/// Creates the request and its jobs, then dispatches them. With an idempotency key,
-/// a repeat returns the first response; the same key with another body is refused;
-/// a concurrent duplicate waits on the key's row and then replays.
+/// Charges the quota, creates the request and its jobs, then dispatches them. Without
+/// an idempotency key the insert is one autocommit statement; with one, a transaction
+/// that first takes the key and records the response with the insert: a repeat
+/// returns the first response (and is not charged), the same key with another body is
+/// refused, a concurrent duplicate waits on the key's row and then replays.
 pub async fn submit(
     state: &AppState,
     submission: Submission,
     idempotency: Option<Idempotency>,
 ) -> Result<Accepted, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    if let Some(idem) = &idempotency
-        && let Some(replay) = claim_key(&mut tx, submission.owner, idem).await?
-    {
-        return Ok(replay);
-    }
     let queue = submission.queue;
-    let charge = submission.quota;
-    let (row, ids) = enqueue(&mut tx, state, submission).await?;
-    let accepted = Accepted::from(&row);
-    if let Some(idem) = &idempotency {
-        let body = serde_json::to_value(&accepted).map_err(|e| ApiError::Internal(e.into()))?;
-        idempotency::record_response(&mut *tx, row.owner_id, &idem.key, row.id, 202, body).await?;
-    }
-    // Last, so the owner's quota row stays locked only for the commit.
-    if let Some(charge) = charge {
-        let quota = state.config.accounts.quota(charge.role);
-        quotas::charge(&mut tx, row.owner_id, charge, quota).await?;
-    }
-    tx.commit().await?;
+    let (row, ids) = match &idempotency {
+        None => {
+            // One connection for the charge (its own autocommit) and the insert.
+            let mut conn = state.pool.acquire().await?;
+            let charged = charge(&mut conn, state, &submission).await?;
+            let stored = insert(&mut conn, state, submission).await;
+            refund_unless_stored(&mut conn, charged, stored).await?
+        }
+        Some(idem) => {
+            let mut tx = state.pool.begin().await?;
+            if let Some(replay) = claim_key(&mut tx, submission.owner, idem).await? {
+                return Ok(replay);
+            }
+            let owner = submission.owner;
+            // Charged inside the transaction, on its connection: a failed insert rolls
+            // the charge back with it, and the submission never needs a second
+            // connection while it holds the key (concurrent duplicates each hold one,
+            // waiting on the key: with a second one the pool could run dry). The
+            // owner's quota row stays locked until this commit.
+            charge(&mut tx, state, &submission).await?;
+            let (row, ids) = insert(&mut tx, state, submission).await?;
+            let body = serde_json::to_value(Accepted::from(&row))
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            idempotency::record_response(&mut *tx, owner, &idem.key, row.id, 202, body).await?;
+            tx.commit().await?;
+            (row, ids)
+        }
+    };
     dispatch(state, queue, &ids).await;
-    Ok(accepted)
+    Ok(Accepted::from(&row))
+}
+
+/// A quota charge made for a submission: whose, which hour, how many.
+struct Charged {
+    owner: Uuid,
+    hour: OffsetDateTime,
+    messages: i64,
+}
+
+/// Charges the submission's quota, if it has one; 429 when it does not fit.
+async fn charge(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    submission: &Submission,
+) -> Result<Option<Charged>, ApiError> {
+    let Some(charge) = submission.quota else {
+        return Ok(None);
+    };
+    let quota = state.config.accounts.quota(charge.role);
+    let limit = charge.limit(quota)?;
+    match shared::db::quotas::charge(&mut *conn, submission.owner, limit).await? {
+        Some(hour) => Ok(Some(Charged {
+            owner: submission.owner,
+            hour,
+            messages: limit.messages,
+        })),
+        None => Err(quotas::refused(conn, submission.owner, charge, quota).await),
+    }
+}
+
+/// Passes the insert's result on; when it failed, gives the charge back first.
+async fn refund_unless_stored<T>(
+    conn: &mut sqlx::PgConnection,
+    charged: Option<Charged>,
+    stored: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if stored.is_err()
+        && let Some(c) = charged
+        && let Err(err) = shared::db::quotas::refund(conn, c.owner, c.hour, c.messages).await
+    {
+        tracing::warn!(error = %err, owner = %c.owner, "cannot give back the quota of a failed submission");
+    }
+    stored
 }
 
 /// Inserts a request and its jobs (the outbox) in the caller's transaction; returns
-/// the request and the job ids to [`dispatch`] after the commit.
+/// the request and the job ids to [`dispatch`] after the commit. Charges no quota.
 pub async fn enqueue(
     tx: &mut sqlx::PgConnection,
     state: &AppState,
     submission: Submission,
 ) -> Result<(RequestRow, Vec<Uuid>), ApiError> {
+    insert(tx, state, submission).await
+}
+
+/// The request and its jobs ([`requests::insert_with_jobs`]).
+async fn insert(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    submission: Submission,
+) -> Result<(RequestRow, Vec<Uuid>), ApiError> {
     let total = i32::try_from(submission.payloads.len())
         .map_err(|_| ApiError::validation("too many jobs"))?;
-    let row = requests::insert(
-        &mut *tx,
-        &NewRequest {
-            id: Uuid::now_v7(),
-            owner_id: submission.owner,
-            kind: submission.kind,
-            name: submission.name.as_deref(),
-            correlation_id: submission.correlation_id.as_deref(),
-            content: submission.content,
-            total,
-        },
-    )
-    .await?;
     let settings = state.config.queues.settings(submission.queue);
     let max_attempts = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
-    let ids = jobs::insert_many(
-        tx,
-        row.id,
+    let new = NewRequest {
+        id: Uuid::now_v7(),
+        owner_id: submission.owner,
+        kind: submission.kind,
+        name: submission.name.as_deref(),
+        correlation_id: submission.correlation_id.as_deref(),
+        content: submission.content,
+        total,
+    };
+    Ok(requests::insert_with_jobs(
+        conn,
+        &new,
         submission.queue,
-        submission.payloads,
+        &submission.payloads,
         max_attempts,
     )
-    .await?;
-    Ok((row, ids))
+    .await?)
 }
 
 /// After the commit: counts the jobs and pushes their ids to Redis (the dispatcher

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
+use shared::db::jobs::Payload;
 use shared::db::uploads::{self, NewUpload, UploadRow};
 use shared::domain::{RequestKind, UploadStatus};
 use shared::files::{self, FileType};
@@ -227,7 +228,7 @@ async fn record(
     }
     let usage = uploads::usage(&mut *tx, user.id, OffsetDateTime::now_utc() - WINDOW).await?;
     check_limits(state, usage, staged.size)?;
-    let payload = serde_json::to_value(UploadJob {
+    let payload = Payload::of(&UploadJob {
         upload_id: staged.id,
     })
     .map_err(|e| ApiError::Internal(e.into()))?;
@@ -328,8 +329,7 @@ pub async fn rescan(
         (_, shared::domain::UploadLocation::Staging) => return Err(ApiError::ScanPending),
         _ => {}
     }
-    let payload =
-        serde_json::to_value(ScanJob { upload_id }).map_err(|e| ApiError::Internal(e.into()))?;
+    let payload = Payload::of(&ScanJob { upload_id }).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner: user.id,
         kind: RequestKind::Scan,
@@ -373,7 +373,7 @@ pub async fn rescan_all(
         };
         let payloads = batch
             .iter()
-            .map(|&upload_id| serde_json::to_value(ScanJob { upload_id }))
+            .map(|&upload_id| Payload::of(&ScanJob { upload_id }))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::Internal(e.into()))?;
         ids.extend(
@@ -381,7 +381,7 @@ pub async fn rescan_all(
                 &mut tx,
                 request.id,
                 QueueName::Scans,
-                payloads,
+                &payloads,
                 max_attempts,
             )
             .await?,

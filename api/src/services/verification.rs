@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use shared::crypto::token;
+use shared::db::jobs::Payload;
 use shared::db::users::{self, Verification};
 use shared::domain::{EmailAddress, RequestKind, Role};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed, SealedContent};
@@ -109,6 +110,7 @@ pub async fn verify(state: &AppState, token_text: &str) -> Result<bool, ApiError
     let mut conn = state.pool.acquire().await?;
     match users::verify_email(&mut conn, &token::hash_token(token_text)).await? {
         Verification::Verified(id) => {
+            shared::session_epoch::bump(&state.redis, &[id]).await;
             tracing::info!(user_id = %id, "email address confirmed");
             Ok(true)
         }
@@ -193,7 +195,7 @@ async fn queue_mail(
                 .map_err(|e| ApiError::Internal(e.into()))?,
         ),
     };
-    let payload = serde_json::to_value(&job).map_err(|e| ApiError::Internal(e.into()))?;
+    let payload = Payload::of(&job).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner,
         kind: RequestKind::AccountEmail,

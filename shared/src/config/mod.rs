@@ -142,6 +142,11 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Run pending migrations when the api starts.
     pub auto_migrate: bool,
+    /// Whether the worker's commits (claims, outcomes, maintenance) wait for the WAL
+    /// flush. Off by default: a PostgreSQL crash may then forget the last moments of
+    /// bookkeeping, and those jobs run again (at-least-once); nothing a client
+    /// submitted is affected (the api always commits synchronously).
+    pub worker_synchronous_commit: bool,
 }
 
 #[derive(Debug)]
@@ -499,6 +504,7 @@ impl Config {
                 )?,
                 max_connections: env.parsed_range("DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
                 auto_migrate: env.bool("AUTO_MIGRATE", !production)?,
+                worker_synchronous_commit: env.bool("WORKER_SYNCHRONOUS_COMMIT", false)?,
             },
             redis: RedisConfig {
                 server: match env.redis_cluster_urls("REDIS_CLUSTER_URLS")? {

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod idempotency;
 pub mod jobs;
 pub mod operations;
+pub mod quotas;
 pub mod recovery_codes;
 pub mod requests;
 pub mod sessions;
@@ -27,6 +28,20 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.database_url().parse()?;
     Ok(pool_options(config).connect_lazy_with(options.application_name("conveyor")))
+}
+
+/// The worker's pool: as [`pool`], with `synchronous_commit = off` on every connection
+/// unless `WORKER_SYNCHRONOUS_COMMIT` is set. The worker's transactions are
+/// bookkeeping of work it can redo: a claim or an outcome that a crash forgets leaves
+/// the job queued or running with a stale heartbeat, and it runs again. Without the
+/// flush a claim or a batch of outcomes commits in a fraction of the time (about +20%
+/// jobs/s on the bench machine, where each commit's flush was a disk round trip).
+pub fn worker_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let mut options: PgConnectOptions = config.database_url().parse()?;
+    if !config.database.worker_synchronous_commit {
+        options = options.options([("synchronous_commit", "off")]);
+    }
+    Ok(pool_options(config).connect_lazy_with(options.application_name("conveyor-worker")))
 }
 
 /// The pool settings every Conveyor process uses (tests reuse them).

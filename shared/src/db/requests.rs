@@ -70,6 +70,72 @@ pub async fn insert(
     .await
 }
 
+/// A request and its jobs, atomically. Up to [`jobs::INSERT_CHUNK`] jobs this is one
+/// statement, so outside a transaction it is a single autocommit round trip (the hot
+/// path of `POST /emails`); a larger request runs in a transaction (a savepoint
+/// inside the caller's). Jobs are stamped dispatched, as by [`jobs::insert_many`].
+///
+/// [`jobs::INSERT_CHUNK`]: super::jobs::INSERT_CHUNK
+/// [`jobs::insert_many`]: super::jobs::insert_many
+pub async fn insert_with_jobs(
+    conn: &mut sqlx::PgConnection,
+    new: &NewRequest<'_>,
+    queue: crate::queue::QueueName,
+    payloads: &[super::jobs::Payload],
+    max_attempts: i32,
+) -> Result<(RequestRow, Vec<Uuid>), sqlx::Error> {
+    use sqlx::Connection as _;
+
+    if payloads.len() <= super::jobs::INSERT_CHUNK {
+        return insert_first_chunk(conn, new, queue, payloads, max_attempts).await;
+    }
+    let mut tx = conn.begin().await?;
+    let (first, rest) = payloads.split_at(super::jobs::INSERT_CHUNK);
+    let (row, mut ids) = insert_first_chunk(&mut tx, new, queue, first, max_attempts).await?;
+    ids.extend(super::jobs::insert_many(&mut tx, row.id, queue, rest, max_attempts).await?);
+    tx.commit().await?;
+    Ok((row, ids))
+}
+
+async fn insert_first_chunk(
+    conn: &mut sqlx::PgConnection,
+    new: &NewRequest<'_>,
+    queue: crate::queue::QueueName,
+    payloads: &[super::jobs::Payload],
+    max_attempts: i32,
+) -> Result<(RequestRow, Vec<Uuid>), sqlx::Error> {
+    let ids: Vec<Uuid> = payloads.iter().map(|_| Uuid::now_v7()).collect();
+    let row = sqlx::query_as(concat!(
+        "WITH req AS ( \
+             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             RETURNING ",
+        columns!(),
+        "), \
+         new_jobs AS ( \
+             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at) \
+             SELECT t.id, req.id, $8, t.payload::jsonb, $9, now() \
+             FROM req CROSS JOIN UNNEST($10::uuid[], $11::text[]) AS t(id, payload)) \
+         SELECT ",
+        columns!(),
+        " FROM req"
+    ))
+    .bind(new.id)
+    .bind(new.owner_id)
+    .bind(new.kind)
+    .bind(new.name)
+    .bind(new.correlation_id)
+    .bind(&new.content)
+    .bind(new.total)
+    .bind(queue)
+    .bind(max_attempts)
+    .bind(&ids)
+    .bind(super::jobs::payload_texts(payloads))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row, ids))
+}
+
 /// A request, if `owner` (when given) owns it: another user's id is not found.
 pub async fn find(
     db: impl PgExecutor<'_>,

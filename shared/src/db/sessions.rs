@@ -107,13 +107,20 @@ pub async fn find_active(
     .await
 }
 
-pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sessions SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
-        .bind(reason)
-        .execute(db)
-        .await?;
-    Ok(())
+/// Ends a session; returns its user, if it was active.
+pub async fn revoke(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    reason: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = $2 \
+         WHERE id = $1 AND revoked_at IS NULL RETURNING user_id",
+    )
+    .bind(id)
+    .bind(reason)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn revoke_all_for_user(
@@ -137,9 +144,9 @@ pub async fn active_role(
     db: impl PgExecutor<'_>,
     session_id: Uuid,
     user_id: Uuid,
-) -> Result<Option<(String, bool)>, sqlx::Error> {
+) -> Result<Option<(String, bool, OffsetDateTime)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT u.role, u.email_verified_at IS NOT NULL FROM sessions s JOIN users u ON u.id = s.user_id \
+        "SELECT u.role, u.email_verified_at IS NOT NULL, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
     )
     .bind(session_id)

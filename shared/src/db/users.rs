@@ -169,17 +169,16 @@ pub async fn delete_unverified_before(
     db: impl PgExecutor<'_>,
     before: OffsetDateTime,
     limit: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
         "DELETE FROM users WHERE id IN ( \
              SELECT id FROM users WHERE email_verified_at IS NULL AND created_at < $1 \
-             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
     )
     .bind(before)
     .bind(limit)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(db)
+    .await
 }
 
 /// Forgets message-quota hours that began before `before`.

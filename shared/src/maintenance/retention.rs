@@ -33,6 +33,8 @@ const QUOTA_USAGE_KEPT: Duration = Duration::from_secs(48 * 3600);
 #[derive(Debug, Clone)]
 pub struct Pruner {
     pub pool: PgPool,
+    /// Where deleted accounts' session epochs are replaced.
+    pub redis: crate::redis::Redis,
     /// Finished requests older than this go.
     pub retention: Duration,
     /// Accounts that never confirmed their email address go after this.
@@ -40,9 +42,15 @@ pub struct Pruner {
 }
 
 impl Pruner {
-    pub fn new(pool: PgPool, retention: Duration, unverified_ttl: Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        redis: crate::redis::Redis,
+        retention: Duration,
+        unverified_ttl: Duration,
+    ) -> Self {
         Pruner {
             pool,
+            redis,
             retention,
             unverified_ttl,
         }
@@ -62,8 +70,12 @@ impl Pruner {
         pruned.idempotency_keys =
             idempotency::purge_expired(&self.pool, now - IDEMPOTENCY_TTL).await?;
         loop {
-            let n = users::delete_unverified_before(&self.pool, now - self.unverified_ttl, BATCH)
-                .await?;
+            let deleted =
+                users::delete_unverified_before(&self.pool, now - self.unverified_ttl, BATCH)
+                    .await?;
+            // Their sessions went with them: no api replica may still trust one.
+            crate::session_epoch::bump(&self.redis, &deleted).await;
+            let n = deleted.len() as u64;
             pruned.unverified_accounts += n;
             if n < u64::try_from(BATCH).unwrap_or(u64::MAX) {
                 break;

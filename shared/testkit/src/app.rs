@@ -449,7 +449,7 @@ impl TestApp {
             correlation_id: None,
             content: None,
             queue: shared::queue::QueueName::Canary,
-            payloads: vec![serde_json::json!({}); count],
+            payloads: vec![shared::db::jobs::Payload::empty(); count],
             quota: None,
         };
         api::services::requests::submit(&self.state, submission, None)

@@ -103,13 +103,13 @@ impl Uploads {
         if !uploads::mark_stored(&mut *tx, row.id).await? {
             return Ok(Vec::new());
         }
-        let payload = serde_json::to_value(ScanJob { upload_id: row.id })
+        let payload = shared::db::jobs::Payload::of(&ScanJob { upload_id: row.id })
             .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
         let ids = shared::db::jobs::insert_many(
             &mut tx,
             request_id,
             QueueName::Scans,
-            vec![payload],
+            &[payload],
             self.scan_attempts,
         )
         .await?;

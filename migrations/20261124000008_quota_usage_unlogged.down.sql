@@ -1,0 +1,1 @@
+ALTER TABLE message_quota_usage SET LOGGED;
