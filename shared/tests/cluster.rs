@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt as _;
 use redis::AsyncCommands as _;
 use shared::queue::pause::{self, PauseWatch};
-use shared::queue::{Queue, QueueName};
+use shared::queue::{Lane, Queue, QueueName};
 use shared::redis::{Redis, same_slot};
 use tokio::sync::watch;
 
@@ -34,6 +34,10 @@ fn queue_keys(queue: &Queue) -> Vec<String> {
     vec![
         queue.ready_key(),
         queue.delayed_key(),
+        queue.fair_key(),
+        queue.fair_clock_key(),
+        queue.fair_owners_key(),
+        queue.wake_key(),
         queue.workers_key(),
         queue.inflight_key("w1"),
         queue.inflight_key("host-1234-emails-0a1b"),
@@ -130,7 +134,7 @@ async fn ids_go_through_a_queue_on_the_cluster_in_order() {
         .expect("consumer");
     let mut seen = Vec::new();
     while seen.len() < all.len() {
-        // BLMOVE for the first id, the TAKE_MORE script for the rest.
+        // The TAKE script; a BLPOP on the wake list when it found nothing.
         let batch = consumer.fetch(7).await.expect("fetch");
         assert!(!batch.is_empty() && batch.len() <= 7);
         seen.extend(batch);
@@ -164,6 +168,44 @@ async fn an_idle_consumer_on_the_cluster_wakes_on_push() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+    cleanup(&redis).await;
+}
+
+#[tokio::test]
+async fn the_fair_lane_and_its_scripts_work_on_the_cluster() {
+    let Some(redis) = cluster() else { return };
+    let queue = Queue::new(redis.clone(), QueueName::Emails);
+    let (a, b) = (uuid::Uuid::from_u128(0xa), uuid::Uuid::from_u128(0xb));
+    queue
+        .push_to(Lane::Fair(a), &ids(0..4))
+        .await
+        .expect("push a");
+    let now = SystemTime::now();
+    queue
+        .schedule_in(Lane::Fair(b), &[("other", now)])
+        .await
+        .expect("schedule b");
+    assert_eq!(queue.promote_due(now).await.expect("promote"), 1);
+    queue.push(&["urgent"]).await.expect("push");
+    let mut consumer = queue
+        .consumer("w1", Duration::from_secs(1))
+        .await
+        .expect("consumer");
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        seen.extend(consumer.fetch(2).await.expect("fetch"));
+    }
+    assert_eq!(
+        seen,
+        [
+            "urgent",
+            "job-000000",
+            "other",
+            "job-000001",
+            "job-000002",
+            "job-000003"
+        ]
     );
     cleanup(&redis).await;
 }

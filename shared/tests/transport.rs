@@ -1,12 +1,13 @@
 //! The reliable Redis transport against a real Redis: order, instant wake-up, the
-//! reaper losing nothing, chunked promotion of a huge delayed set, and a randomized
-//! property check that every id is always in exactly one place.
+//! priority lane ahead of the fair lane and owners taking turns in it, the reaper
+//! losing nothing, chunked promotion of a huge delayed set, and a randomized property
+//! check that every id is always in exactly one place.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use redis::AsyncCommands as _;
-use shared::queue::{Queue, QueueName};
+use shared::queue::{Lane, Queue, QueueName};
 use shared::redis::Redis;
 
 fn redis() -> Redis {
@@ -24,6 +25,27 @@ async fn ready(redis: &Redis, queue: &Queue) -> Vec<String> {
     let mut list: Vec<String> = conn.lrange(queue.ready_key(), 0, -1).await.expect("lrange");
     list.reverse(); // consumption order
     list
+}
+
+/// The fair lane's ids in consumption order.
+async fn fair(redis: &Redis, queue: &Queue) -> Vec<String> {
+    let mut conn = redis.connection();
+    conn.zrange(queue.fair_key(), 0, -1).await.expect("zrange")
+}
+
+fn named(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i:06}")).collect()
+}
+
+/// Fetches `n` ids one batch of at most `max` at a time.
+async fn drain(consumer: &mut shared::queue::Consumer, n: usize, max: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let batch = consumer.fetch(max).await.expect("fetch");
+        assert!(!batch.is_empty(), "fetched nothing after {seen:?}");
+        seen.extend(batch);
+    }
+    seen
 }
 
 /// Deletes every key of the test's prefix.
@@ -90,6 +112,126 @@ async fn an_idle_consumer_wakes_on_push_not_on_a_timer() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+    cleanup(&redis).await;
+}
+
+#[tokio::test]
+async fn the_priority_lane_goes_first_and_owners_take_turns_in_the_fair_lane() {
+    let redis = redis();
+    let queue = Queue::new(redis.clone(), QueueName::Emails);
+    let (a, b) = (uuid::Uuid::from_u128(0xa), uuid::Uuid::from_u128(0xb));
+    queue
+        .push_to(Lane::Fair(a), &named("a", 0..100))
+        .await
+        .expect("push a");
+    let mut consumer = queue
+        .consumer("w1", Duration::from_secs(1))
+        .await
+        .expect("consumer");
+    assert_eq!(
+        drain(&mut consumer, 10, 10).await,
+        named("a", 0..10),
+        "one owner alone: its order"
+    );
+    // Another owner's bulk and transactional work arrive behind a's 90 left.
+    queue
+        .push_to(Lane::Fair(b), &named("b", 0..3))
+        .await
+        .expect("push b");
+    queue.push(&named("p", 0..2)).await.expect("push priority");
+    let mut expected = named("p", 0..2);
+    for i in 0..3 {
+        expected.push(format!("a-{:06}", 10 + i));
+        expected.push(format!("b-{i:06}"));
+    }
+    expected.extend(named("a", 13..21));
+    assert_eq!(drain(&mut consumer, 16, 4).await, expected);
+    // An owner back after its turns were used up starts at the lane's clock, not
+    // behind its own old work.
+    queue
+        .push_to(Lane::Fair(b), &named("b", 3..5))
+        .await
+        .expect("push b again");
+    let mut expected = Vec::new();
+    for i in 0..2 {
+        expected.push(format!("a-{:06}", 21 + i));
+        expected.push(format!("b-{:06}", 3 + i));
+    }
+    expected.push("a-000023".to_owned());
+    assert_eq!(drain(&mut consumer, 5, 5).await, expected);
+    assert_eq!(queue.lane_depths().await.expect("depths"), (0, 76, 0));
+    assert_eq!(fair(&redis, &queue).await, named("a", 24..100));
+    cleanup(&redis).await;
+}
+
+#[tokio::test]
+async fn idle_consumers_wake_on_a_fair_push_and_pass_the_wake_on() {
+    let redis = redis();
+    let queue = Queue::new(redis.clone(), QueueName::Emails);
+    let owner = uuid::Uuid::from_u128(7);
+    let mut waiting = Vec::new();
+    for n in 0..3 {
+        let mut consumer = queue
+            .consumer(&format!("w{n}"), Duration::from_secs(10))
+            .await
+            .expect("consumer");
+        waiting.push(tokio::spawn(async move {
+            consumer.fetch(10).await.expect("fetch")
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    queue
+        .push_to(Lane::Fair(owner), &named("c", 0..30))
+        .await
+        .expect("push");
+    let mut got = Vec::new();
+    for consumer in waiting {
+        let batch = consumer.await.expect("joined");
+        assert_eq!(batch.len(), 10, "each idle consumer woke and took a batch");
+        got.extend(batch);
+    }
+    got.sort();
+    assert_eq!(got, named("c", 0..30));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by the push, not the 10 s timeout: {:?}",
+        started.elapsed()
+    );
+    cleanup(&redis).await;
+}
+
+#[tokio::test]
+async fn delayed_ids_are_promoted_to_their_own_lane() {
+    let redis = redis();
+    let queue = Queue::new(redis.clone(), QueueName::Emails);
+    let (a, b) = (uuid::Uuid::from_u128(0xa), uuid::Uuid::from_u128(0xb));
+    let now = SystemTime::now();
+    let at = |ids: Vec<String>| ids.into_iter().map(|id| (id, now)).collect::<Vec<_>>();
+    queue
+        .schedule_in(Lane::Fair(a), &at(named("a", 0..3)))
+        .await
+        .expect("schedule a");
+    queue
+        .schedule_in(Lane::Fair(b), &at(named("b", 0..3)))
+        .await
+        .expect("schedule b");
+    queue
+        .schedule(&at(named("p", 0..1)))
+        .await
+        .expect("schedule");
+    assert_eq!(queue.promote_due(now).await.expect("promote"), 7);
+    assert_eq!(queue.lane_depths().await.expect("depths"), (1, 6, 0));
+    let mut consumer = queue
+        .consumer("w1", Duration::from_secs(1))
+        .await
+        .expect("consumer");
+    assert_eq!(
+        drain(&mut consumer, 7, 7).await,
+        [
+            "p-000000", "a-000000", "b-000000", "a-000001", "b-000001", "a-000002", "b-000002"
+        ]
     );
     cleanup(&redis).await;
 }
@@ -224,7 +366,14 @@ async fn no_id_is_lost_or_duplicated_whatever_the_interleaving() {
             match rng.next(5) {
                 0 => {
                     let n = u32::try_from(rng.next(20)).unwrap_or(0) + 1;
-                    queue.push(&ids(pushed..pushed + n)).await.expect("push");
+                    let lane = match rng.next(3) {
+                        0 => Lane::Priority,
+                        owner => Lane::Fair(uuid::Uuid::from_u128(u128::from(owner))),
+                    };
+                    queue
+                        .push_to(lane, &ids(pushed..pushed + n))
+                        .await
+                        .expect("push");
                     pushed += n;
                 }
                 1 | 2 => {
@@ -258,6 +407,7 @@ async fn no_id_is_lost_or_duplicated_whatever_the_interleaving() {
             }
             // The property: every pushed id is acked, ready, or in exactly one in-flight list.
             let mut everywhere: Vec<String> = ready(&redis, &queue).await;
+            everywhere.extend(fair(&redis, &queue).await);
             for consumer in &consumers {
                 everywhere.extend(consumer.in_flight().ids().await.expect("inflight"));
             }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use shared::db::jobs;
 use shared::db::requests::{self, NewRequest};
 use shared::domain::RequestKind;
-use shared::queue::{Queue, QueueName};
+use shared::queue::{Lane, Queue, QueueName};
 use shared::redis::Redis;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -123,7 +123,15 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let payloads = vec![jobs::Payload::empty(); jobs_total];
-    let job_ids = jobs::insert_many(&mut tx, request, QueueName::Canary, &payloads, 3).await?;
+    let job_ids = jobs::insert_many(
+        &mut tx,
+        request,
+        QueueName::Canary,
+        Lane::Priority,
+        &payloads,
+        3,
+    )
+    .await?;
     tx.commit().await?;
     let strings: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
     Queue::new(redis.clone(), QueueName::Canary)

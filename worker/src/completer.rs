@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use shared::db::jobs::{self, Failure};
 use shared::db::requests::{self, RequestRow};
-use shared::queue::{InFlight, Queue, QueueName};
+use shared::queue::{InFlight, Lane, Queue, QueueName};
 use shared::redis::Redis;
 use shared::telemetry::metric;
 use sqlx::PgPool;
@@ -59,6 +59,8 @@ pub struct Report {
     pub request_id: Uuid,
     pub verdict: Verdict,
     pub started: Instant,
+    /// The lane a retry goes back to.
+    pub lane: Lane,
     /// Its place among the [`UNWRITTEN`] verdicts; freed once written.
     unwritten: Option<OwnedSemaphorePermit>,
 }
@@ -77,8 +79,15 @@ impl Report {
             request_id,
             verdict,
             started,
+            lane: Lane::Priority,
             unwritten: None,
         }
+    }
+
+    /// The report of a job of `lane` (its retry goes back there).
+    pub fn in_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
+        self
     }
 }
 
@@ -220,20 +229,22 @@ impl Completer {
             by_queue.entry(report.queue).or_default().push(report);
         }
         for (queue, reports) in by_queue {
-            let retries: Vec<(String, SystemTime)> = reports
-                .iter()
-                .filter(|r| committed.retried.contains(&r.id))
-                .filter_map(|r| match &r.verdict {
-                    Verdict::Retry { at, .. } => Some((r.id.to_string(), *at)),
-                    _ => None,
-                })
-                .collect();
-            if !retries.is_empty()
-                && let Err(err) = Queue::new(self.redis.clone(), queue)
-                    .schedule(&retries)
+            let mut retries: HashMap<Lane, Vec<(String, SystemTime)>> = HashMap::new();
+            for report in reports.iter().filter(|r| committed.retried.contains(&r.id)) {
+                if let Verdict::Retry { at, .. } = &report.verdict {
+                    retries
+                        .entry(report.lane)
+                        .or_default()
+                        .push((report.id.to_string(), *at));
+                }
+            }
+            for (lane, due) in retries {
+                if let Err(err) = Queue::new(self.redis.clone(), queue)
+                    .schedule_in(lane, &due)
                     .await
-            {
-                tracing::warn!(error = %err, "cannot schedule retries in Redis; the reconciler will");
+                {
+                    tracing::warn!(error = %err, "cannot schedule retries in Redis; the reconciler will");
+                }
             }
             let ids: Vec<String> = reports.iter().map(|r| r.id.to_string()).collect();
             match self.in_flight.get(&queue) {

@@ -50,13 +50,10 @@ impl<H: Handler> Executor<H> {
             Verdict::Dead { error } => tracing::warn!(error = %error, "job failed for good"),
         });
         self.recorder
-            .record(Report::new(
-                self.queue,
-                row.id,
-                row.request_id,
-                verdict,
-                started,
-            ))
+            .record(
+                Report::new(self.queue, row.id, row.request_id, verdict, started)
+                    .in_lane(row.lane()),
+            )
             .await;
         drop(job);
     }
@@ -137,6 +134,7 @@ mod tests {
             attempt,
             max_attempts,
             runnable_at: OffsetDateTime::now_utc(),
+            lane_owner: None,
         }
     }
 

@@ -12,7 +12,7 @@ use shared::db::jobs::Payload;
 use shared::domain::{EmailAddress, RequestKind};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::problem::FieldError;
-use shared::queue::QueueName;
+use shared::queue::{Lane, QueueName};
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
@@ -301,6 +301,7 @@ pub async fn send_email(
         correlation_id: super::correlation(&headers),
         content: None,
         queue: QueueName::Emails,
+        lane: Lane::Priority,
         payloads: vec![payload],
         quota: Some(QuotaCharge::new(user.role, messages)),
     };
@@ -394,6 +395,8 @@ pub async fn send_campaign(
         correlation_id: super::correlation(&headers),
         content: Some(serde_json::to_value(&content).map_err(|e| ApiError::Internal(e.into()))?),
         queue: QueueName::Emails,
+        // Bulk: the owner's turn in the fair lane, behind no transactional mail.
+        lane: Lane::Fair(user.id),
         quota: Some(QuotaCharge::new(user.role, payloads.len())),
         payloads,
     };

@@ -22,7 +22,7 @@ use shared::db::operations::{self, OperationRow, OperationState};
 use shared::db::requests as request_rows;
 use shared::domain::{JobStatus, RequestKind};
 use shared::problem::FieldError;
-use shared::queue::{Queue, QueueName, pause};
+use shared::queue::{Lane, Queue, QueueName, pause};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -409,7 +409,7 @@ pub async fn retry_job(
     tx.commit().await?;
     counted(Action::Retry);
     tracing::info!(actor = operator.actor(), job = %id, was = %requeued.was, "job retried");
-    requests::dispatch(state, requeued.queue, &[id]).await;
+    requests::dispatch(state, requeued.queue, Lane::of(requeued.lane_owner), &[id]).await;
     shared::events::publish(&state.redis, &reopened).await;
     job(state, id).await
 }
@@ -641,8 +641,19 @@ async fn run_batches(
         let n = i64::try_from(requeued.len()).unwrap_or(i64::MAX);
         let row = operations::advance(&mut tx, id, n).await?;
         tx.commit().await?;
-        let ids: Vec<Uuid> = requeued.iter().map(|j| j.id).collect();
-        requests::dispatch(state, op.queue, &ids).await;
+        // Each job back to its lane: a campaign's dead messages stay behind
+        // transactional mail.
+        let mut lanes: Vec<(Lane, Vec<Uuid>)> = Vec::new();
+        for job in &requeued {
+            let lane = Lane::of(job.lane_owner);
+            match lanes.iter_mut().find(|(l, _)| *l == lane) {
+                Some((_, ids)) => ids.push(job.id),
+                None => lanes.push((lane, vec![job.id])),
+            }
+        }
+        for (lane, ids) in lanes {
+            requests::dispatch(state, op.queue, lane, &ids).await;
+        }
         shared::events::publish(&state.redis, &reopened).await;
         progress(&OperationView::from(row));
     }
@@ -714,6 +725,7 @@ pub async fn canary(
         correlation_id: operator.request_id.clone(),
         content: None,
         queue,
+        lane: Lane::Priority,
         payloads: vec![Payload::empty(); count as usize],
         quota: None,
     };
@@ -730,7 +742,7 @@ pub async fn canary(
     tx.commit().await?;
     counted(Action::Canary);
     tracing::info!(actor = operator.actor(), request = %row.id, count, "canary submitted");
-    requests::dispatch(state, queue, &ids).await;
+    requests::dispatch(state, queue, Lane::Priority, &ids).await;
     Ok(Accepted::from(&row))
 }
 

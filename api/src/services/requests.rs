@@ -16,7 +16,7 @@ use shared::domain::{Permission, RequestKind, RequestStatus};
 use shared::events::{self, Progress};
 use shared::maintenance::dispatcher::push_committed;
 use shared::maintenance::retention::IDEMPOTENCY_TTL;
-use shared::queue::QueueName;
+use shared::queue::{Lane, QueueName};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -35,6 +35,8 @@ pub struct Submission {
     pub correlation_id: Option<String>,
     pub content: Option<serde_json::Value>,
     pub queue: QueueName,
+    /// The queue's lane: `Fair(owner)` for bulk work (a campaign), else `Priority`.
+    pub lane: Lane,
     pub payloads: Vec<Payload>,
     /// Messages charged to the owner's quota (emails and campaigns).
     pub quota: Option<QuotaCharge>,
@@ -85,7 +87,7 @@ pub async fn submit(
     submission: Submission,
     idempotency: Option<Idempotency>,
 ) -> Result<Accepted, ApiError> {
-    let queue = submission.queue;
+    let (queue, lane) = (submission.queue, submission.lane);
     let (row, ids) = match &idempotency {
         None => {
             // One connection for the charge (its own autocommit) and the insert.
@@ -114,7 +116,7 @@ pub async fn submit(
             (row, ids)
         }
     };
-    dispatch(state, queue, &ids).await;
+    dispatch(state, queue, lane, &ids).await;
     Ok(Accepted::from(&row))
 }
 
@@ -194,18 +196,19 @@ async fn insert(
         conn,
         &new,
         submission.queue,
+        submission.lane,
         &submission.payloads,
         max_attempts,
     )
     .await?)
 }
 
-/// After the commit: counts the jobs and pushes their ids to Redis (the dispatcher
-/// pushes whatever this could not).
-pub async fn dispatch(state: &AppState, queue: QueueName, ids: &[Uuid]) {
+/// After the commit: counts the jobs and pushes their ids to their lane in Redis (the
+/// dispatcher pushes whatever this could not).
+pub async fn dispatch(state: &AppState, queue: QueueName, lane: Lane, ids: &[Uuid]) {
     metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => queue.as_str())
         .increment(ids.len() as u64);
-    push_committed(&state.pool, &state.redis, queue, ids).await;
+    push_committed(&state.pool, &state.redis, queue, lane, ids).await;
 }
 
 /// Takes the key for this request, or returns the response to replay.

@@ -17,7 +17,7 @@ use shared::db::uploads::{self, NewUpload, UploadRow};
 use shared::domain::{RequestKind, UploadStatus};
 use shared::files::{self, FileType};
 use shared::jobs::files::{ScanJob, UploadJob};
-use shared::queue::QueueName;
+use shared::queue::{Lane, QueueName};
 use shared::storage::{Area, ObjectKey, StorageError};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
@@ -239,6 +239,7 @@ async fn record(
         correlation_id,
         content: None,
         queue: QueueName::Uploads,
+        lane: Lane::Priority,
         payloads: vec![payload],
         quota: None,
     };
@@ -262,7 +263,7 @@ async fn record(
     tx.commit().await?;
     metrics::counter!(metric::UPLOADS_TOTAL, "outcome" => "accepted").increment(1);
     metrics::counter!(metric::UPLOAD_BYTES_TOTAL).increment(staged.size);
-    requests::dispatch(state, QueueName::Uploads, &ids).await;
+    requests::dispatch(state, QueueName::Uploads, Lane::Priority, &ids).await;
     Ok(Created::New(row))
 }
 
@@ -337,6 +338,7 @@ pub async fn rescan(
         correlation_id,
         content: None,
         queue: QueueName::Scans,
+        lane: Lane::Priority,
         payloads: vec![payload],
         quota: None,
     };
@@ -344,13 +346,15 @@ pub async fn rescan(
 }
 
 /// Rescans every stored upload: one request whose jobs are inserted in batches of
-/// ids in one transaction, followed like a campaign.
+/// ids in one transaction, followed like a campaign. Bulk work: the jobs take the
+/// admin's turns in the scans queue's fair lane, so new uploads' scans go first.
 pub async fn rescan_all(
     state: &AppState,
     admin: &AuthUser,
     correlation_id: Option<String>,
 ) -> Result<Accepted, ApiError> {
     let mut tx = state.pool.begin().await?;
+    let lane = Lane::Fair(admin.id);
     let submission = Submission {
         owner: admin.id,
         kind: RequestKind::Scan,
@@ -358,6 +362,7 @@ pub async fn rescan_all(
         correlation_id,
         content: None,
         queue: QueueName::Scans,
+        lane,
         payloads: Vec::new(),
         quota: None,
     };
@@ -381,6 +386,7 @@ pub async fn rescan_all(
                 &mut tx,
                 request.id,
                 QueueName::Scans,
+                lane,
                 &payloads,
                 max_attempts,
             )
@@ -399,6 +405,6 @@ pub async fn rescan_all(
         request = finished;
     }
     tx.commit().await?;
-    requests::dispatch(state, QueueName::Scans, &ids).await;
+    requests::dispatch(state, QueueName::Scans, lane, &ids).await;
     Ok(Accepted::from(&request))
 }

@@ -21,7 +21,7 @@ use shared::db::jobs::Payload;
 use shared::db::users::{self, Verification};
 use shared::domain::{EmailAddress, RequestKind, Role};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed, SealedContent};
-use shared::queue::QueueName;
+use shared::queue::{Lane, QueueName};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -89,7 +89,7 @@ pub async fn register(state: &AppState, account: NewAccount) -> Result<(), ApiEr
         None => Vec::new(),
     };
     tx.commit().await?;
-    requests::dispatch(state, QueueName::Emails, &ids).await;
+    requests::dispatch(state, QueueName::Emails, Lane::Priority, &ids).await;
     Ok(())
 }
 
@@ -152,7 +152,7 @@ pub async fn resend(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
     )
     .await?;
     tx.commit().await?;
-    requests::dispatch(state, QueueName::Emails, &ids).await;
+    requests::dispatch(state, QueueName::Emails, Lane::Priority, &ids).await;
     Ok(())
 }
 
@@ -209,6 +209,7 @@ async fn queue_mail(
         correlation_id: None,
         content: None,
         queue: QueueName::Emails,
+        lane: Lane::Priority,
         payloads: vec![payload],
         quota: None,
     };

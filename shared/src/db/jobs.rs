@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::JobStatus;
-use crate::queue::QueueName;
+use crate::queue::{Lane, QueueName};
 
 /// A job's payload, serialized once as JSON text: a request of 100,000 jobs holds
 /// 100,000 short strings rather than as many `serde_json::Value` trees (about five
@@ -64,6 +64,7 @@ pub async fn insert_many(
     db: &mut PgConnection,
     request_id: Uuid,
     queue: QueueName,
+    lane: Lane,
     payloads: &[Payload],
     max_attempts: i32,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -71,8 +72,8 @@ pub async fn insert_many(
     for chunk in payloads.chunks(INSERT_CHUNK) {
         let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
         sqlx::query(
-            "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at) \
-             SELECT id, $2, $3, payload::jsonb, $5, now() \
+            "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner) \
+             SELECT id, $2, $3, payload::jsonb, $5, now(), $6 \
              FROM UNNEST($1::uuid[], $4::text[]) AS t(id, payload)",
         )
         .bind(&ids)
@@ -80,6 +81,7 @@ pub async fn insert_many(
         .bind(queue)
         .bind(payload_texts(chunk))
         .bind(max_attempts)
+        .bind(lane.owner())
         .execute(&mut *db)
         .await?;
         all.extend(ids);
@@ -123,6 +125,15 @@ pub struct ClaimedJob {
     /// retry) sets `run_after` to say when. For a running job reclaimed from a dead
     /// worker, when its heartbeat went stale.
     pub runnable_at: OffsetDateTime,
+    /// The owner whose fair lane the job travels in; `None`: the priority lane.
+    pub lane_owner: Option<Uuid>,
+}
+
+impl ClaimedJob {
+    /// The lane a retry of this job goes back to.
+    pub fn lane(&self) -> Lane {
+        Lane::of(self.lane_owner)
+    }
 }
 
 /// What a claim did: the jobs it took, and the requests whose first job this was (they
@@ -173,7 +184,7 @@ pub async fn claim_starting(
              WHERE j.id = before.id \
                AND (j.status IN ('queued', 'retrying') OR (j.status = 'running' AND j.heartbeat_at < $3)) \
              RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
-                 before.runnable_at), \
+                 before.runnable_at, j.lane_owner), \
          started AS ( \
              UPDATE requests r SET status = 'running' \
              WHERE r.id IN (SELECT request_id FROM claimed) AND r.status = 'queued' \
@@ -336,9 +347,9 @@ pub async fn cancel_pending(db: &mut PgConnection, request_id: Uuid) -> Result<i
 pub async fn lock_undispatched(
     db: &mut PgConnection,
     limit: i64,
-) -> Result<Vec<(Uuid, QueueName)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, QueueName, Option<Uuid>)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, queue FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
+        "SELECT id, queue, lane_owner FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
          ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
@@ -361,6 +372,7 @@ pub struct LostJob {
     pub id: Uuid,
     pub queue: QueueName,
     pub status: JobStatus,
+    pub lane_owner: Option<Uuid>,
 }
 
 /// Jobs Redis seems to have lost: pushed but not claimed before `before`, retries due
@@ -373,7 +385,7 @@ pub async fn lock_lost(
 ) -> Result<Vec<LostJob>, sqlx::Error> {
     // Three statements: PostgreSQL refuses FOR UPDATE on a UNION.
     let mut lost: Vec<LostJob> = sqlx::query_as(
-        "SELECT id, queue, status FROM jobs WHERE status = 'queued' AND dispatched_at < $1 \
+        "SELECT id, queue, status, lane_owner FROM jobs WHERE status = 'queued' AND dispatched_at < $1 \
          ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(before)
@@ -382,7 +394,7 @@ pub async fn lock_lost(
     .await?;
     lost.extend(
         sqlx::query_as::<_, LostJob>(
-            "SELECT id, queue, status FROM jobs WHERE status = 'retrying' AND run_after < $1 \
+            "SELECT id, queue, status, lane_owner FROM jobs WHERE status = 'retrying' AND run_after < $1 \
              AND (dispatched_at IS NULL OR dispatched_at < $1) \
              ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
@@ -393,7 +405,7 @@ pub async fn lock_lost(
     );
     lost.extend(
         sqlx::query_as::<_, LostJob>(
-            "SELECT id, queue, status FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
+            "SELECT id, queue, status, lane_owner FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
              AND (dispatched_at IS NULL OR dispatched_at < $1) \
              ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
@@ -586,6 +598,7 @@ pub struct Requeued {
     pub request_id: Uuid,
     pub queue: QueueName,
     pub was: JobStatus,
+    pub lane_owner: Option<Uuid>,
 }
 
 /// The second half of [`requeue`] and [`requeue_batch`], after a `picked (id, status)`
@@ -603,7 +616,7 @@ macro_rules! requeue_picked {
                  dispatched_at = NULL, claimed_by = NULL, heartbeat_at = NULL, started_at = NULL, \
                  finished_at = NULL \
              FROM picked p WHERE j.id = p.id \
-             RETURNING j.id, j.request_id, j.queue, p.status AS was), \
+             RETURNING j.id, j.request_id, j.queue, p.status AS was, j.lane_owner), \
          counts AS ( \
              SELECT request_id, count(*) FILTER (WHERE was = 'dead') AS dead, \
                     count(*) FILTER (WHERE was = 'cancelled') AS cancelled \
@@ -611,7 +624,7 @@ macro_rules! requeue_picked {
          bumped AS ( \
              UPDATE requests r SET failed = r.failed - c.dead, cancelled = r.cancelled - c.cancelled \
              FROM counts c WHERE r.id = c.request_id RETURNING r.id) \
-         SELECT id, request_id, queue, was FROM done"
+         SELECT id, request_id, queue, was, lane_owner FROM done"
     };
 }
 

@@ -81,18 +81,19 @@ pub async fn insert_with_jobs(
     conn: &mut sqlx::PgConnection,
     new: &NewRequest<'_>,
     queue: crate::queue::QueueName,
+    lane: crate::queue::Lane,
     payloads: &[super::jobs::Payload],
     max_attempts: i32,
 ) -> Result<(RequestRow, Vec<Uuid>), sqlx::Error> {
     use sqlx::Connection as _;
 
     if payloads.len() <= super::jobs::INSERT_CHUNK {
-        return insert_first_chunk(conn, new, queue, payloads, max_attempts).await;
+        return insert_first_chunk(conn, new, queue, lane, payloads, max_attempts).await;
     }
     let mut tx = conn.begin().await?;
     let (first, rest) = payloads.split_at(super::jobs::INSERT_CHUNK);
-    let (row, mut ids) = insert_first_chunk(&mut tx, new, queue, first, max_attempts).await?;
-    ids.extend(super::jobs::insert_many(&mut tx, row.id, queue, rest, max_attempts).await?);
+    let (row, mut ids) = insert_first_chunk(&mut tx, new, queue, lane, first, max_attempts).await?;
+    ids.extend(super::jobs::insert_many(&mut tx, row.id, queue, lane, rest, max_attempts).await?);
     tx.commit().await?;
     Ok((row, ids))
 }
@@ -101,6 +102,7 @@ async fn insert_first_chunk(
     conn: &mut sqlx::PgConnection,
     new: &NewRequest<'_>,
     queue: crate::queue::QueueName,
+    lane: crate::queue::Lane,
     payloads: &[super::jobs::Payload],
     max_attempts: i32,
 ) -> Result<(RequestRow, Vec<Uuid>), sqlx::Error> {
@@ -113,8 +115,8 @@ async fn insert_first_chunk(
         columns!(),
         "), \
          new_jobs AS ( \
-             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at) \
-             SELECT t.id, req.id, $8, t.payload::jsonb, $9, now() \
+             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner) \
+             SELECT t.id, req.id, $8, t.payload::jsonb, $9, now(), $12 \
              FROM req CROSS JOIN UNNEST($10::uuid[], $11::text[]) AS t(id, payload)) \
          SELECT ",
         columns!(),
@@ -131,6 +133,7 @@ async fn insert_first_chunk(
     .bind(max_attempts)
     .bind(&ids)
     .bind(super::jobs::payload_texts(payloads))
+    .bind(lane.owner())
     .fetch_one(&mut *conn)
     .await?;
     Ok((row, ids))

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::db::jobs::{self, LostJob};
 use crate::domain::JobStatus;
-use crate::queue::{Queue, QueueName};
+use crate::queue::{Lane, Queue, QueueName};
 use crate::redis::Redis;
 use crate::telemetry::metric;
 
@@ -32,15 +32,24 @@ pub enum DispatchError {
 }
 
 /// Pushes the ids of jobs just committed (inserted stamped dispatched, see
-/// [`jobs::insert_many`]). If the push fails the stamp is cleared, so the dispatcher
-/// pushes them on its next round; if even that fails, the reconciler re-pushes them
-/// after the redelivery timeout. Failure is logged, never returned.
-pub async fn push_committed(pool: &PgPool, redis: &Redis, queue: QueueName, ids: &[Uuid]) {
+/// [`jobs::insert_many`]) to their lane. If the push fails the stamp is cleared, so
+/// the dispatcher pushes them on its next round; if even that fails, the reconciler
+/// re-pushes them after the redelivery timeout. Failure is logged, never returned.
+pub async fn push_committed(
+    pool: &PgPool,
+    redis: &Redis,
+    queue: QueueName,
+    lane: Lane,
+    ids: &[Uuid],
+) {
     if ids.is_empty() {
         return;
     }
     let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    if let Err(err) = Queue::new(redis.clone(), queue).push(&strings).await {
+    if let Err(err) = Queue::new(redis.clone(), queue)
+        .push_to(lane, &strings)
+        .await
+    {
         tracing::warn!(error = %err, jobs = ids.len(), "cannot push jobs to Redis; the dispatcher will");
         if let Err(err) = jobs::undispatch(pool, ids).await {
             tracing::warn!(error = %err, jobs = ids.len(), "cannot hand the jobs to the dispatcher; the reconciler will re-push them");
@@ -104,7 +113,7 @@ impl Dispatcher {
 
     /// A queued job that is not claimed may simply wait behind a long backlog: re-push
     /// queued jobs of a queue only when its ready list is empty (then Redis lost them).
-    async fn skip_still_queued(&self, lost: Vec<LostJob>) -> Vec<(Uuid, QueueName)> {
+    async fn skip_still_queued(&self, lost: Vec<LostJob>) -> Vec<(Uuid, QueueName, Option<Uuid>)> {
         let mut ready_len: HashMap<QueueName, u64> = HashMap::new();
         let mut kept = Vec::with_capacity(lost.len());
         for job in lost {
@@ -125,7 +134,7 @@ impl Dispatcher {
                     continue;
                 }
             }
-            kept.push((job.id, job.queue));
+            kept.push((job.id, job.queue, job.lane_owner));
         }
         kept
     }
@@ -133,17 +142,24 @@ impl Dispatcher {
     async fn push_locked(
         &self,
         tx: &mut sqlx::PgConnection,
-        rows: Vec<(Uuid, QueueName)>,
+        rows: Vec<(Uuid, QueueName, Option<Uuid>)>,
         source: &'static str,
     ) -> Result<usize, DispatchError> {
-        let mut by_queue: HashMap<QueueName, Vec<Uuid>> = HashMap::new();
-        for (id, queue) in rows {
-            by_queue.entry(queue).or_default().push(id);
+        // By queue and lane, each group in the rows' order.
+        let mut groups: Vec<((QueueName, Lane), Vec<Uuid>)> = Vec::new();
+        for (id, queue, owner) in rows {
+            let key = (queue, Lane::of(owner));
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ids)) => ids.push(id),
+                None => groups.push((key, vec![id])),
+            }
         }
         let mut pushed = 0;
-        for (queue, ids) in by_queue {
+        for ((queue, lane), ids) in groups {
             let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-            Queue::new(self.redis.clone(), queue).push(&strings).await?;
+            Queue::new(self.redis.clone(), queue)
+                .push_to(lane, &strings)
+                .await?;
             jobs::mark_dispatched(&mut *tx, &ids).await?;
             metrics::counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue.as_str(), "source" => source)
                 .increment(ids.len() as u64);

@@ -4,7 +4,7 @@
 pub mod pause;
 pub mod transport;
 
-pub use transport::{Consumer, InFlight, Queue};
+pub use transport::{Consumer, InFlight, Lane, Queue};
 
 crate::domain::status::text_enum!(
     /// The queues, one per job kind.

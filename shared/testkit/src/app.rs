@@ -449,6 +449,7 @@ impl TestApp {
             correlation_id: None,
             content: None,
             queue: shared::queue::QueueName::Canary,
+            lane: shared::queue::Lane::Priority,
             payloads: vec![shared::db::jobs::Payload::empty(); count],
             quota: None,
         };

@@ -13,7 +13,7 @@ use shared::domain::{UploadLocation, UploadStatus};
 use shared::files::{self, FileType};
 use shared::jobs::files::{ScanJob, UploadJob};
 use shared::maintenance::dispatcher::push_committed;
-use shared::queue::QueueName;
+use shared::queue::{Lane, QueueName};
 use shared::redis::Redis;
 use shared::storage::{Area, ObjectKey, Storage, StorageError};
 use shared::telemetry::metric;
@@ -109,6 +109,7 @@ impl Uploads {
             &mut tx,
             request_id,
             QueueName::Scans,
+            Lane::Priority,
             &[payload],
             self.scan_attempts,
         )
@@ -167,7 +168,14 @@ impl Handler for Uploads {
         if !ids.is_empty() {
             metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => QueueName::Scans.as_str())
                 .increment(ids.len() as u64);
-            push_committed(&self.pool, &self.redis, QueueName::Scans, &ids).await;
+            push_committed(
+                &self.pool,
+                &self.redis,
+                QueueName::Scans,
+                Lane::Priority,
+                &ids,
+            )
+            .await;
         }
         self.remove_staged(&staged).await;
         Outcome::Succeeded
