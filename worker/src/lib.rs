@@ -14,3 +14,4 @@ pub mod queues;
 pub mod running;
 pub mod runtime;
 pub mod scanner;
+pub mod smtp;

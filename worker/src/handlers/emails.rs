@@ -1,5 +1,6 @@
-//! The `emails` queue: renders one message and sends it with lettre's pooled async
-//! SMTP transport. SMTP 4xx, timeouts and refused connections are transient (retry);
+//! The `emails` queue: renders one message and sends it through Conveyor's SMTP
+//! client ([`crate::smtp`]: lettre's protocol on pooled `TCP_NODELAY` sockets). SMTP
+//! 4xx, timeouts and refused connections are transient (retry);
 //! 5xx and unusable payloads are permanent (dead). Every message carries a
 //! `Message-ID` made from its job id, so a resend after a crash is recognisable.
 //! Recipients never appear in a recorded or logged error.
@@ -8,15 +9,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use lettre::Message;
 use lettre::message::{Mailbox, MultiPart, header};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use shared::Config;
 use shared::crypto::pii::PiiCipher;
 use shared::db::jobs::ClaimedJob;
 use shared::domain::email::redact_addresses;
 
 use crate::handler::{Handler, Outcome};
+use crate::smtp::{SmtpClient, SmtpFailure, SmtpSettings};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::redis::Redis;
 use shared::telemetry::metric;
@@ -30,8 +31,17 @@ pub enum SendError {
     Permanent(String),
 }
 
+impl From<SmtpFailure> for SendError {
+    fn from(failure: SmtpFailure) -> Self {
+        match failure {
+            SmtpFailure::Transient(error) => SendError::Transient(error),
+            SmtpFailure::Permanent(error) => SendError::Permanent(error),
+        }
+    }
+}
+
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    smtp: SmtpClient,
     from: Mailbox,
     cipher: PiiCipher,
     pool: PgPool,
@@ -43,18 +53,19 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn from_config(config: &Config, pool: PgPool, redis: Redis) -> anyhow::Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(config.smtp_url())
-            .map_err(|err| anyhow::anyhow!("SMTP_URL is not usable: {err}"))?
-            .timeout(Some(config.smtp.timeout))
-            .pool_config(PoolConfig::new().max_size(config.smtp.pool_size))
-            .build();
+        let settings = SmtpSettings::from_url(config.smtp_url(), config.smtp.timeout)
+            .map_err(|err| anyhow::anyhow!("SMTP_URL is not usable: {err}"))?;
+        let smtp = SmtpClient::new(
+            settings,
+            usize::try_from(config.smtp.pool_size).unwrap_or(usize::MAX),
+        );
         let from: Mailbox = config
             .smtp
             .from
             .parse()
             .map_err(|err| anyhow::anyhow!("SMTP_FROM is not a mailbox: {err}"))?;
         Ok(Mailer {
-            transport,
+            smtp,
             from,
             cipher: config.pii.cipher(),
             pool,
@@ -77,13 +88,10 @@ impl Mailer {
         };
         let message = self.render(job.id, &payload, &content)?;
         self.wait_for_rate().await;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(err) if err.is_permanent() => {
-                Err(SendError::Permanent(format!("SMTP refused: {err}")))
-            }
-            Err(err) => Err(SendError::Transient(format!("SMTP failed: {err}"))),
-        }
+        self.smtp
+            .send(message.envelope(), &message.formatted())
+            .await
+            .map_err(SendError::from)
     }
 
     fn open(&self, sealed: &Sealed) -> Result<Mailbox, SendError> {

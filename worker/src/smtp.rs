@@ -1,0 +1,343 @@
+//! Conveyor's SMTP client: lettre's protocol code ([`AsyncSmtpConnection`]) on sockets
+//! Conveyor connects itself, kept open in a pool between messages.
+//!
+//! Why not lettre's own transport: it does not set `TCP_NODELAY`, and lettre writes a
+//! message's body and its terminating `.` as separate small writes, so Nagle's
+//! algorithm holds the second write until the server's delayed ACK of the first —
+//! about 40 ms per message on loopback, whatever the server. Here the socket is
+//! connected with `TCP_NODELAY` and handed to lettre, for plain SMTP and STARTTLS
+//! (the TLS session wraps the same socket). Implicit TLS (`smtps://`) still connects
+//! through lettre, which owns the TLS handshake from the first byte.
+//!
+//! At most `SMTP_POOL_SIZE` connections are open at once; a send waits for one. After
+//! a message a connection goes back to the pool; one idle for more than
+//! [`CHECK_AFTER`] is checked with `NOOP` before it is used, and one idle for more than
+//! [`IDLE_LIMIT`] is closed. A connection that saw any error is closed (lettre aborts
+//! it).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// An idle connection older than this is checked with `NOOP` before use.
+pub const CHECK_AFTER: Duration = Duration::from_secs(5);
+/// An idle connection older than this is closed rather than used.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// `smtp://`: plain text.
+    Plain,
+    /// `smtp://…?tls=required` (or `opportunistic`: only if the server offers it).
+    StartTls { required: bool },
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+}
+
+/// Where and how to connect, from `SMTP_URL`.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("credentials", &self.credentials.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpSettings {
+    /// `smtp://[user:password@]host[:port][/hello-name][?tls=required|opportunistic]`
+    /// or `smtps://…`, read as lettre reads it (default ports 25, 587 with STARTTLS,
+    /// 465 for `smtps`).
+    pub fn from_url(raw: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let url = url::Url::parse(raw).map_err(|err| anyhow::anyhow!("not a URL: {err}"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = url
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let (security, default_port) = match (url.scheme(), tls.as_deref()) {
+            ("smtp", None) => (Security::Plain, 25),
+            ("smtp", Some("required")) => (Security::StartTls { required: true }, 587),
+            ("smtp", Some("opportunistic")) => (Security::StartTls { required: false }, 587),
+            ("smtps", None) => (Security::Implicit, 465),
+            (scheme, tls) => anyhow::bail!(
+                "unknown scheme {scheme:?} or tls={tls:?} (smtp, smtp?tls=required, \
+                 smtp?tls=opportunistic or smtps)"
+            ),
+        };
+        let hello = match url.path().trim_matches('/') {
+            "" => ClientId::default(),
+            name => ClientId::Domain(name.to_owned()),
+        };
+        let credentials = match url.password() {
+            Some(password) => Some(Credentials::new(
+                percent_decode(url.username())?,
+                percent_decode(password)?,
+            )),
+            None => None,
+        };
+        Ok(SmtpSettings {
+            port: url.port().unwrap_or(default_port),
+            host,
+            security,
+            credentials,
+            hello,
+            timeout,
+        })
+    }
+}
+
+/// `%XX` escapes of a URL's user or password.
+fn percent_decode(text: &str) -> anyhow::Result<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| anyhow::anyhow!("a bad %-escape in the URL's credentials"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| anyhow::anyhow!("the URL's credentials are not UTF-8"))
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpFailure {
+    /// Worth retrying: 4xx, a timeout, a connection refused or lost.
+    Transient(String),
+    /// Will never succeed: 5xx, or a message the server cannot take.
+    Permanent(String),
+}
+
+impl From<lettre::transport::smtp::Error> for SmtpFailure {
+    fn from(err: lettre::transport::smtp::Error) -> Self {
+        if err.is_permanent() {
+            SmtpFailure::Permanent(format!("SMTP refused: {err}"))
+        } else {
+            SmtpFailure::Transient(format!("SMTP failed: {err}"))
+        }
+    }
+}
+
+/// A pool of SMTP connections to one server.
+pub struct SmtpClient {
+    settings: SmtpSettings,
+    /// One permit per connection in use: at most `max_open` sends at once, and as
+    /// a connection is only made when none is idle, at most that many open.
+    busy: std::sync::Arc<Semaphore>,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+impl SmtpClient {
+    /// A client holding at most `max_open` connections (at least one).
+    pub fn new(settings: SmtpSettings, max_open: usize) -> Self {
+        SmtpClient {
+            settings,
+            busy: std::sync::Arc::new(Semaphore::new(max_open.max(1))),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &SmtpSettings {
+        &self.settings
+    }
+
+    /// Sends one message; the connection goes back to the pool if it succeeded.
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SmtpFailure> {
+        let (mut conn, permit) = self.checkout().await?;
+        match tokio::time::timeout(self.settings.timeout, conn.send(envelope, message)).await {
+            Ok(Ok(_)) => {
+                self.checkin(conn, permit);
+                Ok(())
+            }
+            // lettre has aborted the connection.
+            Ok(Err(err)) => Err(err.into()),
+            Err(_) => Err(SmtpFailure::Transient(format!(
+                "SMTP timed out after {:?}",
+                self.settings.timeout
+            ))),
+        }
+    }
+
+    /// How many connections are idle in the pool (tests, diagnostics).
+    pub fn idle(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// A permit to send, and an idle connection that is still good, else a new one.
+    async fn checkout(&self) -> Result<(AsyncSmtpConnection, OwnedSemaphorePermit), SmtpFailure> {
+        let permit = self
+            .busy
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SmtpFailure::Transient("the SMTP client is closed".into()))?;
+        loop {
+            let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some((mut conn, since)) = taken else {
+                break;
+            };
+            let age = since.elapsed();
+            if age > IDLE_LIMIT {
+                tokio::spawn(async move { conn.abort().await });
+                continue;
+            }
+            if age <= CHECK_AFTER || conn.test_connected().await {
+                return Ok((conn, permit));
+            }
+        }
+        let conn = tokio::time::timeout(self.settings.timeout, self.connect())
+            .await
+            .map_err(|_| {
+                SmtpFailure::Transient(format!(
+                    "SMTP connect timed out after {:?}",
+                    self.settings.timeout
+                ))
+            })??;
+        Ok((conn, permit))
+    }
+
+    /// Back to the pool, then the permit goes (whoever waits for it finds it idle).
+    fn checkin(&self, conn: AsyncSmtpConnection, permit: OwnedSemaphorePermit) {
+        if !conn.has_broken()
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.push((conn, Instant::now()));
+        }
+        drop(permit);
+    }
+
+    /// A new connection: greeted, secured and authenticated as configured.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
+        let s = &self.settings;
+        let tls = || {
+            TlsParameters::new(s.host.clone()).map_err(|err| {
+                SmtpFailure::Permanent(format!("TLS for {} is not usable: {err}", s.host))
+            })
+        };
+        let mut conn = match s.security {
+            Security::Implicit => AsyncSmtpConnection::connect_tokio1(
+                (s.host.as_str(), s.port),
+                Some(s.timeout),
+                &s.hello,
+                Some(tls()?),
+                None,
+            )
+            .await
+            .map_err(SmtpFailure::from)?,
+            Security::Plain | Security::StartTls { .. } => {
+                let stream = TcpStream::connect((s.host.as_str(), s.port))
+                    .await
+                    .map_err(|err| SmtpFailure::Transient(format!("SMTP connect failed: {err}")))?;
+                stream
+                    .set_nodelay(true)
+                    .map_err(|err| SmtpFailure::Transient(format!("TCP_NODELAY: {err}")))?;
+                let mut conn =
+                    AsyncSmtpConnection::connect_with_transport(Box::new(stream), &s.hello)
+                        .await
+                        .map_err(SmtpFailure::from)?;
+                if let Security::StartTls { required } = s.security {
+                    if conn.can_starttls() {
+                        conn.starttls(tls()?, &s.hello)
+                            .await
+                            .map_err(SmtpFailure::from)?;
+                    } else if required {
+                        conn.abort().await;
+                        return Err(SmtpFailure::Transient(
+                            "the SMTP server does not offer STARTTLS, which SMTP_URL requires"
+                                .into(),
+                        ));
+                    }
+                }
+                conn
+            }
+        };
+        if let Some(credentials) = &s.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(SmtpFailure::from)?;
+        }
+        Ok(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_read_as_lettre_reads_them() {
+        let t = Duration::from_secs(5);
+        let plain = SmtpSettings::from_url("smtp://127.0.0.1:1025", t).expect("plain");
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.security),
+            ("127.0.0.1", 1025, Security::Plain)
+        );
+        assert!(plain.credentials.is_none());
+        let starttls =
+            SmtpSettings::from_url("smtp://us%40er:p%3Ass@mail.example.com?tls=required", t)
+                .expect("starttls");
+        assert_eq!(starttls.port, 587);
+        assert_eq!(starttls.security, Security::StartTls { required: true });
+        assert_eq!(
+            starttls.credentials,
+            Some(Credentials::new("us@er".into(), "p:ss".into()))
+        );
+        let implicit =
+            SmtpSettings::from_url("smtps://mail.example.com/client.example", t).expect("smtps");
+        assert_eq!(
+            (implicit.port, implicit.security),
+            (465, Security::Implicit)
+        );
+        assert_eq!(implicit.hello, ClientId::Domain("client.example".into()));
+        let v6 = SmtpSettings::from_url("smtp://[::1]:2525", t).expect("v6");
+        assert_eq!(v6.host, "::1");
+        for bad in [
+            "http://x",
+            "smtp://x?tls=sometimes",
+            "smtp://u:%zz@x",
+            "not a url",
+        ] {
+            assert!(SmtpSettings::from_url(bad, t).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_credentials() {
+        let s =
+            SmtpSettings::from_url("smtp://user:secret@x", Duration::from_secs(1)).expect("url");
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+}
