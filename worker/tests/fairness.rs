@@ -20,52 +20,19 @@ async fn promote_everyone(pool: &PgPool) {
         .expect("promote");
 }
 
-async fn post_as(system: &System, token: &str, path: &str, body: &Value) -> Value {
-    let response = system
-        .client
-        .post(format!("{}{path}", system.base))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 202, "{:?}", response.text().await);
-    response.json().await.expect("json")
-}
-
 async fn campaign(system: &System, token: &str, tag: &str, n: usize) -> String {
     let recipients: Vec<String> = (0..n).map(|i| format!("{tag}{i}@example.org")).collect();
-    let body = post_as(
-        system,
-        token,
-        "/api/v1/campaigns",
-        &json!({"name": tag, "subject": tag, "text": "Hello", "recipients": recipients}),
-    )
-    .await;
+    let response = system
+        .post_as(
+            token,
+            "/api/v1/campaigns",
+            &json!({"name": tag, "subject": tag, "text": "Hello", "recipients": recipients}),
+        )
+        .await;
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    let body: Value = response.json().await.expect("json");
     assert_eq!(body["total"], n);
     body["id"].as_str().expect("id").to_owned()
-}
-
-/// Polls the request as `token`'s owner until it has finished.
-async fn finished_as(system: &System, token: &str, id: &str) -> Value {
-    let deadline = Instant::now() + LONG;
-    loop {
-        let request: Value = system
-            .client
-            .get(format!("{}/api/v1/requests/{id}", system.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
-        if !request["finished_at"].is_null() {
-            return request;
-        }
-        assert!(Instant::now() < deadline, "{id} did not finish: {request}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn succeeded(system: &System, id: &str) -> i64 {
@@ -151,7 +118,7 @@ async fn two_promoters_campaigns_take_turns(pool: PgPool) {
     let second = campaign(&system, &other_token, "second", 200).await;
     // Accepted (its jobs are in the fair lane): what the first had delivered by then.
     let arrived = smtp.messages().len();
-    let request = finished_as(&system, &other_token, &second).await;
+    let request = system.wait_finished_as(&other_token, &second, LONG).await;
     assert_eq!(request["succeeded"], 200, "{request}");
 
     let messages = smtp.wait_for_messages(arrived + 400, LONG).await;

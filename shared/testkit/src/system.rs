@@ -370,9 +370,14 @@ impl System {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_as(&self.token, path, body).await
+    }
+
+    /// [`System::post`] with another account's token.
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .json(body)
             .send()
             .await
@@ -393,9 +398,14 @@ impl System {
     }
 
     pub async fn request(&self, id: &str) -> Value {
+        self.request_as(&self.token, id).await
+    }
+
+    /// [`System::request`] with another account's token.
+    pub async fn request_as(&self, token: &str, id: &str) -> Value {
         self.client
             .get(format!("{}/api/v1/requests/{id}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .send()
             .await
             .expect("sent")
@@ -406,9 +416,14 @@ impl System {
 
     /// Polls the request until it has finished; returns it.
     pub async fn wait_finished(&self, id: &str, within: Duration) -> Value {
+        self.wait_finished_as(&self.token, id, within).await
+    }
+
+    /// [`System::wait_finished`] with another account's token.
+    pub async fn wait_finished_as(&self, token: &str, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let request = self.request(id).await;
+            let request = self.request_as(token, id).await;
             if !request["finished_at"].is_null() {
                 return request;
             }
