@@ -46,6 +46,12 @@ use utoipa::OpenApi;
         crate::routes::wellknown::jwks,
         crate::routes::emails::send_email,
         crate::routes::emails::send_campaign,
+        crate::routes::suppressions::campaign_stats,
+        crate::routes::suppressions::list,
+        crate::routes::suppressions::add,
+        crate::routes::suppressions::remove,
+        crate::routes::suppressions::unsubscribe_page,
+        crate::routes::suppressions::unsubscribe,
         crate::routes::requests::list,
         crate::routes::requests::show,
         crate::routes::requests::cancel,
@@ -74,6 +80,7 @@ use utoipa::OpenApi;
         (name = "admin", description = "Operator actions (admin role, 2FA login)"),
         (name = "emails", description = "Messages and campaigns, delivered by the workers"),
         (name = "requests", description = "Following submitted work"),
+        (name = "suppressions", description = "Addresses a sending account no longer sends to; one-click unsubscribe"),
         (name = "uploads", description = "Files: streamed uploads, scans, downloads of clean files"),
     )
 )]

@@ -23,6 +23,7 @@ fn each_role_against_each_permission() {
         (ReadAllRequests, false, false, true),
         (ManageQueues, false, false, true),
         (ManageUsers, false, false, true),
+        (ManageSuppressions, false, true, true),
     ];
     assert_eq!(
         table.len(),

@@ -31,6 +31,8 @@ pub struct Progress {
     pub succeeded: i32,
     pub failed: i32,
     pub cancelled: i32,
+    /// Messages not sent: every recipient was on the sender's suppression list.
+    pub suppressed: i32,
     pub pending: i32,
     /// True once the request reached its final status.
     pub finished: bool,
@@ -45,7 +47,8 @@ impl From<&RequestRow> for Progress {
             succeeded: row.succeeded,
             failed: row.failed,
             cancelled: row.cancelled,
-            pending: (row.total - row.succeeded - row.failed - row.cancelled).max(0),
+            suppressed: row.suppressed,
+            pending: row.pending(),
             finished: row.finished_at.is_some(),
         }
     }

@@ -19,6 +19,7 @@ pub mod redis;
 pub mod session_epoch;
 pub mod shutdown;
 pub mod storage;
+pub mod suppression;
 pub mod telemetry;
 
 pub use config::{AppEnv, Config, ConfigError};

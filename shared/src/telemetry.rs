@@ -96,8 +96,19 @@ pub mod metric {
     /// it has stopped (a consumer that died while the process lives).
     pub const WORKER_CONSUMER_UP: &str = "conveyor_worker_consumer_up";
     /// Counter: email deliveries by `outcome` (`sent`, `deferred` — a transient SMTP
-    /// failure, retried — and `rejected` — permanent).
+    /// failure, retried —, `rejected` — permanent —, `suppressed` — every recipient
+    /// on the sender's suppression list, not sent — and `paced` — held back by its
+    /// recipient domain's pace, run again later).
     pub const EMAILS_TOTAL: &str = "conveyor_emails_total";
+    /// Counter: what happened to sent mail afterwards, by `kind` (`bounced`: a
+    /// recipient refused for good, during the send or by a DSN; `complained`: an ARF
+    /// report; `unsubscribed`: a one-click unsubscribe). Once per message and kind.
+    pub const EMAIL_EVENTS_TOTAL: &str = "conveyor_email_events_total";
+    /// Gauge: complaints per delivered message of each recent campaign (running or
+    /// finished in the last 7 days), by `campaign` (the request id).
+    pub const CAMPAIGN_COMPLAINT_RATIO: &str = "conveyor_campaign_complaint_ratio";
+    /// Gauge: messages delivered by each recent campaign, by `campaign`.
+    pub const CAMPAIGN_DELIVERED: &str = "conveyor_campaign_delivered";
     /// Counter: operator actions through the admin API or CLI, by `action`.
     pub const ADMIN_ACTIONS_TOTAL: &str = "conveyor_admin_actions_total";
     /// Gauge: HTTP connections the api listener holds open now.
@@ -302,6 +313,18 @@ fn describe_metrics() {
     );
     describe_counter!(metric::EMAILS_TOTAL, "Email delivery attempts by outcome");
     describe_counter!(
+        metric::EMAIL_EVENTS_TOTAL,
+        "Bounces, complaints and unsubscribes of sent mail, by kind"
+    );
+    describe_gauge!(
+        metric::CAMPAIGN_COMPLAINT_RATIO,
+        "Complaints per delivered message of each recent campaign"
+    );
+    describe_gauge!(
+        metric::CAMPAIGN_DELIVERED,
+        "Messages delivered by each recent campaign"
+    );
+    describe_counter!(
         metric::ADMIN_ACTIONS_TOTAL,
         "Operator actions through the admin API or CLI"
     );
@@ -311,11 +334,13 @@ fn describe_metrics() {
 /// metric spells them.
 pub mod label {
     /// `outcome` of `conveyor_jobs_finished_total` and `conveyor_job_duration_seconds`.
-    pub const JOB_OUTCOMES: [&str; 3] = ["succeeded", "retried", "dead"];
+    pub const JOB_OUTCOMES: [&str; 5] = ["succeeded", "retried", "dead", "suppressed", "deferred"];
     /// `source` of `conveyor_jobs_dispatched_total`.
     pub const DISPATCH_SOURCES: [&str; 3] = ["request", "dispatcher", "reconciler"];
     /// `outcome` of `conveyor_emails_total`.
-    pub const EMAIL_OUTCOMES: [&str; 3] = ["sent", "deferred", "rejected"];
+    pub const EMAIL_OUTCOMES: [&str; 5] = ["sent", "deferred", "rejected", "suppressed", "paced"];
+    /// `kind` of `conveyor_email_events_total`.
+    pub const EMAIL_EVENT_KINDS: [&str; 3] = ["bounced", "complained", "unsubscribed"];
     /// `verdict` of `conveyor_scans_total` and `conveyor_scan_duration_seconds`.
     pub const SCAN_VERDICTS: [&str; 2] = ["clean", "infected"];
     /// `group` of the rate limiter's counters (the api's `rate_limit::Group` names).
@@ -370,6 +395,9 @@ pub fn register_api_metrics() {
         counter!(metric::ACCOUNT_EMAILS_TOTAL, "kind" => kind).increment(0);
     }
     counter!(metric::PASSWORD_HASH_REJECTIONS_TOTAL).increment(0);
+    for kind in label::EMAIL_EVENT_KINDS {
+        counter!(metric::EMAIL_EVENTS_TOTAL, "kind" => kind).increment(0);
+    }
     for reason in ["header_timeout", "idle_timeout"] {
         counter!(metric::HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "reason" => reason).increment(0);
     }
@@ -404,6 +432,7 @@ pub fn register_worker_metrics() {
     for outcome in label::EMAIL_OUTCOMES {
         counter!(metric::EMAILS_TOTAL, "outcome" => outcome).increment(0);
     }
+    counter!(metric::EMAIL_EVENTS_TOTAL, "kind" => "bounced").increment(0);
     for verdict in label::SCAN_VERDICTS {
         counter!(metric::SCANS_TOTAL, "verdict" => verdict).increment(0);
         registered(histogram!(metric::SCAN_DURATION_SECONDS, "verdict" => verdict));

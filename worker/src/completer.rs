@@ -49,6 +49,23 @@ pub enum Verdict {
     Dead {
         error: String,
     },
+    /// Never sent: every recipient is suppressed.
+    Suppressed,
+    /// Run again at `at` without spending the attempt (pacing).
+    Deferred {
+        at: SystemTime,
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// When the job runs again, if it does.
+    fn again_at(&self) -> Option<SystemTime> {
+        match self {
+            Verdict::Retry { at, .. } | Verdict::Deferred { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
 }
 
 /// One attempt's end, on its way to the completer.
@@ -121,6 +138,8 @@ pub struct Committed {
     pub succeeded: HashSet<Uuid>,
     pub retried: HashSet<Uuid>,
     pub dead: HashSet<Uuid>,
+    pub suppressed: HashSet<Uuid>,
+    pub deferred: HashSet<Uuid>,
     /// The requests whose counts or status changed, as the transaction left them.
     pub requests: Vec<RequestRow>,
 }
@@ -134,6 +153,10 @@ impl Committed {
             Some("retried")
         } else if self.dead.contains(id) {
             Some("dead")
+        } else if self.suppressed.contains(id) {
+            Some("suppressed")
+        } else if self.deferred.contains(id) {
+            Some("deferred")
         } else {
             None
         }
@@ -230,12 +253,15 @@ impl Completer {
         }
         for (queue, reports) in by_queue {
             let mut retries: HashMap<Lane, Vec<(String, SystemTime)>> = HashMap::new();
-            for report in reports.iter().filter(|r| committed.retried.contains(&r.id)) {
-                if let Verdict::Retry { at, .. } = &report.verdict {
+            let again = reports.iter().filter(|r| {
+                committed.retried.contains(&r.id) || committed.deferred.contains(&r.id)
+            });
+            for report in again {
+                if let Some(at) = report.verdict.again_at() {
                     retries
                         .entry(report.lane)
                         .or_default()
-                        .push((report.id.to_string(), *at));
+                        .push((report.id.to_string(), at));
                 }
             }
             for (lane, due) in retries {
@@ -268,10 +294,22 @@ pub async fn write(pool: &PgPool, batch: &[Report]) -> Result<Committed, sqlx::E
         .filter(|r| r.verdict == Verdict::Succeeded)
         .map(|r| r.id)
         .collect();
+    let suppressed: Vec<Uuid> = batch
+        .iter()
+        .filter(|r| r.verdict == Verdict::Suppressed)
+        .map(|r| r.id)
+        .collect();
+    let deferrals: Vec<(Uuid, OffsetDateTime)> = batch
+        .iter()
+        .filter_map(|r| match &r.verdict {
+            Verdict::Deferred { at, .. } => Some((r.id, OffsetDateTime::from(*at))),
+            _ => None,
+        })
+        .collect();
     let failures: Vec<Failure> = batch
         .iter()
         .filter_map(|r| match &r.verdict {
-            Verdict::Succeeded => None,
+            Verdict::Succeeded | Verdict::Suppressed | Verdict::Deferred { .. } => None,
             Verdict::Retry { error, at } => Some(Failure {
                 id: r.id,
                 error: error.clone(),
@@ -299,9 +337,17 @@ pub async fn write(pool: &PgPool, batch: &[Report]) -> Result<Committed, sqlx::E
         .filter(|f| !retried.contains(&f.id))
         .collect();
     let dead: HashSet<Uuid> = jobs::bury(&mut tx, &to_bury).await?.into_iter().collect();
+    let suppressed: HashSet<Uuid> = jobs::suppress(&mut tx, &suppressed)
+        .await?
+        .into_iter()
+        .collect();
+    let deferred: HashSet<Uuid> = jobs::defer(&mut tx, &deferrals)
+        .await?
+        .into_iter()
+        .collect();
     let mut touched: Vec<Uuid> = batch
         .iter()
-        .filter(|r| succeeded.contains(&r.id) || dead.contains(&r.id))
+        .filter(|r| succeeded.contains(&r.id) || dead.contains(&r.id) || suppressed.contains(&r.id))
         .map(|r| r.request_id)
         .collect();
     touched.sort_unstable();
@@ -317,6 +363,8 @@ pub async fn write(pool: &PgPool, batch: &[Report]) -> Result<Committed, sqlx::E
         succeeded,
         retried,
         dead,
+        suppressed,
+        deferred,
         requests,
     })
 }

@@ -48,6 +48,8 @@ impl<H: Handler> Executor<H> {
                 tracing::warn!(error = %error, "job failed; will retry")
             }
             Verdict::Dead { error } => tracing::warn!(error = %error, "job failed for good"),
+            Verdict::Suppressed => tracing::info!("job suppressed: every recipient is suppressed"),
+            Verdict::Deferred { reason, .. } => tracing::debug!(reason = %reason, "job deferred"),
         });
         self.recorder
             .record(
@@ -103,6 +105,8 @@ pub fn decide(
 ) -> Verdict {
     match outcome {
         Outcome::Succeeded => Verdict::Succeeded,
+        Outcome::Suppressed => Verdict::Suppressed,
+        Outcome::Defer { until, reason } => Verdict::Deferred { at: until, reason },
         Outcome::Dead(error) => Verdict::Dead { error },
         Outcome::Retry(error) if job.attempt < job.max_attempts => {
             let attempt = u32::try_from(job.attempt).unwrap_or(1);

@@ -15,6 +15,15 @@ pub enum Outcome {
     Retry(String),
     /// A permanent failure (invalid recipient, SMTP 5xx, malformed payload): dead now.
     Dead(String),
+    /// Not attempted, and never will be: every recipient of the message is on the
+    /// sender's suppression list. Final.
+    Suppressed,
+    /// Not attempted yet, by choice (a recipient domain's pace or backoff): run again
+    /// at `until` without spending an attempt.
+    Defer {
+        until: std::time::SystemTime,
+        reason: String,
+    },
 }
 
 /// One queue's work. Implementations are shared by every concurrent job of the queue.

@@ -9,6 +9,7 @@ pub mod handler;
 pub mod handlers;
 pub mod lease;
 pub mod maintenance;
+pub mod pacing;
 pub mod producer;
 pub mod queues;
 pub mod running;

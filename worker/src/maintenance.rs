@@ -5,6 +5,7 @@
 //! sampler reports PostgreSQL's counts and the live workers, from one replica at a
 //! time. Retention (the pruner) is [`shared::maintenance::retention`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,7 @@ use shared::queue::{InFlight, Queue, QueueName};
 use shared::redis::Redis;
 use shared::telemetry::metric;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::lease::Lease;
 use crate::running::Running;
@@ -117,6 +119,8 @@ pub struct QueueSampler {
     lease: Lease,
     /// Whether this process's gauges hold sampled values (to zero when it stops).
     exported: Arc<AtomicBool>,
+    /// Campaigns whose gauges this process set (zeroed once they leave the window).
+    campaigns: Arc<std::sync::Mutex<HashSet<Uuid>>>,
 }
 
 impl QueueSampler {
@@ -134,7 +138,49 @@ impl QueueSampler {
                 .collect(),
             lease: Lease::new(redis, "queue-sampler", holder, Self::LEASE_TTL),
             exported: Arc::new(AtomicBool::new(false)),
+            campaigns: Arc::default(),
         }
+    }
+
+    /// Campaigns (running, or finished within this) that have complaint gauges.
+    pub const CAMPAIGN_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+    /// At most this many campaigns, newest first.
+    pub const CAMPAIGNS: i64 = 100;
+
+    /// `conveyor_campaign_complaint_ratio` and `conveyor_campaign_delivered` of recent
+    /// campaigns; a campaign that left the window is set to 0.
+    async fn sample_campaigns(&self) -> Result<(), String> {
+        let rows = shared::db::suppressions::recent_campaign_complaints(
+            &self.pool,
+            Self::CAMPAIGN_WINDOW,
+            Self::CAMPAIGNS,
+        )
+        .await
+        .map_err(|err| format!("campaign complaints: {err}"))?;
+        let Ok(mut exported) = self.campaigns.lock() else {
+            return Ok(());
+        };
+        let current: HashSet<Uuid> = rows.iter().map(|(id, ..)| *id).collect();
+        for gone in exported.difference(&current) {
+            let campaign = gone.to_string();
+            metrics::gauge!(metric::CAMPAIGN_COMPLAINT_RATIO, "campaign" => campaign.clone())
+                .set(0.0);
+            metrics::gauge!(metric::CAMPAIGN_DELIVERED, "campaign" => campaign).set(0.0);
+        }
+        for (id, delivered, complained) in &rows {
+            let campaign = id.to_string();
+            let ratio = if *delivered > 0 {
+                *complained as f64 / *delivered as f64
+            } else {
+                0.0
+            };
+            metrics::gauge!(metric::CAMPAIGN_COMPLAINT_RATIO, "campaign" => campaign.clone())
+                .set(ratio);
+            metrics::gauge!(metric::CAMPAIGN_DELIVERED, "campaign" => campaign)
+                .set(*delivered as f64);
+        }
+        *exported = current;
+        Ok(())
     }
 
     /// Samples if this process holds (or takes) the lease; `Ok(true)` if it did.
@@ -186,6 +232,7 @@ impl QueueSampler {
             metrics::gauge!(metric::WORKERS_ALIVE, "queue" => name.as_str()).set(alive as f64);
         }
         self.exported.store(true, Ordering::Relaxed);
+        self.sample_campaigns().await?;
         Ok(())
     }
 
@@ -201,6 +248,14 @@ impl QueueSampler {
             }
             metrics::gauge!(metric::QUEUE_OLDEST_AGE_SECONDS, "queue" => name).set(0.0);
             metrics::gauge!(metric::WORKERS_ALIVE, "queue" => name).set(0.0);
+        }
+        if let Ok(mut exported) = self.campaigns.lock() {
+            for campaign in exported.drain() {
+                let campaign = campaign.to_string();
+                metrics::gauge!(metric::CAMPAIGN_COMPLAINT_RATIO, "campaign" => campaign.clone())
+                    .set(0.0);
+                metrics::gauge!(metric::CAMPAIGN_DELIVERED, "campaign" => campaign).set(0.0);
+            }
         }
     }
 

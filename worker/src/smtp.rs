@@ -18,10 +18,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use lettre::Address;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -139,14 +142,103 @@ pub enum SmtpFailure {
     Transient(String),
     /// Will never succeed: 5xx, or a message the server cannot take.
     Permanent(String),
+    /// Every recipient was refused for good (5xx to `RCPT TO`); nothing was sent.
+    AllRefused(Vec<Refusal>),
+    /// The server deferred the message (a 4xx reply): retry later, and slow down.
+    Deferred(String),
+}
+
+/// A recipient the server refused for good: a 5xx reply to its `RCPT TO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub recipient: Address,
+    /// The server's reply (it may quote the address).
+    pub reply: String,
+}
+
+/// A message the server took, for at least one of its recipients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// The recipients refused for good; the message went to the others.
+    pub refused: Vec<Refusal>,
 }
 
 impl From<lettre::transport::smtp::Error> for SmtpFailure {
     fn from(err: lettre::transport::smtp::Error) -> Self {
         if err.is_permanent() {
             SmtpFailure::Permanent(format!("SMTP refused: {err}"))
+        } else if err.is_transient() {
+            SmtpFailure::Deferred(format!("SMTP deferred: {err}"))
         } else {
             SmtpFailure::Transient(format!("SMTP failed: {err}"))
+        }
+    }
+}
+
+/// One SMTP transaction (`MAIL`, a `RCPT` per recipient, `DATA`) on `conn`. Any
+/// error other than a refused recipient aborts the connection.
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Delivered, SmtpFailure> {
+    let mut options = Vec::new();
+    let non_ascii = |a: &Address| !AsRef::<str>::as_ref(a).is_ascii();
+    if envelope.to().iter().any(non_ascii) || envelope.from().is_some_and(non_ascii) {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(SmtpFailure::Permanent(
+                "a non-ASCII address, and the SMTP server does not support SMTPUTF8".into(),
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(SmtpFailure::Permanent(
+                "a non-ASCII message, and the SMTP server does not support 8BITMIME".into(),
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    if let Err(err) = conn
+        .command(Mail::new(envelope.from().cloned(), options))
+        .await
+    {
+        conn.abort().await;
+        return Err(err.into());
+    }
+    let mut refused = Vec::new();
+    for recipient in envelope.to() {
+        match conn.command(Rcpt::new(recipient.clone(), vec![])).await {
+            Ok(_) => {}
+            Err(err) if err.is_permanent() => refused.push(Refusal {
+                recipient: recipient.clone(),
+                reply: err.to_string(),
+            }),
+            Err(err) => {
+                // 4xx: nothing is sent now; the whole message is tried again later.
+                if !err.is_transient() || conn.command(Rset).await.is_err() {
+                    conn.abort().await;
+                }
+                return Err(err.into());
+            }
+        }
+    }
+    if refused.len() == envelope.to().len() {
+        if conn.command(Rset).await.is_err() {
+            conn.abort().await;
+        }
+        return Err(SmtpFailure::AllRefused(refused));
+    }
+    let sent = match conn.command(Data).await {
+        Ok(_) => conn.message(message).await,
+        Err(err) => Err(err),
+    };
+    match sent {
+        Ok(_) => Ok(Delivered { refused }),
+        Err(err) => {
+            conn.abort().await;
+            Err(err.into())
         }
     }
 }
@@ -174,20 +266,35 @@ impl SmtpClient {
         &self.settings
     }
 
-    /// Sends one message; the connection goes back to the pool if it succeeded.
-    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SmtpFailure> {
+    /// Sends one message, recipient by recipient: a recipient refused for good is
+    /// reported (in [`Delivered::refused`]) and the message still goes to the others;
+    /// every recipient refused is [`SmtpFailure::AllRefused`]. A 4xx to any recipient
+    /// sends nothing (the whole message is retried later). The connection goes back to
+    /// the pool unless it broke.
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Delivered, SmtpFailure> {
         let (mut conn, permit) = self.checkout().await?;
-        match tokio::time::timeout(self.settings.timeout, conn.send(envelope, message)).await {
-            Ok(Ok(_)) => {
+        match tokio::time::timeout(
+            self.settings.timeout,
+            transaction(&mut conn, envelope, message),
+        )
+        .await
+        {
+            Ok(result) => {
+                // A connection that saw a protocol or I/O error was aborted: not kept.
                 self.checkin(conn, permit);
-                Ok(())
+                result
             }
-            // lettre has aborted the connection.
-            Ok(Err(err)) => Err(err.into()),
-            Err(_) => Err(SmtpFailure::Transient(format!(
-                "SMTP timed out after {:?}",
-                self.settings.timeout
-            ))),
+            Err(_) => {
+                tokio::spawn(async move { conn.abort().await });
+                Err(SmtpFailure::Transient(format!(
+                    "SMTP timed out after {:?}",
+                    self.settings.timeout
+                )))
+            }
         }
     }
 

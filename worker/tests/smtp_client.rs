@@ -33,7 +33,7 @@ fn client(smtp: &Smtp, max_open: usize) -> SmtpClient {
 
 async fn send(client: &SmtpClient, to: &str, subject: &str) -> Result<(), SmtpFailure> {
     let m = message(to, subject);
-    client.send(m.envelope(), &m.formatted()).await
+    client.send(m.envelope(), &m.formatted()).await.map(|_| ())
 }
 
 #[tokio::test]
@@ -72,25 +72,64 @@ async fn concurrent_sends_share_at_most_the_pools_connections() {
 }
 
 #[tokio::test]
-async fn a_refused_recipient_is_permanent_and_the_next_message_still_goes() {
+async fn a_refused_recipient_is_reported_and_the_connection_goes_on() {
     let smtp = Smtp::start(free_port(), &["--reject", "nobody"]).await;
     let client = client(&smtp, 2);
     send(&client, "first@example.org", "first")
         .await
         .expect("sent");
     match send(&client, "nobody@example.org", "refused").await {
-        Err(SmtpFailure::Permanent(error)) => assert!(error.contains("550"), "{error}"),
-        other => panic!("expected a permanent failure, got {other:?}"),
+        Err(SmtpFailure::AllRefused(refused)) => {
+            assert_eq!(refused.len(), 1);
+            assert_eq!(refused[0].recipient.to_string(), "nobody@example.org");
+            assert!(refused[0].reply.contains("550"), "{}", refused[0].reply);
+        }
+        other => panic!("expected every recipient refused, got {other:?}"),
     }
     assert_eq!(
         client.idle(),
-        0,
-        "the connection that saw the refusal is closed"
+        1,
+        "RSET ends the refused transaction; the connection is kept"
     );
-    send(&client, "after@example.org", "after")
+    // Two recipients, one refused: the message goes to the other, and says which.
+    let m = Message::builder()
+        .from(
+            "Conveyor <no-reply@conveyor.localhost>"
+                .parse()
+                .expect("from"),
+        )
+        .to("nobody@example.org".parse().expect("to"))
+        .to("ada@example.org".parse().expect("to"))
+        .subject("mixed")
+        .body("Body".to_owned())
+        .expect("message");
+    let delivered = client
+        .send(m.envelope(), &m.formatted())
         .await
-        .expect("sent");
-    assert_eq!(smtp.messages().len(), 2);
+        .expect("sent to one of two");
+    let refused: Vec<String> = delivered
+        .refused
+        .iter()
+        .map(|r| r.recipient.to_string())
+        .collect();
+    assert_eq!(refused, ["nobody@example.org"]);
+    let messages = smtp.wait_for_messages(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        header(&messages[1], "X-Envelope-To"),
+        Some("ada@example.org")
+    );
+    assert_eq!(client.idle(), 1);
+}
+
+#[tokio::test]
+async fn a_deferral_is_reported_as_such() {
+    let smtp = Smtp::start(free_port(), &["--tempfail", "1"]).await;
+    let client = client(&smtp, 1);
+    match send(&client, "ada@example.org", "later").await {
+        Err(SmtpFailure::Deferred(error)) => assert!(error.contains("451"), "{error}"),
+        other => panic!("expected a deferral, got {other:?}"),
+    }
+    send(&client, "ada@example.org", "now").await.expect("sent");
 }
 
 #[tokio::test]

@@ -164,6 +164,7 @@ permissions!(
     ReadAllRequests,
     ManageQueues,
     ManageUsers,
+    ManageSuppressions,
 );
 
 /// The caller, authenticated and holding permission `P`.

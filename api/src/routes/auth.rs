@@ -205,31 +205,6 @@ pub async fn register(
         .into_response())
 }
 
-/// Content-Security-Policy of the verification pages: no script, no style, no
-/// frame, forms only to this origin.
-const PAGE_CSP: &str =
-    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-/// A small HTML page, kept out of caches and referrers (its URL holds a token).
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
-         <body><main><h1>{title}</h1>{body}</main></body></html>"
-    );
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        html,
-    )
-        .into_response()
-}
-
 /// The page a verification link opens: a Confirm button that posts the token. A
 /// `GET` never confirms, so a mail scanner that follows links spends nothing. A link
 /// without a well-formed token (never one the api sent) is 400.
@@ -252,7 +227,7 @@ pub async fn verify_email_page(uri: axum::http::Uri) -> Result<Response, ApiErro
             )
         })?;
     // The token is base64url (checked above), so it needs no escaping.
-    Ok(page(
+    Ok(super::page(
         StatusCode::OK,
         "Confirm your email address",
         &format!(
@@ -299,12 +274,12 @@ pub async fn verify_email(
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
     Ok(match verification::verify(&state, &token).await {
-        Ok(_) => page(
+        Ok(_) => super::page(
             StatusCode::OK,
             "Email address confirmed",
             "<p>Your account can now send email and store files. You may close this page.</p>",
         ),
-        Err(ApiError::Unprocessable { .. }) => page(
+        Err(ApiError::Unprocessable { .. }) => super::page(
             StatusCode::UNPROCESSABLE_ENTITY,
             "This link is not valid",
             "<p>It may have expired or been replaced by a newer one. Sign in and ask for a new link.</p>",

@@ -8,6 +8,7 @@ pub mod emails;
 pub mod me;
 pub mod meta;
 pub mod requests;
+pub mod suppressions;
 pub mod uploads;
 pub mod wellknown;
 
@@ -32,6 +33,7 @@ pub fn api_v1(config: &Config) -> Router<AppState> {
         .merge(auth::routes())
         .merge(me::routes())
         .merge(admin::routes())
+        .merge(suppressions::routes())
 }
 
 /// 202 with `Location` naming the request to follow.
@@ -52,4 +54,29 @@ pub(crate) fn correlation(headers: &HeaderMap) -> Option<String> {
         .get(&request_id::HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Content-Security-Policy of the HTML pages (email verification, unsubscribe): no script, no style, no
+/// frame, forms only to this origin.
+const PAGE_CSP: &str =
+    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A small HTML page, kept out of caches and referrers (its URL holds a token).
+pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body><main><h1>{title}</h1>{body}</main></body></html>"
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
 }

@@ -43,6 +43,8 @@ pub struct RequestView {
     pub succeeded: i32,
     pub failed: i32,
     pub cancelled: i32,
+    /// Messages not sent: every recipient was on the sender's suppression list.
+    pub suppressed: i32,
     pub pending: i32,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -66,7 +68,8 @@ impl From<&RequestRow> for RequestView {
             succeeded: row.succeeded,
             failed: row.failed,
             cancelled: row.cancelled,
-            pending: (row.total - row.succeeded - row.failed - row.cancelled).max(0),
+            suppressed: row.suppressed,
+            pending: row.pending(),
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
@@ -83,6 +86,7 @@ pub struct JobCounts {
     pub succeeded: i64,
     pub dead: i64,
     pub cancelled: i64,
+    pub suppressed: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
 }
@@ -96,6 +100,7 @@ impl From<JobSummary> for JobCounts {
             succeeded: s.succeeded,
             dead: s.dead,
             cancelled: s.cancelled,
+            suppressed: s.suppressed,
             attempts: s.attempts,
             last_error: s.last_error,
         }

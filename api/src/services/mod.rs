@@ -11,6 +11,7 @@ pub mod operations;
 pub mod quotas;
 pub mod requests;
 pub mod session_cache;
+pub mod suppressions;
 pub mod tokens;
 pub mod uploads;
 pub mod verification;

@@ -6,6 +6,7 @@
 mod auth;
 pub mod dev_keys;
 mod env;
+mod mail;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 pub use auth::{AuthConfig, LoginLimits};
 use dev_keys::DevKeys;
 use env::Env;
+pub use mail::{DEFAULT_DOMAIN_PACE, DomainPace, MailConfig, Pacing};
 
 use crate::queue::QueueName;
 
@@ -404,6 +406,7 @@ pub struct Config {
     pub scanner: ScannerConfig,
     pub rate_limits: RateLimitsConfig,
     pub accounts: AccountsConfig,
+    pub mail: MailConfig,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -657,9 +660,19 @@ impl Config {
                 quota_promoter: quota(&env, quota_vars!("EMAIL_QUOTA_PROMOTER"), 100_000, 300_000)?,
                 quota_admin: quota(&env, quota_vars!("EMAIL_QUOTA_ADMIN"), 100_000, 300_000)?,
             },
+            mail: MailConfig::from_env(&env, app_env, &mut generated_secrets)?,
             dev_keys_file: None,
             generated_secrets,
         })
+    }
+
+    /// The suppression list's keys: its blind index and the PII cipher.
+    pub fn address_keys(&self) -> crate::suppression::AddressKeys {
+        use secrecy::ExposeSecret as _;
+        crate::suppression::AddressKeys {
+            index: crate::crypto::pii::BlindIndex::new(self.mail.index_key.expose_secret()),
+            cipher: self.pii.cipher(),
+        }
     }
 
     /// The database URL, for the pool; never log it.

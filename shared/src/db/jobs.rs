@@ -12,6 +12,8 @@
 //! | [`succeed`] | running | succeeded |
 //! | [`schedule_retry`] | running, attempts left | retrying |
 //! | [`bury`] | running | dead |
+//! | [`defer`] | running | retrying, the attempt given back (a recipient domain's pace) |
+//! | [`suppress`] | running | suppressed (every recipient on the sender's suppression list) |
 //! | [`cancel_pending`] | queued, retrying | cancelled |
 //! | [`requeue`], [`requeue_batch`] | dead (not discarded), cancelled | queued (an operator's retry) |
 //! | [`discard`] | dead | dead, discarded (an operator's; kept for audit) |
@@ -326,6 +328,50 @@ pub async fn bury(db: &mut PgConnection, failures: &[&Failure]) -> Result<Vec<Uu
     .await
 }
 
+/// running → retrying at a time of the worker's choosing without spending the
+/// attempt (the claim counted one; it is given back). Returns the ids that changed.
+pub async fn defer(
+    db: &mut PgConnection,
+    due: &[(Uuid, OffsetDateTime)],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = due.iter().map(|(id, _)| *id).collect();
+    let at: Vec<OffsetDateTime> = due.iter().map(|(_, at)| *at).collect();
+    sqlx::query_scalar(
+        "UPDATE jobs j SET status = 'retrying', run_after = d.at, \
+             attempt = greatest(j.attempt - 1, 0), heartbeat_at = NULL \
+         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS d(id, at) \
+         WHERE j.id = d.id AND j.status = 'running' RETURNING j.id",
+    )
+    .bind(&ids)
+    .bind(&at)
+    .fetch_all(&mut *db)
+    .await
+}
+
+/// running → suppressed (nothing was sent: every recipient is on the sender's
+/// suppression list), counted on the requests. Returns the ids that changed.
+pub async fn suppress(db: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "WITH done AS ( \
+             UPDATE jobs SET status = 'suppressed', finished_at = now(), \
+                 last_error = 'every recipient is on the suppression list' \
+             WHERE id = ANY($1) AND status = 'running' RETURNING id, request_id), \
+         counts AS (SELECT request_id, count(*) AS n FROM done GROUP BY request_id), \
+         bumped AS (UPDATE requests r SET suppressed = r.suppressed + c.n FROM counts c \
+                    WHERE r.id = c.request_id RETURNING r.id) \
+         SELECT id FROM done",
+    )
+    .bind(ids)
+    .fetch_all(&mut *db)
+    .await
+}
+
 /// queued | retrying → cancelled for a request's jobs that have not started, counted
 /// on the request; returns how many.
 pub async fn cancel_pending(db: &mut PgConnection, request_id: Uuid) -> Result<i64, sqlx::Error> {
@@ -426,6 +472,7 @@ pub struct JobSummary {
     pub succeeded: i64,
     pub dead: i64,
     pub cancelled: i64,
+    pub suppressed: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
 }
@@ -438,6 +485,7 @@ pub async fn summary(db: impl PgExecutor<'_>, request_id: Uuid) -> Result<JobSum
                 count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
                 count(*) FILTER (WHERE status = 'dead') AS dead, \
                 count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
+                count(*) FILTER (WHERE status = 'suppressed') AS suppressed, \
                 coalesce(sum(attempt), 0)::bigint AS attempts, \
                 (SELECT last_error FROM jobs WHERE request_id = $1 AND last_error IS NOT NULL \
                  ORDER BY updated_at DESC LIMIT 1) AS last_error \

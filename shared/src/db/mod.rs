@@ -9,6 +9,7 @@ pub mod quotas;
 pub mod recovery_codes;
 pub mod requests;
 pub mod sessions;
+pub mod suppressions;
 pub mod uploads;
 pub mod users;
 

@@ -1,7 +1,7 @@
 //! `requests`: what clients submitted, with per-job counts. The one place a
 //! request's status changes: [`mark_running`] (queued → running when its first job
 //! starts) and [`finish_completed`] (→ succeeded | failed | partially_failed |
-//! cancelled once every job has ended); the counts move with the job transitions in
+//! cancelled | suppressed once every job has ended); the counts move with the job transitions in
 //! `db::jobs`. Status literals in the SQL are [`RequestStatus`] values (checked by a
 //! unit test).
 
@@ -24,6 +24,8 @@ pub struct RequestRow {
     pub succeeded: i32,
     pub failed: i32,
     pub cancelled: i32,
+    /// Messages not sent because every recipient was on the suppression list.
+    pub suppressed: i32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -32,9 +34,16 @@ pub struct RequestRow {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+impl RequestRow {
+    /// Jobs not yet at an end.
+    pub fn pending(&self) -> i32 {
+        (self.total - self.succeeded - self.failed - self.cancelled - self.suppressed).max(0)
+    }
+}
+
 macro_rules! columns {
     () => {
-        "id, owner_id, kind, status, name, correlation_id, total, succeeded, failed, cancelled, \
+        "id, owner_id, kind, status, name, correlation_id, total, succeeded, failed, cancelled, suppressed, \
          created_at, updated_at, finished_at"
     };
 }
@@ -156,15 +165,16 @@ pub async fn find(
     .await
 }
 
-pub async fn content(
+/// A request's owner and shared content (a campaign's subject and bodies); `None`
+/// when there is no such request.
+pub async fn owner_and_content(
     db: impl PgExecutor<'_>,
     id: Uuid,
-) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar("SELECT content FROM requests WHERE id = $1")
+) -> Result<Option<(Uuid, Option<serde_json::Value>)>, sqlx::Error> {
+    sqlx::query_as("SELECT owner_id, content FROM requests WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
-        .map(Option::flatten)
 }
 
 /// Filters and the keyset position of a listing (newest first).
@@ -215,12 +225,13 @@ pub async fn finish_completed(
 ) -> Result<Vec<RequestRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "UPDATE requests SET finished_at = now(), status = CASE \
-             WHEN succeeded = total THEN 'succeeded' \
+             WHEN succeeded + suppressed = total AND succeeded > 0 THEN 'succeeded' \
+             WHEN suppressed = total THEN 'suppressed' \
              WHEN cancelled = total THEN 'cancelled' \
              WHEN succeeded = 0 AND cancelled = 0 THEN 'failed' \
              WHEN succeeded = 0 THEN 'cancelled' \
              ELSE 'partially_failed' END \
-         WHERE id = ANY($1) AND finished_at IS NULL AND succeeded + failed + cancelled >= total \
+         WHERE id = ANY($1) AND finished_at IS NULL AND succeeded + failed + cancelled + suppressed >= total \
          RETURNING ",
         columns!()
     ))
@@ -296,7 +307,7 @@ pub async fn reopen(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Request
     let under_way = [JobStatus::Running, JobStatus::Retrying];
     sqlx::query_as(concat!(
         "UPDATE requests r SET finished_at = NULL, status = CASE \
-             WHEN r.succeeded + r.failed + r.cancelled = 0 AND NOT EXISTS ( \
+             WHEN r.succeeded + r.failed + r.cancelled + r.suppressed = 0 AND NOT EXISTS ( \
                  SELECT 1 FROM jobs j WHERE j.request_id = r.id AND j.status = ANY($2)) \
                  THEN 'queued' \
              WHEN r.finished_at IS NULL THEN r.status \

@@ -23,10 +23,12 @@ pub enum Permission {
     ReadAllRequests,
     ManageQueues,
     ManageUsers,
+    /// The account's own suppression list (addresses it no longer sends to).
+    ManageSuppressions,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::SubmitEmail,
         Permission::SubmitCampaign,
         Permission::Upload,
@@ -35,6 +37,7 @@ impl Permission {
         Permission::ReadAllRequests,
         Permission::ManageQueues,
         Permission::ManageUsers,
+        Permission::ManageSuppressions,
     ];
 
     /// Admin-only permissions also require a login that passed 2FA.
@@ -65,6 +68,7 @@ const PROMOTER: &[Permission] = &[
     Permission::Upload,
     Permission::Scan,
     Permission::ReadOwnRequests,
+    Permission::ManageSuppressions,
 ];
 
 const ADMIN: &[Permission] = &Permission::ALL;

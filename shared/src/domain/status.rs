@@ -80,7 +80,9 @@ pub(crate) use text_enum;
 
 text_enum!(
     /// A job's life: `queued → running → succeeded | retrying → … | dead`;
-    /// `cancelled` before it starts. `succeeded`, `dead` and `cancelled` are final.
+    /// `cancelled` before it starts; `suppressed` when every recipient of a message
+    /// is on the sender's suppression list (nothing was sent). `succeeded`, `dead`,
+    /// `cancelled` and `suppressed` are final.
     JobStatus {
         Queued => "queued",
         Running => "running",
@@ -88,18 +90,26 @@ text_enum!(
         Succeeded => "succeeded",
         Dead => "dead",
         Cancelled => "cancelled",
+        Suppressed => "suppressed",
     }
 );
 
 impl JobStatus {
     /// The states a worker may claim a job from (besides a stale `running`).
     pub const CLAIMABLE: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Retrying];
-    pub const FINAL: [JobStatus; 3] = [JobStatus::Succeeded, JobStatus::Dead, JobStatus::Cancelled];
+    pub const FINAL: [JobStatus; 4] = [
+        JobStatus::Succeeded,
+        JobStatus::Dead,
+        JobStatus::Cancelled,
+        JobStatus::Suppressed,
+    ];
 }
 
 text_enum!(
     /// A request's life: `queued → running → succeeded | failed | partially_failed |
-    /// cancelled`, decided by its jobs' counts.
+    /// cancelled | suppressed`, decided by its jobs' counts. Suppressed messages are
+    /// neither sent nor failures: a request whose other jobs all succeeded succeeded;
+    /// `suppressed` only when every job was.
     RequestStatus {
         Queued => "queued",
         Running => "running",
@@ -107,6 +117,7 @@ text_enum!(
         Failed => "failed",
         PartiallyFailed => "partially_failed",
         Cancelled => "cancelled",
+        Suppressed => "suppressed",
     }
 );
 

@@ -384,6 +384,16 @@ impl System {
             .expect("request sent")
     }
 
+    /// GETs `path` with `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// POSTs an email and returns the request id (asserting 202).
     pub async fn send_email(&self, to: &str, subject: &str) -> String {
         let response = self

@@ -1,23 +1,36 @@
 //! The `emails` queue: renders one message and sends it through Conveyor's SMTP
-//! client ([`crate::smtp`]: lettre's protocol on pooled `TCP_NODELAY` sockets). SMTP
-//! 4xx, timeouts and refused connections are transient (retry);
-//! 5xx and unusable payloads are permanent (dead). Every message carries a
-//! `Message-ID` made from its job id, so a resend after a crash is recognisable.
-//! Recipients never appear in a recorded or logged error.
+//! client ([`crate::smtp`]: lettre's protocol on pooled `TCP_NODELAY` sockets).
+//!
+//! Before a send: recipients on the sender's suppression list are dropped (all of
+//! them: the job ends `suppressed`, nothing sent), then the recipient domains' pace
+//! is taken ([`crate::pacing`]; over it the job is deferred without spending an
+//! attempt). Campaign mail carries a one-click unsubscribe link (RFC 8058).
+//!
+//! SMTP 4xx, timeouts and refused connections are transient (retry; a 4xx also
+//! pauses the domain); a recipient refused for good (5xx to `RCPT TO`) is added to
+//! the sender's suppression list and counted as a bounce — the message still goes to
+//! the others, and is dead only when every recipient was refused. Every message
+//! carries a `Message-ID` made from its job id, so a resend after a crash, or a
+//! bounce report, is recognisable. Recipients never appear in a recorded or logged
+//! error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use lettre::Message;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, header};
 use shared::Config;
 use shared::crypto::pii::PiiCipher;
 use shared::db::jobs::ClaimedJob;
+use shared::db::suppressions::{self, EventKind, NewSuppression};
 use shared::domain::email::redact_addresses;
+use shared::suppression::{AddressKeys, Reason};
 
 use crate::handler::{Handler, Outcome};
-use crate::smtp::{SmtpClient, SmtpFailure, SmtpSettings};
+use crate::pacing::Pacer;
+use crate::smtp::{Refusal, SmtpClient, SmtpFailure, SmtpSettings};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::redis::Redis;
 use shared::telemetry::metric;
@@ -31,24 +44,40 @@ pub enum SendError {
     Permanent(String),
 }
 
-impl From<SmtpFailure> for SendError {
-    fn from(failure: SmtpFailure) -> Self {
-        match failure {
-            SmtpFailure::Transient(error) => SendError::Transient(error),
-            SmtpFailure::Permanent(error) => SendError::Permanent(error),
-        }
-    }
+/// A campaign's shared part, read once per request and process.
+#[derive(Debug, Clone)]
+struct Campaign {
+    owner: Uuid,
+    content: EmailContent,
+}
+
+/// One recipient of a message, opened.
+struct Recipient {
+    field: Field,
+    mailbox: Mailbox,
+    /// Normalized (lowercase): what the suppression list is keyed by.
+    address: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    To,
+    Cc,
+    Bcc,
 }
 
 pub struct Mailer {
     smtp: SmtpClient,
     from: Mailbox,
     cipher: PiiCipher,
+    keys: AddressKeys,
     pool: PgPool,
     redis: Redis,
     per_second: u32,
-    /// Campaign content by request id (every recipient's job shares it).
-    content: Mutex<HashMap<Uuid, EmailContent>>,
+    public_url: String,
+    pacer: Pacer,
+    /// Campaigns by request id (every recipient's job shares one).
+    campaigns: Mutex<HashMap<Uuid, Campaign>>,
 }
 
 impl Mailer {
@@ -68,30 +97,200 @@ impl Mailer {
             smtp,
             from,
             cipher: config.pii.cipher(),
+            keys: config.address_keys(),
+            pacer: Pacer::new(redis.clone(), config.mail.pacing.clone()),
             pool,
             redis,
             per_second: config.smtp.per_second,
-            content: Mutex::new(HashMap::new()),
+            public_url: config.mail.public_url.clone(),
+            campaigns: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Sends the message of `job`.
-    pub async fn send(&self, job: &ClaimedJob) -> Result<(), SendError> {
+    /// Sends the message of `job` to its recipients that are not suppressed.
+    pub async fn deliver(&self, job: &ClaimedJob) -> Outcome {
+        match self.try_deliver(job).await {
+            Ok(outcome) => outcome,
+            Err(SendError::Transient(error)) => Outcome::Retry(redact_addresses(&error)),
+            Err(SendError::Permanent(error)) => Outcome::Dead(redact_addresses(&error)),
+        }
+    }
+
+    async fn try_deliver(&self, job: &ClaimedJob) -> Result<Outcome, SendError> {
         let payload: EmailJob = serde_json::from_value(job.payload.clone())
             .map_err(|err| SendError::Permanent(format!("unreadable payload: {err}")))?;
-        let content = match (&payload.content, &payload.sealed_content) {
-            (Some(content), _) => content.clone(),
-            (None, Some(sealed)) => sealed
-                .open(&self.cipher)
-                .map_err(|err| SendError::Permanent(format!("cannot open the content: {err}")))?,
-            (None, None) => self.campaign_content(job.request_id).await?,
+        let recipients = self.recipients(&payload)?;
+        let suppressed = self.suppressed(job.request_id, &recipients).await?;
+        let recipients: Vec<Recipient> = recipients
+            .into_iter()
+            .filter(|r| !suppressed.contains(&r.address))
+            .collect();
+        if recipients.is_empty() {
+            return Ok(Outcome::Suppressed);
+        }
+        let (content, unsubscribe) = match (&payload.content, &payload.sealed_content) {
+            (Some(content), _) => (content.clone(), None),
+            (None, Some(sealed)) => (
+                sealed.open(&self.cipher).map_err(|err| {
+                    SendError::Permanent(format!("cannot open the content: {err}"))
+                })?,
+                None,
+            ),
+            (None, None) => {
+                // Campaign mail: one recipient, and a one-click unsubscribe link.
+                let campaign = self.campaign(job.request_id).await?;
+                let link = recipients.first().map(|r| {
+                    let token = self
+                        .keys
+                        .unsubscribe_token(campaign.owner, job.id, &r.address);
+                    format!("{}/api/v1/unsubscribe/{token}", self.public_url)
+                });
+                (campaign.content, link)
+            }
         };
-        let message = self.render(job.id, &payload, &content)?;
+        let message = self.render(
+            job.id,
+            &payload,
+            &recipients,
+            &content,
+            unsubscribe.as_deref(),
+        )?;
+        let mut domains: Vec<&str> = recipients
+            .iter()
+            .map(|r| shared::suppression::domain_of(&r.address))
+            .collect();
+        domains.sort_unstable();
+        domains.dedup();
+        let _admission = match self.pacer.admit(&domains).await {
+            Ok(admission) => admission,
+            Err(deferral) => {
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "paced").increment(1);
+                return Ok(Outcome::Defer {
+                    until: deferral.until,
+                    reason: deferral.reason,
+                });
+            }
+        };
         self.wait_for_rate().await;
-        self.smtp
+        match self
+            .smtp
             .send(message.envelope(), &message.formatted())
             .await
-            .map_err(SendError::from)
+        {
+            Ok(delivered) => {
+                self.bounced(job, &delivered.refused).await;
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "sent").increment(1);
+                Ok(Outcome::Succeeded)
+            }
+            Err(SmtpFailure::AllRefused(refused)) => {
+                self.bounced(job, &refused).await;
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "rejected").increment(1);
+                let replies: Vec<&str> = refused.iter().map(|r| r.reply.as_str()).collect();
+                Err(SendError::Permanent(format!(
+                    "every recipient was refused: {}",
+                    replies.join("; ")
+                )))
+            }
+            Err(SmtpFailure::Deferred(error)) => {
+                for domain in &domains {
+                    self.pacer.deferred_by(domain).await;
+                }
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "deferred").increment(1);
+                Err(SendError::Transient(error))
+            }
+            Err(SmtpFailure::Transient(error)) => {
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "deferred").increment(1);
+                Err(SendError::Transient(error))
+            }
+            Err(SmtpFailure::Permanent(error)) => {
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "rejected").increment(1);
+                Err(SendError::Permanent(error))
+            }
+        }
+    }
+
+    fn recipients(&self, payload: &EmailJob) -> Result<Vec<Recipient>, SendError> {
+        let lists = [
+            (Field::To, &payload.to),
+            (Field::Cc, &payload.cc),
+            (Field::Bcc, &payload.bcc),
+        ];
+        let mut recipients = Vec::new();
+        for (field, list) in lists {
+            for sealed in list {
+                let mailbox = self.open(sealed)?;
+                let address = mailbox.email.to_string().to_ascii_lowercase();
+                recipients.push(Recipient {
+                    field,
+                    mailbox,
+                    address,
+                });
+            }
+        }
+        Ok(recipients)
+    }
+
+    /// The recipients' addresses on the sender's suppression list.
+    async fn suppressed(
+        &self,
+        request_id: Uuid,
+        recipients: &[Recipient],
+    ) -> Result<HashSet<String>, SendError> {
+        let indexes: Vec<Vec<u8>> = recipients
+            .iter()
+            .map(|r| self.keys.index(&r.address))
+            .collect();
+        let listed = suppressions::suppressed_among(&self.pool, request_id, &indexes)
+            .await
+            .map_err(|err| {
+                SendError::Transient(format!("cannot check the suppression list: {err}"))
+            })?;
+        Ok(recipients
+            .iter()
+            .zip(&indexes)
+            .filter(|(_, index)| listed.contains(index))
+            .map(|(r, _)| r.address.clone())
+            .collect())
+    }
+
+    /// Recipients refused for good: on the sender's list from now on, and counted as
+    /// the message's bounce. A failure here is logged; the send's outcome stands.
+    async fn bounced(&self, job: &ClaimedJob, refused: &[Refusal]) {
+        if refused.is_empty() {
+            return;
+        }
+        let addresses: Vec<String> = refused
+            .iter()
+            .map(|r| r.recipient.to_string().to_ascii_lowercase())
+            .collect();
+        let details: Vec<String> = refused.iter().map(|r| redact_addresses(&r.reply)).collect();
+        let indexes: Vec<Vec<u8>> = addresses.iter().map(|a| self.keys.index(a)).collect();
+        let sealed: Vec<Vec<u8>> = addresses.iter().map(|a| self.keys.seal(a)).collect();
+        let entries: Vec<NewSuppression<'_>> = (0..addresses.len())
+            .map(|i| NewSuppression {
+                index: &indexes[i],
+                sealed: &sealed[i],
+                reason: Reason::Bounce,
+                detail: Some(details[i].as_str()),
+                job_id: Some(job.id),
+                request_id: Some(job.request_id),
+            })
+            .collect();
+        let recorded = async {
+            suppressions::add_for_request(&self.pool, job.request_id, &entries).await?;
+            suppressions::record_event(&self.pool, job.id, job.request_id, EventKind::Bounced).await
+        }
+        .await;
+        match recorded {
+            Ok(new) => {
+                if new {
+                    metrics::counter!(metric::EMAIL_EVENTS_TOTAL, "kind" => "bounced").increment(1);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record refused recipients on the suppression list")
+            }
+        }
     }
 
     fn open(&self, sealed: &Sealed) -> Result<Mailbox, SendError> {
@@ -107,24 +306,35 @@ impl Mailer {
         &self,
         job_id: Uuid,
         payload: &EmailJob,
+        recipients: &[Recipient],
         content: &EmailContent,
+        unsubscribe: Option<&str>,
     ) -> Result<Message, SendError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(content.subject.clone())
             .message_id(Some(format!("<{job_id}@conveyor>")))
             .header(header::MIME_VERSION_1_0);
-        for to in &payload.to {
-            builder = builder.to(self.open(to)?);
-        }
-        for cc in &payload.cc {
-            builder = builder.cc(self.open(cc)?);
-        }
-        for bcc in &payload.bcc {
-            builder = builder.bcc(self.open(bcc)?);
+        for r in recipients {
+            builder = match r.field {
+                Field::To => builder.to(r.mailbox.clone()),
+                Field::Cc => builder.cc(r.mailbox.clone()),
+                Field::Bcc => builder.bcc(r.mailbox.clone()),
+            };
         }
         if let Some(reply_to) = &payload.reply_to {
             builder = builder.reply_to(self.open(reply_to)?);
+        }
+        if let Some(link) = unsubscribe {
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{link}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
         }
         let built = match &content.html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(
@@ -138,28 +348,31 @@ impl Mailer {
         built.map_err(|err| SendError::Permanent(format!("cannot build the message: {err}")))
     }
 
-    async fn campaign_content(&self, request_id: Uuid) -> Result<EmailContent, SendError> {
-        if let Some(content) = self
-            .content
+    async fn campaign(&self, request_id: Uuid) -> Result<Campaign, SendError> {
+        if let Some(campaign) = self
+            .campaigns
             .lock()
             .ok()
             .and_then(|cache| cache.get(&request_id).cloned())
         {
-            return Ok(content);
+            return Ok(campaign);
         }
-        let value = shared::db::requests::content(&self.pool, request_id)
+        let (owner, value) = shared::db::requests::owner_and_content(&self.pool, request_id)
             .await
             .map_err(|err| SendError::Transient(format!("cannot load the campaign: {err}")))?
-            .ok_or_else(|| SendError::Permanent("the campaign has no content".into()))?;
+            .ok_or_else(|| SendError::Permanent("the campaign is gone".into()))?;
+        let value =
+            value.ok_or_else(|| SendError::Permanent("the campaign has no content".into()))?;
         let content: EmailContent = serde_json::from_value(value)
             .map_err(|err| SendError::Permanent(format!("unreadable campaign content: {err}")))?;
-        if let Ok(mut cache) = self.content.lock() {
+        let campaign = Campaign { owner, content };
+        if let Ok(mut cache) = self.campaigns.lock() {
             if cache.len() > 1000 {
                 cache.clear();
             }
-            cache.insert(request_id, content.clone());
+            cache.insert(request_id, campaign.clone());
         }
-        Ok(content)
+        Ok(campaign)
     }
 
     /// `EMAILS_PER_SECOND` across every worker: a counter per second in Redis. Over
@@ -201,16 +414,10 @@ impl Handler for Mailer {
     /// The outcome's error goes to `jobs.last_error`, the job log line and the request
     /// view; an SMTP reply may quote a recipient, so addresses are redacted from it.
     async fn handle(&self, job: &ClaimedJob) -> Outcome {
-        let (outcome, counted) = match self.send(job).await {
-            Ok(()) => (Outcome::Succeeded, "sent"),
-            Err(SendError::Transient(error)) => {
-                (Outcome::Retry(redact_addresses(&error)), "deferred")
-            }
-            Err(SendError::Permanent(error)) => {
-                (Outcome::Dead(redact_addresses(&error)), "rejected")
-            }
-        };
-        metrics::counter!(metric::EMAILS_TOTAL, "outcome" => counted).increment(1);
+        let outcome = self.deliver(job).await;
+        if outcome == Outcome::Suppressed {
+            metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "suppressed").increment(1);
+        }
         outcome
     }
 }

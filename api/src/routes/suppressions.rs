@@ -1,0 +1,179 @@
+//! The sending account's suppression list (`/suppressions`), one-click unsubscribe
+//! (`/unsubscribe/{token}`, RFC 8058) and campaign statistics
+//! (`/campaigns/{id}/stats`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::cursor;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::middleware::auth::{Authorized, perm};
+use crate::services::suppressions::{self as service, CampaignStats, Suppression};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/suppressions", get(list).post(add))
+        .route("/suppressions/{id}", delete(remove))
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe_page).post(unsubscribe),
+        )
+        .route("/campaigns/{id}/stats", get(campaign_stats))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SuppressionPage {
+    pub items: Vec<Suppression>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionQuery {
+    /// Only the entry of this address (found by its blind index), if listed.
+    #[param(example = "ada@example.org")]
+    pub address: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page, as it was given.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
+    pub cursor: Option<String>,
+}
+
+/// The caller's suppression list (addresses it no longer sends to), newest first:
+/// hard bounces, complaints, unsubscribes and entries added by hand.
+#[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions", params(SuppressionQuery), security(("bearer" = [])),
+    responses((status = 200, body = SuppressionPage), (status = 400, body = shared::problem::Problem),
+              (status = 403, body = shared::problem::Problem, description = "role `user`")))]
+pub async fn list(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ManageSuppressions>,
+    ApiQuery(query): ApiQuery<SuppressionQuery>,
+) -> Result<Json<SuppressionPage>, ApiError> {
+    let limit = cursor::page_size(query.limit)?;
+    if let Some(address) = query.address.as_deref() {
+        let found = service::find(&state, &user, address).await?;
+        return Ok(Json(SuppressionPage {
+            items: found.into_iter().collect(),
+            next_cursor: None,
+        }));
+    }
+    let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
+    let (items, more) = service::list(&state, &user, after, limit).await?;
+    let next_cursor = if more {
+        items.last().map(|s| cursor::encode(s.created_at, s.id))
+    } else {
+        None
+    };
+    Ok(Json(SuppressionPage { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSuppression {
+    /// A plain address, as an email's `to` (no display name).
+    #[schema(examples("ada@example.org"))]
+    pub address: String,
+}
+
+/// Adds an address to the caller's list: nothing is sent to it from now on (a
+/// message to it ends `suppressed`). 201 when added, 200 when it was already listed
+/// (the entry keeps its first reason).
+#[utoipa::path(post, path = "/api/v1/suppressions", tag = "suppressions", request_body = NewSuppression, security(("bearer" = [])),
+    responses((status = 201, body = Suppression), (status = 200, body = Suppression, description = "already listed"),
+              (status = 400, body = shared::problem::Problem), (status = 403, body = shared::problem::Problem)))]
+pub async fn add(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ManageSuppressions>,
+    ApiJson(body): ApiJson<NewSuppression>,
+) -> Result<Response, ApiError> {
+    let (entry, created) = service::add(&state, &user, &body.address).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(entry)).into_response())
+}
+
+/// Removes an entry: the caller may send to the address again.
+#[utoipa::path(delete, path = "/api/v1/suppressions/{id}", tag = "suppressions", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "removed"), (status = 404, body = shared::problem::Problem)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ManageSuppressions>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    service::remove(&state, &user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The page an unsubscribe link opens in a browser: a button that posts to the same
+/// address. A `GET` never unsubscribes (mail scanners follow links).
+#[utoipa::path(get, path = "/api/v1/unsubscribe/{token}", tag = "suppressions", params(("token" = String, Path, description = "From the message's `List-Unsubscribe` header")),
+    responses((status = 200, content_type = "text/html", body = String, description = "A page with an Unsubscribe button"),
+              (status = 404, content_type = "text/html", body = String, description = "not a valid link")))]
+pub async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    if !service::is_unsubscribe_token(&state, &token) {
+        return super::page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "<p>This unsubscribe link is not valid. Copy the whole link from the message.</p>",
+        );
+    }
+    // A valid token is base64url: it needs no escaping.
+    super::page(
+        StatusCode::OK,
+        "Unsubscribe",
+        &format!(
+            "<p>Press Unsubscribe and this sender will not email this address again.</p>\
+             <form method=\"post\" action=\"{token}\">\
+             <button type=\"submit\">Unsubscribe</button></form>"
+        ),
+    )
+}
+
+/// One-click unsubscribe (RFC 8058): mailbox providers `POST`
+/// `List-Unsubscribe=One-Click` here; so does the page's button. No login, no
+/// cookies; the signed token names the sender and recipient. The address is
+/// suppressed at once; repeating it changes nothing.
+#[utoipa::path(post, path = "/api/v1/unsubscribe/{token}", tag = "suppressions", params(("token" = String, Path)),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`List-Unsubscribe=One-Click` (any body is accepted)"),
+    responses((status = 200, content_type = "text/html", body = String, description = "unsubscribed"),
+              (status = 404, body = shared::problem::Problem, description = "not a valid link")))]
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    service::unsubscribe(&state, &token).await?;
+    Ok(super::page(
+        StatusCode::OK,
+        "Unsubscribed",
+        "<p>Done: this sender will not email this address again.</p>",
+    ))
+}
+
+/// What happened to a campaign's messages: delivered, bounced, complained,
+/// unsubscribed, suppressed, and its complaint rate.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/stats", tag = "emails", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = CampaignStats), (status = 404, body = shared::problem::Problem)))]
+pub async fn campaign_stats(
+    State(state): State<AppState>,
+    Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<CampaignStats>, ApiError> {
+    Ok(Json(service::campaign_stats(&state, &user, id).await?))
+}

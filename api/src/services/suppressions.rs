@@ -1,0 +1,258 @@
+//! Suppression lists through the api: an account's own list (list, look up by
+//! address, add, remove), one-click unsubscribes from campaign mail, and campaign
+//! statistics. Addresses are sealed at rest and looked up by blind index
+//! ([`shared::suppression`]); they are opened only to show the owner its own list.
+
+use shared::db::suppressions::{self, EventCounts, EventKind, NewSuppression, SuppressionRow};
+use shared::domain::{EmailAddress, RequestKind};
+use shared::suppression::{AddressKeys, Reason};
+use shared::telemetry::metric;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::middleware::auth::AuthUser;
+use crate::state::AppState;
+
+/// An entry as its owner sees it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Suppression {
+    pub id: Uuid,
+    /// The suppressed address (lowercase).
+    #[schema(examples("ada@example.org"))]
+    pub address: String,
+    pub reason: Reason,
+    /// What caused it, without addresses: an SMTP reply, a DSN status, a feedback
+    /// type.
+    pub detail: Option<String>,
+    /// The request whose message caused it, if any.
+    pub request_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl Suppression {
+    fn from_row(keys: &AddressKeys, row: SuppressionRow) -> Self {
+        Suppression {
+            id: row.id,
+            // Sealed under a key that is no longer configured: shown as such, not a 500.
+            address: keys
+                .open(&row.address)
+                .unwrap_or_else(|| "(sealed with a retired key)".into()),
+            reason: row.reason,
+            detail: row.detail,
+            request_id: row.request_id,
+            created_at: row.created_at,
+        }
+    }
+}
+
+fn keys(state: &AppState) -> AddressKeys {
+    state.config.address_keys()
+}
+
+/// A page of the caller's list, newest first; `true` if more follow.
+pub async fn list(
+    state: &AppState,
+    user: &AuthUser,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<(Vec<Suppression>, bool), ApiError> {
+    let mut rows = suppressions::list(&state.pool, user.id, after, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let keys = keys(state);
+    Ok((
+        rows.into_iter()
+            .map(|row| Suppression::from_row(&keys, row))
+            .collect(),
+        more,
+    ))
+}
+
+fn parse_address(raw: &str) -> Result<String, ApiError> {
+    EmailAddress::parse(raw)
+        .map(EmailAddress::into_string)
+        .map_err(|err| ApiError::validation(format!("address: {err}")))
+}
+
+/// The caller's entry for `address`, if listed.
+pub async fn find(
+    state: &AppState,
+    user: &AuthUser,
+    address: &str,
+) -> Result<Option<Suppression>, ApiError> {
+    let address = parse_address(address)?;
+    let keys = keys(state);
+    let row = suppressions::find_by_index(&state.pool, user.id, &keys.index(&address)).await?;
+    Ok(row.map(|row| Suppression::from_row(&keys, row)))
+}
+
+/// Adds `address` to the caller's list by hand; `true` if it was not listed yet (an
+/// address already listed keeps its entry and reason).
+pub async fn add(
+    state: &AppState,
+    user: &AuthUser,
+    address: &str,
+) -> Result<(Suppression, bool), ApiError> {
+    let address = parse_address(address)?;
+    let keys = keys(state);
+    let (index, sealed) = (keys.index(&address), keys.seal(&address));
+    let mut conn = state.pool.acquire().await?;
+    let (row, created) = suppressions::add(
+        &mut conn,
+        user.id,
+        &NewSuppression {
+            index: &index,
+            sealed: &sealed,
+            reason: Reason::Manual,
+            detail: None,
+            job_id: None,
+            request_id: None,
+        },
+    )
+    .await?;
+    Ok((Suppression::from_row(&keys, row), created))
+}
+
+/// Removes an entry of the caller's list (the account may send to it again).
+pub async fn remove(state: &AppState, user: &AuthUser, id: Uuid) -> Result<(), ApiError> {
+    if suppressions::remove(&state.pool, user.id, id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(
+            "no such entry in your suppression list".into(),
+        ))
+    }
+}
+
+/// Adds an address to `owner`'s list because of message `job_id` (an unsubscribe,
+/// a bounce or complaint report), and counts the event on the message's request.
+/// Returns whether the address was newly suppressed.
+pub async fn suppress_for_message(
+    state: &AppState,
+    owner: Uuid,
+    job_id: Uuid,
+    address: &str,
+    reason: Reason,
+    detail: Option<&str>,
+) -> Result<bool, ApiError> {
+    let keys = keys(state);
+    let (index, sealed) = (keys.index(address), keys.seal(address));
+    let request_id = shared::db::jobs::find(&state.pool, job_id)
+        .await?
+        .map(|job| job.request_id);
+    let mut tx = state.pool.begin().await?;
+    let (_, created) = suppressions::add(
+        &mut tx,
+        owner,
+        &NewSuppression {
+            index: &index,
+            sealed: &sealed,
+            reason,
+            detail,
+            job_id: Some(job_id),
+            request_id,
+        },
+    )
+    .await?;
+    let kind = match reason {
+        Reason::Bounce => Some(EventKind::Bounced),
+        Reason::Complaint => Some(EventKind::Complained),
+        Reason::Unsubscribe => Some(EventKind::Unsubscribed),
+        Reason::Manual => None,
+    };
+    let mut counted = false;
+    if let (Some(kind), Some(request_id)) = (kind, request_id) {
+        counted = suppressions::record_event(&mut *tx, job_id, request_id, kind).await?;
+        if counted {
+            metrics::counter!(metric::EMAIL_EVENTS_TOTAL, "kind" => kind.as_str()).increment(1);
+        }
+    }
+    tx.commit().await?;
+    Ok(created || counted)
+}
+
+/// A one-click unsubscribe (RFC 8058): the token's sender stops sending to its
+/// recipient, at once. Repeating it changes nothing. A token that does not open
+/// (altered, forged, truncated) is 404.
+pub async fn unsubscribe(state: &AppState, token: &str) -> Result<(), ApiError> {
+    let opened = keys(state)
+        .open_unsubscribe_token(token)
+        .ok_or_else(|| ApiError::NotFound("this unsubscribe link is not valid".into()))?;
+    suppress_for_message(
+        state,
+        opened.owner,
+        opened.job,
+        &opened.address,
+        Reason::Unsubscribe,
+        Some("one-click unsubscribe"),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Whether `token` is a valid unsubscribe token (the confirmation page).
+pub fn is_unsubscribe_token(state: &AppState, token: &str) -> bool {
+    keys(state).open_unsubscribe_token(token).is_some()
+}
+
+/// What happened to a campaign's messages.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CampaignStats {
+    pub id: Uuid,
+    /// Distinct recipients.
+    pub total: i32,
+    /// Accepted by the mail relay.
+    pub delivered: i32,
+    /// Refused for good, during the send (SMTP 5xx) or later (a DSN).
+    pub bounced: i64,
+    /// Reported as spam (ARF feedback reports).
+    pub complained: i64,
+    /// One-click unsubscribes.
+    pub unsubscribed: i64,
+    /// Not sent: the recipient was on the suppression list.
+    pub suppressed: i32,
+    /// Failed for another reason (after every retry).
+    pub failed: i32,
+    /// Not sent yet.
+    pub pending: i32,
+    /// `complained / delivered` (0 before any delivery); mailbox providers want it
+    /// under 0.001 and reject bulk mail over 0.003.
+    pub complaint_rate: f64,
+}
+
+/// Statistics of one of the caller's campaigns (any campaign for a reader of all
+/// requests).
+pub async fn campaign_stats(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+) -> Result<CampaignStats, ApiError> {
+    let row = super::requests::find(state, user, id).await?;
+    if row.kind != RequestKind::Campaign {
+        return Err(ApiError::NotFound("no such campaign".into()));
+    }
+    let EventCounts {
+        bounced,
+        complained,
+        unsubscribed,
+    } = suppressions::event_counts(&state.pool, id).await?;
+    Ok(CampaignStats {
+        id,
+        total: row.total,
+        delivered: row.succeeded,
+        bounced,
+        complained,
+        unsubscribed,
+        suppressed: row.suppressed,
+        failed: row.failed,
+        pending: row.pending(),
+        complaint_rate: if row.succeeded > 0 {
+            complained as f64 / f64::from(row.succeeded)
+        } else {
+            0.0
+        },
+    })
+}

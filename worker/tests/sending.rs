@@ -1,0 +1,213 @@
+//! Sending like a real sender, end to end (real `api` and `worker` binaries,
+//! PostgreSQL, Redis and the SMTP test server): a recipient the server refuses for
+//! good is suppressed and never sent to again; campaign mail carries a one-click
+//! unsubscribe link whose GET only shows a page and whose POST suppresses; campaign
+//! statistics count what happened.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Smtp, System, free_port, header};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn promoter_system(pool: &PgPool, smtp: &Smtp, overrides: &[(&str, &str)]) -> System {
+    let mut system = System::new(pool, smtp.port, overrides).await;
+    system.start_api().await;
+    sqlx::query("UPDATE users SET role = 'promoter'")
+        .execute(pool)
+        .await
+        .expect("promote");
+    system.token = system.login(&system.email.clone()).await;
+    system.start_worker().await;
+    system
+}
+
+async fn suppressions(system: &System) -> Vec<Value> {
+    let response = system.get_as(&system.token, "/api/v1/suppressions").await;
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.expect("json");
+    page["items"].as_array().expect("items").clone()
+}
+
+async fn campaign(system: &System, recipients: &[&str]) -> String {
+    let response = system
+        .post(
+            "/api/v1/campaigns",
+            &json!({"name": "News", "subject": "News", "text": "Hello", "recipients": recipients}),
+        )
+        .await;
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    let body: Value = response.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+async fn stats(system: &System, id: &str) -> Value {
+    let response = system
+        .get_as(&system.token, &format!("/api/v1/campaigns/{id}/stats"))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_address_that_bounced_is_not_sent_to_again(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &["--reject", "gone"]).await;
+    let system = promoter_system(&pool, &smtp, &[]).await;
+
+    // A permanent refusal of the only recipient: dead, and the address suppressed.
+    let first = system.send_email("gone@example.org", "Hello").await;
+    let request = system.wait_finished(&first, LONG).await;
+    assert_eq!(request["status"], "failed", "{request}");
+    let listed = suppressions(&system).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["address"], "gone@example.org");
+    assert_eq!(listed[0]["reason"], "bounce");
+    assert!(
+        listed[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("550") && !d.contains("gone@")),
+        "the SMTP reply, without the address: {}",
+        listed[0]
+    );
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT address FROM suppressions")
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert!(
+        !String::from_utf8_lossy(&stored).contains("gone"),
+        "the address is sealed at rest"
+    );
+
+    // The second request is suppressed: nothing reaches the server.
+    let second = system.send_email("Gone <GONE@example.org>", "Again").await;
+    let request = system.wait_finished(&second, LONG).await;
+    assert_eq!(request["status"], "suppressed", "{request}");
+    assert_eq!(request["suppressed"], 1, "{request}");
+    assert_eq!(request["jobs"]["suppressed"], 1, "{request}");
+
+    // With another recipient the message goes to that one only.
+    let response = system
+        .post(
+            "/api/v1/emails",
+            &json!({"to": ["ada@example.org"], "cc": ["gone@example.org"], "subject": "Mixed", "text": "Hi"}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let mixed: Value = response.json().await.expect("json");
+    let request = system
+        .wait_finished(mixed["id"].as_str().expect("id"), LONG)
+        .await;
+    assert_eq!(request["status"], "succeeded", "{request}");
+    let messages = smtp.wait_for_messages(1, LONG).await;
+    assert_eq!(messages.len(), 1, "only the mixed message was sent");
+    assert_eq!(
+        header(&messages[0], "X-Envelope-To"),
+        Some("ada@example.org")
+    );
+    assert_eq!(
+        header(&messages[0], "Cc"),
+        None,
+        "the suppressed Cc is left out"
+    );
+
+    // Removed from the list, the address is sent to again (and refused again).
+    let id = listed[0]["id"].as_str().expect("id");
+    let response = system
+        .client
+        .delete(format!("{}/api/v1/suppressions/{id}", system.base))
+        .bearer_auth(&system.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    assert!(suppressions(&system).await.is_empty());
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let system = promoter_system(&pool, &smtp, &[]).await;
+
+    let first = campaign(&system, &["ada@example.org", "grace@example.org"]).await;
+    let request = system.wait_finished(&first, LONG).await;
+    assert_eq!(request["status"], "succeeded", "{request}");
+    let messages = smtp.wait_for_messages(2, LONG).await;
+    let to_ada = messages
+        .iter()
+        .find(|m| header(m, "X-Envelope-To") == Some("ada@example.org"))
+        .expect("ada's message");
+    assert_eq!(
+        header(to_ada, "List-Unsubscribe-Post"),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let link = header(to_ada, "List-Unsubscribe").expect("List-Unsubscribe");
+    let url = link
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix('>'))
+        .expect("<url>");
+    assert!(
+        url.starts_with(&format!("{}/api/v1/unsubscribe/", system.base)),
+        "{url}"
+    );
+    assert!(
+        !url.contains("ada"),
+        "the token does not reveal the address"
+    );
+
+    // A GET (a mail scanner following the link) shows a page and changes nothing.
+    let page = system.client.get(url).send().await.expect("get");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .expect("html")
+            .contains("<form method=\"post\"")
+    );
+    assert!(suppressions(&system).await.is_empty());
+
+    // The provider's one-click POST: no login, no cookie.
+    for _ in 0..2 {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200, "idempotent");
+    }
+    let listed = suppressions(&system).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["address"], "ada@example.org");
+    assert_eq!(listed[0]["reason"], "unsubscribe");
+    let counted = stats(&system, &first).await;
+    assert_eq!(counted["delivered"], 2, "{counted}");
+    assert_eq!(counted["unsubscribed"], 1, "{counted}");
+
+    // An altered token does nothing.
+    let mut altered = url.to_owned();
+    let last = altered.pop().expect("char");
+    altered.push(if last == 'A' { 'B' } else { 'A' });
+    let response = reqwest::Client::new()
+        .post(&altered)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 404);
+
+    // The next campaign skips her.
+    let second = campaign(&system, &["ada@example.org", "grace@example.org"]).await;
+    let request = system.wait_finished(&second, LONG).await;
+    assert_eq!(request["status"], "succeeded", "{request}");
+    assert_eq!(request["succeeded"], 1, "{request}");
+    assert_eq!(request["suppressed"], 1, "{request}");
+    let counted = stats(&system, &second).await;
+    assert_eq!(counted["suppressed"], 1, "{counted}");
+    assert_eq!(counted["delivered"], 1, "{counted}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.messages().len(), 3, "grace twice, ada once");
+}
