@@ -211,3 +211,79 @@ async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(smtp.messages().len(), 3, "grace twice, ada once");
 }
+
+/// When each message arrived (the file's modification time), by envelope domain.
+fn arrivals(smtp: &Smtp, domain: &str) -> Vec<std::time::SystemTime> {
+    let mut times: Vec<std::time::SystemTime> = std::fs::read_dir(&smtp.dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .ok()
+                .and_then(|m| header(&m, "X-Envelope-To").map(|to| to.ends_with(domain)))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .collect();
+    times.sort();
+    times
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_domains_pace_holds_across_two_workers_and_other_domains_go_on(pool: PgPool) {
+    const RATE: usize = 4;
+    const PACED: usize = 20;
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let mut system = promoter_system(
+        &pool,
+        &smtp,
+        &[
+            ("EMAIL_DOMAIN_PACE", "paced.test=4:2"),
+            ("EMAILS_CONCURRENCY", "8"),
+        ],
+    )
+    .await;
+    system.start_worker().await;
+    let mut recipients: Vec<String> = (0..PACED).map(|i| format!("r{i}@paced.test")).collect();
+    recipients.extend((0..10).map(|i| format!("r{i}@example.org")));
+    let refs: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    let id = campaign(&system, &refs).await;
+    let request = system.wait_finished(&id, LONG).await;
+    assert_eq!(request["succeeded"], 30, "{request}");
+
+    let paced = arrivals(&smtp, "@paced.test");
+    let other = arrivals(&smtp, "@example.org");
+    assert_eq!((paced.len(), other.len()), (PACED, 10));
+    let mut per_second = std::collections::HashMap::new();
+    for t in &paced {
+        let second = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        *per_second.entry(second).or_insert(0usize) += 1;
+    }
+    let busiest = per_second.values().copied().max().unwrap_or(0);
+    // One message admitted at the end of a second may land in the next.
+    assert!(
+        busiest <= RATE + 1,
+        "{busiest} messages to paced.test in one second: {per_second:?}"
+    );
+    let span = paced[PACED - 1]
+        .duration_since(paced[0])
+        .expect("ordered");
+    assert!(
+        span >= Duration::from_millis(3_500),
+        "20 messages at 4/s took only {span:?}"
+    );
+    assert!(
+        other[9] < paced[PACED - 1],
+        "the other domain's messages did not wait for the paced domain's"
+    );
+    for (n, worker) in system.workers.iter().enumerate() {
+        assert!(
+            worker.log_text().contains("job succeeded"),
+            "worker {n} sent nothing, so pacing across workers was not exercised"
+        );
+    }
+}
