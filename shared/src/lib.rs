@@ -11,6 +11,7 @@ pub mod events;
 pub mod files;
 pub mod health;
 pub mod jobs;
+pub mod mail;
 pub mod maintenance;
 pub mod monitoring;
 pub mod problem;
