@@ -52,6 +52,7 @@ use utoipa::OpenApi;
         crate::routes::suppressions::remove,
         crate::routes::suppressions::unsubscribe_page,
         crate::routes::suppressions::unsubscribe,
+        crate::routes::suppressions::inbound_report,
         crate::routes::requests::list,
         crate::routes::requests::show,
         crate::routes::requests::cancel,
@@ -99,6 +100,15 @@ impl utoipa::Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "inbound_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("INBOUND_REPORTS_TOKEN"))
                     .build(),
             ),
         );

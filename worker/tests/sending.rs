@@ -269,9 +269,7 @@ async fn a_domains_pace_holds_across_two_workers_and_other_domains_go_on(pool: P
         busiest <= RATE + 1,
         "{busiest} messages to paced.test in one second: {per_second:?}"
     );
-    let span = paced[PACED - 1]
-        .duration_since(paced[0])
-        .expect("ordered");
+    let span = paced[PACED - 1].duration_since(paced[0]).expect("ordered");
     assert!(
         span >= Duration::from_millis(3_500),
         "20 messages at 4/s took only {span:?}"
@@ -286,4 +284,118 @@ async fn a_domains_pace_holds_across_two_workers_and_other_domains_go_on(pool: P
             "worker {n} sent nothing, so pacing across workers was not exercised"
         );
     }
+}
+
+fn report(fixture: &str, job_id: &str, recipient: &str) -> String {
+    std::fs::read_to_string(
+        testkit::workspace()
+            .join("shared/testkit/fixtures")
+            .join(fixture),
+    )
+    .expect("fixture")
+    .replace("{JOB_ID}", job_id)
+    .replace("{RECIPIENT}", recipient)
+}
+
+async fn post_report(system: &System, token: &str, body: String) -> reqwest::Response {
+    system
+        .client
+        .post(format!("{}/api/v1/inbound/reports", system.base))
+        .bearer_auth(token)
+        .header("content-type", "message/rfc822")
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_dsn_and_an_arf_report_suppress_the_right_address(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let system =
+        promoter_system(&pool, &smtp, &[("INBOUND_REPORTS_TOKEN", "s3cret-inbound")]).await;
+    let id = campaign(
+        &system,
+        &["ada@example.org", "grace@example.org", "lin@example.org"],
+    )
+    .await;
+    system.wait_finished(&id, LONG).await;
+    let messages = smtp.wait_for_messages(3, LONG).await;
+    let job_of = |to: &str| -> String {
+        let message = messages
+            .iter()
+            .find(|m| header(m, "X-Envelope-To") == Some(to))
+            .expect("message");
+        let message_id = header(message, "Message-ID").expect("Message-ID");
+        message_id
+            .trim_matches(['<', '>'])
+            .strip_suffix("@conveyor")
+            .expect("a Conveyor Message-ID")
+            .to_owned()
+    };
+
+    // Without the token, or with another, nothing is read.
+    let dsn = report("dsn.eml", &job_of("ada@example.org"), "ada@example.org");
+    assert_eq!(
+        post_report(&system, "wrong", dsn.clone()).await.status(),
+        401
+    );
+    // A report naming an address the message was not sent to changes nothing.
+    let forged = report("dsn.eml", &job_of("ada@example.org"), "someone@example.org");
+    let outcome: Value = post_report(&system, "s3cret-inbound", forged)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(outcome["suppressed"], 0, "{outcome}");
+    assert!(suppressions(&system).await.is_empty());
+
+    let outcome: Value = post_report(&system, "s3cret-inbound", dsn.clone())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(outcome["kind"], "delivery_status", "{outcome}");
+    assert_eq!(outcome["suppressed"], 1, "{outcome}");
+    // Read twice (a retried delivery of the report): nothing more.
+    let again: Value = post_report(&system, "s3cret-inbound", dsn)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["suppressed"], 0, "{again}");
+
+    let arf = report("arf.eml", &job_of("grace@example.org"), "grace@example.org");
+    let response = post_report(&system, "s3cret-inbound", arf).await;
+    assert_eq!(response.status(), 200);
+    let outcome: Value = response.json().await.expect("json");
+    assert_eq!(outcome["kind"], "feedback", "{outcome}");
+    assert_eq!(outcome["suppressed"], 1, "{outcome}");
+
+    let mut listed: Vec<(String, String)> = suppressions(&system)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s["address"].as_str().expect("address").to_owned(),
+                s["reason"].as_str().expect("reason").to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("ada@example.org".to_owned(), "bounce".to_owned()),
+            ("grace@example.org".to_owned(), "complaint".to_owned())
+        ]
+    );
+    let counted = stats(&system, &id).await;
+    assert_eq!(counted["bounced"], 1, "{counted}");
+    assert_eq!(counted["complained"], 1, "{counted}");
+    assert_eq!(counted["delivered"], 3, "{counted}");
+
+    // Not a report: 422, never a 500.
+    let response = post_report(&system, "s3cret-inbound", "Subject: hi\r\n\r\nhello".into()).await;
+    assert_eq!(response.status(), 422);
 }

@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use super::cursor;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::auth::{Authorized, perm};
-use crate::services::suppressions::{self as service, CampaignStats, Suppression};
+use crate::services::suppressions::{self as service, CampaignStats, ReportOutcome, Suppression};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
             get(unsubscribe_page).post(unsubscribe),
         )
         .route("/campaigns/{id}/stats", get(campaign_stats))
+        .route("/inbound/reports", post(inbound_report))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -176,4 +177,41 @@ pub async fn campaign_stats(
     Path(id): Path<Uuid>,
 ) -> Result<Json<CampaignStats>, ApiError> {
     Ok(Json(service::campaign_stats(&state, &user, id).await?))
+}
+
+/// Where bounces (DSN, RFC 3464) and complaints (ARF, RFC 5965) are delivered: the
+/// raw message as the body (pipe it from the bounce mailbox's MTA, or have the
+/// provider's webhook forward it), authorized by `INBOUND_REPORTS_TOKEN`. The message
+/// is found by its Message-ID (`<job id@conveyor>`); each of its recipients the report
+/// names as a hard bounce or a complaint is suppressed on its sender's list. 404 while
+/// no token is configured.
+#[utoipa::path(post, path = "/api/v1/inbound/reports", tag = "suppressions",
+    request_body(content = String, content_type = "message/rfc822", description = "The report, as received (multipart/report)"),
+    security(("inbound_token" = [])),
+    responses((status = 200, body = ReportOutcome),
+              (status = 401, body = shared::problem::Problem, description = "no or a wrong token"),
+              (status = 404, body = shared::problem::Problem, description = "inbound reports are not enabled"),
+              (status = 422, body = shared::problem::Problem, description = "not a DSN or ARF report")))]
+pub async fn inbound_report(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ReportOutcome>, ApiError> {
+    use secrecy::ExposeSecret as _;
+    use subtle::ConstantTimeEq as _;
+    let Some(expected) = state.config.mail.inbound_token.as_ref() else {
+        return Err(ApiError::NotFound("inbound reports are not enabled".into()));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = expected.expose_secret().as_bytes();
+    if given.len() != expected.len() || !bool::from(given.as_bytes().ct_eq(expected)) {
+        return Err(ApiError::Unauthenticated(
+            "a valid inbound reports token is required".into(),
+        ));
+    }
+    Ok(Json(service::inbound_report(&state, &body).await?))
 }

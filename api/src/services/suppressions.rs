@@ -256,3 +256,112 @@ pub async fn campaign_stats(
         },
     })
 }
+
+/// What an inbound report changed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ReportOutcome {
+    /// `delivery_status` (a DSN) or `feedback` (an ARF complaint).
+    pub kind: String,
+    /// The message it is about, if it is one of Conveyor's and still known.
+    pub job_id: Option<Uuid>,
+    /// Addresses newly suppressed (or newly counted against the message).
+    pub suppressed: usize,
+    /// Findings not acted on: transient bounces, feedback types that are not
+    /// complaints, recipients that are not the message's.
+    pub ignored: usize,
+}
+
+/// Reads an asynchronous bounce (DSN) or complaint (ARF), finds the message by its
+/// Message-ID, and suppresses each recipient the report says cannot or does not
+/// want to receive mail — only the message's own recipients: a report cannot add an
+/// arbitrary address to someone's list.
+pub async fn inbound_report(state: &AppState, raw: &[u8]) -> Result<ReportOutcome, ApiError> {
+    use shared::jobs::email::EmailJob;
+    use shared::mail::{FindingKind, ReportKind, parse_report};
+
+    let report = parse_report(raw).map_err(|err| ApiError::Unprocessable {
+        detail: format!("the body is not a bounce (DSN) or complaint (ARF) report: {err}"),
+        errors: Vec::new(),
+    })?;
+    let kind = match report.kind {
+        ReportKind::DeliveryStatus => "delivery_status",
+        ReportKind::Feedback => "feedback",
+    };
+    let job = match report.job_id() {
+        Some(id) => shared::db::jobs::payload_of(&state.pool, id)
+            .await?
+            .map(|(request_id, payload)| (id, request_id, payload)),
+        None => None,
+    };
+    let Some((job_id, request_id, payload)) = job else {
+        return Ok(ReportOutcome {
+            kind: kind.into(),
+            job_id: None,
+            suppressed: 0,
+            ignored: report.findings.len(),
+        });
+    };
+    let owner = shared::db::requests::owner_and_content(&state.pool, request_id)
+        .await?
+        .map(|(owner, _)| owner)
+        .ok_or_else(|| ApiError::NotFound("the message's request is gone".into()))?;
+    // The message's recipients, opened: what a finding may name.
+    let recipients: Vec<String> = serde_json::from_value::<EmailJob>(payload)
+        .map(|payload| {
+            payload
+                .to
+                .iter()
+                .chain(&payload.cc)
+                .chain(&payload.bcc)
+                .filter_map(|sealed| sealed.open(&state.security.pii).ok())
+                .filter_map(|mailbox| shared::suppression::address_of(&mailbox))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (mut suppressed, mut ignored) = (0, 0);
+    for finding in &report.findings {
+        let address = match &finding.recipient {
+            Some(named) => recipients.iter().find(|r| *r == named),
+            None if recipients.len() == 1 => recipients.first(),
+            None => None,
+        };
+        let (Some(address), true) = (address, finding.kind.suppresses()) else {
+            ignored += 1;
+            continue;
+        };
+        let (reason, detail) = match &finding.kind {
+            FindingKind::Complaint { feedback_type } => (
+                Reason::Complaint,
+                format!("feedback report: {feedback_type}"),
+            ),
+            FindingKind::HardBounce { status, .. }
+            | FindingKind::SoftBounce {
+                status: Some(status),
+                ..
+            } => (
+                Reason::Bounce,
+                format!("delivery status notification: {status}"),
+            ),
+            FindingKind::SoftBounce { .. } => {
+                (Reason::Bounce, "delivery status notification".into())
+            }
+        };
+        if suppress_for_message(state, owner, job_id, address, reason, Some(&detail)).await? {
+            suppressed += 1;
+        }
+    }
+    tracing::info!(
+        job_id = %job_id,
+        kind,
+        reported_by = report.reported_by.as_deref().unwrap_or("-"),
+        suppressed,
+        ignored,
+        "inbound report read"
+    );
+    Ok(ReportOutcome {
+        kind: kind.into(),
+        job_id: Some(job_id),
+        suppressed,
+        ignored,
+    })
+}

@@ -505,6 +505,17 @@ pub async fn count_pending(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> 
     .await
 }
 
+/// A job's request and payload (reading a bounce report about it).
+pub async fn payload_of(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<(Uuid, serde_json::Value)>, sqlx::Error> {
+    sqlx::query_as("SELECT request_id, payload FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
 /// One job's status (tests and diagnostics).
 pub async fn status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobStatus>, sqlx::Error> {
     sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
