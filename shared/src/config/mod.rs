@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod dev_keys;
+mod dkim;
 mod env;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 pub use auth::{AuthConfig, LoginLimits};
 use dev_keys::DevKeys;
+pub use dkim::{DkimAlgorithm, DkimConfig, DkimKey};
 use env::Env;
 
 use crate::queue::QueueName;
@@ -404,6 +406,8 @@ pub struct Config {
     pub scanner: ScannerConfig,
     pub rate_limits: RateLimitsConfig,
     pub accounts: AccountsConfig,
+    /// DKIM signing of outgoing mail; `None`: not signed.
+    pub dkim: Option<DkimConfig>,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -657,6 +661,7 @@ impl Config {
                 quota_promoter: quota(&env, quota_vars!("EMAIL_QUOTA_PROMOTER"), 100_000, 300_000)?,
                 quota_admin: quota(&env, quota_vars!("EMAIL_QUOTA_ADMIN"), 100_000, 300_000)?,
             },
+            dkim: DkimConfig::from_lookup(&lookup)?,
             dev_keys_file: None,
             generated_secrets,
         })
