@@ -4,6 +4,7 @@
 //! in [`handlers`] plus one line in [`queues`].
 
 pub mod completer;
+pub mod dkim;
 pub mod executor;
 pub mod handler;
 pub mod handlers;

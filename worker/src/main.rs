@@ -29,6 +29,9 @@ enum Command {
     /// Stops on SIGTERM or Ctrl-C: fetching stops at once and in-flight jobs get
     /// SHUTDOWN_GRACE_SECS to finish.
     Run,
+    /// Print the DNS TXT record that publishes the DKIM public key (from DKIM_DOMAIN,
+    /// DKIM_SELECTOR and DKIM_PRIVATE_KEY or DKIM_PRIVATE_KEY_FILE), then exit.
+    DkimRecord,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Some(Command::DkimRecord)) {
+        return dkim_record(&config);
+    }
     // Before the subscriber, whose Sentry layer it enables; kept until the process ends.
     let _monitoring = match shared::monitoring::init("worker", config.app_env) {
         Ok(guard) => guard,
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(config).await,
+            // Answered before the runtime started.
+            Command::DkimRecord => Ok(()),
         }
     });
     match result {
@@ -72,6 +80,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `worker dkim-record`: the record's name, its value, and the zone-file line (the
+/// value split into TXT strings of at most 255 characters).
+fn dkim_record(config: &Config) -> ExitCode {
+    let Some(dkim) = &config.dkim else {
+        eprintln!(
+            "worker: DKIM is not configured: set DKIM_DOMAIN, DKIM_SELECTOR and \
+             DKIM_PRIVATE_KEY or DKIM_PRIVATE_KEY_FILE"
+        );
+        return ExitCode::from(2);
+    };
+    let signer = match worker::dkim::DkimSigner::new(dkim) {
+        Ok(signer) => signer,
+        Err(err) => {
+            eprintln!("worker: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let (name, value) = signer.dns_record();
+    let strings: Vec<String> = value
+        .as_bytes()
+        .chunks(255)
+        .map(|chunk| format!("\"{}\"", String::from_utf8_lossy(chunk)))
+        .collect();
+    println!("name:  {name}");
+    println!("type:  TXT");
+    println!("value: {value}");
+    println!("zone:  {name}. IN TXT ( {} )", strings.join(" "));
+    ExitCode::SUCCESS
 }
 
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {

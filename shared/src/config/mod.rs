@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod dev_keys;
+mod dkim;
 mod env;
 mod mail;
 
@@ -17,6 +18,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 pub use auth::{AuthConfig, LoginLimits};
 use dev_keys::DevKeys;
+pub use dkim::{DkimAlgorithm, DkimConfig, DkimKey};
 use env::Env;
 pub use mail::{DEFAULT_DOMAIN_PACE, DomainPace, MailConfig, Pacing};
 
@@ -407,6 +409,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub accounts: AccountsConfig,
     pub mail: MailConfig,
+    /// DKIM signing of outgoing mail; `None`: not signed.
+    pub dkim: Option<DkimConfig>,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -661,6 +665,7 @@ impl Config {
                 quota_admin: quota(&env, quota_vars!("EMAIL_QUOTA_ADMIN"), 100_000, 300_000)?,
             },
             mail: MailConfig::from_env(&env, app_env, &mut generated_secrets)?,
+            dkim: DkimConfig::from_lookup(&lookup)?,
             dev_keys_file: None,
             generated_secrets,
         })

@@ -1,12 +1,14 @@
 //! Conveyor's one test harness, shared by the api's, the worker's and shared's tests
 //! (no copies): [`app`] serves the api in process on a database of its own and runs
 //! the worker runtime in process until the queues are empty; [`system`] starts the
-//! real `api` and `worker` binaries and a real SMTP server for end-to-end tests.
+//! real `api` and `worker` binaries and a real SMTP server for end-to-end tests;
+//! [`dkim`] makes keys and verifies signatures independently.
 //! Nothing here sleeps for a fixed time to wait for something: [`eventually`] polls a
 //! condition with a deadline.
 
 pub mod app;
 pub mod clamd;
+pub mod dkim;
 pub mod fixtures;
 pub mod s3;
 pub mod system;
