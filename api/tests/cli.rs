@@ -54,6 +54,10 @@ fn production_without_a_jwt_key_refuses_to_start() {
             ("APP_ENV", "production"),
             ("PUBLIC_URL", "https://api.example.com"),
             ("PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            (
+                "BLIND_INDEX_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
         ],
         &["serve"],
     );

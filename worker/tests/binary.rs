@@ -137,7 +137,8 @@ async fn a_configuration_error_is_one_line_and_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    // The worker seals nothing and signs nothing: PII_KEY is the one key it needs.
+    // PII_KEY is the first key it needs (then BLIND_INDEX_KEY, for the suppression
+    // list, and PUBLIC_URL, for unsubscribe links).
     assert!(stderr.contains("PII_KEY is required"), "{stderr}");
 }
 

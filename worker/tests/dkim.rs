@@ -259,6 +259,11 @@ fn worker_binary(vars: &[(&str, &str)]) -> std::process::Output {
         .envs([
             ("APP_ENV", "production"),
             ("PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            (
+                "BLIND_INDEX_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+            ("PUBLIC_URL", "https://api.conveyor.example"),
         ])
         .arg("dkim-record");
     for (key, value) in vars {

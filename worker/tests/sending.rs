@@ -129,8 +129,26 @@ async fn an_address_that_bounced_is_not_sent_to_again(pool: PgPool) {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
+    use shared::config::DkimAlgorithm;
     let smtp = Smtp::start(free_port(), &[]).await;
-    let system = promoter_system(&pool, &smtp, &[]).await;
+    let key = testkit::dkim::openssl_key(DkimAlgorithm::Rsa);
+    let record = (
+        "mail._domainkey.conveyor.test".to_owned(),
+        format!(
+            "v=DKIM1; k=rsa; p={}",
+            testkit::dkim::openssl_public_key(&key, DkimAlgorithm::Rsa)
+        ),
+    );
+    let system = promoter_system(
+        &pool,
+        &smtp,
+        &[
+            ("DKIM_DOMAIN", "conveyor.test"),
+            ("DKIM_SELECTOR", "mail"),
+            ("DKIM_PRIVATE_KEY", key.as_str()),
+        ],
+    )
+    .await;
 
     let first = campaign(&system, &["ada@example.org", "grace@example.org"]).await;
     let request = system.wait_finished(&first, LONG).await;

@@ -725,7 +725,7 @@ pub(crate) fn public_url<F: Fn(&str) -> Option<String>>(
         if production {
             return Err(ConfigError::MissingSecret {
                 var: "PUBLIC_URL",
-                hint: "the api's public https origin, for links in account emails",
+                hint: "the api's public https origin, for links in account emails and unsubscribe links",
             });
         }
         let mut addr = env.parsed("API_ADDR", socket("127.0.0.1:8080"))?;

@@ -9,7 +9,8 @@
 //! SMTP 4xx, timeouts and refused connections are transient (retry; a 4xx also
 //! pauses the domain); a recipient refused for good (5xx to `RCPT TO`) is added to
 //! the sender's suppression list and counted as a bounce — the message still goes to
-//! the others, and is dead only when every recipient was refused. Every message
+//! the others, and is dead only when every recipient was refused. Messages are
+//! DKIM-signed when a key is configured ([`crate::dkim`]). Every message
 //! carries a `Message-ID` made from its job id, so a resend after a crash, or a
 //! bounce report, is recognisable. Recipients never appear in a recorded or logged
 //! error.
@@ -28,6 +29,7 @@ use shared::db::suppressions::{self, EventKind, NewSuppression};
 use shared::domain::email::redact_addresses;
 use shared::suppression::{AddressKeys, Reason};
 
+use crate::dkim::DkimSigner;
 use crate::handler::{Handler, Outcome};
 use crate::pacing::Pacer;
 use crate::smtp::{Refusal, SmtpClient, SmtpFailure, SmtpSettings};
@@ -76,6 +78,8 @@ pub struct Mailer {
     per_second: u32,
     public_url: String,
     pacer: Pacer,
+    /// Signs every message when `DKIM_*` is configured.
+    dkim: Option<DkimSigner>,
     /// Campaigns by request id (every recipient's job shares one).
     campaigns: Mutex<HashMap<Uuid, Campaign>>,
 }
@@ -99,6 +103,7 @@ impl Mailer {
             cipher: config.pii.cipher(),
             keys: config.address_keys(),
             pacer: Pacer::new(redis.clone(), config.mail.pacing.clone()),
+            dkim: config.dkim.as_ref().map(DkimSigner::new).transpose()?,
             pool,
             redis,
             per_second: config.smtp.per_second,
@@ -171,12 +176,13 @@ impl Mailer {
                 });
             }
         };
+        // Signed last, over the headers as sent (List-Unsubscribe included).
+        let bytes = match &self.dkim {
+            Some(dkim) => dkim.signed(&message),
+            None => message.formatted(),
+        };
         self.wait_for_rate().await;
-        match self
-            .smtp
-            .send(message.envelope(), &message.formatted())
-            .await
-        {
+        match self.smtp.send(message.envelope(), &bytes).await {
             Ok(delivered) => {
                 self.bounced(job, &delivered.refused).await;
                 metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "sent").increment(1);
