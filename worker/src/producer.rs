@@ -2,23 +2,25 @@
 //! list (a blocking move into this consumer's in-flight list), claims their rows in
 //! PostgreSQL in one compare-and-set, and hands apalis only jobs this worker now
 //! owns — through [`ClaimedJobs`], the apalis backend. Ids it could not claim are
-//! duplicate deliveries: acknowledged at once as no-ops. While an operator has paused
+//! duplicate deliveries: acknowledged at once as no-ops — except jobs delivered
+//! before their `run_after` (a scheduled send or retry pushed early), which go back
+//! to the delayed set for their time first. While an operator has paused
 //! the queue it takes nothing (jobs already running finish): it checks the process's
 //! [`PauseWatch`] before each fetch, and gives back ids a fetch returned after the
 //! pause was seen.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
 use shared::db::jobs::{self, ClaimedJob};
-use shared::queue::Consumer;
 use shared::queue::pause::PauseWatch;
+use shared::queue::{Consumer, Lane};
 use shared::redis::Redis;
 use shared::telemetry::metric;
 use sqlx::PgPool;
@@ -156,6 +158,7 @@ impl Producer {
         if claimed.len() < ids.len() {
             let owned: HashSet<String> = claimed.iter().map(|j| j.id.to_string()).collect();
             let noops: Vec<&String> = ids.iter().filter(|id| !owned.contains(*id)).collect();
+            self.reschedule_early(&parsed, &owned).await;
             tracing::debug!(
                 count = noops.len(),
                 "duplicate deliveries acknowledged as no-ops"
@@ -183,6 +186,45 @@ impl Producer {
 }
 
 impl Producer {
+    /// Schedules again, for their time, the jobs of `ids` not in `owned` that were
+    /// delivered before their `run_after`, so an early push neither runs them early
+    /// nor loses them. A failure is logged: the reconciler pushes such a job once it
+    /// is due and the redelivery timeout has passed.
+    async fn reschedule_early(&self, ids: &[Uuid], owned: &HashSet<String>) {
+        let unclaimed: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !owned.contains(&id.to_string()))
+            .copied()
+            .collect();
+        let early = match jobs::not_yet_due(&self.pool, &unclaimed).await {
+            Ok(early) => early,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot tell which unclaimed jobs are not due yet");
+                return;
+            }
+        };
+        let mut by_lane: HashMap<Lane, Vec<(String, SystemTime)>> = HashMap::new();
+        for job in early {
+            by_lane
+                .entry(Lane::of(job.lane_owner))
+                .or_default()
+                .push((job.id.to_string(), SystemTime::from(job.run_after)));
+        }
+        for (lane, due) in by_lane {
+            match self.consumer.queue().schedule_in(lane, &due).await {
+                Ok(()) => {
+                    tracing::debug!(
+                        jobs = due.len(),
+                        "delivered before their time: scheduled again"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, jobs = due.len(), "cannot schedule again jobs delivered early");
+                }
+            }
+        }
+    }
+
     /// Returns fetched, unclaimed ids to the front of the ready list in the order they
     /// were taken, then forgets them: pushed before acknowledged, so a failure between
     /// the two leaves a duplicate (a no-op claim), never a lost id. Failures are logged;

@@ -175,6 +175,25 @@ async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
         !url.contains("ada"),
         "the token does not reveal the address"
     );
+    // Signed, the one-click headers included, as an independent verifier sees it.
+    let signature = header(to_ada, "DKIM-Signature").expect("DKIM-Signature");
+    assert!(signature.contains("d=conveyor.test"), "{signature}");
+    assert!(testkit::dkim::verifies(
+        testkit::dkim::without_envelope_line(to_ada.as_bytes()),
+        &record
+    ));
+    let altered = to_ada.replace(
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        "List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks",
+    );
+    assert_ne!(&altered, to_ada);
+    assert!(
+        !testkit::dkim::verifies(
+            testkit::dkim::without_envelope_line(altered.as_bytes()),
+            &record
+        ),
+        "List-Unsubscribe-Post is covered by the signature"
+    );
 
     // A GET (a mail scanner following the link) shows a page and changes nothing.
     let page = system.client.get(url).send().await.expect("get");

@@ -83,6 +83,11 @@ pub struct EmailRequest {
         examples("<p>Hello Ada,</p><p>your invoice is attached.</p>")
     )]
     pub html: Option<String>,
+    /// When to send (a scheduled send): an RFC 3339 timestamp with an offset, at most
+    /// `SEND_AT_MAX_AHEAD_SECS` (default 30 days) ahead. A time past, or within a
+    /// second of now, sends at once. Until then the request can be cancelled.
+    #[schema(format = DateTime, examples("2030-01-31T09:00:00Z"))]
+    pub send_at: Option<String>,
 }
 
 /// One message per distinct recipient, all with the same content. The distinct
@@ -123,6 +128,11 @@ pub struct CampaignRequest {
         examples("Grace Hopper <grace@example.org>")
     )]
     pub recipients: Vec<String>,
+    /// When to send every message (a scheduled send): an RFC 3339 timestamp with an offset, at most
+    /// `SEND_AT_MAX_AHEAD_SECS` (default 30 days) ahead. A time past, or within a
+    /// second of now, sends at once. Until then the request can be cancelled.
+    #[schema(format = DateTime, examples("2030-01-31T09:00:00Z"))]
+    pub send_at: Option<String>,
 }
 
 /// A mailbox as text, checked: an address, optionally with a display name. A CR or
@@ -173,6 +183,19 @@ fn check_content(subject: &str, text: &str, html: Option<&str>, errors: &mut Vec
             format!("must be at most {MAX_BODY_BYTES} bytes"),
         ));
     }
+}
+
+/// The request's `send_at`, checked ([`requests::send_at`]); an error joins `errors`.
+fn checked_send_at(
+    state: &AppState,
+    raw: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<time::OffsetDateTime> {
+    let max_ahead = state.config.pipeline.send_at_max_ahead;
+    requests::send_at(raw, time::OffsetDateTime::now_utc(), max_ahead).unwrap_or_else(|message| {
+        errors.push(FieldError::new("send_at", message));
+        None
+    })
 }
 
 fn seal_list(
@@ -233,9 +256,9 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
         description = "Repeat-safe submission (kept 24 h): 1 to 255 visible ASCII characters")),
     responses(
-        (status = 202, body = Accepted, description = "Queued; `Location` names the request"),
+        (status = 202, body = Accepted, description = "Queued (until `send_at`, if given); `Location` names the request"),
         (status = 409, body = shared::problem::Problem, description = "same Idempotency-Key still being processed"),
-        (status = 422, body = shared::problem::Problem, description = "`validation_failed` (e.g. CR/LF in a header field) or `idempotency_key_reused`"),
+        (status = 422, body = shared::problem::Problem, description = "`validation_failed` (e.g. CR/LF in a header field, `send_at` not RFC 3339 or too far ahead) or `idempotency_key_reused`"),
     ))]
 pub async fn send_email(
     State(state): State<AppState>,
@@ -273,6 +296,7 @@ pub async fn send_email(
         request.html.as_deref(),
         &mut errors,
     );
+    let send_at = checked_send_at(&state, request.send_at.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Unprocessable {
             detail: "the email is not valid".into(),
@@ -302,6 +326,7 @@ pub async fn send_email(
         content: None,
         queue: QueueName::Emails,
         lane: Lane::Priority,
+        send_at,
         payloads: vec![payload],
         quota: Some(QuotaCharge::new(user.role, messages)),
     };
@@ -316,7 +341,7 @@ pub async fn send_email(
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
         description = "Repeat-safe submission (kept 24 h): 1 to 255 visible ASCII characters")),
     responses(
-        (status = 202, body = Accepted, description = "Queued; `total` is the number of distinct recipients"),
+        (status = 202, body = Accepted, description = "Queued (until `send_at`, if given); `total` is the number of distinct recipients"),
         (status = 403, body = shared::problem::Problem, description = "role `user`"),
         (status = 422, body = shared::problem::Problem),
     ))]
@@ -351,6 +376,7 @@ pub async fn send_campaign(
         request.html.as_deref(),
         &mut errors,
     );
+    let send_at = checked_send_at(&state, request.send_at.as_deref(), &mut errors);
     // Past the limit the list is refused as a whole, unchecked (see `send_email`).
     let recipients = if request.recipients.len() > MAX_CAMPAIGN_RECIPIENTS {
         &[][..]
@@ -397,6 +423,7 @@ pub async fn send_campaign(
         queue: QueueName::Emails,
         // Bulk: the owner's turn in the fair lane, behind no transactional mail.
         lane: Lane::Fair(user.id),
+        send_at,
         quota: Some(QuotaCharge::new(user.role, payloads.len())),
         payloads,
     };

@@ -55,6 +55,10 @@ pub struct RequestView {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<OffsetDateTime>,
+    /// When its jobs may start (a scheduled send); null: at once.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub send_at: Option<OffsetDateTime>,
 }
 
 impl From<&RequestRow> for RequestView {
@@ -73,6 +77,7 @@ impl From<&RequestRow> for RequestView {
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
+            send_at: row.send_at,
         }
     }
 }
@@ -205,7 +210,8 @@ pub async fn show(
     }))
 }
 
-/// Cancels the jobs that have not started; running ones finish.
+/// Cancels the jobs that have not started; running ones finish. A scheduled send
+/// cancelled before its time sends nothing.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/cancel", tag = "requests", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = RequestView), (status = 404, body = shared::problem::Problem),
               (status = 409, body = shared::problem::Problem, description = "already finished")))]

@@ -177,8 +177,9 @@ pub struct QueueView {
     /// Dead jobs an operator discarded (kept for audit).
     pub discarded: i64,
     pub succeeded_last_hour: i64,
-    /// Seconds since the oldest queued job was created (a retried job counts from its
-    /// creation); null when nothing is queued.
+    /// Seconds since the oldest queued job became runnable: its creation, a scheduled
+    /// send's `send_at`, or an operator's retry; 0 when every queued job is scheduled
+    /// for later, null when nothing is queued. `queued` counts scheduled jobs too.
     pub oldest_queued_age_seconds: Option<i64>,
     /// Worker processes whose consumer of this queue has a live heartbeat; null when
     /// Redis did not answer.
@@ -409,7 +410,14 @@ pub async fn retry_job(
     tx.commit().await?;
     counted(Action::Retry);
     tracing::info!(actor = operator.actor(), job = %id, was = %requeued.was, "job retried");
-    requests::dispatch(state, requeued.queue, Lane::of(requeued.lane_owner), &[id]).await;
+    requests::dispatch_at(
+        state,
+        requeued.queue,
+        Lane::of(requeued.lane_owner),
+        &[id],
+        requeued.run_after,
+    )
+    .await;
     shared::events::publish(&state.redis, &reopened).await;
     job(state, id).await
 }
@@ -641,18 +649,20 @@ async fn run_batches(
         let n = i64::try_from(requeued.len()).unwrap_or(i64::MAX);
         let row = operations::advance(&mut tx, id, n).await?;
         tx.commit().await?;
-        // Each job back to its lane: a campaign's dead messages stay behind
-        // transactional mail.
-        let mut lanes: Vec<(Lane, Vec<Uuid>)> = Vec::new();
+        // Each job back to its lane (a campaign's dead messages stay behind
+        // transactional mail), for its time (a scheduled send whose time is ahead
+        // waits for it).
+        type Group = (Lane, Option<OffsetDateTime>, Vec<Uuid>);
+        let mut groups: Vec<Group> = Vec::new();
         for job in &requeued {
-            let lane = Lane::of(job.lane_owner);
-            match lanes.iter_mut().find(|(l, _)| *l == lane) {
-                Some((_, ids)) => ids.push(job.id),
-                None => lanes.push((lane, vec![job.id])),
+            let key = (Lane::of(job.lane_owner), job.run_after);
+            match groups.iter_mut().find(|(l, at, _)| (*l, *at) == key) {
+                Some((.., ids)) => ids.push(job.id),
+                None => groups.push((key.0, key.1, vec![job.id])),
             }
         }
-        for (lane, ids) in lanes {
-            requests::dispatch(state, op.queue, lane, &ids).await;
+        for (lane, run_after, ids) in groups {
+            requests::dispatch_at(state, op.queue, lane, &ids, run_after).await;
         }
         shared::events::publish(&state.redis, &reopened).await;
         progress(&OperationView::from(row));
@@ -726,6 +736,7 @@ pub async fn canary(
         content: None,
         queue,
         lane: Lane::Priority,
+        send_at: None,
         payloads: vec![Payload::empty(); count as usize],
         quota: None,
     };

@@ -14,7 +14,7 @@ use shared::db::jobs::{self, JobSummary, Payload};
 use shared::db::requests::{self, ListFilter, NewRequest, RequestRow};
 use shared::domain::{Permission, RequestKind, RequestStatus};
 use shared::events::{self, Progress};
-use shared::maintenance::dispatcher::push_committed;
+use shared::maintenance::dispatcher::push_committed_at;
 use shared::maintenance::retention::IDEMPOTENCY_TTL;
 use shared::queue::{Lane, QueueName};
 use shared::telemetry::metric;
@@ -37,6 +37,8 @@ pub struct Submission {
     pub queue: QueueName,
     /// The queue's lane: `Fair(owner)` for bulk work (a campaign), else `Priority`.
     pub lane: Lane,
+    /// A scheduled send: no job starts before this (see [`send_at`]); `None`: at once.
+    pub send_at: Option<OffsetDateTime>,
     pub payloads: Vec<Payload>,
     /// Messages charged to the owner's quota (emails and campaigns).
     pub quota: Option<QuotaCharge>,
@@ -60,6 +62,10 @@ pub struct Accepted {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// When its messages go out, if scheduled; null: at once.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub send_at: Option<OffsetDateTime>,
     /// Where to follow it.
     pub location: String,
 }
@@ -72,6 +78,7 @@ impl From<&RequestRow> for Accepted {
             status: row.status,
             total: row.total,
             created_at: row.created_at,
+            send_at: row.send_at,
             location: format!("/api/v1/requests/{}", row.id),
         }
     }
@@ -87,7 +94,7 @@ pub async fn submit(
     submission: Submission,
     idempotency: Option<Idempotency>,
 ) -> Result<Accepted, ApiError> {
-    let (queue, lane) = (submission.queue, submission.lane);
+    let (queue, lane, send_at) = (submission.queue, submission.lane, submission.send_at);
     let (row, ids) = match &idempotency {
         None => {
             // One connection for the charge (its own autocommit) and the insert.
@@ -116,7 +123,7 @@ pub async fn submit(
             (row, ids)
         }
     };
-    dispatch(state, queue, lane, &ids).await;
+    dispatch_at(state, queue, lane, &ids, send_at).await;
     Ok(Accepted::from(&row))
 }
 
@@ -191,6 +198,7 @@ async fn insert(
         correlation_id: submission.correlation_id.as_deref(),
         content: submission.content,
         total,
+        send_at: submission.send_at,
     };
     Ok(requests::insert_with_jobs(
         conn,
@@ -206,10 +214,47 @@ async fn insert(
 /// After the commit: counts the jobs and pushes their ids to their lane in Redis (the
 /// dispatcher pushes whatever this could not).
 pub async fn dispatch(state: &AppState, queue: QueueName, lane: Lane, ids: &[Uuid]) {
+    dispatch_at(state, queue, lane, ids, None).await;
+}
+
+/// [`dispatch`] for jobs that may run from `run_after` on: when that is ahead (a
+/// scheduled send) they wait in the queue's delayed set until then.
+pub async fn dispatch_at(
+    state: &AppState,
+    queue: QueueName,
+    lane: Lane,
+    ids: &[Uuid],
+    run_after: Option<OffsetDateTime>,
+) {
     metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => queue.as_str())
         .increment(ids.len() as u64);
-    push_committed(&state.pool, &state.redis, queue, lane, ids).await;
+    push_committed_at(&state.pool, &state.redis, queue, lane, ids, run_after).await;
 }
+
+/// A client's `send_at` (RFC 3339) as the time a submission's jobs may start: `None`
+/// (at once) when it is absent, past, or within [`SEND_AT_SLACK`] of `now`; an error
+/// message when it is not RFC 3339 or more than `max_ahead` after `now`.
+pub fn send_at(
+    raw: Option<&str>,
+    now: OffsetDateTime,
+    max_ahead: Duration,
+) -> Result<Option<OffsetDateTime>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let at = OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| "must be an RFC 3339 timestamp, e.g. 2030-01-31T09:00:00Z".to_owned())?;
+    if at - now > max_ahead {
+        return Err(format!(
+            "must be at most {} seconds ahead",
+            max_ahead.as_secs()
+        ));
+    }
+    Ok((at - now > SEND_AT_SLACK).then_some(at))
+}
+
+/// A `send_at` this close to now (or past) is sent at once, not scheduled.
+pub const SEND_AT_SLACK: Duration = Duration::from_secs(1);
 
 /// Takes the key for this request, or returns the response to replay.
 async fn claim_key(
@@ -354,3 +399,82 @@ pub const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 /// How often the SSE stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    use super::send_at;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn at(text: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(text, &Rfc3339).expect("RFC 3339")
+    }
+
+    #[test]
+    fn send_at_is_scheduled_only_when_ahead_by_more_than_a_second() {
+        assert_eq!(send_at(None, at("2030-01-31T09:00:00Z"), DAY), Ok(None));
+        assert_eq!(
+            send_at(
+                Some("2030-01-31T08:00:00Z"),
+                at("2030-01-31T09:00:00Z"),
+                DAY
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            send_at(
+                Some("2030-01-31T09:00:01Z"),
+                at("2030-01-31T09:00:00Z"),
+                DAY
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            send_at(
+                Some("2030-01-31T10:00:00+01:00"),
+                at("2030-01-31T09:00:00Z"),
+                DAY
+            ),
+            Ok(None),
+            "the offset counts"
+        );
+        assert_eq!(
+            send_at(
+                Some("2030-01-31T09:00:01.5Z"),
+                at("2030-01-31T09:00:00Z"),
+                DAY
+            ),
+            Ok(Some(at("2030-01-31T09:00:01.5Z")))
+        );
+        assert_eq!(
+            send_at(
+                Some("2030-02-01T09:00:00Z"),
+                at("2030-01-31T09:00:00Z"),
+                DAY
+            ),
+            Ok(Some(at("2030-02-01T09:00:00Z"))),
+            "exactly the limit"
+        );
+    }
+
+    #[test]
+    fn send_at_too_far_ahead_or_not_rfc3339_is_refused() {
+        for raw in [
+            "2030-02-01T09:00:01Z",
+            "2030-01-31 10:00",
+            "2030-01-31T10:00:00",
+            "tomorrow",
+            "",
+        ] {
+            assert!(
+                send_at(Some(raw), at("2030-01-31T09:00:00Z"), DAY).is_err(),
+                "{raw}"
+            );
+        }
+    }
+}

@@ -240,6 +240,7 @@ async fn record(
         content: None,
         queue: QueueName::Uploads,
         lane: Lane::Priority,
+        send_at: None,
         payloads: vec![payload],
         quota: None,
     };
@@ -339,6 +340,7 @@ pub async fn rescan(
         content: None,
         queue: QueueName::Scans,
         lane: Lane::Priority,
+        send_at: None,
         payloads: vec![payload],
         quota: None,
     };
@@ -363,6 +365,7 @@ pub async fn rescan_all(
         content: None,
         queue: QueueName::Scans,
         lane,
+        send_at: None,
         payloads: Vec::new(),
         quota: None,
     };

@@ -210,6 +210,7 @@ async fn queue_mail(
         content: None,
         queue: QueueName::Emails,
         lane: Lane::Priority,
+        send_at: None,
         payloads: vec![payload],
         quota: None,
     };

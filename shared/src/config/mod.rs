@@ -266,6 +266,8 @@ pub struct PipelineConfig {
     pub retention: Duration,
     /// How often the pruner runs.
     pub prune_interval: Duration,
+    /// How far ahead a submission's `send_at` may be (`SEND_AT_MAX_AHEAD_SECS`).
+    pub send_at_max_ahead: Duration,
 }
 
 /// A request budget: `requests` per `per`, all of them usable at once (the burst).
@@ -594,6 +596,11 @@ impl Config {
                     86_400 * env.parsed_range("RETENTION_DAYS", 30u64, 1..=3650)?,
                 ),
                 prune_interval: env.seconds_in("PRUNE_INTERVAL_SECS", 600, 1..=86_400)?,
+                send_at_max_ahead: env.seconds_in(
+                    "SEND_AT_MAX_AHEAD_SECS",
+                    30 * 86_400,
+                    60..=365 * 86_400,
+                )?,
             },
             storage: StorageConfig {
                 url: env.storage_url("STORAGE_URL", production)?,

@@ -7,7 +7,7 @@
 //! | transition | from | to |
 //! | --- | --- | --- |
 //! | [`insert_many`] | — | queued |
-//! | [`claim`], [`claim_starting`] | queued, retrying, running with a stale heartbeat | running |
+//! | [`claim`], [`claim_starting`] | queued, retrying (due: `run_after` passed), running with a stale heartbeat | running |
 //! | [`hand_back`] | running (this worker's) | queued |
 //! | [`succeed`] | running | succeeded |
 //! | [`schedule_retry`] | running, attempts left | retrying |
@@ -55,7 +55,9 @@ pub(crate) fn payload_texts(payloads: &[Payload]) -> Vec<&str> {
 pub const INSERT_CHUNK: usize = 5000;
 
 /// Inserts a request's jobs (status `queued`) in chunks; returns their ids in
-/// payload order. They are stamped dispatched already: every caller pushes them right
+/// payload order. A scheduled request's jobs wait for its `send_at` (their
+/// `run_after`): the caller pushes them with
+/// [`crate::maintenance::dispatcher::push_committed_at`]. They are stamped dispatched already: every caller pushes them right
 /// after its commit with [`crate::maintenance::dispatcher::push_committed`], which
 /// clears the stamp ([`undispatch`]) if the push fails, so the dispatcher takes them.
 /// Stamping here rather than after the push saves the submission a second commit and
@@ -74,8 +76,9 @@ pub async fn insert_many(
     for chunk in payloads.chunks(INSERT_CHUNK) {
         let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
         sqlx::query(
-            "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner) \
-             SELECT id, $2, $3, payload::jsonb, $5, now(), $6 \
+            "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner, run_after) \
+             SELECT id, $2, $3, payload::jsonb, $5, now(), $6, \
+                 (SELECT send_at FROM requests WHERE id = $2) \
              FROM UNNEST($1::uuid[], $4::text[]) AS t(id, payload)",
         )
         .bind(&ids)
@@ -155,7 +158,8 @@ struct ClaimRow {
 
 /// queued | retrying | stale running → running, for `worker`. Ids not returned were
 /// already claimed, finished or cancelled: a duplicate delivery, to be acknowledged
-/// as a no-op. See [`claim_starting`].
+/// as a no-op; or not due yet (`run_after` in the future: a scheduled send or a retry
+/// pushed early), for [`not_yet_due`]. See [`claim_starting`].
 pub async fn claim(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
@@ -184,7 +188,8 @@ pub async fn claim_starting(
                                    ELSE coalesce(run_after, created_at) END AS runnable_at \
                    FROM jobs WHERE id = ANY($1)) AS before \
              WHERE j.id = before.id \
-               AND (j.status IN ('queued', 'retrying') OR (j.status = 'running' AND j.heartbeat_at < $3)) \
+               AND ((j.status IN ('queued', 'retrying') AND (j.run_after IS NULL OR j.run_after <= now())) \
+                    OR (j.status = 'running' AND j.heartbeat_at < $3)) \
              RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
                  before.runnable_at, j.lane_owner), \
          started AS ( \
@@ -209,6 +214,30 @@ pub async fn claim_starting(
         claim.jobs.push(row.job);
     }
     Ok(claim)
+}
+
+/// A job delivered before its time, and when that is.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct NotYetDue {
+    pub id: Uuid,
+    pub run_after: OffsetDateTime,
+    pub lane_owner: Option<Uuid>,
+}
+
+/// Of `ids` (ones a claim did not take), the queued or retrying jobs whose `run_after`
+/// is still ahead: delivered early (a stray push, clocks apart), to be scheduled again
+/// for their time rather than dropped.
+pub async fn not_yet_due(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<NotYetDue>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, run_after, lane_owner FROM jobs \
+         WHERE id = ANY($1) AND status IN ('queued', 'retrying') AND run_after > now()",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
 }
 
 /// Keeps this worker's running jobs from looking abandoned.
@@ -388,14 +417,23 @@ pub async fn cancel_pending(db: &mut PgConnection, request_id: Uuid) -> Result<i
     .await
 }
 
+/// A job to push, where, and when it is due (`None`: now).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ToPush {
+    pub id: Uuid,
+    pub queue: QueueName,
+    pub lane_owner: Option<Uuid>,
+    pub run_after: Option<OffsetDateTime>,
+}
+
 /// Jobs to push: committed but never dispatched. Locked (skipping rows another
 /// replica holds) until the caller's transaction ends.
 pub async fn lock_undispatched(
     db: &mut PgConnection,
     limit: i64,
-) -> Result<Vec<(Uuid, QueueName, Option<Uuid>)>, sqlx::Error> {
+) -> Result<Vec<ToPush>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, queue, lane_owner FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
+        "SELECT id, queue, lane_owner, run_after FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
          ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
@@ -419,11 +457,13 @@ pub struct LostJob {
     pub queue: QueueName,
     pub status: JobStatus,
     pub lane_owner: Option<Uuid>,
+    pub run_after: Option<OffsetDateTime>,
 }
 
-/// Jobs Redis seems to have lost: pushed but not claimed before `before`, retries due
-/// before `before`, and running jobs whose heartbeat stopped before `before`. Locked
-/// like [`lock_undispatched`].
+/// Jobs Redis seems to have lost: pushed but not claimed before `before` — a scheduled
+/// job counts from its `run_after` instead when that is later (until then it waits in
+/// the delayed set, not lost) —, retries due before `before`, and running jobs whose
+/// heartbeat stopped before `before`. Locked like [`lock_undispatched`].
 pub async fn lock_lost(
     db: &mut PgConnection,
     before: OffsetDateTime,
@@ -431,8 +471,10 @@ pub async fn lock_lost(
 ) -> Result<Vec<LostJob>, sqlx::Error> {
     // Three statements: PostgreSQL refuses FOR UPDATE on a UNION.
     let mut lost: Vec<LostJob> = sqlx::query_as(
-        "SELECT id, queue, status, lane_owner FROM jobs WHERE status = 'queued' AND dispatched_at < $1 \
-         ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "SELECT id, queue, status, lane_owner, run_after FROM jobs \
+         WHERE status = 'queued' AND dispatched_at IS NOT NULL \
+           AND greatest(dispatched_at, run_after) < $1 \
+         ORDER BY greatest(dispatched_at, run_after) LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(before)
     .bind(limit)
@@ -440,7 +482,7 @@ pub async fn lock_lost(
     .await?;
     lost.extend(
         sqlx::query_as::<_, LostJob>(
-            "SELECT id, queue, status, lane_owner FROM jobs WHERE status = 'retrying' AND run_after < $1 \
+            "SELECT id, queue, status, lane_owner, run_after FROM jobs WHERE status = 'retrying' AND run_after < $1 \
              AND (dispatched_at IS NULL OR dispatched_at < $1) \
              ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
@@ -451,7 +493,7 @@ pub async fn lock_lost(
     );
     lost.extend(
         sqlx::query_as::<_, LostJob>(
-            "SELECT id, queue, status, lane_owner FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
+            "SELECT id, queue, status, lane_owner, run_after FROM jobs WHERE status = 'running' AND heartbeat_at < $1 \
              AND (dispatched_at IS NULL OR dispatched_at < $1) \
              ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
@@ -621,7 +663,9 @@ pub struct QueueCounts {
     pub dead: i64,
     pub discarded: i64,
     pub succeeded_last_hour: i64,
-    /// The creation time of the oldest queued job.
+    /// When the oldest queued job became runnable: its `run_after` (a scheduled send's
+    /// time, an operator's retry) if it has one, else its creation. Later than
+    /// `counted_at` when every queued job is scheduled for later.
     pub oldest_queued_at: Option<OffsetDateTime>,
     /// PostgreSQL's clock when it counted (for ages).
     pub counted_at: OffsetDateTime,
@@ -639,7 +683,7 @@ pub async fn queue_counts(db: impl PgExecutor<'_>) -> Result<Vec<QueueCounts>, s
                 count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NULL) AS dead, \
                 count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NOT NULL) AS discarded, \
                 count(*) FILTER (WHERE status = 'succeeded') AS succeeded_last_hour, \
-                min(created_at) FILTER (WHERE status = 'queued') AS oldest_queued_at, \
+                min(coalesce(run_after, created_at)) FILTER (WHERE status = 'queued') AS oldest_queued_at, \
                 now() AS counted_at \
          FROM jobs \
          WHERE status IN ('queued', 'running', 'retrying', 'dead') \
@@ -658,6 +702,8 @@ pub struct Requeued {
     pub queue: QueueName,
     pub was: JobStatus,
     pub lane_owner: Option<Uuid>,
+    /// When it may run: now, or its request's `send_at` if that is still ahead.
+    pub run_after: Option<OffsetDateTime>,
 }
 
 /// The second half of [`requeue`] and [`requeue_batch`], after a `picked (id, status)`
@@ -666,16 +712,19 @@ pub struct Requeued {
 /// push after the commit does not), and its request's `failed` or `cancelled` count
 /// down by one. `run_after` becomes now, not NULL: no schedule, but the instant it
 /// became runnable again, where [`claim`] starts its queue latency (else the job's
-/// creation, maybe days ago). The caller reopens the requests (`requests::reopen`) in
-/// the same transaction.
+/// creation, maybe days ago) — or its request's `send_at` if that is still ahead (a
+/// cancelled scheduled send goes back to its schedule, not out at once). The caller
+/// reopens the requests (`requests::reopen`) in the same transaction and pushes the
+/// jobs for their `run_after`.
 macro_rules! requeue_picked {
     () => {
         "done AS ( \
-             UPDATE jobs j SET status = 'queued', attempt = 0, run_after = now(), last_error = NULL, \
+             UPDATE jobs j SET status = 'queued', attempt = 0, last_error = NULL, \
+                 run_after = greatest(now(), (SELECT r.send_at FROM requests r WHERE r.id = j.request_id)), \
                  dispatched_at = NULL, claimed_by = NULL, heartbeat_at = NULL, started_at = NULL, \
                  finished_at = NULL \
              FROM picked p WHERE j.id = p.id \
-             RETURNING j.id, j.request_id, j.queue, p.status AS was, j.lane_owner), \
+             RETURNING j.id, j.request_id, j.queue, p.status AS was, j.lane_owner, j.run_after), \
          counts AS ( \
              SELECT request_id, count(*) FILTER (WHERE was = 'dead') AS dead, \
                     count(*) FILTER (WHERE was = 'cancelled') AS cancelled \
@@ -683,7 +732,7 @@ macro_rules! requeue_picked {
          bumped AS ( \
              UPDATE requests r SET failed = r.failed - c.dead, cancelled = r.cancelled - c.cancelled \
              FROM counts c WHERE r.id = c.request_id RETURNING r.id) \
-         SELECT id, request_id, queue, was, lane_owner FROM done"
+         SELECT id, request_id, queue, was, lane_owner, run_after FROM done"
     };
 }
 
@@ -755,7 +804,9 @@ pub struct QueueSample {
     pub retrying: i64,
     /// Dead and not discarded.
     pub dead: i64,
-    /// Seconds since the oldest queued job was created, by PostgreSQL's clock.
+    /// Seconds since the oldest queued job became runnable (its `run_after` if it has
+    /// one, else its creation), by PostgreSQL's clock; negative when every queued job
+    /// is scheduled for later.
     pub oldest_queued_secs: Option<f64>,
 }
 
@@ -769,7 +820,8 @@ pub async fn sample_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueSample>, 
                 count(*) FILTER (WHERE status = 'running') AS running, \
                 count(*) FILTER (WHERE status = 'retrying') AS retrying, \
                 count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NULL) AS dead, \
-                extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float8 \
+                extract(epoch FROM now() - min(coalesce(run_after, created_at)) \
+                    FILTER (WHERE status = 'queued'))::float8 \
                     AS oldest_queued_secs \
          FROM jobs WHERE status IN ('queued', 'running', 'retrying', 'dead') \
          GROUP BY queue",

@@ -32,6 +32,9 @@ pub struct RequestRow {
     pub updated_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// When its jobs may start (a scheduled send); `None`: at once.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub send_at: Option<OffsetDateTime>,
 }
 
 impl RequestRow {
@@ -44,7 +47,7 @@ impl RequestRow {
 macro_rules! columns {
     () => {
         "id, owner_id, kind, status, name, correlation_id, total, succeeded, failed, cancelled, suppressed, \
-         created_at, updated_at, finished_at"
+         created_at, updated_at, finished_at, send_at"
     };
 }
 
@@ -57,6 +60,8 @@ pub struct NewRequest<'a> {
     pub correlation_id: Option<&'a str>,
     pub content: Option<serde_json::Value>,
     pub total: i32,
+    /// A scheduled send: its jobs are inserted with this `run_after`.
+    pub send_at: Option<OffsetDateTime>,
 }
 
 pub async fn insert(
@@ -64,8 +69,8 @@ pub async fn insert(
     new: &NewRequest<'_>,
 ) -> Result<RequestRow, sqlx::Error> {
     sqlx::query_as(concat!(
-        "INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        "INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
         columns!()
     ))
     .bind(new.id)
@@ -75,6 +80,7 @@ pub async fn insert(
     .bind(new.correlation_id)
     .bind(&new.content)
     .bind(new.total)
+    .bind(new.send_at)
     .fetch_one(db)
     .await
 }
@@ -82,7 +88,8 @@ pub async fn insert(
 /// A request and its jobs, atomically. Up to [`jobs::INSERT_CHUNK`] jobs this is one
 /// statement, so outside a transaction it is a single autocommit round trip (the hot
 /// path of `POST /emails`); a larger request runs in a transaction (a savepoint
-/// inside the caller's). Jobs are stamped dispatched, as by [`jobs::insert_many`].
+/// inside the caller's). Jobs are stamped dispatched, as by [`jobs::insert_many`], and
+/// wait until the request's `send_at` (their `run_after`) when it has one.
 ///
 /// [`jobs::INSERT_CHUNK`]: super::jobs::INSERT_CHUNK
 /// [`jobs::insert_many`]: super::jobs::insert_many
@@ -118,14 +125,14 @@ async fn insert_first_chunk(
     let ids: Vec<Uuid> = payloads.iter().map(|_| Uuid::now_v7()).collect();
     let row = sqlx::query_as(concat!(
         "WITH req AS ( \
-             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $13) \
              RETURNING ",
         columns!(),
         "), \
          new_jobs AS ( \
-             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner) \
-             SELECT t.id, req.id, $8, t.payload::jsonb, $9, now(), $12 \
+             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner, run_after) \
+             SELECT t.id, req.id, $8, t.payload::jsonb, $9, now(), $12, req.send_at \
              FROM req CROSS JOIN UNNEST($10::uuid[], $11::text[]) AS t(id, payload)) \
          SELECT ",
         columns!(),
@@ -143,6 +150,7 @@ async fn insert_first_chunk(
     .bind(&ids)
     .bind(super::jobs::payload_texts(payloads))
     .bind(lane.owner())
+    .bind(new.send_at)
     .fetch_one(&mut *conn)
     .await?;
     Ok((row, ids))

@@ -5,16 +5,18 @@
 //! reconciler: it re-pushes jobs Redis lost (pushed but never claimed within the
 //! redelivery timeout, retries past due, running jobs whose worker went silent), and
 //! sets the backlog gauge. Safe in every replica: rows are taken `FOR UPDATE SKIP
-//! LOCKED`.
+//! LOCKED`. A job whose `run_after` is ahead (a scheduled send) goes to its queue's
+//! delayed set for that time, never to a ready lane: the workers' promoter moves it
+//! when due.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::jobs::{self, LostJob};
+use crate::db::jobs::{self, LostJob, ToPush};
 use crate::domain::JobStatus;
 use crate::queue::{Lane, Queue, QueueName};
 use crate::redis::Redis;
@@ -42,14 +44,36 @@ pub async fn push_committed(
     lane: Lane,
     ids: &[Uuid],
 ) {
+    push_committed_at(pool, redis, queue, lane, ids, None).await;
+}
+
+/// [`push_committed`] for jobs that may run from `run_after` on: when that is ahead
+/// (a scheduled send) the ids go to the queue's delayed set for that time, else to
+/// `lane` at once.
+pub async fn push_committed_at(
+    pool: &PgPool,
+    redis: &Redis,
+    queue: QueueName,
+    lane: Lane,
+    ids: &[Uuid],
+    run_after: Option<OffsetDateTime>,
+) {
     if ids.is_empty() {
         return;
     }
     let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    if let Err(err) = Queue::new(redis.clone(), queue)
-        .push_to(lane, &strings)
-        .await
-    {
+    let transport = Queue::new(redis.clone(), queue);
+    let pushed = match run_after.filter(|at| *at > OffsetDateTime::now_utc()) {
+        Some(at) => {
+            let due: Vec<(&str, SystemTime)> = strings
+                .iter()
+                .map(|id| (id.as_str(), SystemTime::from(at)))
+                .collect();
+            transport.schedule_in(lane, &due).await
+        }
+        None => transport.push_to(lane, &strings).await,
+    };
+    if let Err(err) = pushed {
         tracing::warn!(error = %err, jobs = ids.len(), "cannot push jobs to Redis; the dispatcher will");
         if let Err(err) = jobs::undispatch(pool, ids).await {
             tracing::warn!(error = %err, jobs = ids.len(), "cannot hand the jobs to the dispatcher; the reconciler will re-push them");
@@ -113,7 +137,7 @@ impl Dispatcher {
 
     /// A queued job that is not claimed may simply wait behind a long backlog: re-push
     /// queued jobs of a queue only when its ready list is empty (then Redis lost them).
-    async fn skip_still_queued(&self, lost: Vec<LostJob>) -> Vec<(Uuid, QueueName, Option<Uuid>)> {
+    async fn skip_still_queued(&self, lost: Vec<LostJob>) -> Vec<ToPush> {
         let mut ready_len: HashMap<QueueName, u64> = HashMap::new();
         let mut kept = Vec::with_capacity(lost.len());
         for job in lost {
@@ -134,7 +158,12 @@ impl Dispatcher {
                     continue;
                 }
             }
-            kept.push((job.id, job.queue, job.lane_owner));
+            kept.push(ToPush {
+                id: job.id,
+                queue: job.queue,
+                lane_owner: job.lane_owner,
+                run_after: job.run_after,
+            });
         }
         kept
     }
@@ -142,24 +171,46 @@ impl Dispatcher {
     async fn push_locked(
         &self,
         tx: &mut sqlx::PgConnection,
-        rows: Vec<(Uuid, QueueName, Option<Uuid>)>,
+        rows: Vec<ToPush>,
         source: &'static str,
     ) -> Result<usize, DispatchError> {
-        // By queue and lane, each group in the rows' order.
-        let mut groups: Vec<((QueueName, Lane), Vec<Uuid>)> = Vec::new();
-        for (id, queue, owner) in rows {
-            let key = (queue, Lane::of(owner));
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, ids)) => ids.push(id),
-                None => groups.push((key, vec![id])),
+        // By queue and lane, each group in the rows' order; within a group, the jobs
+        // due now go to the lane, the scheduled ones to the delayed set for their time.
+        let now = OffsetDateTime::now_utc();
+        type Group = ((QueueName, Lane), Vec<Uuid>, Vec<(Uuid, SystemTime)>);
+        let mut groups: Vec<Group> = Vec::new();
+        for row in rows {
+            let key = (row.queue, Lane::of(row.lane_owner));
+            let index = match groups.iter().position(|(k, ..)| *k == key) {
+                Some(index) => index,
+                None => {
+                    groups.push((key, Vec::new(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let (_, due, later) = &mut groups[index];
+            match row.run_after.filter(|at| *at > now) {
+                Some(at) => later.push((row.id, SystemTime::from(at))),
+                None => due.push(row.id),
             }
         }
         let mut pushed = 0;
-        for ((queue, lane), ids) in groups {
-            let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-            Queue::new(self.redis.clone(), queue)
-                .push_to(lane, &strings)
-                .await?;
+        for ((queue, lane), due, later) in groups {
+            let transport = Queue::new(self.redis.clone(), queue);
+            let strings: Vec<String> = due.iter().map(Uuid::to_string).collect();
+            if !strings.is_empty() {
+                transport.push_to(lane, &strings).await?;
+            }
+            let scheduled: Vec<(String, SystemTime)> =
+                later.iter().map(|(id, at)| (id.to_string(), *at)).collect();
+            if !scheduled.is_empty() {
+                transport.schedule_in(lane, &scheduled).await?;
+            }
+            let ids: Vec<Uuid> = due
+                .iter()
+                .copied()
+                .chain(later.iter().map(|(id, _)| *id))
+                .collect();
             jobs::mark_dispatched(&mut *tx, &ids).await?;
             metrics::counter!(metric::JOBS_DISPATCHED_TOTAL, "queue" => queue.as_str(), "source" => source)
                 .increment(ids.len() as u64);

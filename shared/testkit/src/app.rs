@@ -450,6 +450,7 @@ impl TestApp {
             content: None,
             queue: shared::queue::QueueName::Canary,
             lane: shared::queue::Lane::Priority,
+            send_at: None,
             payloads: vec![shared::db::jobs::Payload::empty(); count],
             quota: None,
         };
