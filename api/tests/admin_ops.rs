@@ -200,7 +200,29 @@ async fn a_job_dead_from_an_smtp_550_is_retried_after_the_cause_is_fixed_and_suc
     let queues = get_json(&app, "/api/v1/admin/queues", &admin).await;
     assert_eq!(queue(&queues, "emails")["dead"], 1, "{queues}");
 
-    // The cause is fixed: the server accepts the recipient now.
+    // The refusal put the address on the sender's suppression list; the cause is
+    // fixed (the server accepts the recipient now) and an admin takes it off.
+    let (user_id,): (Uuid,) = sqlx::query_as("SELECT owner_id FROM requests WHERE id = $1")
+        .bind(request)
+        .fetch_one(&app.state.pool)
+        .await
+        .expect("owner");
+    let listed = get_json(
+        &app,
+        &format!("/api/v1/suppressions?owner={user_id}&address=nobody@example.org"),
+        &admin,
+    )
+    .await;
+    assert_eq!(listed["items"][0]["reason"], "bounce", "{listed}");
+    let entry = listed["items"][0]["id"].as_str().expect("entry id");
+    let removed = app
+        .client
+        .delete(app.url(&format!("/api/v1/suppressions/{entry}?owner={user_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(removed.status(), 204);
     smtp.stop().await;
     smtp.restart(&[]).await;
     let id = dead["id"].as_str().expect("job id");

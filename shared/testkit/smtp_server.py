@@ -4,6 +4,8 @@ Every accepted message is written to DIR as <n>.eml. Behaviour for fault tests:
   --reject SUBSTR   answer 550 to RCPT TO addresses containing SUBSTR, quoting the
                     address as Postfix does ("550 5.1.1 <addr>: Recipient address
                     rejected: ...")
+  --defer SUBSTR    answer 450 (a greylisting or throttling deferral) to RCPT TO
+                    addresses containing SUBSTR
   --delay SECONDS   wait this long before accepting DATA (a slow server)
   --tempfail N      answer 451 to the first N DATA commands
 Prints "ready <port>" on stdout once it listens; stops on SIGTERM.
@@ -18,9 +20,10 @@ from aiosmtpd.controller import Controller
 
 
 class Handler:
-    def __init__(self, directory, reject, delay, tempfail):
+    def __init__(self, directory, reject, delay, tempfail, defer=""):
         self.directory = directory
         self.reject = reject
+        self.defer = defer
         self.delay = delay
         self.tempfail = tempfail
         self.counter = itertools.count(1)
@@ -28,6 +31,8 @@ class Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.reject and self.reject in address:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if self.defer and self.defer in address:
+            return "450 4.2.1 The user you are trying to contact is receiving mail too quickly"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -52,11 +57,12 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--reject", default="")
+    parser.add_argument("--defer", default="")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--tempfail", type=int, default=0)
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    handler = Handler(args.dir, args.reject, args.delay, args.tempfail)
+    handler = Handler(args.dir, args.reject, args.delay, args.tempfail, args.defer)
     controller = Controller(handler, hostname="127.0.0.1", port=args.port, data_size_limit=None)
     controller.start()
     print(f"ready {args.port}", flush=True)

@@ -144,7 +144,8 @@ pub enum SmtpFailure {
     Permanent(String),
     /// Every recipient was refused for good (5xx to `RCPT TO`); nothing was sent.
     AllRefused(Vec<Refusal>),
-    /// The server deferred the message (a 4xx reply): retry later, and slow down.
+    /// The server deferred a recipient (a 4xx reply to its `RCPT TO`: the recipient's
+    /// domain is throttling): nothing was sent; retry later, and slow down.
     Deferred(String),
 }
 
@@ -167,8 +168,6 @@ impl From<lettre::transport::smtp::Error> for SmtpFailure {
     fn from(err: lettre::transport::smtp::Error) -> Self {
         if err.is_permanent() {
             SmtpFailure::Permanent(format!("SMTP refused: {err}"))
-        } else if err.is_transient() {
-            SmtpFailure::Deferred(format!("SMTP deferred: {err}"))
         } else {
             SmtpFailure::Transient(format!("SMTP failed: {err}"))
         }
@@ -217,10 +216,15 @@ async fn transaction(
             }),
             Err(err) => {
                 // 4xx: nothing is sent now; the whole message is tried again later.
-                if !err.is_transient() || conn.command(Rset).await.is_err() {
+                let deferred = err.is_transient();
+                if !deferred || conn.command(Rset).await.is_err() {
                     conn.abort().await;
                 }
-                return Err(err.into());
+                return Err(if deferred {
+                    SmtpFailure::Deferred(format!("SMTP deferred a recipient: {err}"))
+                } else {
+                    err.into()
+                });
             }
         }
     }

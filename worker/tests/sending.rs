@@ -436,3 +436,48 @@ async fn a_dsn_and_an_arf_report_suppress_the_right_address(pool: PgPool) {
     let response = post_report(&system, "s3cret-inbound", "Subject: hi\r\n\r\nhello".into()).await;
     assert_eq!(response.status(), 422);
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_deferral_pauses_its_domain_and_not_the_others(pool: PgPool) {
+    let smtp = Smtp::start(free_port(), &["--defer", "busy"]).await;
+    let system = promoter_system(&pool, &smtp, &[("EMAIL_DOMAIN_BACKOFF_SECS", "3")]).await;
+    let busy = system.send_email("busy@slow.test", "Deferred").await;
+    // Wait until the server has deferred it once.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let request = system.request(&busy).await;
+        if request["jobs"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("450"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never deferred: {request}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t0 = std::time::SystemTime::now();
+    let slow = system.send_email("ok@slow.test", "Same domain").await;
+    let other = system.send_email("ok@other.test", "Other domain").await;
+    system.wait_finished(&other, LONG).await;
+    system.wait_finished(&slow, LONG).await;
+    let after = |domain: &str| {
+        arrivals(&smtp, domain)[0]
+            .duration_since(t0)
+            .unwrap_or_default()
+    };
+    assert!(
+        after("@other.test") < Duration::from_millis(1_500),
+        "another domain waited {:?}",
+        after("@other.test")
+    );
+    assert!(
+        after("@slow.test") >= Duration::from_millis(2_000),
+        "the deferred domain was not paused: {:?}",
+        after("@slow.test")
+    );
+    let request = system.request(&busy).await;
+    assert_eq!(request["status"], "running", "still retried: {request}");
+}

@@ -122,12 +122,22 @@ async fn a_refused_recipient_is_reported_and_the_connection_goes_on() {
 }
 
 #[tokio::test]
-async fn a_deferral_is_reported_as_such() {
-    let smtp = Smtp::start(free_port(), &["--tempfail", "1"]).await;
+async fn a_deferred_recipient_is_a_deferral_and_a_deferred_message_is_transient() {
+    let smtp = Smtp::start(free_port(), &["--defer", "busy", "--tempfail", "1"]).await;
     let client = client(&smtp, 1);
-    match send(&client, "ada@example.org", "later").await {
-        Err(SmtpFailure::Deferred(error)) => assert!(error.contains("451"), "{error}"),
+    match send(&client, "busy@example.org", "later").await {
+        Err(SmtpFailure::Deferred(error)) => assert!(error.contains("450"), "{error}"),
         other => panic!("expected a deferral, got {other:?}"),
+    }
+    assert_eq!(
+        client.idle(),
+        1,
+        "RSET ends the transaction; the connection is kept"
+    );
+    // A 4xx to DATA is about the server, not a recipient's domain: transient.
+    match send(&client, "ada@example.org", "data").await {
+        Err(SmtpFailure::Transient(error)) => assert!(error.contains("451"), "{error}"),
+        other => panic!("expected a transient failure, got {other:?}"),
     }
     send(&client, "ada@example.org", "now").await.expect("sent");
 }

@@ -40,6 +40,8 @@ pub struct SuppressionPage {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SuppressionQuery {
+    /// Another account's list (admins with a 2FA login); default: the caller's.
+    pub owner: Option<Uuid>,
     /// Only the entry of this address (found by its blind index), if listed.
     #[param(example = "ada@example.org")]
     pub address: Option<String>,
@@ -52,7 +54,9 @@ pub struct SuppressionQuery {
 }
 
 /// The caller's suppression list (addresses it no longer sends to), newest first:
-/// hard bounces, complaints, unsubscribes and entries added by hand.
+/// hard bounces, complaints, unsubscribes and entries added by hand. An admin with a
+/// 2FA login may name another account's (`owner`): every account that sends has a
+/// list, users' single emails included.
 #[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions", params(SuppressionQuery), security(("bearer" = [])),
     responses((status = 200, body = SuppressionPage), (status = 400, body = shared::problem::Problem),
               (status = 403, body = shared::problem::Problem, description = "role `user`")))]
@@ -61,22 +65,31 @@ pub async fn list(
     Authorized(user, ..): Authorized<perm::ManageSuppressions>,
     ApiQuery(query): ApiQuery<SuppressionQuery>,
 ) -> Result<Json<SuppressionPage>, ApiError> {
+    let owner = service::list_owner(&user, query.owner)?;
     let limit = cursor::page_size(query.limit)?;
     if let Some(address) = query.address.as_deref() {
-        let found = service::find(&state, &user, address).await?;
+        let found = service::find(&state, owner, address).await?;
         return Ok(Json(SuppressionPage {
             items: found.into_iter().collect(),
             next_cursor: None,
         }));
     }
     let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
-    let (items, more) = service::list(&state, &user, after, limit).await?;
+    let (items, more) = service::list(&state, owner, after, limit).await?;
     let next_cursor = if more {
         items.last().map(|s| cursor::encode(s.created_at, s.id))
     } else {
         None
     };
     Ok(Json(SuppressionPage { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerQuery {
+    /// Another account's list (admins with a 2FA login); default: the caller's.
+    pub owner: Option<Uuid>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -90,15 +103,17 @@ pub struct NewSuppression {
 /// Adds an address to the caller's list: nothing is sent to it from now on (a
 /// message to it ends `suppressed`). 201 when added, 200 when it was already listed
 /// (the entry keeps its first reason).
-#[utoipa::path(post, path = "/api/v1/suppressions", tag = "suppressions", request_body = NewSuppression, security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/suppressions", tag = "suppressions", params(OwnerQuery), request_body = NewSuppression, security(("bearer" = [])),
     responses((status = 201, body = Suppression), (status = 200, body = Suppression, description = "already listed"),
               (status = 400, body = shared::problem::Problem), (status = 403, body = shared::problem::Problem)))]
 pub async fn add(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::ManageSuppressions>,
+    ApiQuery(query): ApiQuery<OwnerQuery>,
     ApiJson(body): ApiJson<NewSuppression>,
 ) -> Result<Response, ApiError> {
-    let (entry, created) = service::add(&state, &user, &body.address).await?;
+    let owner = service::list_owner(&user, query.owner)?;
+    let (entry, created) = service::add(&state, owner, &body.address).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -108,14 +123,16 @@ pub async fn add(
 }
 
 /// Removes an entry: the caller may send to the address again.
-#[utoipa::path(delete, path = "/api/v1/suppressions/{id}", tag = "suppressions", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/suppressions/{id}", tag = "suppressions", params(("id" = Uuid, Path), OwnerQuery), security(("bearer" = [])),
     responses((status = 204, description = "removed"), (status = 404, body = shared::problem::Problem)))]
 pub async fn remove(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::ManageSuppressions>,
     Path(id): Path<Uuid>,
+    ApiQuery(query): ApiQuery<OwnerQuery>,
 ) -> Result<StatusCode, ApiError> {
-    service::remove(&state, &user, id).await?;
+    let owner = service::list_owner(&user, query.owner)?;
+    service::remove(&state, owner, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -123,20 +140,18 @@ pub async fn remove(
 /// address. A `GET` never unsubscribes (mail scanners follow links).
 #[utoipa::path(get, path = "/api/v1/unsubscribe/{token}", tag = "suppressions", params(("token" = String, Path, description = "From the message's `List-Unsubscribe` header")),
     responses((status = 200, content_type = "text/html", body = String, description = "A page with an Unsubscribe button"),
-              (status = 404, content_type = "text/html", body = String, description = "not a valid link")))]
+              (status = 404, body = shared::problem::Problem, description = "not a valid link")))]
 pub async fn unsubscribe_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
-) -> Response {
+) -> Result<Response, ApiError> {
     if !service::is_unsubscribe_token(&state, &token) {
-        return super::page(
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "<p>This unsubscribe link is not valid. Copy the whole link from the message.</p>",
-        );
+        return Err(ApiError::NotFound(
+            "this unsubscribe link is not valid: copy the whole link from the message".into(),
+        ));
     }
     // A valid token is base64url: it needs no escaping.
-    super::page(
+    Ok(super::page(
         StatusCode::OK,
         "Unsubscribe",
         &format!(
@@ -144,7 +159,7 @@ pub async fn unsubscribe_page(
              <form method=\"post\" action=\"{token}\">\
              <button type=\"submit\">Unsubscribe</button></form>"
         ),
-    )
+    ))
 }
 
 /// One-click unsubscribe (RFC 8058): mailbox providers `POST`

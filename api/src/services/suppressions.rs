@@ -52,14 +52,26 @@ fn keys(state: &AppState) -> AddressKeys {
     state.config.address_keys()
 }
 
-/// A page of the caller's list, newest first; `true` if more follow.
+/// Whose list a call is about: the caller's own, or (`owner`) another account's,
+/// which takes an admin with a 2FA login (managing users).
+pub fn list_owner(user: &AuthUser, owner: Option<Uuid>) -> Result<Uuid, ApiError> {
+    match owner {
+        Some(owner) if owner != user.id => {
+            user.require(shared::domain::Permission::ManageUsers)?;
+            Ok(owner)
+        }
+        _ => Ok(user.id),
+    }
+}
+
+/// A page of `owner`'s list, newest first; `true` if more follow.
 pub async fn list(
     state: &AppState,
-    user: &AuthUser,
+    owner: Uuid,
     after: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> Result<(Vec<Suppression>, bool), ApiError> {
-    let mut rows = suppressions::list(&state.pool, user.id, after, limit + 1).await?;
+    let mut rows = suppressions::list(&state.pool, owner, after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(0));
     let keys = keys(state);
@@ -77,23 +89,23 @@ fn parse_address(raw: &str) -> Result<String, ApiError> {
         .map_err(|err| ApiError::validation(format!("address: {err}")))
 }
 
-/// The caller's entry for `address`, if listed.
+/// `owner`'s entry for `address`, if listed.
 pub async fn find(
     state: &AppState,
-    user: &AuthUser,
+    owner: Uuid,
     address: &str,
 ) -> Result<Option<Suppression>, ApiError> {
     let address = parse_address(address)?;
     let keys = keys(state);
-    let row = suppressions::find_by_index(&state.pool, user.id, &keys.index(&address)).await?;
+    let row = suppressions::find_by_index(&state.pool, owner, &keys.index(&address)).await?;
     Ok(row.map(|row| Suppression::from_row(&keys, row)))
 }
 
-/// Adds `address` to the caller's list by hand; `true` if it was not listed yet (an
+/// Adds `address` to `owner`'s list by hand; `true` if it was not listed yet (an
 /// address already listed keeps its entry and reason).
 pub async fn add(
     state: &AppState,
-    user: &AuthUser,
+    owner: Uuid,
     address: &str,
 ) -> Result<(Suppression, bool), ApiError> {
     let address = parse_address(address)?;
@@ -102,7 +114,7 @@ pub async fn add(
     let mut conn = state.pool.acquire().await?;
     let (row, created) = suppressions::add(
         &mut conn,
-        user.id,
+        owner,
         &NewSuppression {
             index: &index,
             sealed: &sealed,
@@ -116,9 +128,9 @@ pub async fn add(
     Ok((Suppression::from_row(&keys, row), created))
 }
 
-/// Removes an entry of the caller's list (the account may send to it again).
-pub async fn remove(state: &AppState, user: &AuthUser, id: Uuid) -> Result<(), ApiError> {
-    if suppressions::remove(&state.pool, user.id, id).await? {
+/// Removes an entry of `owner`'s list (the account may send to it again).
+pub async fn remove(state: &AppState, owner: Uuid, id: Uuid) -> Result<(), ApiError> {
+    if suppressions::remove(&state.pool, owner, id).await? {
         Ok(())
     } else {
         Err(ApiError::NotFound(

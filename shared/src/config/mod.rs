@@ -803,7 +803,7 @@ mod tests {
         let cfg = config(&[]).expect("defaults are valid");
         assert_eq!(cfg.app_env, AppEnv::Development);
         assert!(cfg.database.auto_migrate);
-        assert_eq!(cfg.generated_secrets, vec!["PII_KEY"]);
+        assert_eq!(cfg.generated_secrets, vec!["PII_KEY", "BLIND_INDEX_KEY"]);
         assert_eq!(cfg.http.api_addr, socket("127.0.0.1:8080"));
         assert_eq!(
             cfg.database_url(),
@@ -850,9 +850,30 @@ mod tests {
     }
 
     #[test]
-    fn a_production_worker_needs_no_token_or_blind_index_key() {
-        let cfg = config(&[("APP_ENV", "production"), ("PII_KEY", KEY)])
-            .expect("the worker's configuration is complete without auth keys");
+    fn a_production_worker_needs_no_token_key() {
+        let base = [("APP_ENV", "production"), ("PII_KEY", KEY)];
+        // The suppression list's index and the unsubscribe links' origin.
+        let err = config(&base).expect_err("no public url");
+        assert!(matches!(
+            err,
+            ConfigError::MissingSecret {
+                var: "PUBLIC_URL",
+                ..
+            }
+        ));
+        let mut vars = base.to_vec();
+        vars.push(("PUBLIC_URL", "https://api.example.com"));
+        let err = config(&vars).expect_err("no blind index key");
+        assert!(matches!(
+            err,
+            ConfigError::MissingSecret {
+                var: "BLIND_INDEX_KEY",
+                ..
+            }
+        ));
+        vars.push(("BLIND_INDEX_KEY", KEY));
+        let cfg = config(&vars).expect("the worker's configuration is complete without auth keys");
+        assert_eq!(cfg.mail.public_url, "https://api.example.com");
         assert!(!cfg.database.auto_migrate);
         assert!(cfg.generated_secrets.is_empty());
         assert_eq!(cfg.log_format, LogFormat::Json);
