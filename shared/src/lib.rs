@@ -20,6 +20,7 @@ pub mod session_epoch;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::{AppEnv, Config, ConfigError};
 pub use error_code::ErrorCode;

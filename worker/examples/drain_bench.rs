@@ -119,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             correlation_id: None,
             content: None,
             total: i32::try_from(jobs_total)?,
+            callback_url: None,
         },
     )
     .await?;

@@ -9,6 +9,7 @@ pub mod me;
 pub mod meta;
 pub mod requests;
 pub mod uploads;
+pub mod webhooks;
 pub mod wellknown;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -31,6 +32,7 @@ pub fn api_v1(config: &Config) -> Router<AppState> {
         )))
         .merge(auth::routes())
         .merge(me::routes())
+        .merge(webhooks::routes())
         .merge(admin::routes())
 }
 

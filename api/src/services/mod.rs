@@ -14,3 +14,4 @@ pub mod session_cache;
 pub mod tokens;
 pub mod uploads;
 pub mod verification;
+pub mod webhooks;

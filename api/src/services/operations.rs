@@ -728,6 +728,7 @@ pub async fn canary(
         lane: Lane::Priority,
         payloads: vec![Payload::empty(); count as usize],
         quota: None,
+        callback_url: None,
     };
     let mut tx = state.pool.begin().await?;
     let (row, ids) = requests::enqueue(&mut tx, state, submission).await?;

@@ -1,11 +1,12 @@
 //! The one typed configuration of Conveyor, read from environment variables (and a
 //! `.env` file outside production), in sections: database, redis, http, ops, pii,
-//! smtp, queues, pipeline, storage, uploads, scanner — and [`AuthConfig`], which only the api reads, so a worker
+//! smtp, queues, pipeline, storage, uploads, scanner, webhooks — and [`AuthConfig`], which only the api reads, so a worker
 //! never needs token or blind-index keys. Every variable is in `.env.example`.
 
 mod auth;
 pub mod dev_keys;
 mod env;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 pub use auth::{AuthConfig, LoginLimits};
 use dev_keys::DevKeys;
 use env::Env;
+pub use webhooks::{RETRY_CAP as WEBHOOK_RETRY_CAP, WebhookConfig};
 
 use crate::queue::QueueName;
 
@@ -404,6 +406,7 @@ pub struct Config {
     pub scanner: ScannerConfig,
     pub rate_limits: RateLimitsConfig,
     pub accounts: AccountsConfig,
+    pub webhooks: WebhookConfig,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -657,6 +660,7 @@ impl Config {
                 quota_promoter: quota(&env, quota_vars!("EMAIL_QUOTA_PROMOTER"), 100_000, 300_000)?,
                 quota_admin: quota(&env, quota_vars!("EMAIL_QUOTA_ADMIN"), 100_000, 300_000)?,
             },
+            webhooks: WebhookConfig::read(&env)?,
             dev_keys_file: None,
             generated_secrets,
         })

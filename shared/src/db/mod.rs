@@ -11,6 +11,7 @@ pub mod requests;
 pub mod sessions;
 pub mod uploads;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -30,12 +30,14 @@ pub struct RequestRow {
     pub updated_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// Where the completion webhook goes, if the client asked for one.
+    pub callback_url: Option<String>,
 }
 
 macro_rules! columns {
     () => {
         "id, owner_id, kind, status, name, correlation_id, total, succeeded, failed, cancelled, \
-         created_at, updated_at, finished_at"
+         created_at, updated_at, finished_at, callback_url"
     };
 }
 
@@ -48,6 +50,7 @@ pub struct NewRequest<'a> {
     pub correlation_id: Option<&'a str>,
     pub content: Option<serde_json::Value>,
     pub total: i32,
+    pub callback_url: Option<&'a str>,
 }
 
 pub async fn insert(
@@ -55,8 +58,8 @@ pub async fn insert(
     new: &NewRequest<'_>,
 ) -> Result<RequestRow, sqlx::Error> {
     sqlx::query_as(concat!(
-        "INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        "INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, callback_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
         columns!()
     ))
     .bind(new.id)
@@ -66,6 +69,7 @@ pub async fn insert(
     .bind(new.correlation_id)
     .bind(&new.content)
     .bind(new.total)
+    .bind(new.callback_url)
     .fetch_one(db)
     .await
 }
@@ -109,8 +113,8 @@ async fn insert_first_chunk(
     let ids: Vec<Uuid> = payloads.iter().map(|_| Uuid::now_v7()).collect();
     let row = sqlx::query_as(concat!(
         "WITH req AS ( \
-             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, callback_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $13) \
              RETURNING ",
         columns!(),
         "), \
@@ -134,6 +138,7 @@ async fn insert_first_chunk(
     .bind(&ids)
     .bind(super::jobs::payload_texts(payloads))
     .bind(lane.owner())
+    .bind(new.callback_url)
     .fetch_one(&mut *conn)
     .await?;
     Ok((row, ids))

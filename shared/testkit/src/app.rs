@@ -452,6 +452,7 @@ impl TestApp {
             lane: shared::queue::Lane::Priority,
             payloads: vec![shared::db::jobs::Payload::empty(); count],
             quota: None,
+            callback_url: None,
         };
         api::services::requests::submit(&self.state, submission, None)
             .await
