@@ -160,9 +160,9 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let seg = ip.segments();
     if let Some(v4) = ip.to_ipv4_mapped() {
         Some(v4)
-    } else if seg[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback() {
-        Some(last())
-    } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    } else if (seg[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback())
+        || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+    {
         Some(last())
     } else if seg[0] == 0x2002 {
         Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]))

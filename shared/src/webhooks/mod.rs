@@ -156,7 +156,9 @@ mod tests {
             "http://[::1]/",
             "http://[::ffff:10.0.0.1]/",
             "http://127.0.0.2/",
-            "http://0x7f.1/",
+            // WHATWG parsing: 127.0.0.2 in hex/short form.
+            "http://0x7f.2/",
+            "http://2130706434/",
             "https://example.org/ a",
         ] {
             assert!(callback_url(bad, &allowed).is_err(), "{bad}");
