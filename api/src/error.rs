@@ -46,6 +46,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("the Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// A submission names a `callback_url` but its owner has no signing secret.
+    #[error("a callback_url needs a webhook signing secret")]
+    WebhookSecretMissing,
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
     #[error("unsupported media type: {0}")]
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            ApiError::WebhookSecretMissing => ErrorCode::WebhookSecretMissing,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
@@ -119,6 +123,11 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => Problem::new(
                 code,
                 "this Idempotency-Key was already used with a different request; use a new key",
+            ),
+            ApiError::WebhookSecretMissing => Problem::new(
+                code,
+                "a callback_url needs a webhook signing secret: create one with \
+                 POST /api/v1/me/webhook-secret first",
             ),
             ApiError::MfaRequired => Problem::new(
                 code,

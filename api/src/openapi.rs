@@ -11,7 +11,7 @@ use utoipa::OpenApi;
         description = "Submit emails, uploads and scans; follow their jobs to the end. \
             Every error is `application/problem+json` (RFC 9457) with a stable `code`: \
             validation_failed, unauthenticated, token_expired, invalid_credentials, forbidden, \
-            mfa_required, not_found, method_not_allowed, conflict, idempotency_key_reused, \
+            mfa_required, not_found, method_not_allowed, conflict, idempotency_key_reused, webhook_secret_missing, \
             rate_limited, message_quota_exceeded, email_unverified, payload_too_large, unsupported_media_type, quota_exceeded, \
             scan_pending, quarantined, request_timeout, dependency_unavailable, internal."
     ),
@@ -30,6 +30,8 @@ use utoipa::OpenApi;
         crate::routes::auth::enable_2fa,
         crate::routes::auth::disable_2fa,
         crate::routes::me::me,
+        crate::routes::webhooks::rotate,
+        crate::routes::webhooks::show,
         crate::routes::admin::update_user,
         crate::routes::admin::rescan_all,
         crate::routes::admin::list_queues,
@@ -83,6 +85,7 @@ use utoipa::OpenApi;
         (name = "requests", description = "Following submitted work"),
         (name = "suppressions", description = "Addresses a sending account no longer sends to; one-click unsubscribe"),
         (name = "uploads", description = "Files: streamed uploads, scans, downloads of clean files"),
+        (name = "webhooks", description = "Completion webhooks: the signing secret (see `callback_url` on submissions)"),
     )
 )]
 pub struct ApiDoc;

@@ -17,6 +17,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     IdempotencyKeyReused,
+    WebhookSecretMissing,
     RateLimited,
     MessageQuotaExceeded,
     EmailUnverified,
@@ -32,7 +33,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthenticated,
         ErrorCode::TokenExpired,
@@ -43,6 +44,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::WebhookSecretMissing,
         ErrorCode::RateLimited,
         ErrorCode::MessageQuotaExceeded,
         ErrorCode::EmailUnverified,
@@ -68,6 +70,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::WebhookSecretMissing => "webhook_secret_missing",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MessageQuotaExceeded => "message_quota_exceeded",
             ErrorCode::EmailUnverified => "email_unverified",
@@ -99,7 +102,7 @@ impl ErrorCode {
             ErrorCode::Conflict | ErrorCode::ScanPending => 409,
             ErrorCode::PayloadTooLarge | ErrorCode::QuotaExceeded => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::IdempotencyKeyReused | ErrorCode::WebhookSecretMissing => 422,
             ErrorCode::RateLimited | ErrorCode::MessageQuotaExceeded => 429,
             ErrorCode::Internal => 500,
             ErrorCode::DependencyUnavailable => 503,
@@ -119,6 +122,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::Conflict => "Conflict",
             ErrorCode::IdempotencyKeyReused => "Idempotency key reused with a different request",
+            ErrorCode::WebhookSecretMissing => "No webhook signing secret yet",
             ErrorCode::RateLimited => "Too many requests",
             ErrorCode::MessageQuotaExceeded => "Message quota used up",
             ErrorCode::EmailUnverified => "The email address is not confirmed yet",

@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod suppression;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::{AppEnv, Config, ConfigError};
 pub use error_code::ErrorCode;

@@ -120,6 +120,14 @@ pub mod metric {
     /// Counter: accept errors of the api listener (EMFILE and the like), each
     /// followed by a short backoff.
     pub const HTTP_ACCEPT_ERRORS_TOTAL: &str = "conveyor_http_accept_errors_total";
+    /// Counter: completion webhook attempts by `outcome`: `delivered` (2xx), `retried`
+    /// (an error or non-2xx answer, tried again later), `dead` (the last attempt
+    /// failed), `refused` (the URL or a redirect led to an address deliveries may not
+    /// reach: dead at once).
+    pub const WEBHOOK_DELIVERIES_TOTAL: &str = "conveyor_webhook_deliveries_total";
+    /// Histogram (seconds): from a request's `finished_at` to the 2xx of its
+    /// completion webhook (retries included).
+    pub const WEBHOOK_DELIVERY_LATENCY_SECONDS: &str = "conveyor_webhook_delivery_latency_seconds";
     /// Gauge: always 1, labelled with `service` and `version`; tells which build runs.
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
@@ -189,6 +197,16 @@ fn builder() -> PrometheusBuilder {
                 ],
             )
         })
+        .and_then(|builder| {
+            // From milliseconds (delivered at once) to hours (retried with backoff).
+            builder.set_buckets_for_metric(
+                Matcher::Full(metric::WEBHOOK_DELIVERY_LATENCY_SECONDS.to_owned()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 900.0, 3600.0, 14400.0,
+                ],
+            )
+        })
         .unwrap_or_else(|_| unreachable!("bucket lists are non-empty"))
 }
 
@@ -230,6 +248,15 @@ fn describe_metrics() {
         "Finished requests deleted past retention"
     );
     describe_counter!(metric::JOBS_FINISHED_TOTAL, "Job attempts that ended");
+    describe_counter!(
+        metric::WEBHOOK_DELIVERIES_TOTAL,
+        "Completion webhook attempts by outcome"
+    );
+    describe_histogram!(
+        metric::WEBHOOK_DELIVERY_LATENCY_SECONDS,
+        Unit::Seconds,
+        "From a request's end to its completion webhook's 2xx"
+    );
     describe_histogram!(
         metric::JOB_DURATION_SECONDS,
         Unit::Seconds,
@@ -349,6 +376,8 @@ pub mod label {
     pub const UPLOAD_OUTCOMES: [&str; 2] = ["accepted", "duplicate"];
     /// `kind` of `conveyor_account_emails_total`.
     pub const ACCOUNT_EMAIL_KINDS: [&str; 3] = ["verification", "notice", "throttled"];
+    /// `outcome` of `conveyor_webhook_deliveries_total`.
+    pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "retried", "dead", "refused"];
     /// `action` of `conveyor_admin_actions_total`.
     pub const ADMIN_ACTIONS: [&str; 8] = [
         "retry",
@@ -440,6 +469,10 @@ pub fn register_worker_metrics() {
     counter!(metric::SCAN_ERRORS_TOTAL).increment(0);
     counter!(metric::SCANNED_BYTES_TOTAL).increment(0);
     counter!(metric::REQUESTS_PRUNED_TOTAL).increment(0);
+    for outcome in label::WEBHOOK_OUTCOMES {
+        counter!(metric::WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    registered(histogram!(metric::WEBHOOK_DELIVERY_LATENCY_SECONDS));
 }
 
 /// A histogram's handle, taken only to register its series: from then on the

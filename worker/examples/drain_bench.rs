@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             content: None,
             total: i32::try_from(jobs_total)?,
             send_at: None,
+            callback_url: None,
         },
     )
     .await?;

@@ -17,3 +17,4 @@ pub mod running;
 pub mod runtime;
 pub mod scanner;
 pub mod smtp;
+pub mod webhooks;

@@ -19,6 +19,7 @@ use crate::extract::parse_json;
 use crate::middleware::auth::{Authorized, perm};
 use crate::services::quotas::QuotaCharge;
 use crate::services::requests::{self, Accepted, Idempotency, Submission};
+use crate::services::webhooks;
 use crate::state::AppState;
 
 pub const MAX_RECIPIENTS: usize = 50;
@@ -88,6 +89,13 @@ pub struct EmailRequest {
     /// second of now, sends at once. Until then the request can be cancelled.
     #[schema(format = DateTime, examples("2030-01-31T09:00:00Z"))]
     pub send_at: Option<String>,
+    /// Where to POST a signed `request.finished` event when the request reaches its
+    /// final state (see the README's "Completion webhooks"): an absolute http(s) URL
+    /// of at most 2,048 bytes without user info or fragment, not at a loopback,
+    /// private or link-local address. Needs a signing secret
+    /// (`POST /api/v1/me/webhook-secret`; without one 422 `webhook_secret_missing`).
+    #[schema(max_length = 2048, examples("https://hooks.example.org/conveyor"))]
+    pub callback_url: Option<String>,
 }
 
 /// One message per distinct recipient, all with the same content. The distinct
@@ -133,6 +141,9 @@ pub struct CampaignRequest {
     /// second of now, sends at once. Until then the request can be cancelled.
     #[schema(format = DateTime, examples("2030-01-31T09:00:00Z"))]
     pub send_at: Option<String>,
+    /// As an email's `callback_url`: one event when the whole campaign has finished.
+    #[schema(max_length = 2048, examples("https://hooks.example.org/conveyor"))]
+    pub callback_url: Option<String>,
 }
 
 /// A mailbox as text, checked: an address, optionally with a display name. A CR or
@@ -297,11 +308,20 @@ pub async fn send_email(
         &mut errors,
     );
     let send_at = checked_send_at(&state, request.send_at.as_deref(), &mut errors);
+    let callback_url = webhooks::parse_callback(
+        &state,
+        "callback_url",
+        request.callback_url.as_deref(),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::Unprocessable {
             detail: "the email is not valid".into(),
             errors,
         });
+    }
+    if callback_url.is_some() {
+        webhooks::require_secret(&state, user.id).await?;
     }
     let job = EmailJob {
         to,
@@ -329,6 +349,7 @@ pub async fn send_email(
         send_at,
         payloads: vec![payload],
         quota: Some(QuotaCharge::new(user.role, messages)),
+        callback_url,
     };
     let idem = idempotency(&headers, "/api/v1/emails", &body)?;
     Ok(super::accepted(
@@ -403,11 +424,20 @@ pub async fn send_campaign(
             Err(message) => errors.push(FieldError::new(format!("recipients[{i}]"), message)),
         }
     }
+    let callback_url = webhooks::parse_callback(
+        &state,
+        "callback_url",
+        request.callback_url.as_deref(),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::Unprocessable {
             detail: "the campaign is not valid".into(),
             errors,
         });
+    }
+    if callback_url.is_some() {
+        webhooks::require_secret(&state, user.id).await?;
     }
     let content = EmailContent {
         subject: request.subject,
@@ -426,6 +456,7 @@ pub async fn send_campaign(
         send_at,
         quota: Some(QuotaCharge::new(user.role, payloads.len())),
         payloads,
+        callback_url,
     };
     let idem = idempotency(&headers, "/api/v1/campaigns", &body)?;
     Ok(super::accepted(

@@ -10,6 +10,7 @@ pub mod meta;
 pub mod requests;
 pub mod suppressions;
 pub mod uploads;
+pub mod webhooks;
 pub mod wellknown;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -32,6 +33,7 @@ pub fn api_v1(config: &Config) -> Router<AppState> {
         )))
         .merge(auth::routes())
         .merge(me::routes())
+        .merge(webhooks::routes())
         .merge(admin::routes())
         .merge(suppressions::routes())
 }

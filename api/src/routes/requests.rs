@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use shared::db::jobs::JobSummary;
 use shared::db::requests::RequestRow;
+use shared::db::webhooks::DeliveryState;
 use shared::domain::{RequestKind, RequestStatus};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -59,6 +60,8 @@ pub struct RequestView {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub send_at: Option<OffsetDateTime>,
+    /// Where its completion webhook goes, if it has one.
+    pub callback_url: Option<String>,
 }
 
 impl From<&RequestRow> for RequestView {
@@ -78,6 +81,7 @@ impl From<&RequestRow> for RequestView {
             updated_at: row.updated_at,
             finished_at: row.finished_at,
             send_at: row.send_at,
+            callback_url: row.callback_url.clone(),
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct RequestDetail {
     #[serde(flatten)]
     pub request: RequestView,
     pub jobs: JobCounts,
+    /// The completion webhook, once the request has finished with a `callback_url`.
+    pub webhook: Option<DeliveryState>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -203,10 +209,11 @@ pub async fn show(
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<RequestDetail>, ApiError> {
-    let (row, summary) = service::detail(&state, &user, id).await?;
+    let (row, summary, webhook) = service::detail(&state, &user, id).await?;
     Ok(Json(RequestDetail {
         request: RequestView::from(&row),
         jobs: summary.into(),
+        webhook,
     }))
 }
 

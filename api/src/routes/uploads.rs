@@ -24,6 +24,7 @@ use crate::middleware::auth::{Authorized, perm};
 use crate::routes::cursor;
 use crate::services::requests::Accepted;
 use crate::services::uploads::{self as service, Created};
+use crate::services::webhooks;
 use crate::state::AppState;
 
 /// Room for the multipart framing and the `description` part around the file.
@@ -158,6 +159,9 @@ pub struct RescanRequest {
     /// format has it.
     #[schema(value_type = Uuid)]
     pub upload_id: Hyphenated,
+    /// As an email's `callback_url`: one event when the rescan has finished.
+    #[schema(max_length = 2048, examples("https://hooks.example.org/conveyor"))]
+    pub callback_url: Option<String>,
 }
 
 /// The multipart form of `POST /uploads` (for the OpenAPI document): the parts
@@ -183,6 +187,15 @@ pub struct UploadForm {
         examples("Signed contract, second revision")
     )]
     pub description: Option<String>,
+    /// Where to POST a signed `request.finished` event when the upload's request
+    /// (verification and first scan) reaches its final state; as an email's
+    /// `callback_url` (422 `validation_failed` or `webhook_secret_missing`).
+    #[schema(
+        nullable = false,
+        max_length = 2048,
+        examples("https://hooks.example.org/conveyor")
+    )]
+    pub callback_url: Option<String>,
 }
 
 fn multipart_error(err: MultipartError) -> ApiError {
@@ -214,6 +227,7 @@ fn with_location(status: StatusCode, row: &UploadRow) -> Response {
         (status = 400, body = shared::problem::Problem, description = "no `file` part, an empty file, an unknown part or a malformed body"),
         (status = 413, body = shared::problem::Problem, description = "`payload_too_large` (past `UPLOAD_MAX_BYTES`) or `quota_exceeded`"),
         (status = 415, body = shared::problem::Problem, description = "not multipart, a type off the allowlist, or content contradicting the declared type or extension"),
+        (status = 422, body = shared::problem::Problem, description = "`validation_failed` (a bad `callback_url`) or `webhook_secret_missing`"),
         (status = 429, body = shared::problem::Problem, description = "more than `UPLOADS_PER_HOUR` uploads in the last hour"),
     ))]
 pub async fn upload(
@@ -239,6 +253,7 @@ pub async fn upload(
     })?;
     let mut staged = None;
     let mut description = None;
+    let mut callback = None;
     let result = async {
         if declared_length.is_some_and(|n| n > max.saturating_add(MULTIPART_OVERHEAD as u64)) {
             return Err(too_large());
@@ -275,20 +290,23 @@ pub async fn upload(
                     }
                     description = Some(text);
                 }
+                Some("callback_url") if callback.is_none() => {
+                    callback = Some(field.text().await.map_err(multipart_error)?);
+                }
                 other => {
                     return Err(ApiError::validation(format!(
-                        "unexpected part `{}`: send `file` and, optionally, `description`",
+                        "unexpected part `{}`: send `file` and, optionally, `description` and `callback_url`",
                         other.unwrap_or_default()
                     )));
                 }
             }
         }
-        Ok(())
+        webhooks::checked_callback(&state, user.id, "callback_url", callback.as_deref()).await
     }
     .await;
-    let staged = match (result, staged) {
-        (Ok(()), Some(staged)) => staged,
-        (Ok(()), None) => return Err(ApiError::validation("the form has no `file` part")),
+    let (staged, callback_url) = match (result, staged) {
+        (Ok(callback_url), Some(staged)) => (staged, callback_url),
+        (Ok(_), None) => return Err(ApiError::validation("the form has no `file` part")),
         (Err(err), staged) => {
             if let Some(staged) = staged {
                 service::discard(&state, staged.id).await;
@@ -302,6 +320,7 @@ pub async fn upload(
         &user,
         staged,
         description,
+        callback_url,
         super::correlation(&headers),
     )
     .await?
@@ -425,6 +444,7 @@ pub async fn download(
         (status = 202, body = Accepted, description = "Queued; `Location` names the request"),
         (status = 404, body = shared::problem::Problem),
         (status = 409, body = shared::problem::Problem, description = "`scan_pending` (its first scan has not run) or `conflict` (rejected)"),
+        (status = 422, body = shared::problem::Problem, description = "`validation_failed` (a bad `callback_url`) or `webhook_secret_missing`"),
     ))]
 pub async fn rescan(
     State(state): State<AppState>,
@@ -432,10 +452,18 @@ pub async fn rescan(
     headers: HeaderMap,
     ApiJson(body): ApiJson<RescanRequest>,
 ) -> Result<Response, ApiError> {
+    let callback_url = webhooks::checked_callback(
+        &state,
+        user.id,
+        "callback_url",
+        body.callback_url.as_deref(),
+    )
+    .await?;
     let accepted = service::rescan(
         &state,
         &user,
         body.upload_id.into_uuid(),
+        callback_url,
         super::correlation(&headers),
     )
     .await?;

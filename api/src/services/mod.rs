@@ -15,3 +15,4 @@ pub mod suppressions;
 pub mod tokens;
 pub mod uploads;
 pub mod verification;
+pub mod webhooks;

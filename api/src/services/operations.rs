@@ -739,6 +739,7 @@ pub async fn canary(
         send_at: None,
         payloads: vec![Payload::empty(); count as usize],
         quota: None,
+        callback_url: None,
     };
     let mut tx = state.pool.begin().await?;
     let (row, ids) = requests::enqueue(&mut tx, state, submission).await?;

@@ -12,6 +12,7 @@ use serde::Serialize;
 use shared::db::idempotency;
 use shared::db::jobs::{self, JobSummary, Payload};
 use shared::db::requests::{self, ListFilter, NewRequest, RequestRow};
+use shared::db::webhooks::DeliveryState;
 use shared::domain::{Permission, RequestKind, RequestStatus};
 use shared::events::{self, Progress};
 use shared::maintenance::dispatcher::push_committed_at;
@@ -42,6 +43,8 @@ pub struct Submission {
     pub payloads: Vec<Payload>,
     /// Messages charged to the owner's quota (emails and campaigns).
     pub quota: Option<QuotaCharge>,
+    /// Where the completion webhook goes (checked by `services::webhooks`).
+    pub callback_url: Option<String>,
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request it came with.
@@ -199,6 +202,7 @@ async fn insert(
         content: submission.content,
         total,
         send_at: submission.send_at,
+        callback_url: submission.callback_url.as_deref(),
     };
     Ok(requests::insert_with_jobs(
         conn,
@@ -319,15 +323,19 @@ pub async fn find(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Request
         .ok_or_else(|| ApiError::NotFound("no such request".into()))
 }
 
-/// A request with its per-job counts.
+/// A request with its per-job counts and its completion webhook's state.
 pub async fn detail(
     state: &AppState,
     user: &AuthUser,
     id: Uuid,
-) -> Result<(RequestRow, JobSummary), ApiError> {
+) -> Result<(RequestRow, JobSummary, Option<DeliveryState>), ApiError> {
     let row = find(state, user, id).await?;
     let summary = jobs::summary(&state.pool, id).await?;
-    Ok((row, summary))
+    let webhook = match row.callback_url {
+        Some(_) => shared::db::webhooks::state_of(&state.pool, id).await?,
+        None => None,
+    };
+    Ok((row, summary, webhook))
 }
 
 /// Cancels the jobs that have not started (running ones finish) and closes the

@@ -193,9 +193,18 @@ pub async fn create(
     user: &AuthUser,
     staged: Staged,
     description: Option<String>,
+    callback_url: Option<String>,
     correlation_id: Option<String>,
 ) -> Result<Created, ApiError> {
-    let result = record(state, user, &staged, description, correlation_id).await;
+    let result = record(
+        state,
+        user,
+        &staged,
+        description,
+        callback_url,
+        correlation_id,
+    )
+    .await;
     if !matches!(result, Ok(Created::New(_))) {
         discard(state, staged.id).await;
     }
@@ -218,6 +227,7 @@ async fn record(
     user: &AuthUser,
     staged: &Staged,
     description: Option<String>,
+    callback_url: Option<String>,
     correlation_id: Option<String>,
 ) -> Result<Created, ApiError> {
     let mut tx = state.pool.begin().await?;
@@ -243,6 +253,7 @@ async fn record(
         send_at: None,
         payloads: vec![payload],
         quota: None,
+        callback_url,
     };
     let (request, ids) = requests::enqueue(&mut tx, state, submission).await?;
     let size = i64::try_from(staged.size).map_err(|_| ApiError::validation("file too large"))?;
@@ -319,6 +330,7 @@ pub async fn rescan(
     state: &AppState,
     user: &AuthUser,
     upload_id: Uuid,
+    callback_url: Option<String>,
     correlation_id: Option<String>,
 ) -> Result<Accepted, ApiError> {
     let row = find(state, user, upload_id).await?;
@@ -343,6 +355,7 @@ pub async fn rescan(
         send_at: None,
         payloads: vec![payload],
         quota: None,
+        callback_url,
     };
     requests::submit(state, submission, None).await
 }
@@ -368,6 +381,7 @@ pub async fn rescan_all(
         send_at: None,
         payloads: Vec::new(),
         quota: None,
+        callback_url: None,
     };
     let (mut request, _) = requests::enqueue(&mut tx, state, submission).await?;
     let settings = state.config.queues.settings(QueueName::Scans);

@@ -213,6 +213,7 @@ async fn queue_mail(
         send_at: None,
         payloads: vec![payload],
         quota: None,
+        callback_url: None,
     };
     let (_, ids) = requests::enqueue(tx, state, submission).await?;
     metrics::counter!(metric::ACCOUNT_EMAILS_TOTAL, "kind" => kind).increment(1);

@@ -1,6 +1,6 @@
 //! The one typed configuration of Conveyor, read from environment variables (and a
 //! `.env` file outside production), in sections: database, redis, http, ops, pii,
-//! smtp, queues, pipeline, storage, uploads, scanner — and [`AuthConfig`], which only the api reads, so a worker
+//! smtp, queues, pipeline, storage, uploads, scanner, webhooks — and [`AuthConfig`], which only the api reads, so a worker
 //! never needs token or blind-index keys. Every variable is in `.env.example`.
 
 mod auth;
@@ -8,6 +8,7 @@ pub mod dev_keys;
 mod dkim;
 mod env;
 mod mail;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use dev_keys::DevKeys;
 pub use dkim::{DkimAlgorithm, DkimConfig, DkimKey};
 use env::Env;
 pub use mail::{DEFAULT_DOMAIN_PACE, DomainPace, MailConfig, Pacing};
+pub use webhooks::{RETRY_CAP as WEBHOOK_RETRY_CAP, WebhookConfig};
 
 use crate::queue::QueueName;
 
@@ -413,6 +415,7 @@ pub struct Config {
     pub mail: MailConfig,
     /// DKIM signing of outgoing mail; `None`: not signed.
     pub dkim: Option<DkimConfig>,
+    pub webhooks: WebhookConfig,
     /// The development keys file unset keys came from, if any (the binaries warn).
     pub dev_keys_file: Option<PathBuf>,
     /// Keys generated for this process alone because none was configured (only
@@ -673,6 +676,7 @@ impl Config {
             },
             mail: MailConfig::from_env(&env, app_env, &mut generated_secrets)?,
             dkim: DkimConfig::from_lookup(&lookup)?,
+            webhooks: WebhookConfig::read(&env)?,
             dev_keys_file: None,
             generated_secrets,
         })

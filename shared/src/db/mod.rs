@@ -12,6 +12,7 @@ pub mod sessions;
 pub mod suppressions;
 pub mod uploads;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -35,6 +35,8 @@ pub struct RequestRow {
     /// When its jobs may start (a scheduled send); `None`: at once.
     #[serde(with = "time::serde::rfc3339::option")]
     pub send_at: Option<OffsetDateTime>,
+    /// Where the completion webhook goes, if the client asked for one.
+    pub callback_url: Option<String>,
 }
 
 impl RequestRow {
@@ -47,7 +49,7 @@ impl RequestRow {
 macro_rules! columns {
     () => {
         "id, owner_id, kind, status, name, correlation_id, total, succeeded, failed, cancelled, suppressed, \
-         created_at, updated_at, finished_at, send_at"
+         created_at, updated_at, finished_at, send_at, callback_url"
     };
 }
 
@@ -62,6 +64,7 @@ pub struct NewRequest<'a> {
     pub total: i32,
     /// A scheduled send: its jobs are inserted with this `run_after`.
     pub send_at: Option<OffsetDateTime>,
+    pub callback_url: Option<&'a str>,
 }
 
 pub async fn insert(
@@ -69,8 +72,8 @@ pub async fn insert(
     new: &NewRequest<'_>,
 ) -> Result<RequestRow, sqlx::Error> {
     sqlx::query_as(concat!(
-        "INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+        "INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at, callback_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
         columns!()
     ))
     .bind(new.id)
@@ -81,6 +84,7 @@ pub async fn insert(
     .bind(&new.content)
     .bind(new.total)
     .bind(new.send_at)
+    .bind(new.callback_url)
     .fetch_one(db)
     .await
 }
@@ -125,8 +129,8 @@ async fn insert_first_chunk(
     let ids: Vec<Uuid> = payloads.iter().map(|_| Uuid::now_v7()).collect();
     let row = sqlx::query_as(concat!(
         "WITH req AS ( \
-             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $13) \
+             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at, callback_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $13, $14) \
              RETURNING ",
         columns!(),
         "), \
@@ -151,6 +155,7 @@ async fn insert_first_chunk(
     .bind(super::jobs::payload_texts(payloads))
     .bind(lane.owner())
     .bind(new.send_at)
+    .bind(new.callback_url)
     .fetch_one(&mut *conn)
     .await?;
     Ok((row, ids))

@@ -453,6 +453,7 @@ impl TestApp {
             send_at: None,
             payloads: vec![shared::db::jobs::Payload::empty(); count],
             quota: None,
+            callback_url: None,
         };
         api::services::requests::submit(&self.state, submission, None)
             .await
