@@ -52,6 +52,7 @@ pub fn event_body(event: &str, request: &RequestRow) -> serde_json::Value {
             "succeeded": request.succeeded,
             "failed": request.failed,
             "cancelled": request.cancelled,
+            "suppressed": request.suppressed,
             "created_at": rfc3339(request.created_at),
             "finished_at": request.finished_at.map(rfc3339),
             "location": format!("/api/v1/requests/{}", request.id),
