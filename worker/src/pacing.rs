@@ -6,10 +6,12 @@
 //!   next second (at most [`MAX_WAIT`] in all), then is deferred;
 //! - **sends in flight**, per worker process: a semaphore per domain, so one domain
 //!   cannot take every executor slot (the others keep sending);
-//! - **backoff after a 4xx**: a deferral (`421`, `450`, `451`, …) pauses the domain for
-//!   every worker, `EMAIL_DOMAIN_BACKOFF_SECS` doubled for each further deferral while
-//!   the pause lasts, up to `EMAIL_DOMAIN_BACKOFF_CAP_SECS`; messages to it are
-//!   deferred until then without spending an attempt.
+//! - **backoff after a 4xx**: a recipient's deferral (`450`, `451`, … to `RCPT TO`)
+//!   pauses its domain for every worker, `EMAIL_DOMAIN_BACKOFF_SECS` doubled for each
+//!   further deferral while the pause lasts, up to `EMAIL_DOMAIN_BACKOFF_CAP_SECS`;
+//!   messages to it are deferred until then without spending an attempt. The paused
+//!   domains are one Redis hash each worker reads at most every
+//!   [`PAUSED_REFRESH`] (so a pause reaches every worker within that), not per message.
 //!
 //! Domains without a configured pace (`EMAIL_DOMAIN_PACE`, defaults for the large
 //! providers; `EMAIL_DOMAIN_DEFAULT_PACE` for the rest, unlimited unless set) pass
@@ -18,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use shared::config::Pacing;
 use shared::redis::Redis;
@@ -27,30 +29,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The longest a send waits for its domain's next second before it is deferred.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
 
-/// Counts a send against its domain's second; returns the count, or -1 while the
-/// domain is backing off (then the second value is the pause left, in ms).
-/// KEYS: the second's counter, the backoff key. ARGV: none.
-const ADMIT: &str = r"
-local left = redis.call('PTTL', KEYS[2])
-if left > 0 then return {-1, left} end
+/// Counts a send against its domain's second. KEYS: the second's counter.
+const COUNT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end
-return {n, 0}
+return n
 ";
 
-/// A 4xx from the domain: pause it, longer for each deferral while paused.
-/// KEYS: the backoff key, the deferral counter. ARGV: base ms, cap ms.
-const BACK_OFF: &str = r"
-local n = redis.call('INCR', KEYS[2])
-local base = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-local pause = base
-for _ = 2, math.min(n, 20) do pause = math.min(pause * 2, cap) end
-pause = math.min(pause, cap)
-redis.call('SET', KEYS[1], n, 'PX', pause)
-redis.call('PEXPIRE', KEYS[2], pause + cap)
-return pause
-";
+/// How long a worker trusts its copy of the paused domains before reading them again.
+pub const PAUSED_REFRESH: Duration = Duration::from_millis(500);
 
 /// Why a send must wait: run it again at `until`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +49,11 @@ pub struct Deferral {
 pub struct Pacer {
     redis: Redis,
     pacing: Pacing,
-    admit: redis::Script,
-    back_off: redis::Script,
+    count: redis::Script,
     in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Domains paused after a deferral (until, ms since the epoch), as read from Redis
+    /// at most [`PAUSED_REFRESH`] ago: one read per worker and period, not per message.
+    paused: tokio::sync::Mutex<(Option<Instant>, HashMap<String, u64>)>,
 }
 
 /// What a send holds while it runs: its domains' in-flight places.
@@ -77,14 +66,15 @@ impl Pacer {
         Pacer {
             redis,
             pacing,
-            admit: redis::Script::new(ADMIT),
-            back_off: redis::Script::new(BACK_OFF),
+            count: redis::Script::new(COUNT),
             in_flight: Mutex::new(HashMap::new()),
+            paused: tokio::sync::Mutex::new((None, HashMap::new())),
         }
     }
 
     /// Waits (briefly) until a message to `domains` may go, or says when to try again.
     pub async fn admit(&self, domains: &[&str]) -> Result<Admission, Deferral> {
+        self.check_paused(domains).await?;
         let mut permits = Vec::new();
         for &domain in domains {
             let pace = self.pacing.pace_of(domain);
@@ -93,39 +83,97 @@ impl Pacer {
             }
             if pace.per_second > 0 {
                 self.take_second(domain, pace.per_second).await?;
-            } else {
-                // Unpaced domains still honour a backoff their own deferrals started.
-                self.backing_off(domain).await?;
             }
         }
         Ok(Admission { _permits: permits })
     }
 
-    /// A 4xx deferral from `domain`: pause it for every worker.
+    /// A 4xx deferral of a recipient of `domain`: pause the domain for every worker,
+    /// twice as long as the last time while deferrals keep coming.
     pub async fn deferred_by(&self, domain: &str) {
+        use redis::AsyncCommands as _;
         let mut conn = self.redis.connection();
-        let result: Result<i64, _> = self
-            .back_off
-            .key(self.key(domain, "backoff"))
-            .key(self.key(domain, "deferrals"))
-            .arg(millis(self.pacing.backoff))
-            .arg(millis(self.pacing.backoff_cap))
-            .invoke_async(&mut conn)
-            .await;
-        match result {
-            Ok(pause) => tracing::warn!(
-                domain,
-                pause_ms = pause,
-                "recipient domain deferred mail; pausing it"
-            ),
+        let counter = self.key(&format!("pace:{domain}:deferrals"));
+        let recorded: redis::RedisResult<u64> = async {
+            let n: u32 = conn.incr(&counter, 1).await?;
+            let pause = self
+                .pacing
+                .backoff
+                .saturating_mul(1 << n.saturating_sub(1).min(20))
+                .min(self.pacing.backoff_cap);
+            let until = epoch_millis(SystemTime::now() + pause);
+            let keep = i64::try_from(millis(pause + self.pacing.backoff_cap)).unwrap_or(i64::MAX);
+            let (): () = redis::pipe()
+                .pexpire(&counter, keep)
+                .ignore()
+                .hset(self.key("pace:paused"), domain, until)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(until)
+        }
+        .await;
+        match recorded {
+            Ok(until) => {
+                self.paused.lock().await.1.insert(domain.to_owned(), until);
+                tracing::warn!(
+                    domain,
+                    until_ms = until,
+                    "recipient domain deferred mail; pausing it"
+                );
+            }
             Err(err) => {
                 tracing::warn!(error = %err, domain, "cannot record a domain's backoff: Redis unavailable")
             }
         }
     }
 
-    fn key(&self, domain: &str, what: &str) -> String {
-        self.redis.key(&format!("pace:{domain}:{what}"))
+    /// Defers if one of `domains` is paused, from this worker's copy of the paused
+    /// domains (read again when older than [`PAUSED_REFRESH`]; expired entries are
+    /// removed from Redis then).
+    async fn check_paused(&self, domains: &[&str]) -> Result<(), Deferral> {
+        let now = epoch_millis(SystemTime::now());
+        let mut paused = self.paused.lock().await;
+        if paused.0.is_none_or(|at| at.elapsed() > PAUSED_REFRESH) {
+            let key = self.key("pace:paused");
+            let mut conn = self.redis.connection();
+            let read: redis::RedisResult<HashMap<String, u64>> =
+                redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await;
+            match read {
+                Ok(map) => {
+                    let expired: Vec<&String> = map
+                        .iter()
+                        .filter(|(_, until)| **until <= now)
+                        .map(|(domain, _)| domain)
+                        .collect();
+                    if !expired.is_empty() {
+                        let _: redis::RedisResult<()> = redis::cmd("HDEL")
+                            .arg(&key)
+                            .arg(&expired)
+                            .query_async(&mut conn)
+                            .await;
+                    }
+                    paused.1 = map;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "paused domains not read: Redis unavailable")
+                }
+            }
+            paused.0 = Some(Instant::now());
+        }
+        for &domain in domains {
+            if let Some(&until) = paused.1.get(domain).filter(|until| **until > now) {
+                return Err(Deferral {
+                    until: SystemTime::UNIX_EPOCH + Duration::from_millis(until),
+                    reason: format!("{domain} deferred mail lately; backing off"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.redis.key(name)
     }
 
     async fn in_flight_place(
@@ -159,20 +207,13 @@ impl Pacer {
                 .unwrap_or_default();
             let second = since_epoch.as_secs();
             let mut conn = self.redis.connection();
-            let result: Result<(i64, i64), _> = self
-                .admit
-                .key(self.key(domain, &second.to_string()))
-                .key(self.key(domain, "backoff"))
+            let result: Result<i64, _> = self
+                .count
+                .key(self.key(&format!("pace:{domain}:{second}")))
                 .invoke_async(&mut conn)
                 .await;
             let count = match result {
-                Ok((-1, left)) => {
-                    return Err(Deferral {
-                        until: now + Duration::from_millis(u64::try_from(left).unwrap_or(1000)),
-                        reason: format!("{domain} deferred mail lately; backing off"),
-                    });
-                }
-                Ok((count, _)) => count,
+                Ok(count) => count,
                 Err(err) => {
                     tracing::warn!(error = %err, domain, "domain pace skipped: Redis unavailable");
                     return Ok(());
@@ -191,22 +232,15 @@ impl Pacer {
             tokio::time::sleep(next_second.duration_since(now).unwrap_or_default()).await;
         }
     }
-
-    /// Whether `domain` is paused after a deferral (an unpaced domain).
-    async fn backing_off(&self, domain: &str) -> Result<(), Deferral> {
-        use redis::AsyncCommands as _;
-        let mut conn = self.redis.connection();
-        let left: Result<i64, _> = conn.pttl(self.key(domain, "backoff")).await;
-        match left {
-            Ok(left) if left > 0 => Err(Deferral {
-                until: SystemTime::now() + Duration::from_millis(left.unsigned_abs()),
-                reason: format!("{domain} deferred mail lately; backing off"),
-            }),
-            _ => Ok(()),
-        }
-    }
 }
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn epoch_millis(at: SystemTime) -> u64 {
+    millis(
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
