@@ -130,7 +130,7 @@ async fn users_may_not_and_bad_input_is_a_clear_error(pool: PgPool) {
     let token = promoter(&app).await;
     problem(
         add(&app, &token, "not an address").await,
-        400,
+        422,
         "validation_failed",
     )
     .await;
@@ -187,6 +187,15 @@ async fn inbound_reports_are_off_without_a_token_and_refused_with_a_wrong_one(po
     let response = app
         .client
         .post(app.url("/api/v1/inbound/reports"))
+        .body("x")
+        .send()
+        .await
+        .expect("sent");
+    problem(response, 401, "unauthenticated").await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/inbound/reports"))
+        .bearer_auth("anything")
         .body("x")
         .send()
         .await

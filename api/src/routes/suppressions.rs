@@ -105,7 +105,9 @@ pub struct NewSuppression {
 /// (the entry keeps its first reason).
 #[utoipa::path(post, path = "/api/v1/suppressions", tag = "suppressions", params(OwnerQuery), request_body = NewSuppression, security(("bearer" = [])),
     responses((status = 201, body = Suppression), (status = 200, body = Suppression, description = "already listed"),
-              (status = 400, body = shared::problem::Problem), (status = 403, body = shared::problem::Problem)))]
+              (status = 403, body = shared::problem::Problem, description = "role `user`, or another account's list without an admin 2FA login"),
+              (status = 404, body = shared::problem::Problem, description = "`owner` names no account"),
+              (status = 422, body = shared::problem::Problem, description = "`validation_failed`: not an address")))]
 pub async fn add(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::ManageSuppressions>,
@@ -162,12 +164,20 @@ pub async fn unsubscribe_page(
     ))
 }
 
+/// The body RFC 8058 has mailbox providers send (not required).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OneClick {
+    #[schema(rename = "List-Unsubscribe", examples("One-Click"))]
+    pub list_unsubscribe: Option<String>,
+}
+
 /// One-click unsubscribe (RFC 8058): mailbox providers `POST`
 /// `List-Unsubscribe=One-Click` here; so does the page's button. No login, no
 /// cookies; the signed token names the sender and recipient. The address is
 /// suppressed at once; repeating it changes nothing.
 #[utoipa::path(post, path = "/api/v1/unsubscribe/{token}", tag = "suppressions", params(("token" = String, Path)),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`List-Unsubscribe=One-Click` (any body is accepted)"),
+    request_body(content = OneClick, content_type = "application/x-www-form-urlencoded", description = "`List-Unsubscribe=One-Click` (any body, or none, is accepted)"),
     responses((status = 200, content_type = "text/html", body = String, description = "unsubscribed"),
               (status = 404, body = shared::problem::Problem, description = "not a valid link")))]
 pub async fn unsubscribe(
@@ -201,7 +211,7 @@ pub async fn campaign_stats(
 /// names as a hard bounce or a complaint is suppressed on its sender's list. 404 while
 /// no token is configured.
 #[utoipa::path(post, path = "/api/v1/inbound/reports", tag = "suppressions",
-    request_body(content = String, content_type = "message/rfc822", description = "The report, as received (multipart/report)"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The report message as received (a `multipart/report`), with any content type (`message/rfc822` is usual)"),
     security(("inbound_token" = [])),
     responses((status = 200, body = ReportOutcome),
               (status = 401, body = shared::problem::Problem, description = "no or a wrong token"),
@@ -214,14 +224,19 @@ pub async fn inbound_report(
 ) -> Result<Json<ReportOutcome>, ApiError> {
     use secrecy::ExposeSecret as _;
     use subtle::ConstantTimeEq as _;
-    let Some(expected) = state.config.mail.inbound_token.as_ref() else {
-        return Err(ApiError::NotFound("inbound reports are not enabled".into()));
-    };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    if given.is_empty() {
+        return Err(ApiError::Unauthenticated(
+            "the inbound reports token is required".into(),
+        ));
+    }
+    let Some(expected) = state.config.mail.inbound_token.as_ref() else {
+        return Err(ApiError::NotFound("inbound reports are not enabled".into()));
+    };
     let expected = expected.expose_secret().as_bytes();
     if given.len() != expected.len() || !bool::from(given.as_bytes().ct_eq(expected)) {
         return Err(ApiError::Unauthenticated(

@@ -108,7 +108,12 @@ pub async fn add(
     owner: Uuid,
     address: &str,
 ) -> Result<(Suppression, bool), ApiError> {
-    let address = parse_address(address)?;
+    let address = EmailAddress::parse(address)
+        .map(EmailAddress::into_string)
+        .map_err(|err| ApiError::Unprocessable {
+            detail: "the address is not valid".into(),
+            errors: vec![shared::problem::FieldError::new("address", err.to_string())],
+        })?;
     let keys = keys(state);
     let (index, sealed) = (keys.index(&address), keys.seal(&address));
     let mut conn = state.pool.acquire().await?;
@@ -124,7 +129,14 @@ pub async fn add(
             request_id: None,
         },
     )
-    .await?;
+    .await
+    .map_err(|err| match &err {
+        // An admin naming an account that does not exist.
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            ApiError::NotFound("no such account".into())
+        }
+        _ => ApiError::from(err),
+    })?;
     Ok((Suppression::from_row(&keys, row), created))
 }
 
