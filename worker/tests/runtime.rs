@@ -334,3 +334,52 @@ async fn a_registered_handler_replaces_the_default_for_its_queue(pool: PgPool) {
         "every queue has its handler"
     );
 }
+
+/// The worker's connections plan every statement for its parameters: a plan cached
+/// while `jobs` held a few rows (sequential scans) must not be used once a campaign
+/// has added 100,000 — with the generic plan this claim ran for minutes.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_claim_after_jobs_grew_from_a_few_rows_uses_a_plan_for_the_many(pool: PgPool) {
+    let database_url = testkit::database_url_of(&pool).await;
+    let config = test_config(&[
+        ("DATABASE_URL", database_url.as_str()),
+        ("DATABASE_MAX_CONNECTIONS", "1"),
+    ]);
+    let app = spawn_app_with(pool.clone(), test_config(&[]), None).await;
+    let (owner, _) = app.create_account(shared::domain::Role::Promoter).await;
+    let worker_pool = shared::db::worker_pool(&config).expect("pool");
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&worker_pool)
+        .await
+        .expect("show");
+    assert_eq!(mode, "force_custom_plan");
+    let stale = OffsetDateTime::now_utc() - Duration::from_secs(60);
+    // Ten claims on a tiny table: PostgreSQL would cache a generic plan from here.
+    for _ in 0..10 {
+        let request = app.submit_canaries(owner, 1).await;
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE request_id = $1")
+            .bind(request)
+            .fetch_all(&pool)
+            .await
+            .expect("ids");
+        let claimed = jobs::claim(&worker_pool, &ids, "w", stale)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+    }
+    let big = app.submit_canaries(owner, 100_000).await;
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE request_id = $1 ORDER BY id LIMIT 32")
+            .bind(big)
+            .fetch_all(&pool)
+            .await
+            .expect("ids");
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(60),
+        jobs::claim(&worker_pool, &ids, "w", stale),
+    )
+    .await
+    .expect("the claim finishes (a generic plan takes minutes)")
+    .expect("claim");
+    assert_eq!(claimed.len(), 32);
+}

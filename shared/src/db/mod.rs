@@ -38,8 +38,16 @@ pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
 /// the job queued or running with a stale heartbeat, and it runs again. Without the
 /// flush a claim or a batch of outcomes commits in a fraction of the time (about +20%
 /// jobs/s on the bench machine, where each commit's flush was a disk round trip).
+///
+/// Every statement is planned for its parameters (`plan_cache_mode =
+/// force_custom_plan`): the worker's statements run on tables that grow from a few rows
+/// to hundreds of thousands in seconds (a campaign's jobs), and a generic plan cached
+/// while `jobs` was small (a sequential scan joined to a sequential scan) took minutes
+/// per claim once it was not — seen in `bench/email-fairness`, where the idle phase's
+/// claims cached the plan and the campaign's first claim never finished.
 pub fn worker_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
     let mut options: PgConnectOptions = config.database_url().parse()?;
+    options = options.options([("plan_cache_mode", "force_custom_plan")]);
     if !config.database.worker_synchronous_commit {
         options = options.options([("synchronous_commit", "off")]);
     }
