@@ -382,4 +382,6 @@ async fn a_claim_after_jobs_grew_from_a_few_rows_uses_a_plan_for_the_many(pool: 
     .expect("the claim finishes (a generic plan takes minutes)")
     .expect("claim");
     assert_eq!(claimed.len(), 32);
+    // The test database is dropped after the test: no connection may be left on it.
+    worker_pool.close().await;
 }

@@ -292,7 +292,10 @@ async fn a_domains_pace_holds_across_two_workers_and_other_domains_go_on(pool: P
     let paced = arrivals(&smtp, "@paced.test");
     let other = arrivals(&smtp, "@example.org");
     assert_eq!((paced.len(), other.len()), (PACED, 10));
-    let mut per_second = std::collections::HashMap::new();
+    // Arrivals per wall-clock second, for the log only: a message admitted at the end
+    // of one second arrives in the next (under load, several do), so buckets are no
+    // measure of the rate; the span below is.
+    let mut per_second = std::collections::BTreeMap::new();
     for t in &paced {
         let second = t
             .duration_since(std::time::UNIX_EPOCH)
@@ -300,13 +303,7 @@ async fn a_domains_pace_holds_across_two_workers_and_other_domains_go_on(pool: P
             .as_secs();
         *per_second.entry(second).or_insert(0usize) += 1;
     }
-    let busiest = per_second.values().copied().max().unwrap_or(0);
-    // A message admitted at the end of a second may land in the next; a limit per
-    // worker would let 8 through.
-    assert!(
-        busiest <= RATE + 2,
-        "{busiest} messages to paced.test in one second: {per_second:?}"
-    );
+    eprintln!("arrivals per second at paced.test: {per_second:?}");
     let span = paced[PACED - 1].duration_since(paced[0]).expect("ordered");
     // 24 messages at 4/s across both workers take six distinct seconds: from the
     // first to the last more than 4 s; at 4/s per worker they would take three
