@@ -50,6 +50,12 @@ async fn depths(app: &TestApp) -> (u64, u64, u64) {
         .expect("depths")
 }
 
+/// Schedules an email an hour ahead; returns the 202 body.
+async fn email_in_an_hour(app: &TestApp, token: &str) -> Value {
+    let at = rfc3339(in_an_hour());
+    accepted(post(app, token, "/api/v1/emails", &email_at(&at)).await).await
+}
+
 async fn job_of(app: &TestApp, request: &str) -> (Uuid, Option<OffsetDateTime>) {
     sqlx::query_as("SELECT id, run_after FROM jobs WHERE request_id = $1")
         .bind(Uuid::parse_str(request).expect("uuid"))
@@ -207,17 +213,7 @@ async fn a_scheduled_send_waits_in_the_delayed_set_and_shows_its_time(pool: PgPo
 async fn the_dispatcher_and_the_reconciler_never_push_a_scheduled_job_early(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let (_, session) = app.signed_in_user().await;
-    let at = in_an_hour();
-    let body = accepted(
-        post(
-            &app,
-            &session.access_token,
-            "/api/v1/emails",
-            &email_at(&rfc3339(at)),
-        )
-        .await,
-    )
-    .await;
+    let body = email_in_an_hour(&app, &session.access_token).await;
     let (job, _) = job_of(&app, body["id"].as_str().expect("id")).await;
     let queue = Queue::new(app.state.redis.clone(), QueueName::Emails);
     let lose_it = || async {
@@ -273,17 +269,7 @@ async fn the_dispatcher_and_the_reconciler_never_push_a_scheduled_job_early(pool
 async fn a_scheduled_job_pushed_early_is_not_started_and_goes_back_to_its_time(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let (_, session) = app.signed_in_user().await;
-    let at = in_an_hour();
-    let body = accepted(
-        post(
-            &app,
-            &session.access_token,
-            "/api/v1/emails",
-            &email_at(&rfc3339(at)),
-        )
-        .await,
-    )
-    .await;
+    let body = email_in_an_hour(&app, &session.access_token).await;
     let (job, run_after) = job_of(&app, body["id"].as_str().expect("id")).await;
     let stale_before = OffsetDateTime::now_utc();
     let claimed = jobs::claim(&pool, &[job], "test", stale_before)
@@ -328,17 +314,7 @@ async fn a_scheduled_job_pushed_early_is_not_started_and_goes_back_to_its_time(p
 async fn an_operators_retry_of_a_cancelled_scheduled_send_keeps_its_time(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let (_, session) = app.signed_in_user().await;
-    let at = in_an_hour();
-    let body = accepted(
-        post(
-            &app,
-            &session.access_token,
-            "/api/v1/emails",
-            &email_at(&rfc3339(at)),
-        )
-        .await,
-    )
-    .await;
+    let body = email_in_an_hour(&app, &session.access_token).await;
     let id = body["id"].as_str().expect("id");
     let (job, run_after) = job_of(&app, id).await;
     let cancelled = app

@@ -13,13 +13,6 @@ use sqlx::PgPool;
 
 const LONG: Duration = Duration::from_secs(120);
 
-async fn promote_everyone(pool: &PgPool) {
-    sqlx::query("UPDATE users SET role = 'promoter'")
-        .execute(pool)
-        .await
-        .expect("promote");
-}
-
 async fn campaign(system: &System, token: &str, tag: &str, n: usize) -> String {
     let recipients: Vec<String> = (0..n).map(|i| format!("{tag}{i}@example.org")).collect();
     let response = system
@@ -55,8 +48,7 @@ async fn a_single_email_is_not_queued_behind_a_hundred_thousand_campaign_message
     )
     .await;
     system.start_api().await;
-    promote_everyone(&pool).await;
-    system.token = system.login(&system.email.clone()).await;
+    system.promote_everyone(&pool).await;
     system.start_worker().await;
 
     let campaign_id = campaign(&system, &system.token, "bulk", 100_000).await;
@@ -101,8 +93,7 @@ async fn two_promoters_campaigns_take_turns(pool: PgPool) {
     system.start_api().await;
     let other = format!("other-{}", system.email);
     system.register(&other).await;
-    promote_everyone(&pool).await;
-    system.token = system.login(&system.email.clone()).await;
+    system.promote_everyone(&pool).await;
     let other_token = system.login(&other).await;
     system.start_worker().await;
 

@@ -295,12 +295,7 @@ async fn a_campaign_of_ten_thousand_is_delivered_and_counts_add_up(pool: PgPool)
     let smtp = Smtp::start(free_port(), &[]).await;
     let mut system = System::new(&pool, smtp.port, &[("EMAILS_CONCURRENCY", "64")]).await;
     system.start_api().await;
-    // Campaigns need the promoter role; the new role needs a new token.
-    sqlx::query("UPDATE users SET role = 'promoter'")
-        .execute(&pool)
-        .await
-        .expect("promote");
-    system.token = system.login(&system.email.clone()).await;
+    system.promote_everyone(&pool).await;
     system.start_worker().await;
     system.start_worker().await;
     let recipients: Vec<String> = (0..10_000)

@@ -144,11 +144,7 @@ async fn every_message_of_a_scheduled_campaign_goes_out_after_its_time(pool: PgP
     let smtp = Smtp::start(free_port(), &[]).await;
     let mut system = System::new(&pool, smtp.port, &[]).await;
     system.start_api().await;
-    sqlx::query("UPDATE users SET role = 'promoter'")
-        .execute(&pool)
-        .await
-        .expect("promote");
-    system.token = system.login(&system.email.clone()).await;
+    system.promote_everyone(&pool).await;
     system.start_worker().await;
 
     let (at, due) = send_at(Duration::from_secs(3));

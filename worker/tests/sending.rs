@@ -17,11 +17,7 @@ const LONG: Duration = Duration::from_secs(60);
 async fn promoter_system(pool: &PgPool, smtp: &Smtp, overrides: &[(&str, &str)]) -> System {
     let mut system = System::new(pool, smtp.port, overrides).await;
     system.start_api().await;
-    sqlx::query("UPDATE users SET role = 'promoter'")
-        .execute(pool)
-        .await
-        .expect("promote");
-    system.token = system.login(&system.email.clone()).await;
+    system.promote_everyone(pool).await;
     system.start_worker().await;
     system
 }

@@ -608,20 +608,7 @@ async fn submissions_check_the_callback_url(pool: PgPool) {
     );
 
     // Uploads take it as a form part; a bad one is refused before anything is kept.
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(testkit::fixtures::small_png(1)).file_name("a.png"),
-        )
-        .text("callback_url", "http://169.254.169.254/");
-    let response = app
-        .client
-        .post(app.url("/api/v1/uploads"))
-        .bearer_auth(&token)
-        .multipart(form)
-        .send()
-        .await
-        .expect("sent");
+    let response = upload_with_callback(&app, &token, 1, "http://169.254.169.254/").await;
     let body = problem(response, 422, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], "callback_url");
     let uploads: i64 = sqlx::query_scalar("SELECT count(*) FROM uploads")
@@ -629,20 +616,7 @@ async fn submissions_check_the_callback_url(pool: PgPool) {
         .await
         .expect("count");
     assert_eq!(uploads, 0);
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(testkit::fixtures::small_png(2)).file_name("b.png"),
-        )
-        .text("callback_url", "https://hooks.example.org/upload");
-    let response = app
-        .client
-        .post(app.url("/api/v1/uploads"))
-        .bearer_auth(&token)
-        .multipart(form)
-        .send()
-        .await
-        .expect("sent");
+    let response = upload_with_callback(&app, &token, 2, "https://hooks.example.org/upload").await;
     assert_eq!(response.status(), 202);
     let upload: Value = response.json().await.expect("json");
     let shown: Value = app
@@ -679,4 +653,28 @@ async fn a_cancelled_request_delivers_its_final_state(pool: PgPool) {
     let event: Value = serde_json::from_slice(&hits[0].body).expect("json");
     assert_eq!(event["data"]["status"], "cancelled");
     assert_eq!(event["data"]["cancelled"], 1);
+}
+
+/// Uploads a small PNG (`seed` makes its content unique) with `callback_url` as a form
+/// part.
+async fn upload_with_callback(
+    app: &TestApp,
+    token: &str,
+    seed: u8,
+    callback_url: &str,
+) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(testkit::fixtures::small_png(seed))
+                .file_name(format!("{seed}.png")),
+        )
+        .text("callback_url", callback_url.to_owned());
+    app.client
+        .post(app.url("/api/v1/uploads"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent")
 }

@@ -151,22 +151,20 @@ pub async fn remove(state: &AppState, owner: Uuid, id: Uuid) -> Result<(), ApiEr
     }
 }
 
-/// Adds an address to `owner`'s list because of message `job_id` (an unsubscribe,
-/// a bounce or complaint report), and counts the event on the message's request.
-/// Returns whether the address was newly suppressed.
+/// Adds an address to `owner`'s list because of message `job_id` of `request_id`
+/// (`None`: the job is gone) — an unsubscribe, a bounce or complaint report — and
+/// counts the event on the message's request. Returns whether the address was newly
+/// suppressed or the event newly counted.
 pub async fn suppress_for_message(
     state: &AppState,
     owner: Uuid,
-    job_id: Uuid,
+    (job_id, request_id): (Uuid, Option<Uuid>),
     address: &str,
     reason: Reason,
     detail: Option<&str>,
 ) -> Result<bool, ApiError> {
     let keys = keys(state);
     let (index, sealed) = (keys.index(address), keys.seal(address));
-    let request_id = shared::db::jobs::find(&state.pool, job_id)
-        .await?
-        .map(|job| job.request_id);
     let mut tx = state.pool.begin().await?;
     let (_, created) = suppressions::add(
         &mut tx,
@@ -205,10 +203,13 @@ pub async fn unsubscribe(state: &AppState, token: &str) -> Result<(), ApiError> 
     let opened = keys(state)
         .open_unsubscribe_token(token)
         .ok_or_else(|| ApiError::NotFound("this unsubscribe link is not valid".into()))?;
+    let request_id = shared::db::jobs::find(&state.pool, opened.job)
+        .await?
+        .map(|job| job.request_id);
     suppress_for_message(
         state,
         opened.owner,
-        opened.job,
+        (opened.job, request_id),
         &opened.address,
         Reason::Unsubscribe,
         Some("one-click unsubscribe"),
@@ -325,9 +326,9 @@ pub async fn inbound_report(state: &AppState, raw: &[u8]) -> Result<ReportOutcom
             ignored: report.findings.len(),
         });
     };
-    let owner = shared::db::requests::owner_and_content(&state.pool, request_id)
+    let owner = shared::db::requests::find(&state.pool, request_id, None)
         .await?
-        .map(|(owner, _)| owner)
+        .map(|request| request.owner_id)
         .ok_or_else(|| ApiError::NotFound("the message's request is gone".into()))?;
     // The message's recipients, opened: what a finding may name.
     let recipients: Vec<String> = serde_json::from_value::<EmailJob>(payload)
@@ -370,7 +371,16 @@ pub async fn inbound_report(state: &AppState, raw: &[u8]) -> Result<ReportOutcom
                 (Reason::Bounce, "delivery status notification".into())
             }
         };
-        if suppress_for_message(state, owner, job_id, address, reason, Some(&detail)).await? {
+        if suppress_for_message(
+            state,
+            owner,
+            (job_id, Some(request_id)),
+            address,
+            reason,
+            Some(&detail),
+        )
+        .await?
+        {
             suppressed += 1;
         }
     }

@@ -131,8 +131,26 @@ impl Mailer {
             .filter(|r| !suppressed.contains(&r.address))
             .collect();
         if recipients.is_empty() {
+            metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "suppressed").increment(1);
             return Ok(Outcome::Suppressed);
         }
+        // The domains' pace before any rendering: a deferred message is not built.
+        let mut domains: Vec<&str> = recipients
+            .iter()
+            .map(|r| shared::suppression::domain_of(&r.address))
+            .collect();
+        domains.sort_unstable();
+        domains.dedup();
+        let _admission = match self.pacer.admit(&domains).await {
+            Ok(admission) => admission,
+            Err(deferral) => {
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "paced").increment(1);
+                return Ok(Outcome::Defer {
+                    until: deferral.until,
+                    reason: deferral.reason,
+                });
+            }
+        };
         let (content, unsubscribe) = match (&payload.content, &payload.sealed_content) {
             (Some(content), _) => (content.clone(), None),
             (None, Some(sealed)) => (
@@ -160,22 +178,6 @@ impl Mailer {
             &content,
             unsubscribe.as_deref(),
         )?;
-        let mut domains: Vec<&str> = recipients
-            .iter()
-            .map(|r| shared::suppression::domain_of(&r.address))
-            .collect();
-        domains.sort_unstable();
-        domains.dedup();
-        let _admission = match self.pacer.admit(&domains).await {
-            Ok(admission) => admission,
-            Err(deferral) => {
-                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "paced").increment(1);
-                return Ok(Outcome::Defer {
-                    until: deferral.until,
-                    reason: deferral.reason,
-                });
-            }
-        };
         // Signed last, over the headers as sent (List-Unsubscribe included).
         let bytes = match &self.dkim {
             Some(dkim) => dkim.signed(&message),
@@ -420,10 +422,6 @@ impl Handler for Mailer {
     /// The outcome's error goes to `jobs.last_error`, the job log line and the request
     /// view; an SMTP reply may quote a recipient, so addresses are redacted from it.
     async fn handle(&self, job: &ClaimedJob) -> Outcome {
-        let outcome = self.deliver(job).await;
-        if outcome == Outcome::Suppressed {
-            metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "suppressed").increment(1);
-        }
-        outcome
+        self.deliver(job).await
     }
 }
