@@ -502,7 +502,11 @@ fn jobs_table(jobs: &[JobView]) -> String {
 fn job_detail(job: &JobView) -> String {
     let rows = vec![
         vec!["id".to_owned(), job.id.to_string()],
-        vec!["request".to_owned(), job.request_id.to_string()],
+        vec![
+            "request".to_owned(),
+            job.request_id
+                .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+        ],
         vec!["queue".to_owned(), job.queue.to_string()],
         vec!["status".to_owned(), job.status.to_string()],
         vec![

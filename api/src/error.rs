@@ -67,6 +67,15 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<shared::jobs::EnqueueError> for ApiError {
+    fn from(err: shared::jobs::EnqueueError) -> Self {
+        match err {
+            shared::jobs::EnqueueError::Database(err) => ApiError::Database(err),
+            shared::jobs::EnqueueError::Encode(err) => ApiError::Internal(err.into()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn validation(detail: impl Into<String>) -> Self {
         ApiError::Validation {

@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::db::jobs;
-use shared::db::requests::{self, NewRequest};
+use shared::db::requests::NewRequest;
 use shared::domain::RequestKind;
-use shared::queue::{Lane, Queue, QueueName};
+use shared::jobs::{CanaryJob, NewJob};
+use shared::queue::{Queue, QueueName};
 use shared::redis::Redis;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -107,10 +107,23 @@ async fn main() -> anyhow::Result<()> {
     .bind(user.as_bytes().to_vec())
     .execute(&pool)
     .await?;
+    let database_url = format!("{server}/{database}");
+    let config = Arc::new(shared::Config::from_lookup(|key| match key {
+        "APP_ENV" => Some("test".to_owned()),
+        "DATABASE_URL" => Some(database_url.clone()),
+        "REDIS_URL" => Some(redis_url.clone()),
+        "REDIS_PREFIX" => Some(prefix.clone()),
+        "CANARY_CONCURRENCY" => Some(concurrency.to_string()),
+        _ => None,
+    })?);
     let request = Uuid::now_v7();
-    let mut tx = pool.begin().await?;
-    requests::insert(
-        &mut *tx,
+    let canaries = (0..jobs_total)
+        .map(|_| NewJob::of(&CanaryJob {}))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut conn = pool.acquire().await?;
+    let (_, enqueued) = shared::jobs::enqueue_with_request(
+        &mut conn,
+        &config.queues,
         &NewRequest {
             id: request,
             owner_id: user,
@@ -122,35 +135,18 @@ async fn main() -> anyhow::Result<()> {
             send_at: None,
             callback_url: None,
         },
+        canaries,
     )
     .await?;
-    let payloads = vec![jobs::Payload::empty(); jobs_total];
-    let job_ids = jobs::insert_many(
-        &mut tx,
-        request,
-        QueueName::Canary,
-        Lane::Priority,
-        &payloads,
-        3,
-    )
-    .await?;
-    tx.commit().await?;
+    drop(conn);
+    let job_ids: Vec<Uuid> = enqueued.ids().collect();
     let strings: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
     Queue::new(redis.clone(), QueueName::Canary)
         .push(&strings)
         .await?;
 
-    let database_url = format!("{server}/{database}");
-    let config = Arc::new(shared::Config::from_lookup(|key| match key {
-        "APP_ENV" => Some("test".to_owned()),
-        "DATABASE_URL" => Some(database_url.clone()),
-        "REDIS_URL" => Some(redis_url.clone()),
-        "REDIS_PREFIX" => Some(prefix.clone()),
-        "CANARY_CONCURRENCY" => Some(concurrency.to_string()),
-        _ => None,
-    })?);
     let mut runtime = Runtime::new(config.clone(), shared::db::pool(&config)?, redis.clone());
-    runtime.queue(QueueName::Canary, Canary, config.queues.canary);
+    runtime.queue(Canary, config.queues.canary);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
     let worker = tokio::spawn(runtime.run(None, async move {

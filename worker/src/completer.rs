@@ -1,7 +1,9 @@
 //! The completer: every job and request status change after the claim. Executors
 //! report verdicts; the completer writes whatever arrived since its last write in one
-//! transaction, and only then, once, from what that commit returned: metrics, status
-//! events, retries into Redis's delayed set, acknowledgements. A failed write is
+//! transaction — with the follow-up jobs of the successes and the completion webhooks
+//! of the requests it finishes, through the one enqueue path — and only then, once,
+//! from what that commit returned: metrics, status events, the new jobs' dispatch,
+//! retries into Redis's delayed set, acknowledgements. A failed write is
 //! retried as a write; the side effects never run twice and never run for a write
 //! that did not happen. A crash between commit and ack only causes a redelivery,
 //! which the claim turns into a no-op.
@@ -17,8 +19,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
+use shared::Config;
+use shared::config::QueuesConfig;
 use shared::db::jobs::{self, Failure};
 use shared::db::requests::{self, RequestRow};
+use shared::jobs::{EnqueueError, Enqueued, NewJob};
 use shared::queue::{InFlight, Lane, Queue, QueueName};
 use shared::redis::Redis;
 use shared::telemetry::metric;
@@ -73,8 +78,10 @@ impl Verdict {
 pub struct Report {
     pub queue: QueueName,
     pub id: Uuid,
-    pub request_id: Uuid,
+    pub request_id: Option<Uuid>,
     pub verdict: Verdict,
+    /// Jobs to insert if (and only if) this success is recorded.
+    pub follow_ups: Vec<NewJob>,
     pub started: Instant,
     /// The lane a retry goes back to.
     pub lane: Lane,
@@ -86,7 +93,7 @@ impl Report {
     pub fn new(
         queue: QueueName,
         id: Uuid,
-        request_id: Uuid,
+        request_id: Option<Uuid>,
         verdict: Verdict,
         started: Instant,
     ) -> Self {
@@ -95,6 +102,7 @@ impl Report {
             id,
             request_id,
             verdict,
+            follow_ups: Vec::new(),
             started,
             lane: Lane::Priority,
             unwritten: None,
@@ -104,6 +112,12 @@ impl Report {
     /// The report of a job of `lane` (its retry goes back there).
     pub fn in_lane(mut self, lane: Lane) -> Self {
         self.lane = lane;
+        self
+    }
+
+    /// A success these jobs follow.
+    pub fn followed_by(mut self, jobs: Vec<NewJob>) -> Self {
+        self.follow_ups = jobs;
         self
     }
 }
@@ -142,6 +156,8 @@ pub struct Committed {
     pub deferred: HashSet<Uuid>,
     /// The requests whose counts or status changed, as the transaction left them.
     pub requests: Vec<RequestRow>,
+    /// Jobs the transaction inserted (follow-ups, completion webhooks), to dispatch.
+    pub enqueued: Enqueued,
 }
 
 impl Committed {
@@ -166,6 +182,7 @@ impl Committed {
 pub struct Completer {
     pool: PgPool,
     redis: Redis,
+    config: Arc<Config>,
     in_flight: HashMap<QueueName, InFlight>,
     running: Running,
     rx: mpsc::Receiver<Report>,
@@ -174,6 +191,7 @@ pub struct Completer {
 impl Completer {
     /// `in_flight`: each queue's consumer list, where acknowledgements go.
     pub fn new(
+        config: Arc<Config>,
         pool: PgPool,
         redis: Redis,
         in_flight: HashMap<QueueName, InFlight>,
@@ -184,6 +202,7 @@ impl Completer {
             Completer {
                 pool,
                 redis,
+                config,
                 in_flight,
                 running,
                 rx,
@@ -208,7 +227,7 @@ impl Completer {
             let mut attempt = 0u32;
             // PostgreSQL down: keep the batch and retry the write; executors wait.
             let committed = loop {
-                match write(&self.pool, &batch).await {
+                match write(&self.pool, &self.config.queues, &batch).await {
                     Ok(committed) => break committed,
                     Err(err) => {
                         attempt += 1;
@@ -247,6 +266,7 @@ impl Completer {
             }
         }
         shared::events::publish(&self.redis, &committed.requests).await;
+        committed.enqueued.dispatch(&self.pool, &self.redis).await;
         let mut by_queue: HashMap<QueueName, Vec<&Report>> = HashMap::new();
         for report in batch {
             by_queue.entry(report.queue).or_default().push(report);
@@ -288,7 +308,11 @@ impl Completer {
 }
 
 /// Writes a batch of verdicts in one transaction and returns what changed.
-pub async fn write(pool: &PgPool, batch: &[Report]) -> Result<Committed, sqlx::Error> {
+pub async fn write(
+    pool: &PgPool,
+    queues: &QueuesConfig,
+    batch: &[Report],
+) -> Result<Committed, EnqueueError> {
     let succeeded: Vec<Uuid> = batch
         .iter()
         .filter(|r| r.verdict == Verdict::Succeeded)
@@ -345,17 +369,19 @@ pub async fn write(pool: &PgPool, batch: &[Report]) -> Result<Committed, sqlx::E
         .await?
         .into_iter()
         .collect();
+    let mut enqueued = enqueue_follow_ups(&mut tx, queues, batch, &succeeded).await?;
     let mut touched: Vec<Uuid> = batch
         .iter()
         .filter(|r| succeeded.contains(&r.id) || dead.contains(&r.id) || suppressed.contains(&r.id))
-        .map(|r| r.request_id)
+        .filter_map(|r| r.request_id)
         .collect();
     touched.sort_unstable();
     touched.dedup();
     let requests = if touched.is_empty() {
         Vec::new()
     } else {
-        requests::finish_completed(&mut *tx, &touched).await?;
+        let finished = requests::finish(&mut tx, queues, &touched).await?;
+        enqueued.merge(finished.webhooks);
         requests::find_many(&mut *tx, &touched).await?
     };
     tx.commit().await?;
@@ -366,5 +392,37 @@ pub async fn write(pool: &PgPool, batch: &[Report]) -> Result<Committed, sqlx::E
         suppressed,
         deferred,
         requests,
+        enqueued,
     })
+}
+
+/// The follow-up jobs of the successes this transaction records, inserted through the
+/// one enqueue path; a follow-up that carries out part of a request joins its total
+/// (so the request stays open until it has run too).
+async fn enqueue_follow_ups(
+    tx: &mut sqlx::PgConnection,
+    queues: &QueuesConfig,
+    batch: &[Report],
+    succeeded: &HashSet<Uuid>,
+) -> Result<Enqueued, EnqueueError> {
+    let jobs: Vec<NewJob> = batch
+        .iter()
+        .filter(|r| succeeded.contains(&r.id))
+        .flat_map(|r| r.follow_ups.iter().cloned())
+        .collect();
+    if jobs.is_empty() {
+        return Ok(Enqueued::default());
+    }
+    let enqueued = shared::jobs::enqueue_many(&mut *tx, queues, &jobs).await?;
+    let inserted: HashSet<Uuid> = enqueued.ids().collect();
+    let mut joining: HashMap<Uuid, i32> = HashMap::new();
+    for job in jobs.iter().filter(|j| inserted.contains(&j.id)) {
+        if let Some(request) = job.request_id {
+            *joining.entry(request).or_default() += 1;
+        }
+    }
+    for (request, n) in joining {
+        requests::add_jobs(&mut *tx, request, n).await?;
+    }
+    Ok(enqueued)
 }

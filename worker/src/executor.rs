@@ -34,10 +34,13 @@ impl<H: Handler> Executor<H> {
         metrics::counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(1);
         metrics::histogram!(metric::QUEUE_LATENCY_SECONDS, "queue" => queue)
             .record(waited(row, OffsetDateTime::now_utc()));
-        let span = tracing::info_span!("job", queue, job_id = %row.id, request_id = %row.request_id, attempt = row.attempt);
+        let span = tracing::info_span!("job", queue, job_id = %row.id, request_id = tracing::field::Empty, attempt = row.attempt);
+        if let Some(request) = row.request_id {
+            span.record("request_id", tracing::field::display(request));
+        }
         // In the span, so the handler's logs (and a panic reported to Sentry) carry the
         // job's id, queue and request id.
-        let outcome = self.attempt(row).instrument(span.clone()).await;
+        let (outcome, follow_ups) = self.attempt(row).instrument(span.clone()).await.split();
         let verdict = decide(outcome, row, &self.settings, SystemTime::now());
         span.in_scope(|| match &verdict {
             Verdict::Succeeded => tracing::info!(
@@ -54,16 +57,22 @@ impl<H: Handler> Executor<H> {
         self.recorder
             .record(
                 Report::new(self.queue, row.id, row.request_id, verdict, started)
-                    .in_lane(row.lane()),
+                    .in_lane(row.lane())
+                    .followed_by(follow_ups),
             )
             .await;
         drop(job);
     }
 
-    /// The handler's outcome; a panic or the timeout becomes a retry.
+    /// The handler's outcome; a payload that is not the queue's job kind is dead, a
+    /// panic or the timeout becomes a retry.
     pub async fn attempt(&self, job: &ClaimedJob) -> Outcome {
+        let payload = match serde_json::from_value::<H::Job>(job.payload.clone()) {
+            Ok(payload) => payload,
+            Err(err) => return Outcome::Dead(format!("unreadable payload: {err}")),
+        };
         let timeout = self.settings.timeout;
-        let guarded = AssertUnwindSafe(self.handler.handle(job)).catch_unwind();
+        let guarded = AssertUnwindSafe(self.handler.handle(job, payload)).catch_unwind();
         match tokio::time::timeout(timeout, guarded).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(panic)) => {
@@ -104,7 +113,7 @@ pub fn decide(
     now: SystemTime,
 ) -> Verdict {
     match outcome {
-        Outcome::Succeeded => Verdict::Succeeded,
+        Outcome::Succeeded | Outcome::SucceededWith(_) => Verdict::Succeeded,
         Outcome::Suppressed => Verdict::Suppressed,
         Outcome::Defer { until, reason } => Verdict::Deferred { at: until, reason },
         Outcome::Dead(error) => Verdict::Dead { error },
@@ -132,7 +141,7 @@ mod tests {
     fn job(attempt: i32, max_attempts: i32) -> ClaimedJob {
         ClaimedJob {
             id: Uuid::now_v7(),
-            request_id: Uuid::now_v7(),
+            request_id: Some(Uuid::now_v7()),
             queue: QueueName::Canary,
             payload: serde_json::json!({}),
             attempt,
@@ -204,14 +213,16 @@ mod tests {
 
     struct Panics;
     impl Handler for Panics {
-        async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+        type Job = shared::jobs::CanaryJob;
+        async fn handle(&self, _job: &ClaimedJob, _payload: Self::Job) -> Outcome {
             panic!("boom at {}", 42)
         }
     }
 
     struct Sleeps;
     impl Handler for Sleeps {
-        async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+        type Job = shared::jobs::CanaryJob;
+        async fn handle(&self, _job: &ClaimedJob, _payload: Self::Job) -> Outcome {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Outcome::Succeeded
         }

@@ -1,15 +1,22 @@
-//! What a queue is to the runtime: a [`Handler`] that turns a claimed job into an
-//! [`Outcome`]. It never writes a status, never acks, never schedules a retry — the
-//! executor and the completer do, the same way for every queue.
+//! What a queue is to the runtime: a [`Handler`] of one [`Job`] kind that turns a
+//! claimed job and its typed payload into an [`Outcome`]. It never writes a status,
+//! never acks, never schedules a retry, never enqueues — the executor and the
+//! completer do, the same way for every queue: work that must follow is returned
+//! ([`Outcome::SucceededWith`]) and the completer inserts it in the transaction that
+//! records the success.
 
 use std::future::Future;
 
 use shared::db::jobs::ClaimedJob;
+use shared::jobs::{Job, NewJob};
 
 /// How one attempt ended, as the handler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
+    /// Succeeded, and these jobs follow (an upload's scan): inserted with the success,
+    /// in one transaction, so they exist exactly when the success is recorded.
+    SucceededWith(Vec<NewJob>),
     /// A transient failure (timeout, refused connection, SMTP 4xx): try again later,
     /// if attempts remain.
     Retry(String),
@@ -26,7 +33,20 @@ pub enum Outcome {
     },
 }
 
-/// One queue's work. Implementations are shared by every concurrent job of the queue.
+impl Outcome {
+    /// The outcome without its follow-up jobs, and those jobs.
+    pub fn split(self) -> (Outcome, Vec<NewJob>) {
+        match self {
+            Outcome::SucceededWith(jobs) => (Outcome::Succeeded, jobs),
+            other => (other, Vec::new()),
+        }
+    }
+}
+
+/// One queue's work: the queue is `Self::Job`'s. Implementations are shared by every
+/// concurrent job of the queue.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, job: &ClaimedJob) -> impl Future<Output = Outcome> + Send;
+    type Job: Job;
+
+    fn handle(&self, job: &ClaimedJob, payload: Self::Job) -> impl Future<Output = Outcome> + Send;
 }

@@ -17,4 +17,3 @@ pub mod running;
 pub mod runtime;
 pub mod scanner;
 pub mod smtp;
-pub mod webhooks;

@@ -2,9 +2,9 @@
 //! Everything else (fetching, claiming, timeouts, retries, completion, heartbeats,
 //! shutdown) is the runtime's, the same for every queue.
 
-use shared::queue::QueueName;
-
-use crate::handlers::{canary::Canary, emails::Mailer, scans::Scans, uploads::Uploads};
+use crate::handlers::{
+    canary::Canary, emails::Mailer, scans::Scans, uploads::Uploads, webhooks::Webhooks,
+};
 use crate::runtime::Runtime;
 use crate::scanner::Scanner;
 
@@ -15,22 +15,23 @@ pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
         runtime.redis.clone(),
     );
     runtime.queue(
-        QueueName::Emails,
         Mailer::from_config(&config, pool.clone(), redis.clone())?,
         config.queues.emails,
     );
     let storage = config.storage.open()?;
     storage.announce("worker");
     runtime.queue(
-        QueueName::Uploads,
-        Uploads::new(&config, pool.clone(), redis.clone(), storage.clone()),
+        Uploads::new(&config, pool.clone(), storage.clone()),
         config.queues.uploads,
     );
     runtime.queue(
-        QueueName::Scans,
         Scans::new(pool.clone(), storage, Scanner::from_config(&config.scanner)),
         config.queues.scans,
     );
-    runtime.queue(QueueName::Canary, Canary, config.queues.canary);
+    runtime.queue(
+        Webhooks::new(&config, pool.clone())?,
+        config.queues.webhooks,
+    );
+    runtime.queue(Canary, config.queues.canary);
     Ok(())
 }

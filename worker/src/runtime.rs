@@ -1,7 +1,6 @@
 //! The job runtime, the same for every queue: for each registered queue a producer
 //! (fetch + claim) feeding an apalis worker whose executor runs the handler; one
-//! completer for the process; the maintenance chores; the webhook deliverer; the
-//! operational listener; and
+//! completer for the process; the maintenance chores; the operational listener; and
 //! graceful shutdown (stop fetching, let in-flight jobs finish within the grace
 //! period, hand back what was not finished, exit 0). A producer that dies fails
 //! readiness and makes [`Runtime::run`] return an error. One [`PauseWatch`] per
@@ -94,9 +93,10 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// Registers a queue: its handler and settings. A queue registered twice keeps
-    /// the last registration.
-    pub fn queue<H: Handler>(&mut self, name: QueueName, handler: H, settings: QueueSettings) {
+    /// Registers a queue — its handler (whose job kind names the queue) and settings. A
+    /// queue registered twice keeps the last registration.
+    pub fn queue<H: Handler>(&mut self, handler: H, settings: QueueSettings) {
+        let name = <H::Job as shared::jobs::Job>::QUEUE;
         self.queues.retain(|q| q.name() != name);
         self.queues.push(Box::new(Registration {
             name,
@@ -141,7 +141,6 @@ impl Runtime {
             flag,
             queues,
         } = self;
-        let deliverer = crate::webhooks::Deliverer::new(config.clone(), pool.clone())?;
         // Listen for the signal from the start: startup may wait for Redis.
         let (signal_seen_tx, mut signal_seen) = watch::channel(false);
         tokio::spawn(async move {
@@ -202,6 +201,7 @@ impl Runtime {
             .collect();
         let running = Running::default();
         let (completer, recorder) = Completer::new(
+            config.clone(),
             pool.clone(),
             redis.clone(),
             in_flight.clone(),
@@ -235,7 +235,6 @@ impl Runtime {
         drop(recorder);
         let monitor = monitor.shutdown_timeout(config.ops.shutdown_grace);
         let chores = spawn_chores(&config, &pool, &redis, &id, &in_flight, &running, &stop_rx);
-        let deliverer = tokio::spawn(deliverer.run(stop_rx.clone(), config.ops.shutdown_grace));
 
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
         let monitor_task = tokio::spawn(monitor.run_with_signal(async move {
@@ -273,16 +272,6 @@ impl Runtime {
         }
         // Every executor is done (or abandoned); wait for their verdicts to be written.
         let _ = tokio::time::timeout(Duration::from_secs(10), completer).await;
-        // Webhook attempts had the same grace period; the rest are given back.
-        if tokio::time::timeout(
-            config.ops.shutdown_grace + Duration::from_secs(5),
-            deliverer,
-        )
-        .await
-        .is_err()
-        {
-            tracing::warn!("webhook deliveries did not stop in time; their leases will expire");
-        }
         let leftovers = running.snapshot();
         if !leftovers.is_empty() {
             // Claimed but not finished: give them back so another worker takes them now.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use shared::db::jobs::{self, ClaimedJob};
 use shared::domain::{JobStatus, RequestStatus};
+use shared::jobs::CanaryJob;
 use shared::maintenance::dispatcher::Dispatcher;
 use shared::maintenance::retention::Pruner;
 use shared::queue::{Queue, QueueName};
@@ -76,7 +77,8 @@ async fn an_email_run_in_process_reaches_the_smtp_server(pool: PgPool) {
 /// Panics on every attempt.
 struct Panics;
 impl Handler for Panics {
-    async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+    type Job = CanaryJob;
+    async fn handle(&self, _job: &ClaimedJob, _payload: CanaryJob) -> Outcome {
         panic!("the widget exploded")
     }
 }
@@ -84,7 +86,8 @@ impl Handler for Panics {
 /// Never finishes within the queue's timeout.
 struct Hangs;
 impl Handler for Hangs {
-    async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+    type Job = CanaryJob;
+    async fn handle(&self, _job: &ClaimedJob, _payload: CanaryJob) -> Outcome {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Outcome::Succeeded
     }
@@ -106,7 +109,7 @@ async fn run_with<H: Handler>(app: &TestApp, handler: H) {
         app.state.pool.clone(),
         app.state.redis.clone(),
     );
-    runtime.queue(QueueName::Canary, handler, config.queues.canary);
+    runtime.queue(handler, config.queues.canary);
     app.run_until_idle(runtime).await;
 }
 
@@ -192,7 +195,7 @@ async fn a_write_reports_what_it_changed_and_a_repeat_changes_nothing(pool: PgPo
             )
         })
         .collect();
-    let committed = completer::write(&app.state.pool, &batch)
+    let committed = completer::write(&app.state.pool, &app.state.config.queues, &batch)
         .await
         .expect("write");
     assert_eq!(committed.outcome_of(&claimed[0].id), Some("succeeded"));
@@ -209,7 +212,7 @@ async fn a_write_reports_what_it_changed_and_a_repeat_changes_nothing(pool: PgPo
 
     // The same batch again (a retried write after its commit went through): nothing
     // changes, so no metric, event or retry would follow.
-    let again = completer::write(&app.state.pool, &batch)
+    let again = completer::write(&app.state.pool, &app.state.config.queues, &batch)
         .await
         .expect("write");
     assert!(
@@ -327,7 +330,7 @@ async fn a_registered_handler_replaces_the_default_for_its_queue(pool: PgPool) {
         QueueName::ALL.to_vec(),
         "every queue has its handler"
     );
-    runtime.queue(QueueName::Canary, Panics, config.queues.canary);
+    runtime.queue(Panics, config.queues.canary);
     assert_eq!(
         runtime.queue_names(),
         QueueName::ALL.to_vec(),

@@ -8,11 +8,11 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
-use shared::db::jobs::Payload;
 use shared::domain::{EmailAddress, RequestKind};
+use shared::jobs::NewJob;
 use shared::jobs::email::{EmailContent, EmailJob, Sealed};
 use shared::problem::FieldError;
-use shared::queue::{Lane, QueueName};
+use shared::queue::Lane;
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
@@ -337,17 +337,14 @@ pub async fn send_email(
     };
     // One message per recipient, for the quota.
     let messages = job.to.len() + job.cc.len() + job.bcc.len();
-    let payload = Payload::of(&job).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner: user.id,
         kind: RequestKind::Email,
         name: None,
         correlation_id: super::correlation(&headers),
         content: None,
-        queue: QueueName::Emails,
-        lane: Lane::Priority,
         send_at,
-        payloads: vec![payload],
+        jobs: vec![NewJob::of(&job)?],
         quota: Some(QuotaCharge::new(user.role, messages)),
         callback_url,
     };
@@ -405,7 +402,9 @@ pub async fn send_campaign(
         &request.recipients[..]
     };
     let mut seen = std::collections::HashSet::with_capacity(recipients.len());
-    let mut payloads = Vec::with_capacity(recipients.len());
+    // Bulk: the owner's turn in the fair lane, behind no transactional mail.
+    let lane = Lane::Fair(user.id);
+    let mut jobs = Vec::with_capacity(recipients.len());
     for (i, raw) in recipients.iter().enumerate() {
         match mailbox(raw) {
             Ok((text, address)) => {
@@ -418,7 +417,7 @@ pub async fn send_campaign(
                         content: None,
                         sealed_content: None,
                     };
-                    payloads.push(Payload::of(&job).map_err(|e| ApiError::Internal(e.into()))?);
+                    jobs.push(NewJob::of(&job)?.in_lane(lane));
                 }
             }
             Err(message) => errors.push(FieldError::new(format!("recipients[{i}]"), message)),
@@ -450,12 +449,9 @@ pub async fn send_campaign(
         name: Some(name.to_owned()),
         correlation_id: super::correlation(&headers),
         content: Some(serde_json::to_value(&content).map_err(|e| ApiError::Internal(e.into()))?),
-        queue: QueueName::Emails,
-        // Bulk: the owner's turn in the fair lane, behind no transactional mail.
-        lane: Lane::Fair(user.id),
         send_at,
-        quota: Some(QuotaCharge::new(user.role, payloads.len())),
-        payloads,
+        quota: Some(QuotaCharge::new(user.role, jobs.len())),
+        jobs,
         callback_url,
     };
     let idem = idempotency(&headers, "/api/v1/campaigns", &body)?;

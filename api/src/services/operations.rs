@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::db::audit::{self, AuditRow, NewEntry};
-use shared::db::jobs::Payload;
 use shared::db::jobs::{self, JobFilter, JobRow};
 use shared::db::operations::{self, OperationRow, OperationState};
 use shared::db::requests as request_rows;
 use shared::domain::{JobStatus, RequestKind};
+use shared::jobs::{CanaryJob, Enqueued, NewJob};
 use shared::problem::FieldError;
-use shared::queue::{Lane, Queue, QueueName, pause};
+use shared::queue::{Queue, QueueName, pause};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -289,7 +289,8 @@ pub async fn switch_queue(
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: Uuid,
-    pub request_id: Uuid,
+    /// The request it carries out; null for work of its own (a webhook delivery).
+    pub request_id: Option<Uuid>,
     pub queue: QueueName,
     pub status: JobStatus,
     /// Attempts so far (0 before the first, and after an operator's retry).
@@ -394,7 +395,7 @@ pub async fn retry_job(
         )
         .await);
     };
-    let reopened = request_rows::reopen(&mut *tx, &[requeued.request_id]).await?;
+    let reopened = request_rows::reopen(&mut *tx, &Vec::from_iter(requeued.request_id)).await?;
     record(
         &mut *tx,
         operator,
@@ -410,14 +411,9 @@ pub async fn retry_job(
     tx.commit().await?;
     counted(Action::Retry);
     tracing::info!(actor = operator.actor(), job = %id, was = %requeued.was, "job retried");
-    requests::dispatch_at(
-        state,
-        requeued.queue,
-        Lane::of(requeued.lane_owner),
-        &[id],
-        requeued.run_after,
-    )
-    .await;
+    Enqueued::requeued(std::slice::from_ref(&requeued))
+        .dispatch(&state.pool, &state.redis)
+        .await;
     shared::events::publish(&state.redis, &reopened).await;
     job(state, id).await
 }
@@ -642,7 +638,7 @@ async fn run_batches(
             progress(&view);
             return Ok(view);
         }
-        let mut request_ids: Vec<Uuid> = requeued.iter().map(|j| j.request_id).collect();
+        let mut request_ids: Vec<Uuid> = requeued.iter().filter_map(|j| j.request_id).collect();
         request_ids.sort_unstable();
         request_ids.dedup();
         let reopened = request_rows::reopen(&mut *tx, &request_ids).await?;
@@ -652,18 +648,9 @@ async fn run_batches(
         // Each job back to its lane (a campaign's dead messages stay behind
         // transactional mail), for its time (a scheduled send whose time is ahead
         // waits for it).
-        type Group = (Lane, Option<OffsetDateTime>, Vec<Uuid>);
-        let mut groups: Vec<Group> = Vec::new();
-        for job in &requeued {
-            let key = (Lane::of(job.lane_owner), job.run_after);
-            match groups.iter_mut().find(|(l, at, _)| (*l, *at) == key) {
-                Some((.., ids)) => ids.push(job.id),
-                None => groups.push((key.0, key.1, vec![job.id])),
-            }
-        }
-        for (lane, run_after, ids) in groups {
-            requests::dispatch_at(state, op.queue, lane, &ids, run_after).await;
-        }
+        Enqueued::requeued(&requeued)
+            .dispatch(&state.pool, &state.redis)
+            .await;
         shared::events::publish(&state.redis, &reopened).await;
         progress(&OperationView::from(row));
     }
@@ -734,15 +721,15 @@ pub async fn canary(
         name: Some("canary".to_owned()),
         correlation_id: operator.request_id.clone(),
         content: None,
-        queue,
-        lane: Lane::Priority,
         send_at: None,
-        payloads: vec![Payload::empty(); count as usize],
+        jobs: (0..count)
+            .map(|_| NewJob::of(&CanaryJob {}))
+            .collect::<Result<_, _>>()?,
         quota: None,
         callback_url: None,
     };
     let mut tx = state.pool.begin().await?;
-    let (row, ids) = requests::enqueue(&mut tx, state, submission).await?;
+    let (row, enqueued) = requests::enqueue(&mut tx, state, submission).await?;
     record(
         &mut *tx,
         operator,
@@ -754,7 +741,7 @@ pub async fn canary(
     tx.commit().await?;
     counted(Action::Canary);
     tracing::info!(actor = operator.actor(), request = %row.id, count, "canary submitted");
-    requests::dispatch(state, queue, Lane::Priority, &ids).await;
+    enqueued.dispatch(&state.pool, &state.redis).await;
     Ok(Accepted::from(&row))
 }
 

@@ -10,15 +10,13 @@ use std::time::Duration;
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use shared::db::idempotency;
-use shared::db::jobs::{self, JobSummary, Payload};
+use shared::db::jobs::{self, JobSummary};
 use shared::db::requests::{self, ListFilter, NewRequest, RequestRow};
 use shared::db::webhooks::DeliveryState;
 use shared::domain::{Permission, RequestKind, RequestStatus};
 use shared::events::{self, Progress};
-use shared::maintenance::dispatcher::push_committed_at;
+use shared::jobs::{Enqueued, NewJob};
 use shared::maintenance::retention::IDEMPOTENCY_TTL;
-use shared::queue::{Lane, QueueName};
-use shared::telemetry::metric;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -35,12 +33,12 @@ pub struct Submission {
     pub name: Option<String>,
     pub correlation_id: Option<String>,
     pub content: Option<serde_json::Value>,
-    pub queue: QueueName,
-    /// The queue's lane: `Fair(owner)` for bulk work (a campaign), else `Priority`.
-    pub lane: Lane,
     /// A scheduled send: no job starts before this (see [`send_at`]); `None`: at once.
     pub send_at: Option<OffsetDateTime>,
-    pub payloads: Vec<Payload>,
+    /// Its jobs, each in its queue and lane (`Fair(owner)` for bulk work such as a
+    /// campaign's messages, else `Priority`); they are counted on the request and wait
+    /// for `send_at`.
+    pub jobs: Vec<NewJob>,
     /// Messages charged to the owner's quota (emails and campaigns).
     pub quota: Option<QuotaCharge>,
     /// Where the completion webhook goes (checked by `services::webhooks`).
@@ -97,8 +95,7 @@ pub async fn submit(
     submission: Submission,
     idempotency: Option<Idempotency>,
 ) -> Result<Accepted, ApiError> {
-    let (queue, lane, send_at) = (submission.queue, submission.lane, submission.send_at);
-    let (row, ids) = match &idempotency {
+    let (row, enqueued) = match &idempotency {
         None => {
             // One connection for the charge (its own autocommit) and the insert.
             let mut conn = state.pool.acquire().await?;
@@ -118,15 +115,15 @@ pub async fn submit(
             // waiting on the key: with a second one the pool could run dry). The
             // owner's quota row stays locked until this commit.
             charge(&mut tx, state, &submission).await?;
-            let (row, ids) = insert(&mut tx, state, submission).await?;
+            let (row, enqueued) = insert(&mut tx, state, submission).await?;
             let body = serde_json::to_value(Accepted::from(&row))
                 .map_err(|e| ApiError::Internal(e.into()))?;
             idempotency::record_response(&mut *tx, owner, &idem.key, row.id, 202, body).await?;
             tx.commit().await?;
-            (row, ids)
+            (row, enqueued)
         }
     };
-    dispatch_at(state, queue, lane, &ids, send_at).await;
+    enqueued.dispatch(&state.pool, &state.redis).await;
     Ok(Accepted::from(&row))
 }
 
@@ -174,25 +171,23 @@ async fn refund_unless_stored<T>(
 }
 
 /// Inserts a request and its jobs (the outbox) in the caller's transaction; returns
-/// the request and the job ids to [`dispatch`] after the commit. Charges no quota.
+/// the request and the receipt to dispatch after the commit. Charges no quota.
 pub async fn enqueue(
     tx: &mut sqlx::PgConnection,
     state: &AppState,
     submission: Submission,
-) -> Result<(RequestRow, Vec<Uuid>), ApiError> {
+) -> Result<(RequestRow, Enqueued), ApiError> {
     insert(tx, state, submission).await
 }
 
-/// The request and its jobs ([`requests::insert_with_jobs`]).
+/// The request and its jobs, through the one enqueue path.
 async fn insert(
     conn: &mut sqlx::PgConnection,
     state: &AppState,
     submission: Submission,
-) -> Result<(RequestRow, Vec<Uuid>), ApiError> {
-    let total = i32::try_from(submission.payloads.len())
-        .map_err(|_| ApiError::validation("too many jobs"))?;
-    let settings = state.config.queues.settings(submission.queue);
-    let max_attempts = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
+) -> Result<(RequestRow, Enqueued), ApiError> {
+    let total =
+        i32::try_from(submission.jobs.len()).map_err(|_| ApiError::validation("too many jobs"))?;
     let new = NewRequest {
         id: Uuid::now_v7(),
         owner_id: submission.owner,
@@ -204,35 +199,10 @@ async fn insert(
         send_at: submission.send_at,
         callback_url: submission.callback_url.as_deref(),
     };
-    Ok(requests::insert_with_jobs(
-        conn,
-        &new,
-        submission.queue,
-        submission.lane,
-        &submission.payloads,
-        max_attempts,
+    Ok(
+        shared::jobs::enqueue_with_request(conn, &state.config.queues, &new, submission.jobs)
+            .await?,
     )
-    .await?)
-}
-
-/// After the commit: counts the jobs and pushes their ids to their lane in Redis (the
-/// dispatcher pushes whatever this could not).
-pub async fn dispatch(state: &AppState, queue: QueueName, lane: Lane, ids: &[Uuid]) {
-    dispatch_at(state, queue, lane, ids, None).await;
-}
-
-/// [`dispatch`] for jobs that may run from `run_after` on: when that is ahead (a
-/// scheduled send) they wait in the queue's delayed set until then.
-pub async fn dispatch_at(
-    state: &AppState,
-    queue: QueueName,
-    lane: Lane,
-    ids: &[Uuid],
-    run_after: Option<OffsetDateTime>,
-) {
-    metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => queue.as_str())
-        .increment(ids.len() as u64);
-    push_committed_at(&state.pool, &state.redis, queue, lane, ids, run_after).await;
 }
 
 /// A client's `send_at` (RFC 3339) as the time a submission's jobs may start: `None`
@@ -349,8 +319,9 @@ pub async fn cancel(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Reque
     }
     let mut tx = state.pool.begin().await?;
     let cancelled = jobs::cancel_pending(&mut tx, id).await?;
-    requests::finish_completed(&mut *tx, &[id]).await?;
+    let finished = requests::finish(&mut tx, &state.config.queues, &[id]).await?;
     tx.commit().await?;
+    finished.webhooks.dispatch(&state.pool, &state.redis).await;
     let row = find(state, user, id).await?;
     tracing::info!(request = %id, cancelled, "request cancelled");
     events::publish(&state.redis, std::slice::from_ref(&row)).await;

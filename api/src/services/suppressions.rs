@@ -205,7 +205,7 @@ pub async fn unsubscribe(state: &AppState, token: &str) -> Result<(), ApiError> 
         .ok_or_else(|| ApiError::NotFound("this unsubscribe link is not valid".into()))?;
     let request_id = shared::db::jobs::find(&state.pool, opened.job)
         .await?
-        .map(|job| job.request_id);
+        .and_then(|job| job.request_id);
     suppress_for_message(
         state,
         opened.owner,

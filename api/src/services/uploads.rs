@@ -12,12 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
-use shared::db::jobs::Payload;
 use shared::db::uploads::{self, NewUpload, UploadRow};
 use shared::domain::{RequestKind, UploadStatus};
 use shared::files::{self, FileType};
+use shared::jobs::NewJob;
 use shared::jobs::files::{ScanJob, UploadJob};
-use shared::queue::{Lane, QueueName};
+use shared::queue::Lane;
 use shared::storage::{Area, ObjectKey, StorageError};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
@@ -238,24 +238,20 @@ async fn record(
     }
     let usage = uploads::usage(&mut *tx, user.id, OffsetDateTime::now_utc() - WINDOW).await?;
     check_limits(state, usage, staged.size)?;
-    let payload = Payload::of(&UploadJob {
-        upload_id: staged.id,
-    })
-    .map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner: user.id,
         kind: RequestKind::Upload,
         name: Some(staged.file_name.clone()),
         correlation_id,
         content: None,
-        queue: QueueName::Uploads,
-        lane: Lane::Priority,
         send_at: None,
-        payloads: vec![payload],
+        jobs: vec![NewJob::of(&UploadJob {
+            upload_id: staged.id,
+        })?],
         quota: None,
         callback_url,
     };
-    let (request, ids) = requests::enqueue(&mut tx, state, submission).await?;
+    let (request, enqueued) = requests::enqueue(&mut tx, state, submission).await?;
     let size = i64::try_from(staged.size).map_err(|_| ApiError::validation("file too large"))?;
     let row = uploads::insert(
         &mut *tx,
@@ -275,7 +271,7 @@ async fn record(
     tx.commit().await?;
     metrics::counter!(metric::UPLOADS_TOTAL, "outcome" => "accepted").increment(1);
     metrics::counter!(metric::UPLOAD_BYTES_TOTAL).increment(staged.size);
-    requests::dispatch(state, QueueName::Uploads, Lane::Priority, &ids).await;
+    enqueued.dispatch(&state.pool, &state.redis).await;
     Ok(Created::New(row))
 }
 
@@ -343,17 +339,14 @@ pub async fn rescan(
         (_, shared::domain::UploadLocation::Staging) => return Err(ApiError::ScanPending),
         _ => {}
     }
-    let payload = Payload::of(&ScanJob { upload_id }).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner: user.id,
         kind: RequestKind::Scan,
         name: Some(format!("rescan {}", row.file_name)),
         correlation_id,
         content: None,
-        queue: QueueName::Scans,
-        lane: Lane::Priority,
         send_at: None,
-        payloads: vec![payload],
+        jobs: vec![NewJob::of(&ScanJob { upload_id })?],
         quota: None,
         callback_url,
     };
@@ -376,52 +369,40 @@ pub async fn rescan_all(
         name: Some("rescan all uploads".into()),
         correlation_id,
         content: None,
-        queue: QueueName::Scans,
-        lane,
         send_at: None,
-        payloads: Vec::new(),
+        jobs: Vec::new(),
         quota: None,
         callback_url: None,
     };
-    let (mut request, _) = requests::enqueue(&mut tx, state, submission).await?;
-    let settings = state.config.queues.settings(QueueName::Scans);
-    let max_attempts = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
-    let mut ids = Vec::new();
+    let (mut request, mut enqueued) = requests::enqueue(&mut tx, state, submission).await?;
     let mut after = None;
     loop {
         let batch = uploads::scannable_ids(&mut *tx, after, RESCAN_BATCH).await?;
         let Some(last) = batch.last().copied() else {
             break;
         };
-        let payloads = batch
+        let jobs = batch
             .iter()
-            .map(|&upload_id| Payload::of(&ScanJob { upload_id }))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        ids.extend(
-            shared::db::jobs::insert_many(
-                &mut tx,
-                request.id,
-                QueueName::Scans,
-                lane,
-                &payloads,
-                max_attempts,
-            )
-            .await?,
-        );
+            .map(|&upload_id| {
+                NewJob::of(&ScanJob { upload_id }).map(|j| j.for_request(request.id).in_lane(lane))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        enqueued.merge(shared::jobs::enqueue_many(&mut tx, &state.config.queues, &jobs).await?);
         after = Some(last);
     }
-    let total = i32::try_from(ids.len()).map_err(|_| ApiError::validation("too many uploads"))?;
+    let total =
+        i32::try_from(enqueued.len()).map_err(|_| ApiError::validation("too many uploads"))?;
     shared::db::requests::add_jobs(&mut *tx, request.id, total).await?;
     request.total = total;
-    if total == 0
-        && let Some(finished) = shared::db::requests::finish_completed(&mut *tx, &[request.id])
-            .await?
-            .pop()
-    {
-        request = finished;
+    if total == 0 {
+        let finished =
+            shared::db::requests::finish(&mut tx, &state.config.queues, &[request.id]).await?;
+        enqueued.merge(finished.webhooks);
+        if let Some(row) = finished.requests.into_iter().next() {
+            request = row;
+        }
     }
     tx.commit().await?;
-    requests::dispatch(state, QueueName::Scans, lane, &ids).await;
+    enqueued.dispatch(&state.pool, &state.redis).await;
     Ok(Accepted::from(&request))
 }

@@ -17,11 +17,10 @@
 use std::time::Duration;
 
 use shared::crypto::token;
-use shared::db::jobs::Payload;
 use shared::db::users::{self, Verification};
 use shared::domain::{EmailAddress, RequestKind, Role};
 use shared::jobs::email::{EmailContent, EmailJob, Sealed, SealedContent};
-use shared::queue::{Lane, QueueName};
+use shared::jobs::{Enqueued, NewJob};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -84,12 +83,12 @@ pub async fn register(state: &AppState, account: NewAccount) -> Result<(), ApiEr
             }
         },
     };
-    let ids = match mail {
+    let enqueued = match mail {
         Some((owner, mail)) => queue_mail(&mut tx, state, owner, &prepared.email, mail).await?,
-        None => Vec::new(),
+        None => Enqueued::default(),
     };
     tx.commit().await?;
-    requests::dispatch(state, QueueName::Emails, Lane::Priority, &ids).await;
+    enqueued.dispatch(&state.pool, &state.redis).await;
     Ok(())
 }
 
@@ -143,7 +142,7 @@ pub async fn resend(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
     let address = EmailAddress::parse(&address)
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("user {}: {err}", row.id)))?;
     let token = new_verification(&mut tx, state, row.id).await?;
-    let ids = queue_mail(
+    let enqueued = queue_mail(
         &mut tx,
         state,
         row.id,
@@ -152,7 +151,7 @@ pub async fn resend(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
     )
     .await?;
     tx.commit().await?;
-    requests::dispatch(state, QueueName::Emails, Lane::Priority, &ids).await;
+    enqueued.dispatch(&state.pool, &state.redis).await;
     Ok(())
 }
 
@@ -182,7 +181,7 @@ async fn queue_mail(
     owner: Uuid,
     address: &EmailAddress,
     mail: AccountMail,
-) -> Result<Vec<Uuid>, ApiError> {
+) -> Result<Enqueued, ApiError> {
     let (kind, content) = compose(state, &mail);
     let job = EmailJob {
         to: vec![Sealed::seal(&state.security.pii, address.as_str())],
@@ -195,7 +194,6 @@ async fn queue_mail(
                 .map_err(|e| ApiError::Internal(e.into()))?,
         ),
     };
-    let payload = Payload::of(&job).map_err(|e| ApiError::Internal(e.into()))?;
     let submission = Submission {
         owner,
         kind: RequestKind::AccountEmail,
@@ -208,16 +206,14 @@ async fn queue_mail(
         ),
         correlation_id: None,
         content: None,
-        queue: QueueName::Emails,
-        lane: Lane::Priority,
         send_at: None,
-        payloads: vec![payload],
+        jobs: vec![NewJob::of(&job)?],
         quota: None,
         callback_url: None,
     };
-    let (_, ids) = requests::enqueue(tx, state, submission).await?;
+    let (_, enqueued) = requests::enqueue(tx, state, submission).await?;
     metrics::counter!(metric::ACCOUNT_EMAILS_TOTAL, "kind" => kind).increment(1);
-    Ok(ids)
+    Ok(enqueued)
 }
 
 /// The metric kind and the message of an account email.

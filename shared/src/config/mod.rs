@@ -242,6 +242,8 @@ pub struct QueuesConfig {
     pub uploads: QueueSettings,
     pub scans: QueueSettings,
     pub canary: QueueSettings,
+    /// Completion webhook deliveries (the `WEBHOOK_*` variables).
+    pub webhooks: QueueSettings,
     /// A job (and a consumer) without a heartbeat for this long is given to another worker.
     pub heartbeat_timeout: Duration,
 }
@@ -253,6 +255,7 @@ impl QueuesConfig {
             QueueName::Uploads => self.uploads,
             QueueName::Scans => self.scans,
             QueueName::Canary => self.canary,
+            QueueName::Webhooks => self.webhooks,
         }
     }
 }
@@ -506,6 +509,7 @@ impl Config {
             retry_cap: Duration::from_millis(300_000),
             timeout: Duration::from_secs(timeout_secs),
         };
+        let webhooks = WebhookConfig::read(&env)?;
         Ok(Config {
             app_env,
             log_format: env.parsed("LOG_FORMAT", default_format)?,
@@ -586,6 +590,7 @@ impl Config {
                 uploads: queue(queue_vars!("UPLOADS"), defaults(4, 10, 300))?,
                 scans: queue(queue_vars!("SCANS"), defaults(4, 20, 300))?,
                 canary: queue(queue_vars!("CANARY"), defaults(50, 3, 30))?,
+                webhooks: webhooks.queue_settings(),
                 heartbeat_timeout: env.millis_in(
                     "JOB_HEARTBEAT_TIMEOUT_MS",
                     30_000,
@@ -676,7 +681,7 @@ impl Config {
             },
             mail: MailConfig::from_env(&env, app_env, &mut generated_secrets)?,
             dkim: DkimConfig::from_lookup(&lookup)?,
-            webhooks: WebhookConfig::read(&env)?,
+            webhooks,
             dev_keys_file: None,
             generated_secrets,
         })

@@ -7,11 +7,10 @@ use super::ConfigError;
 use super::env::Env;
 use crate::webhooks::Cidr;
 
-/// How completion webhooks are delivered.
+/// How completion webhooks are delivered: the `webhooks` queue's settings
+/// ([`WebhookConfig::queue_settings`]) and the guard's exemptions.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// The fallback poll for due deliveries (a notification wakes the workers at once).
-    pub poll_interval: Duration,
     /// Backoff before attempt n+1: `retry_base * 2^(n-1)`, at most [`RETRY_CAP`].
     pub retry_base: Duration,
     /// Attempts before a delivery is `dead`.
@@ -26,6 +25,9 @@ pub struct WebhookConfig {
 
 /// The longest wait between two attempts.
 pub const RETRY_CAP: Duration = Duration::from_secs(3600);
+
+/// An attempt's time beyond the HTTP timeout (reading the request, signing).
+pub const ATTEMPT_MARGIN: Duration = Duration::from_secs(5);
 
 impl WebhookConfig {
     pub(crate) fn read<F: Fn(&str) -> Option<String>>(
@@ -45,7 +47,6 @@ impl WebhookConfig {
             })
             .collect::<Result<Vec<Cidr>, _>>()?;
         Ok(WebhookConfig {
-            poll_interval: env.millis_in("WEBHOOK_POLL_INTERVAL_MS", 1000, 10..=600_000)?,
             retry_base: env.millis_in("WEBHOOK_RETRY_BASE_MS", 5000, 1..=3_600_000)?,
             max_attempts: env.parsed_range("WEBHOOK_MAX_ATTEMPTS", 10, 1..=100)?,
             timeout: env.seconds_in("WEBHOOK_TIMEOUT_SECS", 10, 1..=300)?,
@@ -54,12 +55,18 @@ impl WebhookConfig {
         })
     }
 
-    /// The wait before the attempt after `attempts` failed ones.
-    pub fn backoff(&self, attempts: u32) -> Duration {
-        let doublings = attempts.saturating_sub(1).min(31);
-        self.retry_base
-            .saturating_mul(1u32 << doublings)
-            .min(RETRY_CAP)
+    /// The `webhooks` queue as the runtime runs it: the runtime's full-jitter backoff
+    /// from `retry_base` up to [`RETRY_CAP`]; an attempt's budget is the HTTP timeout
+    /// plus [`ATTEMPT_MARGIN`], so the client's own timeout is what a slow receiver
+    /// meets (and what its `last_error` says).
+    pub fn queue_settings(&self) -> super::QueueSettings {
+        super::QueueSettings {
+            concurrency: self.concurrency,
+            max_attempts: self.max_attempts,
+            retry_base: self.retry_base,
+            retry_cap: RETRY_CAP,
+            timeout: self.timeout + ATTEMPT_MARGIN,
+        }
     }
 }
 
@@ -79,14 +86,15 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_backoff_doubling_to_the_cap() {
-        let config = read(&[]).expect("defaults");
+    fn defaults_become_the_webhooks_queue_settings() {
+        let config = read(&[("WEBHOOK_TIMEOUT_SECS", "7")]).expect("defaults");
         assert!(config.allowed_networks.is_empty());
-        assert_eq!(config.max_attempts, 10);
-        assert_eq!(config.backoff(1), Duration::from_secs(5));
-        assert_eq!(config.backoff(2), Duration::from_secs(10));
-        assert_eq!(config.backoff(4), Duration::from_secs(40));
-        assert_eq!(config.backoff(30), RETRY_CAP);
+        let queue = config.queue_settings();
+        assert_eq!(queue.max_attempts, 10);
+        assert_eq!(queue.concurrency, 16);
+        assert_eq!(queue.retry_base, Duration::from_secs(5));
+        assert_eq!(queue.retry_cap, RETRY_CAP);
+        assert_eq!(queue.timeout, Duration::from_secs(7) + ATTEMPT_MARGIN);
     }
 
     #[test]

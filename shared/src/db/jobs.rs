@@ -6,7 +6,7 @@
 //!
 //! | transition | from | to |
 //! | --- | --- | --- |
-//! | [`insert_many`] | — | queued |
+//! | `jobs::enqueue_many`, `jobs::enqueue_with_request` (the one enqueue path) | — | queued |
 //! | [`claim`], [`claim_starting`] | queued, retrying (due: `run_after` passed), running with a stale heartbeat | running |
 //! | [`hand_back`] | running (this worker's) | queued |
 //! | [`succeed`] | running | succeeded |
@@ -54,46 +54,6 @@ pub(crate) fn payload_texts(payloads: &[Payload]) -> Vec<&str> {
 /// Rows per `INSERT … SELECT FROM UNNEST` statement.
 pub const INSERT_CHUNK: usize = 5000;
 
-/// Inserts a request's jobs (status `queued`) in chunks; returns their ids in
-/// payload order. A scheduled request's jobs wait for its `send_at` (their
-/// `run_after`): the caller pushes them with
-/// [`crate::maintenance::dispatcher::push_committed_at`]. They are stamped dispatched already: every caller pushes them right
-/// after its commit with [`crate::maintenance::dispatcher::push_committed`], which
-/// clears the stamp ([`undispatch`]) if the push fails, so the dispatcher takes them.
-/// Stamping here rather than after the push saves the submission a second commit and
-/// every job a second row version; the price is paid only if the process dies between
-/// its commit and its push: the reconciler then re-pushes the jobs after the
-/// redelivery timeout instead of the dispatcher on its next round.
-pub async fn insert_many(
-    db: &mut PgConnection,
-    request_id: Uuid,
-    queue: QueueName,
-    lane: Lane,
-    payloads: &[Payload],
-    max_attempts: i32,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    let mut all = Vec::with_capacity(payloads.len());
-    for chunk in payloads.chunks(INSERT_CHUNK) {
-        let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
-        sqlx::query(
-            "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner, run_after) \
-             SELECT id, $2, $3, payload::jsonb, $5, now(), $6, \
-                 (SELECT send_at FROM requests WHERE id = $2) \
-             FROM UNNEST($1::uuid[], $4::text[]) AS t(id, payload)",
-        )
-        .bind(&ids)
-        .bind(request_id)
-        .bind(queue)
-        .bind(payload_texts(chunk))
-        .bind(max_attempts)
-        .bind(lane.owner())
-        .execute(&mut *db)
-        .await?;
-        all.extend(ids);
-    }
-    Ok(all)
-}
-
 /// Records that the ids were pushed to Redis (not a status change).
 pub async fn mark_dispatched(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("UPDATE jobs SET dispatched_at = now() WHERE id = ANY($1)")
@@ -119,7 +79,8 @@ pub async fn undispatch(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sq
 #[derive(Debug, Clone, FromRow)]
 pub struct ClaimedJob {
     pub id: Uuid,
-    pub request_id: Uuid,
+    /// The request it carries out; `None` for work of its own (a webhook delivery).
+    pub request_id: Option<Uuid>,
     pub queue: QueueName,
     pub payload: serde_json::Value,
     /// This attempt, 1-based.
@@ -170,8 +131,7 @@ pub async fn claim(
 }
 
 /// [`claim`], and in the same statement (one round trip, one commit) the claimed jobs'
-/// requests still `queued` become `running` (what [`crate::db::requests::mark_running`]
-/// does).
+/// requests still `queued` become `running`: the one place a request starts.
 pub async fn claim_starting(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
@@ -208,8 +168,11 @@ pub async fn claim_starting(
         started_requests: Vec::new(),
     };
     for row in rows {
-        if row.request_started && !claim.started_requests.contains(&row.job.request_id) {
-            claim.started_requests.push(row.job.request_id);
+        if let Some(request) = row.job.request_id
+            && row.request_started
+            && !claim.started_requests.contains(&request)
+        {
+            claim.started_requests.push(request);
         }
         claim.jobs.push(row.job);
     }
@@ -552,7 +515,7 @@ pub async fn payload_of(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<(Uuid, serde_json::Value)>, sqlx::Error> {
-    sqlx::query_as("SELECT request_id, payload FROM jobs WHERE id = $1")
+    sqlx::query_as("SELECT request_id, payload FROM jobs WHERE id = $1 AND request_id IS NOT NULL")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -570,7 +533,7 @@ pub async fn status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobStatu
 #[derive(Debug, Clone, FromRow)]
 pub struct JobRow {
     pub id: Uuid,
-    pub request_id: Uuid,
+    pub request_id: Option<Uuid>,
     pub queue: QueueName,
     pub status: JobStatus,
     pub attempt: i32,
@@ -698,7 +661,7 @@ pub async fn queue_counts(db: impl PgExecutor<'_>) -> Result<Vec<QueueCounts>, s
 #[derive(Debug, Clone, FromRow)]
 pub struct Requeued {
     pub id: Uuid,
-    pub request_id: Uuid,
+    pub request_id: Option<Uuid>,
     pub queue: QueueName,
     pub was: JobStatus,
     pub lane_owner: Option<Uuid>,

@@ -1,16 +1,19 @@
-//! `requests`: what clients submitted, with per-job counts. The one place a
-//! request's status changes: [`mark_running`] (queued → running when its first job
-//! starts) and [`finish_completed`] (→ succeeded | failed | partially_failed |
-//! cancelled | suppressed once every job has ended); the counts move with the job transitions in
-//! `db::jobs`. Status literals in the SQL are [`RequestStatus`] values (checked by a
-//! unit test).
+//! `requests`: what clients submitted, with per-job counts. A request's status
+//! changes in three named places: `db::jobs::claim` (queued → running when its first
+//! job starts, in the claim's statement), [`finish`] (→ succeeded | failed |
+//! partially_failed | cancelled | suppressed once every job has ended) and [`reopen`]
+//! (an operator's retry); it is created by `jobs::enqueue_with_request`. The counts
+//! move with the job transitions in `db::jobs`. Status literals in the SQL are
+//! [`RequestStatus`] values (checked by a unit test).
 
 use serde::Serialize;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::config::QueuesConfig;
 use crate::domain::{JobStatus, RequestKind, RequestStatus};
+use crate::jobs::{EnqueueError, Enqueued};
 
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct RequestRow {
@@ -52,6 +55,7 @@ macro_rules! columns {
          created_at, updated_at, finished_at, send_at, callback_url"
     };
 }
+pub(crate) use columns;
 
 #[derive(Debug)]
 pub struct NewRequest<'a> {
@@ -87,78 +91,6 @@ pub async fn insert(
     .bind(new.callback_url)
     .fetch_one(db)
     .await
-}
-
-/// A request and its jobs, atomically. Up to [`jobs::INSERT_CHUNK`] jobs this is one
-/// statement, so outside a transaction it is a single autocommit round trip (the hot
-/// path of `POST /emails`); a larger request runs in a transaction (a savepoint
-/// inside the caller's). Jobs are stamped dispatched, as by [`jobs::insert_many`], and
-/// wait until the request's `send_at` (their `run_after`) when it has one.
-///
-/// [`jobs::INSERT_CHUNK`]: super::jobs::INSERT_CHUNK
-/// [`jobs::insert_many`]: super::jobs::insert_many
-pub async fn insert_with_jobs(
-    conn: &mut sqlx::PgConnection,
-    new: &NewRequest<'_>,
-    queue: crate::queue::QueueName,
-    lane: crate::queue::Lane,
-    payloads: &[super::jobs::Payload],
-    max_attempts: i32,
-) -> Result<(RequestRow, Vec<Uuid>), sqlx::Error> {
-    use sqlx::Connection as _;
-
-    if payloads.len() <= super::jobs::INSERT_CHUNK {
-        return insert_first_chunk(conn, new, queue, lane, payloads, max_attempts).await;
-    }
-    let mut tx = conn.begin().await?;
-    let (first, rest) = payloads.split_at(super::jobs::INSERT_CHUNK);
-    let (row, mut ids) = insert_first_chunk(&mut tx, new, queue, lane, first, max_attempts).await?;
-    ids.extend(super::jobs::insert_many(&mut tx, row.id, queue, lane, rest, max_attempts).await?);
-    tx.commit().await?;
-    Ok((row, ids))
-}
-
-async fn insert_first_chunk(
-    conn: &mut sqlx::PgConnection,
-    new: &NewRequest<'_>,
-    queue: crate::queue::QueueName,
-    lane: crate::queue::Lane,
-    payloads: &[super::jobs::Payload],
-    max_attempts: i32,
-) -> Result<(RequestRow, Vec<Uuid>), sqlx::Error> {
-    let ids: Vec<Uuid> = payloads.iter().map(|_| Uuid::now_v7()).collect();
-    let row = sqlx::query_as(concat!(
-        "WITH req AS ( \
-             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at, callback_url) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $13, $14) \
-             RETURNING ",
-        columns!(),
-        "), \
-         new_jobs AS ( \
-             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, lane_owner, run_after) \
-             SELECT t.id, req.id, $8, t.payload::jsonb, $9, now(), $12, req.send_at \
-             FROM req CROSS JOIN UNNEST($10::uuid[], $11::text[]) AS t(id, payload)) \
-         SELECT ",
-        columns!(),
-        " FROM req"
-    ))
-    .bind(new.id)
-    .bind(new.owner_id)
-    .bind(new.kind)
-    .bind(new.name)
-    .bind(new.correlation_id)
-    .bind(&new.content)
-    .bind(new.total)
-    .bind(queue)
-    .bind(max_attempts)
-    .bind(&ids)
-    .bind(super::jobs::payload_texts(payloads))
-    .bind(lane.owner())
-    .bind(new.send_at)
-    .bind(new.callback_url)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok((row, ids))
 }
 
 /// A request, if `owner` (when given) owns it: another user's id is not found.
@@ -231,8 +163,31 @@ pub async fn list(
     .await
 }
 
+/// What [`finish`] did: the requests it closed, and their completion webhooks'
+/// delivery jobs, to dispatch after the commit.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub requests: Vec<RequestRow>,
+    pub webhooks: Enqueued,
+}
+
+/// running | queued → succeeded | failed | partially_failed | cancelled | suppressed:
+/// closes the requests of `ids` whose every job has ended, with their final status,
+/// and — in the same transaction — enqueues the completion webhook of each that named
+/// a `callback_url`. The one place a request finishes (the worker's completer; the
+/// api's cancel and an upload batch with nothing left to run).
+pub async fn finish(
+    conn: &mut PgConnection,
+    queues: &QueuesConfig,
+    ids: &[Uuid],
+) -> Result<Finished, EnqueueError> {
+    let requests = close_completed(&mut *conn, ids).await?;
+    let webhooks = crate::jobs::webhooks::enqueue_deliveries(conn, queues, &requests).await?;
+    Ok(Finished { requests, webhooks })
+}
+
 /// Closes requests whose every job has ended, with their final status. Returns them.
-pub async fn finish_completed(
+async fn close_completed(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
 ) -> Result<Vec<RequestRow>, sqlx::Error> {
@@ -246,20 +201,6 @@ pub async fn finish_completed(
              ELSE 'partially_failed' END \
          WHERE id = ANY($1) AND finished_at IS NULL AND succeeded + failed + cancelled + suppressed >= total \
          RETURNING ",
-        columns!()
-    ))
-    .bind(ids)
-    .fetch_all(db)
-    .await
-}
-
-/// Marks requests running when their first job starts. Returns those that changed.
-pub async fn mark_running(
-    db: impl PgExecutor<'_>,
-    ids: &[Uuid],
-) -> Result<Vec<RequestRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "UPDATE requests SET status = 'running' WHERE id = ANY($1) AND status = 'queued' RETURNING ",
         columns!()
     ))
     .bind(ids)

@@ -1,10 +1,8 @@
 //! `webhook_secrets` and `webhook_deliveries`: each user's signing secret (sealed,
 //! with the one a rotation retired during its grace period), and the completion
-//! webhooks of finished requests. A delivery is inserted by the `requests` trigger
-//! when a request with a `callback_url` finishes; workers [`claim`] due ones (a
-//! lease: `next_attempt_at` pushed forward, one attempt counted) and record how each
-//! attempt ended with a compare-and-set on that count, so a worker whose lease ran
-//! out cannot overwrite a newer attempt's outcome.
+//! webhooks of finished requests. A delivery is made with its `webhooks` job (the
+//! same id) by `requests::finish`; the job carries its attempts and outcome, the row
+//! what the job does not (request, event, URL, the receiver's last answer).
 
 use std::time::Duration;
 
@@ -91,129 +89,108 @@ pub struct DeliveryState {
     pub delivered_at: Option<OffsetDateTime>,
 }
 
-/// The completion webhook of a request, if one was made.
+/// The completion webhook of a request, if one was made: its delivery job's state.
 pub async fn state_of(
     db: impl PgExecutor<'_>,
     request_id: Uuid,
 ) -> Result<Option<DeliveryState>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT status, attempts, last_error, last_status, delivered_at \
-         FROM webhook_deliveries WHERE request_id = $1 ORDER BY created_at LIMIT 1",
+        "SELECT CASE j.status WHEN 'succeeded' THEN 'delivered' \
+                    WHEN 'dead' THEN 'dead' WHEN 'cancelled' THEN 'dead' \
+                    ELSE 'pending' END AS status, \
+                coalesce(j.attempt, 0) AS attempts, j.last_error, d.last_status, \
+                CASE WHEN j.status = 'succeeded' THEN j.finished_at END AS delivered_at \
+         FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id \
+         WHERE d.request_id = $1 ORDER BY d.created_at LIMIT 1",
     )
     .bind(request_id)
     .fetch_optional(db)
     .await
 }
 
-/// A claimed attempt: which delivery, and which attempt this is (1-based).
-#[derive(Debug, Clone, FromRow)]
-pub struct Claimed {
-    pub id: Uuid,
-    pub request_id: Uuid,
-    pub event: String,
-    pub url: String,
-    pub attempts: i32,
-}
-
-/// Claims up to `limit` due deliveries: counts an attempt on each and leases it for
-/// `lease` (it is due again then, should this worker vanish). Rows another worker
-/// holds are skipped.
-pub async fn claim(
+/// Records deliveries `(id, request, url)` of `event`; returns the ids of those made
+/// (a request's delivery of an event is made once: a second is skipped).
+pub async fn insert_deliveries(
     db: impl PgExecutor<'_>,
-    limit: i64,
-    lease: Duration,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH due AS ( \
-             SELECT id FROM webhook_deliveries \
-             WHERE status = 'pending' AND next_attempt_at <= now() \
-             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         UPDATE webhook_deliveries d SET attempts = d.attempts + 1, \
-             next_attempt_at = now() + make_interval(secs => $2) \
-         FROM due WHERE d.id = due.id \
-         RETURNING d.id, d.request_id, d.event, d.url, d.attempts",
+    deliveries: &[(Uuid, Uuid, &str)],
+    event: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = deliveries.iter().map(|d| d.0).collect();
+    let requests: Vec<Uuid> = deliveries.iter().map(|d| d.1).collect();
+    let urls: Vec<&str> = deliveries.iter().map(|d| d.2).collect();
+    sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries (id, request_id, event, url) \
+         SELECT id, request_id, $4, url FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) \
+             AS t(id, request_id, url) \
+         ON CONFLICT (request_id, event) DO NOTHING RETURNING id",
     )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
+    .bind(&ids)
+    .bind(&requests)
+    .bind(&urls)
+    .bind(event)
     .fetch_all(db)
     .await
 }
 
-/// The attempt `attempt` of delivery `id` got a 2xx. False if the attempt was no
-/// longer this worker's (its lease ran out and another took it).
-pub async fn mark_delivered(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    attempt: i32,
-    status: u16,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), \
-             last_status = $3, last_error = NULL \
-         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
-    )
-    .bind(id)
-    .bind(attempt)
-    .bind(i32::from(status))
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// A delivery as its job needs it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub event: String,
+    pub url: String,
 }
 
-/// The attempt `attempt` of delivery `id` failed with `error` (and the receiver's
-/// `status`, if it answered): due again at `retry_at`, or `dead` when `None`.
-pub async fn mark_failed(
+/// The delivery `id`; `None` once its request is gone (retention).
+pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delivery>, sqlx::Error> {
+    sqlx::query_as("SELECT id, request_id, event, url FROM webhook_deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The receiver's HTTP status of the latest attempt (not a state: the delivery's job
+/// holds that).
+pub async fn record_answer(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    attempt: i32,
-    error: &str,
     status: Option<u16>,
-    retry_at: Option<OffsetDateTime>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE webhook_deliveries SET last_error = $3, last_status = $4, \
-             status = CASE WHEN $5::timestamptz IS NULL THEN 'dead' ELSE 'pending' END, \
-             next_attempt_at = COALESCE($5, next_attempt_at) \
-         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
-    )
-    .bind(id)
-    .bind(attempt)
-    .bind(error)
-    .bind(status.map(i32::from))
-    .bind(retry_at)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Gives back attempts a stopping worker did not make: due now, not counted.
-pub async fn release(db: impl PgExecutor<'_>, claimed: &[(Uuid, i32)]) -> Result<u64, sqlx::Error> {
-    let (ids, attempts): (Vec<Uuid>, Vec<i32>) = claimed.iter().copied().unzip();
-    let done = sqlx::query(
-        "UPDATE webhook_deliveries d SET attempts = d.attempts - 1, next_attempt_at = now() \
-         FROM UNNEST($1::uuid[], $2::int[]) AS c(id, attempts) \
-         WHERE d.id = c.id AND d.attempts = c.attempts AND d.status = 'pending'",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE webhook_deliveries SET last_status = $2 WHERE id = $1")
+        .bind(id)
+        .bind(status.map(i32::from))
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn every_status_literal_is_one_the_table_allows() {
+    fn job_statuses_map_onto_the_delivery_states_clients_read() {
         let source = include_str!("webhooks.rs");
         let sql = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let mut checked = 0;
         for literal in sql
-            .split("status = '")
+            .split("THEN '")
             .skip(1)
-            .chain(sql.split("THEN '").skip(1))
+            .chain(sql.split("ELSE '").skip(1))
         {
             let value = literal.split('\'').next().unwrap_or_default();
             assert!(["pending", "delivered", "dead"].contains(&value), "{value}");
+            checked += 1;
         }
+        for literal in sql
+            .split("WHEN '")
+            .skip(1)
+            .chain(sql.split("status = '").skip(1))
+        {
+            let value = literal.split('\'').next().unwrap_or_default();
+            value
+                .parse::<crate::domain::JobStatus>()
+                .unwrap_or_else(|err| panic!("{err:?}"));
+            checked += 1;
+        }
+        assert!(checked >= 6, "found only {checked} literals");
     }
 }

@@ -87,6 +87,10 @@ pub struct EmailJob {
     pub sealed_content: Option<SealedContent>,
 }
 
+impl super::Job for EmailJob {
+    const QUEUE: crate::queue::QueueName = crate::queue::QueueName::Emails;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Job;
+use crate::queue::QueueName;
+
 /// `uploads`: verify the staged object and move it to storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadJob {
@@ -14,4 +17,12 @@ pub struct UploadJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanJob {
     pub upload_id: Uuid,
+}
+
+impl Job for UploadJob {
+    const QUEUE: QueueName = QueueName::Uploads;
+}
+
+impl Job for ScanJob {
+    const QUEUE: QueueName = QueueName::Scans;
 }

@@ -1,12 +1,103 @@
-//! Job payloads shared by the api (which writes them) and the worker (which runs
-//! them), and the retry policy.
+//! Jobs: the one way work is enqueued. Each job kind is a [`Job`] — its queue and its
+//! serde payload (one type per kind, in the submodules) — and every producer (api
+//! submissions, account mail, rescans, webhook deliveries, follow-ups a handler
+//! returns) inserts it in its own transaction with [`enqueue`] / [`enqueue_many`]
+//! ([`enqueue_with_request`] when the request is made in the same statement), then
+//! hands the [`Enqueued`] receipt's [`Enqueued::dispatch`] the pool after the commit:
+//! the one place ids reach Redis. Also the retry policy, [`backoff`].
 
 pub mod email;
+mod enqueue;
 pub mod files;
+pub mod webhooks;
 
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
 use crate::config::QueueSettings;
+use crate::db::jobs::Payload;
+use crate::queue::{Lane, QueueName};
+
+pub use enqueue::{EnqueueError, Enqueued, enqueue, enqueue_many, enqueue_with_request};
+
+/// A kind of job: the queue that runs it and its payload (this type, as JSON). The
+/// queue's settings (attempts, backoff, timeout, concurrency) are the queue's, from
+/// the configuration.
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const QUEUE: QueueName;
+}
+
+/// `canary`: nothing to do; proves the pipeline end to end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CanaryJob {}
+
+impl Job for CanaryJob {
+    const QUEUE: QueueName = QueueName::Canary;
+}
+
+/// A job about to be inserted: its payload and where and when it runs. Made from a
+/// typed [`Job`] with [`NewJob::of`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Chosen before the insert (UUIDv7), so a caller can name the job in the same
+    /// transaction (a webhook delivery's row shares its job's id).
+    pub id: Uuid,
+    pub queue: QueueName,
+    pub payload: Payload,
+    /// The request it carries out and is counted on; `None`: work of its own (a
+    /// webhook delivery, an operation, a periodic chore).
+    pub request_id: Option<Uuid>,
+    pub lane: Lane,
+    /// Not before this time (a scheduled send); `None`: at once.
+    pub run_after: Option<OffsetDateTime>,
+    /// At most one job with this key is ever inserted; a second is skipped.
+    pub unique_key: Option<String>,
+}
+
+impl NewJob {
+    /// `job` as a new job of its queue: no request, the priority lane, at once.
+    pub fn of<J: Job>(job: &J) -> Result<NewJob, EnqueueError> {
+        Ok(NewJob {
+            id: Uuid::now_v7(),
+            queue: J::QUEUE,
+            payload: Payload::of(job)?,
+            request_id: None,
+            lane: Lane::Priority,
+            run_after: None,
+            unique_key: None,
+        })
+    }
+
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Counted on `request` (it carries part of it out).
+    pub fn for_request(mut self, request: Uuid) -> Self {
+        self.request_id = Some(request);
+        self
+    }
+
+    pub fn in_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
+        self
+    }
+
+    pub fn run_after(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.run_after = at;
+        self
+    }
+
+    pub fn unique(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+}
 
 /// Exponential backoff with full jitter before attempt `attempt + 1`, given that
 /// `attempt` (1-based) just failed: a uniformly random delay in

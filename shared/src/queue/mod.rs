@@ -12,7 +12,10 @@ crate::domain::status::text_enum!(
         Emails => "emails",
         Uploads => "uploads",
         Scans => "scans",
-        /// No-op jobs that prove the pipeline end to end (operators, benchmarks).
+        /// Completion webhook deliveries.
+        Webhooks => "webhooks",
+        /// No-op jobs that prove the pipeline end to end (operators, benchmarks);
+        /// last, so a test's own canary handler registers in its place.
         Canary => "canary",
     }
 );

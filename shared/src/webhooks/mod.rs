@@ -13,8 +13,6 @@ pub use address::{Cidr, refusal};
 
 /// The one event type: a request reached its final state.
 pub const EVENT_REQUEST_FINISHED: &str = "request.finished";
-/// The PostgreSQL channel the enqueue trigger notifies.
-pub const CHANNEL: &str = "conveyor_webhooks";
 /// The PII cipher's purpose for a sealed secret.
 pub const SECRET_PURPOSE: &str = "webhooks.secret";
 /// The prefix of a secret as shown to its owner (as Standard Webhooks spells it).

@@ -448,10 +448,10 @@ impl TestApp {
             name: Some("canary".to_owned()),
             correlation_id: None,
             content: None,
-            queue: shared::queue::QueueName::Canary,
-            lane: shared::queue::Lane::Priority,
             send_at: None,
-            payloads: vec![shared::db::jobs::Payload::empty(); count],
+            jobs: (0..count)
+                .map(|_| shared::jobs::NewJob::of(&shared::jobs::CanaryJob {}).expect("encoded"))
+                .collect(),
             quota: None,
             callback_url: None,
         };
@@ -581,7 +581,7 @@ impl TestApp {
     }
 
     /// Makes every queued job of `queue` dead with `error` through the worker's own
-    /// transitions (claim, bury, close the requests), as a handler's permanent failure
+    /// transitions (claim — which starts the requests —, bury, finish the requests), as a handler's permanent failure
     /// would — without running a handler per job. Returns their ids.
     pub async fn bury_queued(
         &self,
@@ -610,18 +610,17 @@ impl TestApp {
             })
             .collect();
         let refs: Vec<&jobs::Failure> = failures.iter().collect();
-        let mut request_ids: Vec<uuid::Uuid> = claimed.iter().map(|j| j.request_id).collect();
+        let mut request_ids: Vec<uuid::Uuid> =
+            claimed.iter().filter_map(|j| j.request_id).collect();
         request_ids.sort_unstable();
         request_ids.dedup();
         let mut tx = pool.begin().await.expect("begin");
-        requests::mark_running(&mut *tx, &request_ids)
-            .await
-            .expect("running");
         let buried = jobs::bury(&mut tx, &refs).await.expect("buried");
-        requests::finish_completed(&mut *tx, &request_ids)
+        let finished = requests::finish(&mut tx, &self.state.config.queues, &request_ids)
             .await
             .expect("closed");
         tx.commit().await.expect("commit");
+        finished.webhooks.dispatch(pool, &self.state.redis).await;
         buried
     }
 }

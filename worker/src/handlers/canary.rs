@@ -3,6 +3,7 @@
 //! operators and benchmarks can prove the system end to end.
 
 use shared::db::jobs::ClaimedJob;
+use shared::jobs::CanaryJob;
 
 use crate::handler::{Handler, Outcome};
 
@@ -10,7 +11,9 @@ use crate::handler::{Handler, Outcome};
 pub struct Canary;
 
 impl Handler for Canary {
-    async fn handle(&self, _job: &ClaimedJob) -> Outcome {
+    type Job = CanaryJob;
+
+    async fn handle(&self, _job: &ClaimedJob, _payload: CanaryJob) -> Outcome {
         Outcome::Succeeded
     }
 }

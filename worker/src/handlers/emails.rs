@@ -113,19 +113,20 @@ impl Mailer {
     }
 
     /// Sends the message of `job` to its recipients that are not suppressed.
-    pub async fn deliver(&self, job: &ClaimedJob) -> Outcome {
-        match self.try_deliver(job).await {
+    pub async fn deliver(&self, job: &ClaimedJob, payload: EmailJob) -> Outcome {
+        match self.try_deliver(job, payload).await {
             Ok(outcome) => outcome,
             Err(SendError::Transient(error)) => Outcome::Retry(redact_addresses(&error)),
             Err(SendError::Permanent(error)) => Outcome::Dead(redact_addresses(&error)),
         }
     }
 
-    async fn try_deliver(&self, job: &ClaimedJob) -> Result<Outcome, SendError> {
-        let payload: EmailJob = serde_json::from_value(job.payload.clone())
-            .map_err(|err| SendError::Permanent(format!("unreadable payload: {err}")))?;
+    async fn try_deliver(&self, job: &ClaimedJob, payload: EmailJob) -> Result<Outcome, SendError> {
+        let request_id = job
+            .request_id
+            .ok_or_else(|| SendError::Permanent("an email job carries out a request".into()))?;
         let recipients = self.recipients(&payload)?;
-        let suppressed = self.suppressed(job.request_id, &recipients).await?;
+        let suppressed = self.suppressed(request_id, &recipients).await?;
         let recipients: Vec<Recipient> = recipients
             .into_iter()
             .filter(|r| !suppressed.contains(&r.address))
@@ -161,7 +162,7 @@ impl Mailer {
             ),
             (None, None) => {
                 // Campaign mail: one recipient, and a one-click unsubscribe link.
-                let campaign = self.campaign(job.request_id).await?;
+                let campaign = self.campaign(request_id).await?;
                 let link = recipients.first().map(|r| {
                     let token = self
                         .keys
@@ -186,12 +187,12 @@ impl Mailer {
         self.wait_for_rate().await;
         match self.smtp.send(message.envelope(), &bytes).await {
             Ok(delivered) => {
-                self.bounced(job, &delivered.refused).await;
+                self.bounced(job, request_id, &delivered.refused).await;
                 metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "sent").increment(1);
                 Ok(Outcome::Succeeded)
             }
             Err(SmtpFailure::AllRefused(refused)) => {
-                self.bounced(job, &refused).await;
+                self.bounced(job, request_id, &refused).await;
                 metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "rejected").increment(1);
                 let replies: Vec<&str> = refused.iter().map(|r| r.reply.as_str()).collect();
                 Err(SendError::Permanent(format!(
@@ -263,7 +264,7 @@ impl Mailer {
 
     /// Recipients refused for good: on the sender's list from now on, and counted as
     /// the message's bounce. A failure here is logged; the send's outcome stands.
-    async fn bounced(&self, job: &ClaimedJob, refused: &[Refusal]) {
+    async fn bounced(&self, job: &ClaimedJob, request_id: Uuid, refused: &[Refusal]) {
         if refused.is_empty() {
             return;
         }
@@ -281,12 +282,12 @@ impl Mailer {
                 reason: Reason::Bounce,
                 detail: Some(details[i].as_str()),
                 job_id: Some(job.id),
-                request_id: Some(job.request_id),
+                request_id: Some(request_id),
             })
             .collect();
         let recorded = async {
-            suppressions::add_for_request(&self.pool, job.request_id, &entries).await?;
-            suppressions::record_event(&self.pool, job.id, job.request_id, EventKind::Bounced).await
+            suppressions::add_for_request(&self.pool, request_id, &entries).await?;
+            suppressions::record_event(&self.pool, job.id, request_id, EventKind::Bounced).await
         }
         .await;
         match recorded {
@@ -419,9 +420,11 @@ impl Mailer {
 }
 
 impl Handler for Mailer {
+    type Job = EmailJob;
+
     /// The outcome's error goes to `jobs.last_error`, the job log line and the request
     /// view; an SMTP reply may quote a recipient, so addresses are redacted from it.
-    async fn handle(&self, job: &ClaimedJob) -> Outcome {
-        self.deliver(job).await
+    async fn handle(&self, job: &ClaimedJob, payload: EmailJob) -> Outcome {
+        self.deliver(job, payload).await
     }
 }

@@ -6,3 +6,4 @@ pub mod canary;
 pub mod emails;
 pub mod scans;
 pub mod uploads;
+pub mod webhooks;

@@ -79,11 +79,9 @@ impl Scans {
 }
 
 impl Handler for Scans {
-    async fn handle(&self, job: &ClaimedJob) -> Outcome {
-        let payload: ScanJob = match serde_json::from_value(job.payload.clone()) {
-            Ok(payload) => payload,
-            Err(err) => return Outcome::Dead(format!("unreadable payload: {err}")),
-        };
+    type Job = ScanJob;
+
+    async fn handle(&self, _job: &ClaimedJob, payload: ScanJob) -> Outcome {
         let upload = match uploads::find(&self.pool, payload.upload_id, None).await {
             Ok(Some(upload)) => upload,
             Ok(None) => return Outcome::Dead("the upload no longer exists".into()),

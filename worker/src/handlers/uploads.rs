@@ -1,8 +1,11 @@
 //! The `uploads` queue: verifies a staged object against what the api recorded (size,
-//! SHA-256, type by magic bytes), copies it to `stored/`, and — in one transaction —
-//! marks the upload stored and enqueues its `scans` job under the same request. A
-//! redelivery after that commit finds the upload stored and only tidies staging.
-//! An object that fails verification rejects the upload (dead job, failed request).
+//! SHA-256, type by magic bytes), copies it to `stored/`, marks the upload stored and
+//! succeeds with its `scans` job as the follow-up: the completer inserts the scan,
+//! counted on the same request, in the transaction that records this success. A
+//! redelivery (this success was never recorded) finds the upload stored and returns
+//! the scan again; a recorded success is never redelivered, so the scan is made once.
+//! An object that fails verification rejects the upload (dead job, failed request);
+//! running its job again says so again — it never pretends to succeed.
 
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
@@ -11,12 +14,9 @@ use shared::db::jobs::ClaimedJob;
 use shared::db::uploads::{self, UploadRow};
 use shared::domain::{UploadLocation, UploadStatus};
 use shared::files::{self, FileType};
+use shared::jobs::NewJob;
 use shared::jobs::files::{ScanJob, UploadJob};
-use shared::maintenance::dispatcher::push_committed;
-use shared::queue::{Lane, QueueName};
-use shared::redis::Redis;
 use shared::storage::{Area, ObjectKey, Storage, StorageError};
-use shared::telemetry::metric;
 use sqlx::PgPool;
 
 use crate::handler::{Handler, Outcome};
@@ -26,10 +26,8 @@ const HEAD_BYTES: usize = 8 * 1024;
 
 pub struct Uploads {
     pool: PgPool,
-    redis: Redis,
     storage: Storage,
     allowed: Vec<FileType>,
-    scan_attempts: i32,
 }
 
 /// Why a staged object is refused.
@@ -50,13 +48,11 @@ impl From<StorageError> for Check {
 }
 
 impl Uploads {
-    pub fn new(config: &Config, pool: PgPool, redis: Redis, storage: Storage) -> Self {
+    pub fn new(config: &Config, pool: PgPool, storage: Storage) -> Self {
         Uploads {
             pool,
-            redis,
             storage,
             allowed: config.uploads.allowed_types.clone(),
-            scan_attempts: i32::try_from(config.queues.scans.max_attempts).unwrap_or(i32::MAX),
         }
     }
 
@@ -93,30 +89,15 @@ impl Uploads {
         }
     }
 
-    /// Marks the upload stored and enqueues its scan, in one transaction. Returns the
-    /// scan job's ids (none if another delivery got there first).
-    async fn store(&self, row: &UploadRow) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    /// Success, with the stored upload's scan to follow (counted on its request).
+    fn scan_follows(row: &UploadRow) -> Outcome {
         let Some(request_id) = row.request_id else {
-            return Ok(Vec::new());
+            return Outcome::Succeeded;
         };
-        let mut tx = self.pool.begin().await?;
-        if !uploads::mark_stored(&mut *tx, row.id).await? {
-            return Ok(Vec::new());
+        match NewJob::of(&ScanJob { upload_id: row.id }) {
+            Ok(scan) => Outcome::SucceededWith(vec![scan.for_request(request_id)]),
+            Err(err) => Outcome::Dead(format!("cannot encode the scan job: {err}")),
         }
-        let payload = shared::db::jobs::Payload::of(&ScanJob { upload_id: row.id })
-            .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
-        let ids = shared::db::jobs::insert_many(
-            &mut tx,
-            request_id,
-            QueueName::Scans,
-            Lane::Priority,
-            &[payload],
-            self.scan_attempts,
-        )
-        .await?;
-        shared::db::requests::add_jobs(&mut *tx, request_id, 1).await?;
-        tx.commit().await?;
-        Ok(ids)
     }
 
     async fn remove_staged(&self, staged: &ObjectKey) {
@@ -127,21 +108,25 @@ impl Uploads {
 }
 
 impl Handler for Uploads {
-    async fn handle(&self, job: &ClaimedJob) -> Outcome {
-        let payload: UploadJob = match serde_json::from_value(job.payload.clone()) {
-            Ok(payload) => payload,
-            Err(err) => return Outcome::Dead(format!("unreadable payload: {err}")),
-        };
+    type Job = UploadJob;
+
+    async fn handle(&self, _job: &ClaimedJob, payload: UploadJob) -> Outcome {
         let row = match uploads::find(&self.pool, payload.upload_id, None).await {
             Ok(Some(row)) => row,
             Ok(None) => return Outcome::Dead("the upload no longer exists".into()),
             Err(err) => return Outcome::Retry(format!("cannot load the upload: {err}")),
         };
         let staged = ObjectKey::new(Area::Staging, row.id);
-        if row.location != UploadLocation::Staging || row.status == UploadStatus::Rejected {
-            // Done by an earlier delivery: only staging may be left to tidy.
+        if row.status == UploadStatus::Rejected {
             self.remove_staged(&staged).await;
-            return Outcome::Succeeded;
+            let reason = row.error.as_deref().unwrap_or("verification failed");
+            return Outcome::Dead(format!("the upload was rejected: {reason}"));
+        }
+        if row.location != UploadLocation::Staging {
+            // Stored by an attempt whose success was not recorded: only staging may be
+            // left to tidy, and the scan still follows.
+            self.remove_staged(&staged).await;
+            return Self::scan_follows(&row);
         }
         match self.verify(&row, &staged).await {
             Ok(()) => {}
@@ -161,23 +146,10 @@ impl Handler for Uploads {
         if let Err(err) = self.storage.copy(&staged, &stored).await {
             return Outcome::Retry(format!("cannot store the object: {err}"));
         }
-        let ids = match self.store(&row).await {
-            Ok(ids) => ids,
-            Err(err) => return Outcome::Retry(format!("cannot record the stored upload: {err}")),
-        };
-        if !ids.is_empty() {
-            metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => QueueName::Scans.as_str())
-                .increment(ids.len() as u64);
-            push_committed(
-                &self.pool,
-                &self.redis,
-                QueueName::Scans,
-                Lane::Priority,
-                &ids,
-            )
-            .await;
+        if let Err(err) = uploads::mark_stored(&self.pool, row.id).await {
+            return Outcome::Retry(format!("cannot record the stored upload: {err}"));
         }
         self.remove_staged(&staged).await;
-        Outcome::Succeeded
+        Self::scan_follows(&row)
     }
 }

@@ -1,0 +1,358 @@
+//! The one enqueue path: job rows inserted in the caller's transaction, and the
+//! receipt that pushes their ids to Redis after the commit.
+//!
+//! Jobs are inserted stamped dispatched: [`Enqueued::dispatch`] pushes them right after
+//! the caller's commit and clears the stamp (`jobs::undispatch`) if the push fails, so
+//! the dispatcher takes them. Stamping here rather than after the push saves every
+//! submission a second commit and every job a second row version; the price is paid
+//! only if the process dies between its commit and its push: the reconciler then
+//! re-pushes the jobs after the redelivery timeout.
+
+use std::collections::HashMap;
+
+use sqlx::{Connection as _, PgConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Job, NewJob};
+use crate::config::QueuesConfig;
+use crate::db::jobs::{INSERT_CHUNK, payload_texts};
+use crate::db::requests::{NewRequest, RequestRow};
+use crate::maintenance::dispatcher::push_committed_at;
+use crate::queue::{Lane, QueueName};
+use crate::redis::Redis;
+use crate::telemetry::metric;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("cannot encode the job's payload: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The statement every job row is inserted by. `req` is a CTE the caller puts first:
+/// the request being inserted in the same statement, or just the id of an existing one
+/// (or NULL). $1 ids, $2 payloads (JSON text), $3 unique keys, $4 queue, $5 attempts,
+/// $6 the fair lane's owner, $7 the request id, $8 `run_after`. A row whose unique key
+/// exists already is skipped; the statement returns the ids inserted.
+macro_rules! insert_jobs {
+    () => {
+        "new_jobs AS ( \
+             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, \
+                               lane_owner, run_after, unique_key) \
+             SELECT t.id, req.id, $4, t.payload::jsonb, $5, now(), $6, $8, t.unique_key \
+             FROM req CROSS JOIN UNNEST($1::uuid[], $2::text[], $3::text[]) AS t(id, payload, unique_key) \
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
+             RETURNING id)"
+    };
+}
+
+/// Jobs that share where and when they run: one statement per chunk of them.
+#[derive(Debug, Clone)]
+struct Group {
+    queue: QueueName,
+    request_id: Option<Uuid>,
+    lane: Lane,
+    run_after: Option<OffsetDateTime>,
+    ids: Vec<Uuid>,
+}
+
+/// What an enqueue inserted. `#[must_use]`: hand it to [`Enqueued::dispatch`] once the
+/// transaction has committed (a receipt dropped instead leaves the jobs to the
+/// reconciler, after the redelivery timeout).
+#[must_use = "dispatch the jobs after the commit"]
+#[derive(Debug, Default, Clone)]
+pub struct Enqueued {
+    groups: Vec<Group>,
+}
+
+impl Enqueued {
+    pub fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.groups.iter().flat_map(|g| g.ids.iter().copied())
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.ids.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Jobs an operator sent back to their queue (`db::jobs::requeue`), each to its
+    /// lane and for its time, to dispatch after the commit like new ones.
+    pub fn requeued(jobs: &[crate::db::jobs::Requeued]) -> Enqueued {
+        let mut enqueued = Enqueued::default();
+        for job in jobs {
+            let lane = Lane::of(job.lane_owner);
+            let at = enqueued.groups.iter().position(|g| {
+                (g.queue, g.request_id, g.lane, g.run_after)
+                    == (job.queue, job.request_id, lane, job.run_after)
+            });
+            match at {
+                Some(at) => enqueued.groups[at].ids.push(job.id),
+                None => enqueued.groups.push(Group {
+                    queue: job.queue,
+                    request_id: job.request_id,
+                    lane,
+                    run_after: job.run_after,
+                    ids: vec![job.id],
+                }),
+            }
+        }
+        enqueued
+    }
+
+    /// Adds another receipt's jobs to this one (one dispatch for both).
+    pub fn merge(&mut self, other: Enqueued) {
+        self.groups.extend(other.groups);
+    }
+
+    /// After the commit: counts the jobs and pushes their ids, each to its lane (or its
+    /// queue's delayed set while its `run_after` is ahead). A failed push is left to
+    /// the dispatcher; nothing is returned because nothing more can be done here.
+    pub async fn dispatch(&self, pool: &sqlx::PgPool, redis: &Redis) {
+        for group in &self.groups {
+            if group.ids.is_empty() {
+                continue;
+            }
+            metrics::counter!(metric::JOBS_ENQUEUED_TOTAL, "queue" => group.queue.as_str())
+                .increment(group.ids.len() as u64);
+            push_committed_at(
+                pool,
+                redis,
+                group.queue,
+                group.lane,
+                &group.ids,
+                group.run_after,
+            )
+            .await;
+        }
+    }
+}
+
+/// One typed job, inserted in the caller's transaction.
+pub async fn enqueue<J: Job>(
+    conn: &mut PgConnection,
+    queues: &QueuesConfig,
+    job: &J,
+) -> Result<Enqueued, EnqueueError> {
+    enqueue_many(conn, queues, &[NewJob::of(job)?]).await
+}
+
+fn attempts(queues: &QueuesConfig, queue: QueueName) -> i32 {
+    i32::try_from(queues.settings(queue).max_attempts).unwrap_or(i32::MAX)
+}
+
+/// Splits `jobs` into groups of the same queue, request, lane and start, in order of
+/// first appearance, with each job's index.
+fn grouped(jobs: &[NewJob]) -> Vec<(Group, Vec<usize>)> {
+    let mut index: HashMap<(QueueName, Option<Uuid>, Lane, Option<OffsetDateTime>), usize> =
+        HashMap::new();
+    let mut groups: Vec<(Group, Vec<usize>)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let key = (job.queue, job.request_id, job.lane, job.run_after);
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push((
+                Group {
+                    queue: job.queue,
+                    request_id: job.request_id,
+                    lane: job.lane,
+                    run_after: job.run_after,
+                    ids: Vec::new(),
+                },
+                Vec::new(),
+            ));
+            groups.len() - 1
+        });
+        groups[at].1.push(i);
+    }
+    groups
+}
+
+/// Jobs inserted in the caller's transaction (a job whose unique key is taken is
+/// skipped: it is not in the receipt). The request a job names must exist; its total
+/// is the caller's (a follow-up joining a running request adds itself with
+/// `requests::add_jobs`).
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    queues: &QueuesConfig,
+    jobs: &[NewJob],
+) -> Result<Enqueued, EnqueueError> {
+    let mut enqueued = Enqueued::default();
+    for (mut group, members) in grouped(jobs) {
+        for chunk in members.chunks(INSERT_CHUNK) {
+            let rows: Vec<&NewJob> = chunk.iter().map(|&i| &jobs[i]).collect();
+            let inserted = insert_chunk(&mut *conn, queues, &group, &rows).await?;
+            group.ids.extend(inserted);
+        }
+        enqueued.groups.push(group);
+    }
+    Ok(enqueued)
+}
+
+async fn insert_chunk(
+    conn: &mut PgConnection,
+    queues: &QueuesConfig,
+    group: &Group,
+    rows: &[&NewJob],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
+    let unique: Vec<Option<&str>> = rows.iter().map(|r| r.unique_key.as_deref()).collect();
+    sqlx::query_scalar(concat!(
+        "WITH req AS (SELECT $7::uuid AS id), ",
+        insert_jobs!(),
+        " SELECT id FROM new_jobs"
+    ))
+    .bind(&ids)
+    .bind(&payloads)
+    .bind(&unique)
+    .bind(group.queue)
+    .bind(attempts(queues, group.queue))
+    .bind(group.lane.owner())
+    .bind(group.request_id)
+    .bind(group.run_after)
+    .fetch_all(conn)
+    .await
+}
+
+/// A request and its jobs, atomically: the request row and the first
+/// [`INSERT_CHUNK`] jobs in one statement, so outside a transaction this is a single
+/// autocommit round trip (the hot path of `POST /emails`); a larger request runs in a
+/// transaction (a savepoint inside the caller's). Every job is counted on the request
+/// and waits for its `send_at`, whatever the `NewJob` said.
+pub async fn enqueue_with_request(
+    conn: &mut PgConnection,
+    queues: &QueuesConfig,
+    new: &NewRequest<'_>,
+    jobs: Vec<NewJob>,
+) -> Result<(RequestRow, Enqueued), EnqueueError> {
+    let jobs: Vec<NewJob> = jobs
+        .into_iter()
+        .map(|job| job.for_request(new.id).run_after(new.send_at))
+        .collect();
+    let first_group_len = jobs
+        .iter()
+        .take_while(|j| j.queue == jobs[0].queue && j.lane == jobs[0].lane)
+        .count();
+    if jobs.is_empty() || (first_group_len == jobs.len() && jobs.len() <= INSERT_CHUNK) {
+        let (row, ids) = insert_request_with(conn, queues, new, &jobs).await?;
+        let groups = jobs.first().map(|first| Group {
+            queue: first.queue,
+            request_id: Some(new.id),
+            lane: first.lane,
+            run_after: new.send_at,
+            ids,
+        });
+        return Ok((
+            row,
+            Enqueued {
+                groups: groups.into_iter().collect(),
+            },
+        ));
+    }
+    let mut tx = conn.begin().await?;
+    let head = first_group_len.min(INSERT_CHUNK);
+    let (row, ids) = insert_request_with(&mut tx, queues, new, &jobs[..head]).await?;
+    let mut enqueued = Enqueued {
+        groups: vec![Group {
+            queue: jobs[0].queue,
+            request_id: Some(new.id),
+            lane: jobs[0].lane,
+            run_after: new.send_at,
+            ids,
+        }],
+    };
+    enqueued.merge(enqueue_many(&mut tx, queues, &jobs[head..]).await?);
+    tx.commit().await?;
+    Ok((row, enqueued))
+}
+
+/// The request and `jobs` (one queue and lane, at most a chunk) in one statement.
+async fn insert_request_with(
+    conn: &mut PgConnection,
+    queues: &QueuesConfig,
+    new: &NewRequest<'_>,
+    jobs: &[NewJob],
+) -> Result<(RequestRow, Vec<Uuid>), sqlx::Error> {
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let (queue, lane) = jobs
+        .first()
+        .map_or((QueueName::Canary, Lane::Priority), |j| (j.queue, j.lane));
+    let unique: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
+    let owned: Vec<crate::db::jobs::Payload> = jobs.iter().map(|j| j.payload.clone()).collect();
+    let row = sqlx::query_as(concat!(
+        "WITH req AS ( \
+             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, \
+                                   send_at, callback_url) \
+             VALUES ($7, $9, $10, $11, $12, $13, $14, $8, $15) \
+             RETURNING ",
+        crate::db::requests::columns!(),
+        "), ",
+        insert_jobs!(),
+        " SELECT ",
+        crate::db::requests::columns!(),
+        " FROM req"
+    ))
+    .bind(&ids)
+    .bind(payload_texts(&owned))
+    .bind(&unique)
+    .bind(queue)
+    .bind(attempts(queues, queue))
+    .bind(lane.owner())
+    .bind(new.id)
+    .bind(new.send_at)
+    .bind(new.owner_id)
+    .bind(new.kind)
+    .bind(new.name)
+    .bind(new.correlation_id)
+    .bind(&new.content)
+    .bind(new.total)
+    .bind(new.callback_url)
+    .fetch_one(conn)
+    .await?;
+    Ok((row, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(queue: QueueName, lane: Lane) -> NewJob {
+        NewJob {
+            id: Uuid::now_v7(),
+            queue,
+            payload: crate::db::jobs::Payload::empty(),
+            request_id: None,
+            lane,
+            run_after: None,
+            unique_key: None,
+        }
+    }
+
+    #[test]
+    fn jobs_are_grouped_by_queue_and_lane_in_order_of_first_appearance() {
+        let owner = Uuid::now_v7();
+        let jobs = [
+            job(QueueName::Emails, Lane::Priority),
+            job(QueueName::Scans, Lane::Priority),
+            job(QueueName::Emails, Lane::Fair(owner)),
+            job(QueueName::Emails, Lane::Priority),
+        ];
+        let groups = grouped(&jobs);
+        let shape: Vec<(QueueName, Lane, Vec<usize>)> = groups
+            .into_iter()
+            .map(|(g, members)| (g.queue, g.lane, members))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (QueueName::Emails, Lane::Priority, vec![0, 3]),
+                (QueueName::Scans, Lane::Priority, vec![1]),
+                (QueueName::Emails, Lane::Fair(owner), vec![2]),
+            ]
+        );
+    }
+}
