@@ -21,6 +21,7 @@ CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 
 DELETE FROM jobs WHERE request_id IS NULL;
+CREATE INDEX admin_operations_running_idx ON admin_operations (heartbeat_at) WHERE state = 'running';
 DROP INDEX IF EXISTS jobs_unowned_finished_idx;
 DROP INDEX IF EXISTS jobs_unique_key_idx;
 ALTER TABLE jobs DROP COLUMN unique_key;

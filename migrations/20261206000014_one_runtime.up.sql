@@ -42,3 +42,11 @@ ALTER TABLE webhook_deliveries
     DROP COLUMN next_attempt_at,
     DROP COLUMN last_error,
     DROP COLUMN delivered_at;
+
+-- Operators' bulk operations are jobs of the `operations` queue (the operation's id);
+-- no api process runs or takes them over any more. One still running is carried over
+-- as a queued job, which resumes it from its progress.
+DROP INDEX admin_operations_running_idx;
+INSERT INTO jobs (id, request_id, queue, payload, max_attempts)
+SELECT o.id, NULL, 'operations', jsonb_build_object('operation_id', o.id), 5
+FROM admin_operations o WHERE o.state = 'running';

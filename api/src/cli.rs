@@ -275,12 +275,22 @@ async fn bulk_retry(
             ops::BATCH
         );
     }
-    let finished = ops::run_bulk_retry(state, started.id, |view| {
-        if !output.json {
+    if !output.json {
+        println!("  run by the workers (the `operations` queue); following its progress");
+    }
+    // Followed until it ends; Ctrl-C stops following, not the operation.
+    let mut shown = None;
+    let finished = loop {
+        let view = ops::operation(state, started.id).await?;
+        if !output.json && shown != Some(view.done) {
             println!("  {} of {} ({})", view.done, view.total, view.state);
+            shown = Some(view.done);
         }
-    })
-    .await?;
+        if view.state != shared::db::operations::OperationState::Running {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     if output.json {
         print_json(&finished)?;
     } else {

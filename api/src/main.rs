@@ -245,15 +245,7 @@ async fn serve(config: Arc<Config>, auth: Arc<AuthConfig>) -> anyhow::Result<()>
         "api listening"
     );
     let state = AppState::new(config, auth, pool, redis)?;
-    // Bulk operations whose process stopped are continued here (any replica).
-    let (stop_operations, stopped) = tokio::sync::watch::channel(false);
-    let operations = tokio::spawn(api::services::operations::continue_stalled(
-        state.clone(),
-        stopped,
-    ));
     api::server::serve(state, prometheus, api, ops, shared::shutdown::signal()).await?;
-    let _ = stop_operations.send(true);
-    let _ = operations.await;
     tracing::info!("api stopped");
     Ok(())
 }

@@ -71,16 +71,21 @@ async fn dead_canaries(app: &TestApp, count: usize, error: &str) -> Uuid {
 }
 
 /// Polls an operation until it leaves `running`.
+/// Runs the `operations` queue (only: the jobs an operation sends back stay queued)
+/// until the operation at `location` has ended; its view.
 async fn operation_finished(app: &TestApp, location: &str, token: &str) -> Value {
+    let worker = app.start_worker_for(&[QueueName::Operations]);
     let path = location.to_owned();
-    eventually(LONG, "the operation ends", || {
+    let view = eventually(LONG, "the operation ends", || {
         let path = path.clone();
         async move {
             let view = get_json(app, &path, token).await;
             (view["state"] != "running").then_some(view)
         }
     })
-    .await
+    .await;
+    worker.stop().await;
+    view
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -439,10 +444,11 @@ async fn a_bulk_retry_leaves_jobs_that_died_after_it_began(pool: PgPool) {
     assert_eq!(started.total, 3);
     // A job that dies after the operation began (as a retried one failing again would).
     let after = dead_canaries(&app, 1, "later").await;
-    let done = api::services::operations::run_bulk_retry(&app.state, started.id, |_| {})
-        .await
-        .expect("ran");
-    assert_eq!((done.done, done.total), (3, 3));
+    let done = operation_finished(&app, &started.location, &admin).await;
+    assert_eq!(
+        (done["done"].as_i64(), done["total"].as_i64()),
+        (Some(3), Some(3))
+    );
     assert_eq!(request_row(&app, before).await.failed, 0);
     let later = job_ids(&app, after).await[0];
     assert_eq!(
@@ -457,7 +463,7 @@ async fn a_bulk_retry_leaves_jobs_that_died_after_it_began(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn a_bulk_retry_whose_process_stopped_is_taken_over_and_finished(pool: PgPool) {
+async fn a_bulk_retry_whose_worker_died_is_resumed_by_another_and_finished(pool: PgPool) {
     let app = spawn_app(pool).await;
     let admin = app.admin_with_2fa().await;
     dead_canaries(&app, 1200, "boom").await;
@@ -470,31 +476,37 @@ async fn a_bulk_retry_whose_process_stopped_is_taken_over_and_finished(pool: PgP
     )
     .await
     .expect("started");
-    // Its process died before the first batch: the heartbeat stops.
+    // Its job was claimed by a worker that died before the first chunk committed:
+    // running, its heartbeat long stopped, its id back in Redis (the reaper returns a
+    // dead consumer's in-flight ids).
     sqlx::query(
-        "UPDATE admin_operations SET runner = 'a process that died', \
-         heartbeat_at = now() - interval '5 minutes' WHERE id = $1",
+        "UPDATE jobs SET status = 'running', attempt = 1, claimed_by = 'a worker that died', \
+         started_at = now() - interval '5 minutes', heartbeat_at = now() - interval '5 minutes' \
+         WHERE id = $1",
     )
     .bind(started.id)
     .execute(&app.state.pool)
     .await
     .expect("stalled");
-    let taken = api::services::operations::take_over_stalled(&app.state)
+    shared::queue::Queue::new(app.state.redis.clone(), QueueName::Operations)
+        .push(&[started.id.to_string()])
         .await
-        .expect("round");
-    assert_eq!(taken, 1);
+        .expect("pushed");
     let finished = operation_finished(&app, &started.location, &admin).await;
     assert_eq!(finished["state"], "done", "{finished}");
     assert_eq!(
         (finished["done"].as_i64(), finished["resumed"].as_i64()),
         (Some(1200), Some(1))
     );
+    let job = get_json(&app, &format!("/api/v1/admin/jobs/{}", started.id), &admin).await;
     assert_eq!(
-        api::services::operations::take_over_stalled(&app.state)
-            .await
-            .expect("round"),
-        0,
-        "nothing left to take over"
+        (
+            job["queue"].as_str(),
+            job["status"].as_str(),
+            job["attempt"].as_i64()
+        ),
+        (Some("operations"), Some("succeeded"), Some(2)),
+        "the operation is a job like any other: {job}"
     );
 }
 
@@ -651,7 +663,18 @@ async fn queues_report_counts_ages_and_live_workers(pool: PgPool) {
         .iter()
         .filter_map(|q| q["queue"].as_str())
         .collect();
-    assert_eq!(names, ["emails", "uploads", "scans", "canary"]);
+    assert_eq!(
+        names,
+        [
+            "emails",
+            "uploads",
+            "scans",
+            "webhooks",
+            "operations",
+            "canary"
+        ],
+        "every queue, webhook deliveries and operations too"
+    );
     let canary = queue(&empty, "canary");
     assert_eq!(canary["queued"], 0);
     assert!(canary["oldest_queued_age_seconds"].is_null());

@@ -3,7 +3,8 @@
 //! shutdown) is the runtime's, the same for every queue.
 
 use crate::handlers::{
-    canary::Canary, emails::Mailer, scans::Scans, uploads::Uploads, webhooks::Webhooks,
+    canary::Canary, emails::Mailer, operations::Operations, scans::Scans, uploads::Uploads,
+    webhooks::Webhooks,
 };
 use crate::runtime::Runtime;
 use crate::scanner::Scanner;
@@ -31,6 +32,10 @@ pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
     runtime.queue(
         Webhooks::new(&config, pool.clone())?,
         config.queues.webhooks,
+    );
+    runtime.queue(
+        Operations::new(pool.clone(), redis.clone()),
+        config.queues.operations,
     );
     runtime.queue(Canary, config.queues.canary);
     Ok(())

@@ -105,6 +105,11 @@ impl Runtime {
         }));
     }
 
+    /// Keeps only `queues` (a worker dedicated to some queues; tests).
+    pub fn retain_queues(&mut self, queues: &[QueueName]) {
+        self.queues.retain(|q| queues.contains(&q.name()));
+    }
+
     pub fn queue_names(&self) -> Vec<QueueName> {
         self.queues.iter().map(|q| q.name()).collect()
     }

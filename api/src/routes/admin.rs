@@ -303,8 +303,8 @@ fn operation_accepted(view: OperationView) -> Response {
 /// Sends every dead (or cancelled) job of a queue back to it, as one operation run in
 /// batches of 1,000 jobs per transaction; follow `done` of `total` at `Location`. Only
 /// jobs that ended before the operation began are in scope (discarded ones never), so
-/// a job that fails again is not retried twice. If the api process running it stops,
-/// another replica continues it within about a minute and a quarter.
+/// a job that fails again is not retried twice. It runs as a job of the `operations`
+/// queue: if its worker dies, another resumes it from its progress.
 #[utoipa::path(post, path = "/api/v1/admin/jobs/retry", tag = "admin", request_body = BulkRetryRequest, security(("bearer" = [])),
     responses(
         (status = 202, body = OperationView, description = "Started; `Location` names the operation"),
@@ -318,7 +318,6 @@ pub async fn bulk_retry(
 ) -> Result<Response, ApiError> {
     let view =
         ops::start_bulk_retry(&state, &operator(&admin, &headers), body.queue, body.status).await?;
-    ops::spawn_bulk_retry(&state, view.id);
     Ok(operation_accepted(view))
 }
 

@@ -4,15 +4,11 @@
 //! same functions. Every action writes an `audit_log` row — in the action's own
 //! transaction where it has one — and counts `conveyor_admin_actions_total{action}`.
 //!
-//! A bulk retry is run by the process that accepted it, in batches of [`BATCH`] jobs
-//! per transaction, each refreshing the operation's heartbeat. If that process stops
-//! (a restart, a crash, Ctrl-C on the command line), any api replica takes the
-//! operation over once the heartbeat is [`STALLED_AFTER`] old ([`continue_stalled`])
-//! and carries on: it only ever retries jobs that ended before the operation began,
-//! so a job that fails again after its retry is not retried a second time.
-
-use std::sync::LazyLock;
-use std::time::Duration;
+//! A bulk retry is a job of the `operations` queue, run by the workers in chunks of
+//! [`BATCH`] jobs per transaction (`shared::jobs::operations`). If its worker dies, the
+//! runtime gives the job to another, which resumes from the last committed chunk: it
+//! only ever retries jobs that ended before the operation began, so a job that fails
+//! again after its retry is not retried a second time.
 
 use serde::{Deserialize, Serialize};
 use shared::db::audit::{self, AuditRow, NewEntry};
@@ -25,7 +21,6 @@ use shared::problem::FieldError;
 use shared::queue::{Queue, QueueName, pause};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -34,20 +29,9 @@ use crate::services::requests::{self, Accepted, Submission};
 use crate::state::AppState;
 
 /// Jobs sent back to their queue per transaction of a bulk retry.
-pub const BATCH: i64 = 1000;
-/// A running operation whose heartbeat is this old has lost its process.
-pub const STALLED_AFTER: Duration = Duration::from_secs(60);
-/// How often each api replica looks for stalled operations.
-pub const STALLED_CHECK: Duration = Duration::from_secs(15);
+pub const BATCH: i64 = shared::jobs::operations::CHUNK;
 /// The most canary jobs one request may carry.
 pub const MAX_CANARIES: u32 = 10_000;
-
-/// This process, as the runner of the operations it carries out.
-fn runner() -> &'static str {
-    static RUNNER: LazyLock<String> =
-        LazyLock::new(|| format!("pid {} / {}", std::process::id(), Uuid::now_v7()));
-    &RUNNER
-}
 
 /// Who acts, and the request (or command-line run) they act in: the audit's "who".
 #[derive(Debug, Clone)]
@@ -497,13 +481,13 @@ pub struct OperationView {
     /// Why it failed (`failed` only); the cause is in the logs under its id.
     pub error: Option<String>,
     pub actor: String,
-    /// Times another api process took it over after its runner stopped.
+    /// Times a worker resumed it (its job's worker died, or a chunk failed and was
+    /// retried).
     pub resumed: i32,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
-    /// The last batch's time: a `running` operation whose heartbeat is more than a
-    /// minute old is taken over by an api replica.
+    /// When its last chunk began (or a worker resumed it).
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub heartbeat_at: OffsetDateTime,
@@ -542,8 +526,8 @@ pub async fn operation(state: &AppState, id: Uuid) -> Result<OperationView, ApiE
         .ok_or_else(|| ApiError::NotFound("no such operation".into()))
 }
 
-/// Records a bulk retry of `queue`'s jobs in `status` (audited with it, in one
-/// transaction) for this process to run: [`spawn_bulk_retry`] or [`run_bulk_retry`].
+/// Records a bulk retry of `queue`'s jobs in `status` with its job on the
+/// `operations` queue (audited with it, in one transaction); the workers run it.
 pub async fn start_bulk_retry(
     state: &AppState,
     operator: &Operator,
@@ -551,12 +535,12 @@ pub async fn start_bulk_retry(
     status: RetryableStatus,
 ) -> Result<OperationView, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let row = operations::insert_bulk_retry(
-        &mut *tx,
+    let (row, enqueued) = shared::jobs::operations::start_bulk_retry(
+        &mut tx,
+        &state.config.queues,
         operator.actor(),
         queue,
         status.into(),
-        runner(),
         operator.request_id.as_deref(),
     )
     .await?;
@@ -573,108 +557,10 @@ pub async fn start_bulk_retry(
     )
     .await?;
     tx.commit().await?;
+    enqueued.dispatch(&state.pool, &state.redis).await;
     counted(Action::BulkRetry);
     tracing::info!(actor = operator.actor(), operation = %row.id, queue = %queue, status = ?status, total = row.total, "bulk retry started");
     Ok(OperationView::from(row))
-}
-
-/// Runs the operation in the background of this process.
-pub fn spawn_bulk_retry(state: &AppState, id: Uuid) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        // Failures are logged and recorded on the operation by `run_bulk_retry`.
-        let _ = run_bulk_retry(&state, id, |_| {}).await;
-    });
-}
-
-/// Runs the operation's batches until none is left; `progress` sees it after each.
-/// Stops early, without error, if another process took it over. A failed batch marks
-/// it `failed` (the cause goes to the log, not to the operation).
-pub async fn run_bulk_retry(
-    state: &AppState,
-    id: Uuid,
-    mut progress: impl FnMut(&OperationView),
-) -> Result<OperationView, ApiError> {
-    match run_batches(state, id, &mut progress).await {
-        Ok(view) => Ok(view),
-        Err(err) => {
-            tracing::error!(operation = %id, error = %err, "bulk retry failed");
-            let reason = format!(
-                "a batch failed (the api logged the cause with operation id {id}); \
-                 jobs retried so far stay queued, start a new bulk retry for the rest"
-            );
-            match operations::fail(&state.pool, id, runner(), &reason).await {
-                Ok(Some(row)) => progress(&OperationView::from(row)),
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(operation = %id, error = %err, "cannot mark the operation failed; an api replica will take it over");
-                }
-            }
-            Err(err)
-        }
-    }
-}
-
-async fn run_batches(
-    state: &AppState,
-    id: Uuid,
-    progress: &mut impl FnMut(&OperationView),
-) -> Result<OperationView, ApiError> {
-    loop {
-        let mut tx = state.pool.begin().await?;
-        let Some(op) = operations::begin_batch(&mut tx, id, runner()).await? else {
-            drop(tx);
-            return operation(state, id).await;
-        };
-        let requeued =
-            jobs::requeue_batch(&mut tx, op.queue, op.job_status, op.created_at, BATCH).await?;
-        if requeued.is_empty() {
-            let row = operations::finish(&mut *tx, id, runner())
-                .await?
-                .unwrap_or(op);
-            tx.commit().await?;
-            tracing::info!(operation = %id, done = row.done, "bulk retry done");
-            let view = OperationView::from(row);
-            progress(&view);
-            return Ok(view);
-        }
-        let mut request_ids: Vec<Uuid> = requeued.iter().filter_map(|j| j.request_id).collect();
-        request_ids.sort_unstable();
-        request_ids.dedup();
-        let reopened = request_rows::reopen(&mut *tx, &request_ids).await?;
-        let n = i64::try_from(requeued.len()).unwrap_or(i64::MAX);
-        let row = operations::advance(&mut tx, id, n).await?;
-        tx.commit().await?;
-        // Each job back to its lane (a campaign's dead messages stay behind
-        // transactional mail), for its time (a scheduled send whose time is ahead
-        // waits for it).
-        Enqueued::requeued(&requeued)
-            .dispatch(&state.pool, &state.redis)
-            .await;
-        shared::events::publish(&state.redis, &reopened).await;
-        progress(&OperationView::from(row));
-    }
-}
-
-/// One round of [`continue_stalled`]: takes over the running operations whose process
-/// stopped and runs each in the background. Returns how many.
-pub async fn take_over_stalled(state: &AppState) -> Result<usize, ApiError> {
-    let stale_before = OffsetDateTime::now_utc() - STALLED_AFTER;
-    let taken = operations::take_over_stalled(&state.pool, runner(), stale_before).await?;
-    for row in &taken {
-        tracing::warn!(operation = %row.id, done = row.done, total = row.total, "continuing a bulk operation whose process stopped");
-        spawn_bulk_retry(state, row.id);
-    }
-    Ok(taken.len())
-}
-
-/// Every [`STALLED_CHECK`] until `stop`: continues operations whose process stopped.
-pub async fn continue_stalled(state: AppState, stop: watch::Receiver<bool>) {
-    shared::maintenance::every("operations", STALLED_CHECK, stop, move || {
-        let state = state.clone();
-        async move { take_over_stalled(&state).await }
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------- canary

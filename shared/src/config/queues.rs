@@ -42,6 +42,9 @@ pub struct QueuesConfig {
     pub canary: QueueSettings,
     /// Completion webhook deliveries (the `WEBHOOK_*` variables).
     pub webhooks: QueueSettings,
+    /// Operators' bulk operations: few at once, each long (it works through its scope
+    /// in chunks and resumes from its progress when retried).
+    pub operations: QueueSettings,
     /// A job (and a consumer) without a heartbeat for this long is given to another worker.
     pub heartbeat_timeout: Duration,
 }
@@ -54,6 +57,7 @@ impl QueuesConfig {
             QueueName::Scans => self.scans,
             QueueName::Canary => self.canary,
             QueueName::Webhooks => self.webhooks,
+            QueueName::Operations => self.operations,
         }
     }
 
@@ -76,6 +80,7 @@ impl QueuesConfig {
             scans: queue(queue_vars!("SCANS"), defaults(4, 20, 300))?,
             canary: queue(queue_vars!("CANARY"), defaults(50, 3, 30))?,
             webhooks,
+            operations: queue(queue_vars!("OPERATIONS"), defaults(2, 5, 3600))?,
             heartbeat_timeout: env.millis_in(
                 "JOB_HEARTBEAT_TIMEOUT_MS",
                 30_000,

@@ -1,12 +1,13 @@
-//! `admin_operations`: bulk operator actions run in batches, with their progress, so
-//! any api replica can report on one and take it over when its runner stops.
+//! `admin_operations`: bulk operator actions, each run as a job of the `operations`
+//! queue (the same id) in chunks, with their progress, so any api replica can report
+//! on one and any worker resume it.
 //!
 //! | transition | from | to |
 //! | --- | --- | --- |
-//! | [`insert_bulk_retry`] | — | running (by its creator) |
-//! | [`take_over_stalled`] | running, heartbeat stale | running (by another process) |
-//! | [`finish`] | running (this runner's) | done |
-//! | [`fail`] | running (this runner's) | failed |
+//! | [`insert_bulk_retry`] | — | running |
+//! | [`resume`] | running | running (its job's attempt after the first: a worker resumes it) |
+//! | [`finish`] | running | done |
+//! | [`fail`] | running | failed |
 
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
@@ -53,19 +54,18 @@ macro_rules! columns {
     };
 }
 
-/// A bulk retry of `queue`'s jobs in `job_status`, run by `runner`; `total` counts the
-/// jobs in scope now (those not discarded that ended before this transaction began).
+/// A bulk retry of `queue`'s jobs in `job_status`; `total` counts the jobs in scope
+/// now (those not discarded that ended before this transaction began).
 pub async fn insert_bulk_retry(
     db: impl PgExecutor<'_>,
     actor: &str,
     queue: QueueName,
     job_status: JobStatus,
-    runner: &str,
     request_id: Option<&str>,
 ) -> Result<OperationRow, sqlx::Error> {
     sqlx::query_as(concat!(
         "INSERT INTO admin_operations (id, kind, actor, queue, job_status, total, runner, request_id) \
-         SELECT $1, 'bulk_retry', $2, $3, $4, count(*), $5, $6 FROM jobs \
+         SELECT $1, 'bulk_retry', $2, $3, $4, count(*), 'operations queue', $5 FROM jobs \
          WHERE queue = $3 AND status = $4 AND discarded_at IS NULL AND finished_at <= now() \
          RETURNING ",
         columns!()
@@ -74,7 +74,6 @@ pub async fn insert_bulk_retry(
     .bind(actor)
     .bind(queue)
     .bind(job_status)
-    .bind(runner)
     .bind(request_id)
     .fetch_one(db)
     .await
@@ -91,21 +90,36 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<OperationR
     .await
 }
 
-/// Starts a batch: refreshes the heartbeat of an operation `runner` still runs and
-/// locks its row until the batch commits. `None`: it ended, or another process took it
-/// over; the caller stops.
-pub async fn begin_batch(
+/// Starts a chunk: refreshes the heartbeat (the last chunk's time) of a running
+/// operation and locks its row until the chunk commits. `None`: it has ended.
+pub async fn begin_chunk(
     db: &mut PgConnection,
     id: Uuid,
-    runner: &str,
 ) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "UPDATE admin_operations SET heartbeat_at = now() \
-         WHERE id = $1 AND runner = $2 AND state = 'running' RETURNING ",
+         WHERE id = $1 AND state = 'running' RETURNING ",
         columns!()
     ))
     .bind(id)
-    .bind(runner)
+    .fetch_optional(db)
+    .await
+}
+
+/// A running operation's job started its attempt `attempt`: after the first, a worker
+/// resumes it (its previous attempt's worker died, or the attempt failed).
+pub async fn resume(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    attempt: i32,
+) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE admin_operations SET resumed = greatest(resumed, $2 - 1), heartbeat_at = now() \
+         WHERE id = $1 AND state = 'running' RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(attempt)
     .fetch_optional(db)
     .await
 }
@@ -127,15 +141,13 @@ pub async fn advance(db: &mut PgConnection, id: Uuid, n: i64) -> Result<Operatio
 pub async fn finish(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    runner: &str,
 ) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "UPDATE admin_operations SET state = 'done', finished_at = now(), total = greatest(total, done) \
-         WHERE id = $1 AND runner = $2 AND state = 'running' RETURNING ",
+         WHERE id = $1 AND state = 'running' RETURNING ",
         columns!()
     ))
     .bind(id)
-    .bind(runner)
     .fetch_optional(db)
     .await
 }
@@ -144,38 +156,16 @@ pub async fn finish(
 pub async fn fail(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    runner: &str,
     error: &str,
 ) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "UPDATE admin_operations SET state = 'failed', finished_at = now(), error = $3 \
-         WHERE id = $1 AND runner = $2 AND state = 'running' RETURNING ",
+        "UPDATE admin_operations SET state = 'failed', finished_at = now(), error = $2 \
+         WHERE id = $1 AND state = 'running' RETURNING ",
         columns!()
     ))
     .bind(id)
-    .bind(runner)
     .bind(error)
     .fetch_optional(db)
-    .await
-}
-
-/// Running operations whose heartbeat is older than `stale_before` (their process
-/// stopped), now `runner`'s to continue.
-pub async fn take_over_stalled(
-    db: impl PgExecutor<'_>,
-    runner: &str,
-    stale_before: OffsetDateTime,
-) -> Result<Vec<OperationRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "UPDATE admin_operations SET runner = $1, heartbeat_at = now(), resumed = resumed + 1 \
-         WHERE id IN (SELECT id FROM admin_operations WHERE state = 'running' AND heartbeat_at < $2 \
-                      FOR UPDATE SKIP LOCKED) \
-         RETURNING ",
-        columns!()
-    ))
-    .bind(runner)
-    .bind(stale_before)
-    .fetch_all(db)
     .await
 }
 
@@ -194,6 +184,6 @@ mod tests {
         let source = include_str!("operations.rs");
         let sql = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
         let checked = crate::db::jobs::tests::literals_parse::<super::OperationState>(sql, "state");
-        assert!(checked >= 6, "found only {checked} literals");
+        assert!(checked >= 5, "found only {checked} literals");
     }
 }

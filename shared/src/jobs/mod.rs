@@ -9,6 +9,7 @@
 pub mod email;
 mod enqueue;
 pub mod files;
+pub mod operations;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -14,6 +14,8 @@ crate::domain::status::text_enum!(
         Scans => "scans",
         /// Completion webhook deliveries.
         Webhooks => "webhooks",
+        /// Operators' bulk operations, worked through in chunks.
+        Operations => "operations",
         /// No-op jobs that prove the pipeline end to end (operators, benchmarks);
         /// last, so a test's own canary handler registers in its place.
         Canary => "canary",

@@ -502,6 +502,19 @@ impl TestApp {
         )
     }
 
+    /// Starts a worker runtime in process that runs only `queues` (with the worker
+    /// binary's handlers); it runs until [`RunningWorker::stop`].
+    pub fn start_worker_for(&self, queues: &[shared::queue::QueueName]) -> RunningWorker {
+        let mut runtime = worker::runtime::Runtime::with_queues(
+            self.state.config.clone(),
+            self.state.pool.clone(),
+            self.state.redis.clone(),
+        )
+        .expect("the runtime builds");
+        runtime.retain_queues(queues);
+        RunningWorker::start(runtime)
+    }
+
     /// Enrols 2FA for a signed-in account of any role (`admin_with_2fa` does the same
     /// for a new admin, then signs in with a code): its secret and recovery codes. The
     /// enrolment code's step is spent; sign in with `totp_code(&secret, 1)`.

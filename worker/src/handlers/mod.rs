@@ -4,6 +4,7 @@
 
 pub mod canary;
 pub mod emails;
+pub mod operations;
 pub mod scans;
 pub mod uploads;
 pub mod webhooks;

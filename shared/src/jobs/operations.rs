@@ -1,0 +1,99 @@
+//! The `operations` queue: operators' bulk operations run as jobs. An operation's row
+//! (`admin_operations`, the same id as its job) holds its scope and its progress; its
+//! job works through the scope in chunks, each chunk one transaction that changes the
+//! jobs in it and advances the progress together, so a worker that takes the job over
+//! after a crash (or a retry) resumes where the last committed chunk left off and never
+//! repeats one. Shared by the worker (which runs it) and the api (which starts and
+//! shows it), so neither imports the other.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{EnqueueError, Enqueued, Job, NewJob};
+use crate::config::QueuesConfig;
+use crate::db::jobs;
+use crate::db::operations::{self, OperationRow};
+use crate::db::requests::{self, RequestRow};
+use crate::domain::JobStatus;
+use crate::queue::QueueName;
+
+/// Jobs per chunk (one transaction each).
+pub const CHUNK: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationJob {
+    pub operation_id: Uuid,
+}
+
+impl Job for OperationJob {
+    const QUEUE: QueueName = QueueName::Operations;
+}
+
+/// Records a bulk retry of `queue`'s jobs in `job_status` and enqueues its job, in the
+/// caller's transaction; dispatch the receipt after the commit.
+pub async fn start_bulk_retry(
+    conn: &mut sqlx::PgConnection,
+    queues: &QueuesConfig,
+    actor: &str,
+    queue: QueueName,
+    job_status: JobStatus,
+    request_id: Option<&str>,
+) -> Result<(OperationRow, Enqueued), EnqueueError> {
+    let row =
+        operations::insert_bulk_retry(&mut *conn, actor, queue, job_status, request_id).await?;
+    let job = NewJob::of(&OperationJob {
+        operation_id: row.id,
+    })?
+    .with_id(row.id);
+    let enqueued = super::enqueue_many(conn, queues, &[job]).await?;
+    Ok((row, enqueued))
+}
+
+/// What one chunk did.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Jobs went back to their queue: dispatch them after the commit, and publish the
+    /// requests they reopened.
+    Advanced {
+        row: OperationRow,
+        requeued: Enqueued,
+        reopened: Vec<RequestRow>,
+    },
+    /// Nothing was left: the operation is done (or had already ended).
+    Finished(OperationRow),
+}
+
+/// The next chunk of bulk retry `id`, in one transaction: up to [`CHUNK`] of its jobs
+/// (those that ended before it began, not discarded) back to their queue, their
+/// requests reopened, its progress advanced; or, when none is left, `done`.
+pub async fn bulk_retry_chunk(pool: &PgPool, id: Uuid) -> Result<Chunk, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(op) = operations::begin_chunk(&mut tx, id).await? else {
+        let row = operations::find(&mut *tx, id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        return Ok(Chunk::Finished(row));
+    };
+    let requeued =
+        jobs::requeue_batch(&mut tx, op.queue, op.job_status, op.created_at, CHUNK).await?;
+    if requeued.is_empty() {
+        let row = operations::finish(&mut *tx, id).await?.unwrap_or(op);
+        tx.commit().await?;
+        return Ok(Chunk::Finished(row));
+    }
+    let mut request_ids: Vec<Uuid> = requeued.iter().filter_map(|j| j.request_id).collect();
+    request_ids.sort_unstable();
+    request_ids.dedup();
+    let reopened = requests::reopen(&mut *tx, &request_ids).await?;
+    let n = i64::try_from(requeued.len()).unwrap_or(i64::MAX);
+    let row = operations::advance(&mut tx, id, n).await?;
+    tx.commit().await?;
+    Ok(Chunk::Advanced {
+        row,
+        // Each job back to its lane (a campaign's dead messages stay behind
+        // transactional mail), for its time (a scheduled send waits for it).
+        requeued: Enqueued::requeued(&requeued),
+        reopened,
+    })
+}
