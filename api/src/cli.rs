@@ -36,8 +36,34 @@ pub enum OpsCommand {
     /// Queues: counts, live workers, pause and resume.
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Periodic jobs: last and next run, pause and resume.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Send no-op canary jobs through the whole pipeline (canary queue only).
     Canary(CanaryArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Every schedule: its interval or cron expression, last and next run, missed
+    /// ticks, paused.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Pause a schedule: no worker enqueues its ticks until it is resumed.
+    Pause {
+        /// e.g. prune_retention.
+        name: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Resume a schedule; ticks that passed meanwhile run once, at once.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -82,9 +108,9 @@ pub enum JobsCommand {
     /// Send a dead or cancelled job back to its queue (--id), or every dead or
     /// cancelled job of a queue (--queue and --status) in batches, printing progress.
     ///
-    /// A bulk retry is an operation (GET /api/v1/admin/operations/{id}); if this
-    /// command stops before it ends, a running api takes it over within about a
-    /// minute and a quarter.
+    /// A bulk retry is an operation (GET /api/v1/admin/operations/{id}) run by the
+    /// workers as a job of the `operations` queue; this command follows it, and
+    /// stopping the command does not stop the operation.
     #[command(group(clap::ArgGroup::new("target").required(true).args(["id", "queue"])))]
     Retry {
         /// The job to retry.
@@ -160,6 +186,7 @@ pub async fn run(
     match command {
         OpsCommand::Jobs(command) => jobs(&state, &operator, command).await,
         OpsCommand::Queues(command) => queues(&state, &operator, command).await,
+        OpsCommand::Schedules(command) => schedules(&state, &operator, command).await,
         OpsCommand::Canary(args) => canary(&state, &operator, args).await,
     }
     .map_err(|err| match err.downcast::<ApiError>() {
@@ -336,6 +363,57 @@ async fn queues(
         println!("queue {} is {now}{already}", switch.queue);
     }
     Ok(())
+}
+
+async fn schedules(
+    state: &AppState,
+    operator: &Operator,
+    command: SchedulesCommand,
+) -> anyhow::Result<()> {
+    use crate::services::schedules as service;
+    let (name, paused, output) = match command {
+        SchedulesCommand::List { output } => {
+            let list = service::list(state).await?;
+            if output.json {
+                print_json(&list)?;
+            } else {
+                print!("{}", schedules_table(&list.schedules));
+            }
+            return Ok(());
+        }
+        SchedulesCommand::Pause { name, output } => (name, true, output),
+        SchedulesCommand::Resume { name, output } => (name, false, output),
+    };
+    let row = service::set_paused(state, operator, &name, paused).await?;
+    if output.json {
+        print_json(&row)?;
+    } else {
+        print!("{}", schedules_table(std::slice::from_ref(&row)));
+    }
+    Ok(())
+}
+
+fn schedules_table(rows: &[shared::db::schedules::ScheduleRow]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.queue.to_string(),
+                format!("{} ({})", s.every, s.time_zone),
+                time(s.last_run_at),
+                time(Some(s.next_run_at)),
+                s.missed.to_string(),
+                if s.paused { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SCHEDULE", "QUEUE", "EVERY", "LAST RUN", "NEXT RUN", "MISSED", "PAUSED",
+        ],
+        &rows,
+    )
 }
 
 async fn canary(state: &AppState, operator: &Operator, args: CanaryArgs) -> anyhow::Result<()> {

@@ -1138,6 +1138,9 @@ async fn the_command_line_does_the_same_and_writes_the_same_audit_rows(pool: PgP
     let out = succeeded(&cli(&app, &url, &["jobs", "discard", "--id", &other]).await);
     assert!(out.contains("discarded"), "{out}");
 
+    // A bulk retry is run by the workers (the operations queue only here: the jobs it
+    // sends back stay queued); the command follows it to its end.
+    let operations = app.start_worker_for(&[QueueName::Operations]);
     let out = succeeded(
         &cli(
             &app,
@@ -1157,6 +1160,7 @@ async fn the_command_line_does_the_same_and_writes_the_same_audit_rows(pool: PgP
         (finished["state"].as_str(), finished["total"].as_i64()),
         (Some("done"), Some(0))
     );
+    operations.stop().await;
 
     let accepted = cli_json(&app, &url, &["canary", "--count", "3"]).await;
     assert_eq!(accepted["total"], 3);

@@ -1,7 +1,8 @@
 //! Conveyor's worker as a library: the binary in `main.rs` and the tests run the same
 //! [`runtime::Runtime`]. The runtime is named for its roles — [`producer`],
-//! [`executor`], [`completer`], [`maintenance`] — and a queue is a [`handler::Handler`]
-//! in [`handlers`] plus one line in [`queues`].
+//! [`executor`], [`completer`], [`maintenance`], [`scheduler`] — and a queue is a
+//! [`handler::Handler`] in [`handlers`] plus one line in [`queues`] (a periodic job:
+//! one more line there).
 
 pub mod completer;
 pub mod dkim;
@@ -16,4 +17,5 @@ pub mod queues;
 pub mod running;
 pub mod runtime;
 pub mod scanner;
+pub mod scheduler;
 pub mod smtp;

@@ -1,10 +1,15 @@
-//! The queues a worker runs: one line each — the queue, its handler, its settings.
-//! Everything else (fetching, claiming, timeouts, retries, completion, heartbeats,
-//! shutdown) is the runtime's, the same for every queue.
+//! The queues a worker runs: one line each — the queue, its handler, its settings —
+//! and the periodic jobs its scheduler enqueues. Everything else (fetching, claiming,
+//! timeouts, retries, completion, heartbeats, shutdown, ticks) is the runtime's, the
+//! same for every queue.
+
+use shared::jobs::NewJob;
+use shared::jobs::schedule::{Chore, ChoreJob, Every};
+use shared::maintenance::retention::Pruner;
 
 use crate::handlers::{
-    canary::Canary, emails::Mailer, operations::Operations, scans::Scans, uploads::Uploads,
-    webhooks::Webhooks,
+    canary::Canary, chores::Chores, emails::Mailer, operations::Operations, scans::Scans,
+    uploads::Uploads, webhooks::Webhooks,
 };
 use crate::runtime::Runtime;
 use crate::scanner::Scanner;
@@ -37,6 +42,20 @@ pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
         Operations::new(pool.clone(), redis.clone()),
         config.queues.operations,
     );
+    let pruner = Pruner::new(
+        pool.clone(),
+        redis.clone(),
+        config.pipeline.retention,
+        config.accounts.unverified_ttl,
+    );
+    runtime.queue(Chores::new(pruner), config.queues.chores);
     runtime.queue(Canary, config.queues.canary);
+    for chore in Chore::ALL {
+        runtime.scheduler.schedule(
+            chore.name(),
+            Every::Interval(config.pipeline.prune_interval),
+            NewJob::of(&ChoreJob { chore })?,
+        );
+    }
     Ok(())
 }

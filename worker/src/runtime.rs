@@ -23,7 +23,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use shared::Config;
 use shared::config::QueueSettings;
 use shared::health::{Health, HealthFlag};
-use shared::maintenance::{every, retention::Pruner};
+use shared::maintenance::every;
 use shared::queue::pause::PauseWatch;
 use shared::queue::{Consumer, Queue, QueueName};
 use shared::redis::Redis;
@@ -39,6 +39,7 @@ use crate::handler::Handler;
 use crate::maintenance::{Heartbeat, Promoter, QueueSampler, Reaper};
 use crate::producer::{ClaimedJobs, FeedClosed, Job, Producer};
 use crate::running::Running;
+use crate::scheduler::Scheduler;
 
 /// How long a fetch blocks on an empty queue before it looks at its stop signal.
 const FETCH_BLOCK: Duration = Duration::from_secs(2);
@@ -54,6 +55,8 @@ pub struct Runtime {
     /// Unique per process: names its consumers in Redis and its claims in PostgreSQL.
     pub id: String,
     pub flag: HealthFlag,
+    /// The periodic jobs this process enqueues (none unless registered).
+    pub scheduler: Scheduler,
     queues: Vec<Box<dyn Registered>>,
 }
 
@@ -77,6 +80,7 @@ impl Runtime {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         Runtime {
+            scheduler: Scheduler::new(config.clone(), pool.clone(), redis.clone()),
             config,
             pool,
             redis,
@@ -144,6 +148,7 @@ impl Runtime {
             redis,
             id,
             flag,
+            scheduler,
             queues,
         } = self;
         // Listen for the signal from the start: startup may wait for Redis.
@@ -239,7 +244,18 @@ impl Runtime {
         }
         drop(recorder);
         let monitor = monitor.shutdown_timeout(config.ops.shutdown_grace);
-        let chores = spawn_chores(&config, &pool, &redis, &id, &in_flight, &running, &stop_rx);
+        let mut chores = spawn_chores(&config, &pool, &redis, &id, &in_flight, &running, &stop_rx);
+        if config.pipeline.scheduler && !scheduler.is_empty() {
+            chores.push(tokio::spawn(every(
+                "scheduler",
+                Scheduler::INTERVAL,
+                stop_rx.clone(),
+                move || {
+                    let scheduler = scheduler.clone();
+                    async move { scheduler.tick().await }
+                },
+            )));
+        }
 
         let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
         let monitor_task = tokio::spawn(monitor.run_with_signal(async move {
@@ -316,7 +332,7 @@ impl Runtime {
     }
 }
 
-/// Heartbeats, reaper, promoter, queue sampler and pruner, each on its own interval.
+/// Heartbeats, reaper, promoter and queue sampler, each on its own interval.
 fn spawn_chores(
     config: &Config,
     pool: &PgPool,
@@ -339,14 +355,7 @@ fn spawn_chores(
     };
     let promoter = Promoter { queues };
     let sampler = QueueSampler::new(pool.clone(), redis.clone(), id);
-    let pruner = Pruner::new(
-        pool.clone(),
-        redis.clone(),
-        config.pipeline.retention,
-        config.accounts.unverified_ttl,
-    );
     let reap_every = config.queues.heartbeat_timeout / 2;
-    let prune_every = config.pipeline.prune_interval;
     vec![
         tokio::spawn({
             let stop = stop.clone();
@@ -378,10 +387,6 @@ fn spawn_chores(
                 sampler.stop().await;
             }
         }),
-        tokio::spawn(every("pruner", prune_every, stop.clone(), move || {
-            let pruner = pruner.clone();
-            async move { pruner.round().await }
-        })),
     ]
 }
 

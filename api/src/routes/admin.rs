@@ -23,6 +23,7 @@ use crate::services::operations::{
     QueueSwitch, RetryableStatus,
 };
 use crate::services::requests::Accepted;
+use crate::services::schedules::{self, ScheduleList};
 use crate::services::uploads;
 use crate::state::AppState;
 
@@ -39,6 +40,9 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/jobs/{id}/retry", post(retry_job))
         .route("/admin/jobs/{id}/discard", post(discard_job))
         .route("/admin/operations/{id}", get(show_operation))
+        .route("/admin/schedules", get(list_schedules))
+        .route("/admin/schedules/{name}/pause", post(pause_schedule))
+        .route("/admin/schedules/{name}/resume", post(resume_schedule))
         .route("/admin/canary", post(canary))
         .route("/admin/audit", get(audit))
 }
@@ -319,6 +323,58 @@ pub async fn bulk_retry(
     let view =
         ops::start_bulk_retry(&state, &operator(&admin, &headers), body.queue, body.status).await?;
     Ok(operation_accepted(view))
+}
+
+/// The periodic jobs the workers enqueue (retention, cleanup of unconfirmed
+/// accounts): each with its interval or cron expression and time zone, its last tick
+/// and job, its next tick, the ticks it missed (a schedule whose ticks passed while no
+/// worker ran runs once, not once per tick) and whether it is paused.
+#[utoipa::path(get, path = "/api/v1/admin/schedules", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, body = ScheduleList),
+        (status = 403, body = shared::problem::Problem, description = FORBIDDEN),
+    ))]
+pub async fn list_schedules(
+    State(state): State<AppState>,
+    Authorized(..): Authorized<perm::ManageQueues>,
+) -> Result<Json<ScheduleList>, ApiError> {
+    Ok(Json(schedules::list(&state).await?))
+}
+
+/// Pauses a schedule: no worker enqueues its ticks until it is resumed (audited).
+#[utoipa::path(post, path = "/api/v1/admin/schedules/{name}/pause", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the schedule, e.g. `prune_retention`")),
+    responses(
+        (status = 200, body = shared::db::schedules::ScheduleRow),
+        (status = 403, body = shared::problem::Problem, description = FORBIDDEN),
+        (status = 404, body = shared::problem::Problem, description = "no such schedule"),
+    ))]
+pub async fn pause_schedule(
+    State(state): State<AppState>,
+    Authorized(admin, ..): Authorized<perm::ManageQueues>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<shared::db::schedules::ScheduleRow>, ApiError> {
+    let row = schedules::set_paused(&state, &operator(&admin, &headers), &name, true).await?;
+    Ok(Json(row))
+}
+
+/// Resumes a paused schedule; ticks that passed meanwhile run once, at once (audited).
+#[utoipa::path(post, path = "/api/v1/admin/schedules/{name}/resume", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path, description = "the schedule, e.g. `prune_retention`")),
+    responses(
+        (status = 200, body = shared::db::schedules::ScheduleRow),
+        (status = 403, body = shared::problem::Problem, description = FORBIDDEN),
+        (status = 404, body = shared::problem::Problem, description = "no such schedule"),
+    ))]
+pub async fn resume_schedule(
+    State(state): State<AppState>,
+    Authorized(admin, ..): Authorized<perm::ManageQueues>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<shared::db::schedules::ScheduleRow>, ApiError> {
+    let row = schedules::set_paused(&state, &operator(&admin, &headers), &name, false).await?;
+    Ok(Json(row))
 }
 
 /// A bulk operation's progress: `done` of `total`, and its `state`.

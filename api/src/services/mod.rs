@@ -10,6 +10,7 @@ pub mod lockout;
 pub mod operations;
 pub mod quotas;
 pub mod requests;
+pub mod schedules;
 pub mod session_cache;
 pub mod suppressions;
 pub mod tokens;

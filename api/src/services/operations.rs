@@ -105,7 +105,7 @@ impl Action {
     }
 }
 
-async fn record(
+pub(crate) async fn record(
     db: impl sqlx::PgExecutor<'_>,
     operator: &Operator,
     action: Action,
@@ -128,7 +128,7 @@ async fn record(
 }
 
 /// After the action committed.
-fn counted(action: Action) {
+pub(crate) fn counted(action: Action) {
     metrics::counter!(metric::ADMIN_ACTIONS_TOTAL, "action" => action.as_str()).increment(1);
 }
 

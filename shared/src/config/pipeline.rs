@@ -15,8 +15,12 @@ pub struct PipelineConfig {
     pub redelivery_timeout: Duration,
     /// Finished requests (and their jobs) older than this are deleted.
     pub retention: Duration,
-    /// How often the pruner runs.
+    /// How often the retention chores are scheduled (`prune_retention`,
+    /// `cleanup_unverified_accounts`).
     pub prune_interval: Duration,
+    /// Whether this worker runs the scheduler role (`SCHEDULER_ENABLED`, default on;
+    /// off in the test harness, whose tests tick schedulers themselves).
+    pub scheduler: bool,
     /// How far ahead a submission's `send_at` may be (`SEND_AT_MAX_AHEAD_SECS`).
     pub send_at_max_ahead: Duration,
 }
@@ -32,6 +36,7 @@ impl PipelineConfig {
                 86_400 * env.parsed_range("RETENTION_DAYS", 30u64, 1..=3650)?,
             ),
             prune_interval: env.seconds_in("PRUNE_INTERVAL_SECS", 600, 1..=86_400)?,
+            scheduler: env.bool("SCHEDULER_ENABLED", true)?,
             send_at_max_ahead: env.seconds_in(
                 "SEND_AT_MAX_AHEAD_SECS",
                 30 * 86_400,

@@ -45,6 +45,8 @@ pub struct QueuesConfig {
     /// Operators' bulk operations: few at once, each long (it works through its scope
     /// in chunks and resumes from its progress when retried).
     pub operations: QueueSettings,
+    /// Periodic maintenance chores, enqueued by the scheduler.
+    pub chores: QueueSettings,
     /// A job (and a consumer) without a heartbeat for this long is given to another worker.
     pub heartbeat_timeout: Duration,
 }
@@ -58,6 +60,7 @@ impl QueuesConfig {
             QueueName::Canary => self.canary,
             QueueName::Webhooks => self.webhooks,
             QueueName::Operations => self.operations,
+            QueueName::Chores => self.chores,
         }
     }
 
@@ -81,6 +84,7 @@ impl QueuesConfig {
             canary: queue(queue_vars!("CANARY"), defaults(50, 3, 30))?,
             webhooks,
             operations: queue(queue_vars!("OPERATIONS"), defaults(2, 5, 3600))?,
+            chores: queue(queue_vars!("CHORES"), defaults(2, 3, 3600))?,
             heartbeat_timeout: env.millis_in(
                 "JOB_HEARTBEAT_TIMEOUT_MS",
                 30_000,

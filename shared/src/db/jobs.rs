@@ -468,6 +468,25 @@ pub async fn lock_lost(
     Ok(lost)
 }
 
+/// Deletes up to `limit` jobs of no request (webhook deliveries, operations, chores)
+/// that finished before `before`. Returns how many.
+pub async fn delete_unowned_finished_before(
+    db: impl PgExecutor<'_>,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM jobs WHERE id IN ( \
+             SELECT id FROM jobs WHERE request_id IS NULL AND finished_at < $1 \
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Per-job detail of a request: counts by status and the latest error.
 #[derive(Debug, Clone, FromRow)]
 pub struct JobSummary {

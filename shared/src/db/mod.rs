@@ -8,6 +8,7 @@ pub mod operations;
 pub mod quotas;
 pub mod recovery_codes;
 pub mod requests;
+pub mod schedules;
 pub mod sessions;
 pub mod suppressions;
 pub mod uploads;

@@ -10,6 +10,7 @@ pub mod email;
 mod enqueue;
 pub mod files;
 pub mod operations;
+pub mod schedule;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! Retention: finished requests older than `RETENTION_DAYS` are deleted with their
-//! jobs, in bounded batches so a large backlog never holds long locks; idempotency
+//! Retention, two periodic chores (`jobs::schedule::Chore`): finished requests older
+//! than `RETENTION_DAYS` are deleted with their jobs (and finished jobs of no request
+//! past it), in bounded batches so a large backlog never holds long locks; idempotency
 //! keys are forgotten after their 24 hours; accounts that never confirmed their email
 //! go after `UNVERIFIED_ACCOUNT_TTL_SECS` (freeing the address), expired verification
 //! links and message-quota hours older than two days with them. Safe in every
@@ -23,6 +24,8 @@ const BATCH: i64 = 1000;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
     pub requests: u64,
+    /// Finished jobs of no request (webhook deliveries, operations, chores).
+    pub jobs: u64,
     pub idempotency_keys: u64,
     pub unverified_accounts: u64,
 }
@@ -56,7 +59,17 @@ impl Pruner {
         }
     }
 
+    /// Both chores at once ([`Pruner::prune_retention`], then
+    /// [`Pruner::cleanup_unverified_accounts`]).
     pub async fn round(&self) -> Result<Pruned, sqlx::Error> {
+        let mut pruned = self.prune_retention().await?;
+        pruned.unverified_accounts = self.cleanup_unverified_accounts().await?;
+        Ok(pruned)
+    }
+
+    /// Finished requests past retention (with their jobs and deliveries), finished jobs
+    /// of no request past it, expired idempotency keys, old quota hours.
+    pub async fn prune_retention(&self) -> Result<Pruned, sqlx::Error> {
         let now = OffsetDateTime::now_utc();
         let before = now - self.retention;
         let mut pruned = Pruned::default();
@@ -67,8 +80,33 @@ impl Pruner {
                 break;
             }
         }
+        loop {
+            let n =
+                crate::db::jobs::delete_unowned_finished_before(&self.pool, before, BATCH).await?;
+            pruned.jobs += n;
+            if n < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
         pruned.idempotency_keys =
             idempotency::purge_expired(&self.pool, now - IDEMPOTENCY_TTL).await?;
+        users::purge_quota_usage(&self.pool, now - QUOTA_USAGE_KEPT).await?;
+        if pruned.requests > 0 {
+            metrics::counter!(metric::REQUESTS_PRUNED_TOTAL).increment(pruned.requests);
+            tracing::info!(
+                requests = pruned.requests,
+                jobs = pruned.jobs,
+                "pruned finished requests and jobs past retention"
+            );
+        }
+        Ok(pruned)
+    }
+
+    /// Accounts that never confirmed their address past their time (their sessions
+    /// end with them), and expired verification links. Returns how many accounts.
+    pub async fn cleanup_unverified_accounts(&self) -> Result<u64, sqlx::Error> {
+        let now = OffsetDateTime::now_utc();
+        let mut accounts = 0;
         loop {
             let deleted =
                 users::delete_unverified_before(&self.pool, now - self.unverified_ttl, BATCH)
@@ -76,26 +114,18 @@ impl Pruner {
             // Their sessions went with them: no api replica may still trust one.
             crate::session_epoch::bump(&self.redis, &deleted).await;
             let n = deleted.len() as u64;
-            pruned.unverified_accounts += n;
+            accounts += n;
             if n < u64::try_from(BATCH).unwrap_or(u64::MAX) {
                 break;
             }
         }
         users::purge_verifications(&self.pool, now).await?;
-        users::purge_quota_usage(&self.pool, now - QUOTA_USAGE_KEPT).await?;
-        if pruned.unverified_accounts > 0 {
+        if accounts > 0 {
             tracing::info!(
-                accounts = pruned.unverified_accounts,
+                accounts,
                 "deleted accounts that never confirmed their email address"
             );
         }
-        if pruned.requests > 0 {
-            metrics::counter!(metric::REQUESTS_PRUNED_TOTAL).increment(pruned.requests);
-            tracing::info!(
-                requests = pruned.requests,
-                "pruned finished requests past retention"
-            );
-        }
-        Ok(pruned)
+        Ok(accounts)
     }
 }

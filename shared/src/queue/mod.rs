@@ -16,6 +16,8 @@ crate::domain::status::text_enum!(
         Webhooks => "webhooks",
         /// Operators' bulk operations, worked through in chunks.
         Operations => "operations",
+        /// Periodic maintenance (retention, unconfirmed accounts), from the schedules.
+        Chores => "chores",
         /// No-op jobs that prove the pipeline end to end (operators, benchmarks);
         /// last, so a test's own canary handler registers in its place.
         Canary => "canary",

@@ -3,6 +3,7 @@
 //! of queues a worker runs is [`crate::queues::register`].
 
 pub mod canary;
+pub mod chores;
 pub mod emails;
 pub mod operations;
 pub mod scans;
