@@ -671,9 +671,10 @@ async fn queues_report_counts_ages_and_live_workers(pool: PgPool) {
             "scans",
             "webhooks",
             "operations",
+            "chores",
             "canary"
         ],
-        "every queue, webhook deliveries and operations too"
+        "every queue, webhook deliveries, operations and chores too"
     );
     let canary = queue(&empty, "canary");
     assert_eq!(canary["queued"], 0);
@@ -1000,6 +1001,17 @@ fn the_openapi_spec_documents_every_admin_route() {
         ),
         ("/api/v1/admin/canary", "post", &["202", "403", "422"]),
         ("/api/v1/admin/audit", "get", &["200", "400", "403"]),
+        ("/api/v1/admin/schedules", "get", &["200", "403"]),
+        (
+            "/api/v1/admin/schedules/{name}/pause",
+            "post",
+            &["200", "403", "404"],
+        ),
+        (
+            "/api/v1/admin/schedules/{name}/resume",
+            "post",
+            &["200", "403", "404"],
+        ),
     ] {
         let operation = &spec["paths"][path][method];
         assert!(operation.is_object(), "{method} {path}");

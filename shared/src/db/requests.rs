@@ -71,28 +71,6 @@ pub struct NewRequest<'a> {
     pub callback_url: Option<&'a str>,
 }
 
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    new: &NewRequest<'_>,
-) -> Result<RequestRow, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, send_at, callback_url) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
-        columns!()
-    ))
-    .bind(new.id)
-    .bind(new.owner_id)
-    .bind(new.kind)
-    .bind(new.name)
-    .bind(new.correlation_id)
-    .bind(&new.content)
-    .bind(new.total)
-    .bind(new.send_at)
-    .bind(new.callback_url)
-    .fetch_one(db)
-    .await
-}
-
 /// A request, if `owner` (when given) owns it: another user's id is not found.
 pub async fn find(
     db: impl PgExecutor<'_>,

@@ -505,6 +505,23 @@ impl TestApp {
         )
     }
 
+    /// The scheduler of a worker of the binary, its schedules recorded as a worker
+    /// records them at start; tests tick it themselves (`Scheduler::tick`).
+    pub async fn worker_scheduler(&self) -> worker::scheduler::Scheduler {
+        let runtime = worker::runtime::Runtime::with_queues(
+            self.state.config.clone(),
+            self.state.pool.clone(),
+            self.state.redis.clone(),
+        )
+        .expect("the runtime builds");
+        runtime
+            .scheduler
+            .register()
+            .await
+            .expect("schedules recorded");
+        runtime.scheduler.clone()
+    }
+
     /// Starts a worker runtime in process that runs only `queues` (with the worker
     /// binary's handlers); it runs until [`RunningWorker::stop`].
     pub fn start_worker_for(&self, queues: &[shared::queue::QueueName]) -> RunningWorker {
