@@ -39,7 +39,7 @@ pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
         config.queues.webhooks,
     );
     runtime.queue(
-        Operations::new(pool.clone(), redis.clone()),
+        Operations::new(config.clone(), pool.clone(), redis.clone()),
         config.queues.operations,
     );
     let pruner = Pruner::new(

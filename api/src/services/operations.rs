@@ -467,11 +467,12 @@ impl std::str::FromStr for RetryableStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OperationView {
     pub id: Uuid,
-    /// Always `bulk_retry` for now.
+    /// `bulk_retry`, or `rescan_all` (whose request is the one to follow).
     pub kind: String,
     pub queue: QueueName,
-    /// The status of the jobs it sends back to the queue.
-    pub status: JobStatus,
+    /// The status of the jobs it sends back to the queue (a bulk retry; null for a
+    /// rescan).
+    pub status: Option<JobStatus>,
     pub state: OperationState,
     /// Jobs in scope when it began: not discarded, ended before it was created.
     pub total: i64,

@@ -17,7 +17,6 @@ use shared::domain::{RequestKind, UploadStatus};
 use shared::files::{self, FileType};
 use shared::jobs::NewJob;
 use shared::jobs::files::{ScanJob, UploadJob};
-use shared::queue::Lane;
 use shared::storage::{Area, ObjectKey, StorageError};
 use shared::telemetry::metric;
 use time::OffsetDateTime;
@@ -32,8 +31,6 @@ use crate::state::AppState;
 const HEAD_BYTES: usize = 8 * 1024;
 /// The per-hour window of `UPLOADS_PER_HOUR`.
 const WINDOW: Duration = Duration::from_secs(3600);
-/// Scans jobs inserted per statement by rescan-all.
-const RESCAN_BATCH: i64 = 5000;
 
 /// A file as it arrived, staged under `staging/<id>`.
 #[derive(Debug)]
@@ -353,21 +350,21 @@ pub async fn rescan(
     requests::submit(state, submission, None).await
 }
 
-/// Rescans every stored upload: one request whose jobs are inserted in batches of
-/// ids in one transaction, followed like a campaign. Bulk work: the jobs take the
-/// admin's turns in the scans queue's fair lane, so new uploads' scans go first.
+/// Rescans every stored upload: one request, followed like a campaign, carried out by
+/// an operation (a job of the `operations` queue) that adds the scans in chunks; the
+/// request's total is the uploads in scope. Bulk work: the scans take the admin's turns
+/// in the scans queue's fair lane, so new uploads' scans go first.
 pub async fn rescan_all(
     state: &AppState,
     admin: &AuthUser,
     correlation_id: Option<String>,
 ) -> Result<Accepted, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let lane = Lane::Fair(admin.id);
     let submission = Submission {
         owner: admin.id,
         kind: RequestKind::Scan,
         name: Some("rescan all uploads".into()),
-        correlation_id,
+        correlation_id: correlation_id.clone(),
         content: None,
         send_at: None,
         jobs: Vec::new(),
@@ -375,26 +372,17 @@ pub async fn rescan_all(
         callback_url: None,
     };
     let (mut request, mut enqueued) = requests::enqueue(&mut tx, state, submission).await?;
-    let mut after = None;
-    loop {
-        let batch = uploads::scannable_ids(&mut *tx, after, RESCAN_BATCH).await?;
-        let Some(last) = batch.last().copied() else {
-            break;
-        };
-        let jobs = batch
-            .iter()
-            .map(|&upload_id| {
-                NewJob::of(&ScanJob { upload_id }).map(|j| j.for_request(request.id).in_lane(lane))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        enqueued.merge(shared::jobs::enqueue_many(&mut tx, &state.config.queues, &jobs).await?);
-        after = Some(last);
-    }
-    let total =
-        i32::try_from(enqueued.len()).map_err(|_| ApiError::validation("too many uploads"))?;
-    shared::db::requests::add_jobs(&mut *tx, request.id, total).await?;
-    request.total = total;
-    if total == 0 {
+    let (operation, started) = shared::jobs::operations::start_rescan_all(
+        &mut tx,
+        &state.config.queues,
+        &format!("admin:{}", admin.id),
+        request.id,
+        correlation_id.as_deref(),
+    )
+    .await?;
+    request.total = i32::try_from(operation.total).unwrap_or(i32::MAX);
+    if operation.total == 0 {
+        // Nothing to scan: the request is done now, and so is the operation.
         let finished =
             shared::db::requests::finish(&mut tx, &state.config.queues, &[request.id]).await?;
         enqueued.merge(finished.webhooks);
@@ -402,7 +390,9 @@ pub async fn rescan_all(
             request = row;
         }
     }
+    enqueued.merge(started);
     tx.commit().await?;
     enqueued.dispatch(&state.pool, &state.redis).await;
+    tracing::info!(request = %request.id, operation = %operation.id, total = operation.total, "rescan of every upload started");
     Ok(Accepted::from(&request))
 }

@@ -4,7 +4,7 @@
 //!
 //! | transition | from | to |
 //! | --- | --- | --- |
-//! | [`insert_bulk_retry`] | — | running |
+//! | [`insert_bulk_retry`], [`insert_rescan_all`] | — | running |
 //! | [`resume`] | running | running (its job's attempt after the first: a worker resumes it) |
 //! | [`finish`] | running | done |
 //! | [`fail`] | running | failed |
@@ -31,8 +31,8 @@ pub struct OperationRow {
     pub kind: String,
     pub actor: String,
     pub queue: QueueName,
-    /// The status of the jobs it retries.
-    pub job_status: JobStatus,
+    /// The status of the jobs it retries (a bulk retry; `None` for a rescan).
+    pub job_status: Option<JobStatus>,
     pub state: OperationState,
     pub total: i64,
     pub done: i64,
@@ -41,6 +41,10 @@ pub struct OperationRow {
     pub heartbeat_at: OffsetDateTime,
     pub resumed: i32,
     pub request_id: Option<String>,
+    /// The request a rescan-all carries out.
+    pub work_request_id: Option<Uuid>,
+    /// Where a rescan-all is: the last upload id it enqueued a scan for.
+    pub cursor: Option<Uuid>,
     /// Also the cutoff: only jobs that ended at or before it are in scope.
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -50,7 +54,7 @@ pub struct OperationRow {
 macro_rules! columns {
     () => {
         "id, kind, actor, queue, job_status, state, total, done, error, runner, heartbeat_at, \
-         resumed, request_id, created_at, updated_at, finished_at"
+         resumed, request_id, work_request_id, cursor, created_at, updated_at, finished_at"
     };
 }
 
@@ -75,6 +79,30 @@ pub async fn insert_bulk_retry(
     .bind(queue)
     .bind(job_status)
     .bind(request_id)
+    .fetch_one(db)
+    .await
+}
+
+/// A rescan of every upload stored before it began (ids below its own: UUIDv7), for
+/// `work_request`; `total` counts them now.
+pub async fn insert_rescan_all(
+    db: impl PgExecutor<'_>,
+    actor: &str,
+    work_request: Uuid,
+    request_id: Option<&str>,
+) -> Result<OperationRow, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query_as(concat!(
+        "INSERT INTO admin_operations (id, kind, actor, queue, total, runner, request_id, work_request_id) \
+         SELECT $1, 'rescan_all', $2, 'scans', count(*), 'operations queue', $3, $4 FROM uploads \
+         WHERE location <> 'staging' AND id < $1 \
+         RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(actor)
+    .bind(request_id)
+    .bind(work_request)
     .fetch_one(db)
     .await
 }
@@ -124,14 +152,22 @@ pub async fn resume(
     .await
 }
 
-/// Counts `n` more jobs done, in the batch's transaction; returns the operation.
-pub async fn advance(db: &mut PgConnection, id: Uuid, n: i64) -> Result<OperationRow, sqlx::Error> {
+/// Counts `n` more jobs done, in the chunk's transaction, and moves the cursor when
+/// given; returns the operation.
+pub async fn advance(
+    db: &mut PgConnection,
+    id: Uuid,
+    n: i64,
+    cursor: Option<Uuid>,
+) -> Result<OperationRow, sqlx::Error> {
     sqlx::query_as(concat!(
-        "UPDATE admin_operations SET done = done + $2 WHERE id = $1 RETURNING ",
+        "UPDATE admin_operations SET done = done + $2, cursor = coalesce($3, cursor) \
+         WHERE id = $1 RETURNING ",
         columns!()
     ))
     .bind(id)
     .bind(n)
+    .bind(cursor)
     .fetch_one(db)
     .await
 }

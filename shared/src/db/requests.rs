@@ -210,6 +210,28 @@ pub async fn add_jobs(db: impl PgExecutor<'_>, id: Uuid, count: i32) -> Result<(
     Ok(())
 }
 
+/// Sets a request's total (a rescan-all's: the uploads in scope when it began, and at
+/// its end exactly the scans it added).
+pub async fn set_total(db: impl PgExecutor<'_>, id: Uuid, total: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE requests SET total = $2 WHERE id = $1")
+        .bind(id)
+        .bind(total)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Raises a request's total to at least `total` (a rescan-all that found more uploads
+/// than it counted at its start).
+pub async fn raise_total(db: impl PgExecutor<'_>, id: Uuid, total: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE requests SET total = greatest(total, $2) WHERE id = $1")
+        .bind(id)
+        .bind(total)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Deletes up to `limit` requests that finished before `before`, with their jobs
 /// (`ON DELETE CASCADE`) and idempotency records. Returns how many.
 pub async fn delete_finished_before(

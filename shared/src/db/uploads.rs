@@ -229,17 +229,19 @@ pub async fn record_verdict(
 }
 
 /// Ids of uploads that have a stored or quarantined object, in id order after
-/// `after` (rescan-all walks them in pages).
+/// `after` and below `before` (rescan-all walks them in pages, up to its own id).
 pub async fn scannable_ids(
     db: impl PgExecutor<'_>,
     after: Option<Uuid>,
+    before: Uuid,
     limit: i64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM uploads WHERE location <> 'staging' AND ($1::uuid IS NULL OR id > $1) \
-         ORDER BY id LIMIT $2",
+         AND id < $2 ORDER BY id LIMIT $3",
     )
     .bind(after)
+    .bind(before)
     .bind(limit)
     .fetch_all(db)
     .await

@@ -1,37 +1,44 @@
-//! The `operations` queue: an operator's bulk operation (a bulk retry), worked
-//! through in chunks by `shared::jobs::operations`. Each chunk commits the jobs it
-//! sends back with the operation's progress; the handler then dispatches them and
-//! publishes the requests they reopened. A failed chunk retries the job, which resumes
+//! The `operations` queue: an operator's bulk operation (a bulk retry, a rescan of
+//! every upload), worked through in chunks by `shared::jobs::operations`. Each chunk
+//! commits the jobs it sends back or adds with the operation's progress; the handler
+//! then dispatches them and publishes the requests they reopened. A failed chunk retries the job, which resumes
 //! from the last committed chunk (so does a worker that takes the job over after a
 //! crash); when its last attempt fails, the operation is marked failed — it never
 //! stays `running` with nobody running it.
 
+use shared::Config;
 use shared::db::jobs::ClaimedJob;
 use shared::db::operations;
-use shared::jobs::operations::{Chunk, OperationJob, bulk_retry_chunk};
+use shared::jobs::EnqueueError;
+use shared::jobs::operations::{Chunk, OperationJob, next_chunk};
 use shared::redis::Redis;
 use sqlx::PgPool;
 
 use crate::handler::{Handler, Outcome};
 
 pub struct Operations {
+    config: std::sync::Arc<Config>,
     pool: PgPool,
     redis: Redis,
 }
 
 impl Operations {
-    pub fn new(pool: PgPool, redis: Redis) -> Self {
-        Operations { pool, redis }
+    pub fn new(config: std::sync::Arc<Config>, pool: PgPool, redis: Redis) -> Self {
+        Operations {
+            config,
+            pool,
+            redis,
+        }
     }
 
-    async fn run(&self, job: &ClaimedJob, id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    async fn run(&self, job: &ClaimedJob, id: uuid::Uuid) -> Result<(), EnqueueError> {
         if job.attempt > 1
             && let Some(row) = operations::resume(&self.pool, id, job.attempt).await?
         {
             tracing::warn!(operation = %id, done = row.done, total = row.total, attempt = job.attempt, "resuming a bulk operation");
         }
         loop {
-            match bulk_retry_chunk(&self.pool, id).await? {
+            match next_chunk(&self.pool, &self.config.queues, id).await? {
                 Chunk::Advanced {
                     row,
                     requeued,
@@ -39,10 +46,11 @@ impl Operations {
                 } => {
                     requeued.dispatch(&self.pool, &self.redis).await;
                     shared::events::publish(&self.redis, &reopened).await;
-                    tracing::debug!(operation = %id, done = row.done, total = row.total, "bulk retry chunk");
+                    tracing::debug!(operation = %id, kind = %row.kind, done = row.done, total = row.total, "operation chunk");
                 }
-                Chunk::Finished(row) => {
-                    tracing::info!(operation = %id, done = row.done, state = %row.state, "bulk retry done");
+                Chunk::Finished { row, enqueued } => {
+                    enqueued.dispatch(&self.pool, &self.redis).await;
+                    tracing::info!(operation = %id, kind = %row.kind, done = row.done, state = %row.state, "operation done");
                     return Ok(());
                 }
             }
@@ -64,7 +72,7 @@ impl Handler for Operations {
                 }
                 let reason = format!(
                     "a chunk failed on each of {} attempts (the worker logged the cause with operation id {id}); \
-                     jobs retried so far stay queued, start a new bulk retry for the rest",
+                     jobs sent back or added so far stay queued, start a new operation for the rest",
                     job.attempt
                 );
                 if let Err(err) = operations::fail(&self.pool, id, &reason).await {
