@@ -91,6 +91,15 @@ impl Action {
         Action::RescanAll,
     ];
 
+    /// `Pause` or `Resume`: an operator's switch (of a queue, of a schedule).
+    pub fn switch(paused: bool) -> Action {
+        if paused {
+            Action::Pause
+        } else {
+            Action::Resume
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Retry => "retry",
@@ -244,11 +253,7 @@ pub async fn switch_queue(
         tracing::warn!(error = %err, queue = %queue, "cannot switch the queue in Redis");
         ApiError::DependencyUnavailable("Redis")
     })?;
-    let action = if paused {
-        Action::Pause
-    } else {
-        Action::Resume
-    };
+    let action = Action::switch(paused);
     record(
         &mut *tx,
         operator,

@@ -34,11 +34,7 @@ pub async fn set_paused(
     let row = schedules::set_paused(&mut *tx, name, by)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {name}")))?;
-    let action = if paused {
-        Action::Pause
-    } else {
-        Action::Resume
-    };
+    let action = Action::switch(paused);
     record(
         &mut *tx,
         operator,

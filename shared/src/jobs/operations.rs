@@ -42,6 +42,15 @@ pub async fn start_bulk_retry(
 ) -> Result<(OperationRow, Enqueued), EnqueueError> {
     let row =
         operations::insert_bulk_retry(&mut *conn, actor, queue, job_status, request_id).await?;
+    enqueue_job(conn, queues, row).await
+}
+
+/// The operation's job (the same id), in the caller's transaction.
+async fn enqueue_job(
+    conn: &mut sqlx::PgConnection,
+    queues: &QueuesConfig,
+    row: OperationRow,
+) -> Result<(OperationRow, Enqueued), EnqueueError> {
     let job = NewJob::of(&OperationJob {
         operation_id: row.id,
     })?
@@ -67,6 +76,24 @@ pub enum Chunk {
         row: OperationRow,
         enqueued: Enqueued,
     },
+}
+
+/// Starts a chunk of operation `id` in `tx` (its row locked): the operation, or — when
+/// it has ended — the chunk that says so.
+async fn begin(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Result<OperationRow, Chunk>, sqlx::Error> {
+    if let Some(op) = operations::begin_chunk(&mut *tx, id).await? {
+        return Ok(Ok(op));
+    }
+    let row = operations::find(&mut *tx, id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok(Err(Chunk::Finished {
+        row,
+        enqueued: Enqueued::default(),
+    }))
 }
 
 /// Runs the next chunk of operation `id`, whatever its kind.
@@ -98,12 +125,7 @@ pub async fn start_rescan_all(
     let row = operations::insert_rescan_all(&mut *conn, actor, request, request_id).await?;
     let total = i32::try_from(row.total).unwrap_or(i32::MAX);
     requests::set_total(&mut *conn, request, total).await?;
-    let job = NewJob::of(&OperationJob {
-        operation_id: row.id,
-    })?
-    .with_id(row.id);
-    let enqueued = super::enqueue_many(conn, queues, &[job]).await?;
-    Ok((row, enqueued))
+    enqueue_job(conn, queues, row).await
 }
 
 /// The next chunk of rescan-all `id`, in one transaction: the scans of up to [`CHUNK`]
@@ -117,14 +139,9 @@ async fn rescan_chunk(
     id: Uuid,
 ) -> Result<Chunk, EnqueueError> {
     let mut tx = pool.begin().await?;
-    let Some(op) = operations::begin_chunk(&mut tx, id).await? else {
-        let row = operations::find(&mut *tx, id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        return Ok(Chunk::Finished {
-            row,
-            enqueued: Enqueued::default(),
-        });
+    let op = match begin(&mut tx, id).await? {
+        Ok(op) => op,
+        Err(ended) => return Ok(ended),
     };
     let request = op.work_request_id.ok_or(sqlx::Error::RowNotFound)?;
     let uploads = crate::db::uploads::scannable_ids(&mut *tx, op.cursor, op.id, CHUNK).await?;
@@ -171,14 +188,9 @@ async fn rescan_chunk(
 /// requests reopened, its progress advanced; or, when none is left, `done`.
 pub async fn bulk_retry_chunk(pool: &PgPool, id: Uuid) -> Result<Chunk, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let Some(op) = operations::begin_chunk(&mut tx, id).await? else {
-        let row = operations::find(&mut *tx, id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        return Ok(Chunk::Finished {
-            row,
-            enqueued: Enqueued::default(),
-        });
+    let op = match begin(&mut tx, id).await? {
+        Ok(op) => op,
+        Err(ended) => return Ok(ended),
     };
     let status = op.job_status.ok_or(sqlx::Error::RowNotFound)?;
     let requeued = jobs::requeue_batch(&mut tx, op.queue, status, op.created_at, CHUNK).await?;
