@@ -1,5 +1,7 @@
 //! `POST /api/v1/emails` and `POST /api/v1/campaigns`: accepted with 202, delivered
-//! by the workers. Recipients are sealed (encrypted) before they are stored.
+//! by the workers. A handler only extracts: the body becomes a domain value
+//! (`shared::domain::message`), the service (`services::emails`) seals the recipients
+//! (encrypted before they are stored) and submits it.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -8,26 +10,17 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
-use shared::domain::{EmailAddress, RequestKind};
-use shared::jobs::NewJob;
-use shared::jobs::email::{EmailContent, EmailJob, Sealed};
+use shared::domain::message::{Campaign, CampaignFields, Email, EmailFields};
 use shared::problem::FieldError;
-use shared::queue::Lane;
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::middleware::auth::{Authorized, perm};
-use crate::services::quotas::QuotaCharge;
-use crate::services::requests::{self, Accepted, Idempotency, Submission};
+use crate::services::emails::{self, Delivery};
+use crate::services::requests::{self, Accepted, Idempotency};
 use crate::services::webhooks;
 use crate::state::AppState;
 
-pub const MAX_RECIPIENTS: usize = 50;
-pub const MAX_CAMPAIGN_RECIPIENTS: usize = 100_000;
-const MAX_SUBJECT_CHARS: usize = 998;
-/// Characters of a campaign's name, once trimmed.
-const MAX_NAME_CHARS: usize = 200;
-const MAX_BODY_BYTES: usize = 512 * 1024;
 
 pub fn routes(campaign_body_limit: usize) -> Router<AppState> {
     Router::new().route("/emails", post(send_email)).route(
@@ -146,56 +139,6 @@ pub struct CampaignRequest {
     pub callback_url: Option<String>,
 }
 
-/// A mailbox as text, checked: an address, optionally with a display name. A CR or
-/// LF anywhere is refused, so nothing can forge a header.
-fn mailbox(raw: &str) -> Result<(String, String), String> {
-    if raw.chars().any(char::is_control) {
-        return Err("must not contain control characters (CR, LF, …)".into());
-    }
-    let raw = raw.trim();
-    let (name, address) = match raw.strip_suffix('>').and_then(|r| r.rsplit_once('<')) {
-        Some((name, address)) => (name.trim().trim_matches('"').trim(), address),
-        None => ("", raw),
-    };
-    if name.chars().count() > 100 || name.contains(['<', '>', '"', '\\']) {
-        return Err("has an invalid display name".into());
-    }
-    let address = EmailAddress::parse(address).map_err(|e| e.to_string())?;
-    let text = if name.is_empty() {
-        address.as_str().to_owned()
-    } else {
-        format!("\"{name}\" <{}>", address.as_str())
-    };
-    Ok((text, address.into_string()))
-}
-
-fn check_content(subject: &str, text: &str, html: Option<&str>, errors: &mut Vec<FieldError>) {
-    if subject.trim().is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS {
-        errors.push(FieldError::new(
-            "subject",
-            format!("must be 1 to {MAX_SUBJECT_CHARS} characters"),
-        ));
-    }
-    if subject.contains(['\r', '\n']) || subject.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "subject",
-            "must not contain CR, LF or other control characters",
-        ));
-    }
-    if text.len() > MAX_BODY_BYTES {
-        errors.push(FieldError::new(
-            "text",
-            format!("must be at most {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-    if html.is_some_and(|h| h.len() > MAX_BODY_BYTES) {
-        errors.push(FieldError::new(
-            "html",
-            format!("must be at most {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-}
-
 /// The request's `send_at`, checked ([`requests::send_at`]); an error joins `errors`.
 fn checked_send_at(
     state: &AppState,
@@ -207,24 +150,6 @@ fn checked_send_at(
         errors.push(FieldError::new("send_at", message));
         None
     })
-}
-
-fn seal_list(
-    state: &AppState,
-    field: &str,
-    list: &[String],
-    errors: &mut Vec<FieldError>,
-) -> Vec<Sealed> {
-    list.iter()
-        .enumerate()
-        .filter_map(|(i, raw)| match mailbox(raw) {
-            Ok((text, _)) => Some(Sealed::seal(&state.security.pii, &text)),
-            Err(message) => {
-                errors.push(FieldError::new(format!("{field}[{i}]"), message));
-                None
-            }
-        })
-        .collect()
 }
 
 fn idempotency(
@@ -280,31 +205,16 @@ pub async fn send_email(
     require_json(&headers)?;
     let request: EmailRequest = parse_json(&body)?;
     let mut errors = Vec::new();
-    // An oversized list is refused as a whole: checking (and sealing) each of its
-    // entries would be work, and an answer, proportional to the abuse.
-    let mut checked_list = |field: &str, list: &[String], min: usize| {
-        if list.len() < min || list.len() > MAX_RECIPIENTS {
-            errors.push(FieldError::new(
-                field,
-                format!("must hold {min} to {MAX_RECIPIENTS} addresses"),
-            ));
-            Vec::new()
-        } else {
-            seal_list(&state, field, list, &mut errors)
-        }
-    };
-    let to = checked_list("to", &request.to, 1);
-    let cc = checked_list("cc", &request.cc, 0);
-    let bcc = checked_list("bcc", &request.bcc, 0);
-    let reply_to = request
-        .reply_to
-        .as_deref()
-        .map(|raw| seal_list(&state, "reply_to", &[raw.to_owned()], &mut errors))
-        .and_then(|mut sealed| sealed.pop());
-    check_content(
-        &request.subject,
-        &request.text,
-        request.html.as_deref(),
+    let email = Email::parse(
+        EmailFields {
+            to: request.to,
+            cc: request.cc,
+            bcc: request.bcc,
+            reply_to: request.reply_to,
+            subject: request.subject,
+            text: request.text,
+            html: request.html,
+        },
         &mut errors,
     );
     let send_at = checked_send_at(&state, request.send_at.as_deref(), &mut errors);
@@ -314,43 +224,20 @@ pub async fn send_email(
         request.callback_url.as_deref(),
         &mut errors,
     );
-    if !errors.is_empty() {
+    let Some(email) = email.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Unprocessable {
             detail: "the email is not valid".into(),
             errors,
         });
-    }
-    if callback_url.is_some() {
-        webhooks::require_secret(&state, user.id).await?;
-    }
-    let job = EmailJob {
-        to,
-        cc,
-        bcc,
-        reply_to,
-        content: Some(EmailContent {
-            subject: request.subject,
-            text: request.text,
-            html: request.html,
-        }),
-        sealed_content: None,
     };
-    // One message per recipient, for the quota.
-    let messages = job.to.len() + job.cc.len() + job.bcc.len();
-    let submission = Submission {
-        owner: user.id,
-        kind: RequestKind::Email,
-        name: None,
-        correlation_id: super::correlation(&headers),
-        content: None,
+    let delivery = Delivery {
         send_at,
-        jobs: vec![NewJob::of(&job)?],
-        quota: Some(QuotaCharge::new(user.role, messages)),
         callback_url,
+        correlation_id: super::correlation(&headers),
+        idempotency: idempotency(&headers, "/api/v1/emails", &body)?,
     };
-    let idem = idempotency(&headers, "/api/v1/emails", &body)?;
     Ok(super::accepted(
-        requests::submit(&state, submission, idem).await?,
+        emails::submit_email(&state, &user, email, delivery).await?,
     ))
 }
 
@@ -372,132 +259,43 @@ pub async fn send_campaign(
     require_json(&headers)?;
     let request: CampaignRequest = parse_json(&body)?;
     let mut errors = Vec::new();
-    let name = request.name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        errors.push(FieldError::new(
-            "name",
-            format!("must be 1 to {MAX_NAME_CHARS} characters without control characters"),
-        ));
-    }
-    if request.recipients.is_empty() || request.recipients.len() > MAX_CAMPAIGN_RECIPIENTS {
-        errors.push(FieldError::new(
-            "recipients",
-            format!("must hold 1 to {MAX_CAMPAIGN_RECIPIENTS} addresses"),
-        ));
-    }
-    check_content(
-        &request.subject,
-        &request.text,
-        request.html.as_deref(),
+    let campaign = Campaign::parse(
+        CampaignFields {
+            name: request.name,
+            subject: request.subject,
+            text: request.text,
+            html: request.html,
+            recipients: request.recipients,
+        },
         &mut errors,
     );
     let send_at = checked_send_at(&state, request.send_at.as_deref(), &mut errors);
-    // Past the limit the list is refused as a whole, unchecked (see `send_email`).
-    let recipients = if request.recipients.len() > MAX_CAMPAIGN_RECIPIENTS {
-        &[][..]
-    } else {
-        &request.recipients[..]
-    };
-    let mut seen = std::collections::HashSet::with_capacity(recipients.len());
-    // Bulk: the owner's turn in the fair lane, behind no transactional mail.
-    let lane = Lane::Fair(user.id);
-    let mut jobs = Vec::with_capacity(recipients.len());
-    for (i, raw) in recipients.iter().enumerate() {
-        match mailbox(raw) {
-            Ok((text, address)) => {
-                if seen.insert(address) {
-                    let job = EmailJob {
-                        to: vec![Sealed::seal(&state.security.pii, &text)],
-                        cc: vec![],
-                        bcc: vec![],
-                        reply_to: None,
-                        content: None,
-                        sealed_content: None,
-                    };
-                    jobs.push(NewJob::of(&job)?.in_lane(lane));
-                }
-            }
-            Err(message) => errors.push(FieldError::new(format!("recipients[{i}]"), message)),
-        }
-    }
     let callback_url = webhooks::parse_callback(
         &state,
         "callback_url",
         request.callback_url.as_deref(),
         &mut errors,
     );
-    if !errors.is_empty() {
+    let Some(campaign) = campaign.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Unprocessable {
             detail: "the campaign is not valid".into(),
             errors,
         });
-    }
-    if callback_url.is_some() {
-        webhooks::require_secret(&state, user.id).await?;
-    }
-    let content = EmailContent {
-        subject: request.subject,
-        text: request.text,
-        html: request.html,
     };
-    let submission = Submission {
-        owner: user.id,
-        kind: RequestKind::Campaign,
-        name: Some(name.to_owned()),
-        correlation_id: super::correlation(&headers),
-        content: Some(serde_json::to_value(&content).map_err(|e| ApiError::Internal(e.into()))?),
+    let delivery = Delivery {
         send_at,
-        quota: Some(QuotaCharge::new(user.role, jobs.len())),
-        jobs,
         callback_url,
+        correlation_id: super::correlation(&headers),
+        idempotency: idempotency(&headers, "/api/v1/campaigns", &body)?,
     };
-    let idem = idempotency(&headers, "/api/v1/campaigns", &body)?;
     Ok(super::accepted(
-        requests::submit(&state, submission, idem).await?,
+        emails::submit_campaign(&state, &user, campaign, delivery).await?,
     ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mailbox;
-
-    #[test]
-    fn mailboxes_with_and_without_names() {
-        assert_eq!(
-            mailbox("Ada@Example.org").map(|m| m.1),
-            Ok("ada@example.org".to_owned())
-        );
-        assert_eq!(
-            mailbox("Ada Lovelace <ada@example.org>").map(|m| m.0),
-            Ok("\"Ada Lovelace\" <ada@example.org>".to_owned())
-        );
-        for bad in [
-            "ada@example.org\r\nBcc: all@example.org",
-            "Ada\r\nBcc: x@y.org <ada@example.org>",
-            "Ada <ada@example.org\n>",
-            "Ev\"il <ada@example.org>",
-            "not an address",
-        ] {
-            assert!(mailbox(bad).is_err(), "{bad:?}");
-        }
-    }
-
     proptest::proptest! {
-        /// Whatever the input, a mailbox that passes holds no control character (so no
-        /// header can be forged), and its text parses again to the same address.
-        #[test]
-        fn an_accepted_mailbox_is_safe_and_stable(raw in "\\PC{0,60}|[ -~]{0,60}|.{0,60}") {
-            if let Ok((text, address)) = mailbox(&raw) {
-                proptest::prop_assert!(!text.chars().any(char::is_control), "{text:?}");
-                proptest::prop_assert!(!address.chars().any(char::is_control));
-                let again = mailbox(&text).map(|m| m.1);
-                proptest::prop_assert_eq!(again, Ok(address));
-            }
-        }
-
         /// An Idempotency-Key is accepted exactly when it is 1 to 255 visible ASCII
         /// characters; the fingerprint depends on the path and the body.
         #[test]
@@ -593,7 +391,9 @@ pub(crate) mod spec_check {
 
     #[test]
     fn email_and_campaign_constraints_are_the_handlers_limits() {
-        use super::{MAX_CAMPAIGN_RECIPIENTS, MAX_NAME_CHARS, MAX_RECIPIENTS, MAX_SUBJECT_CHARS};
+        use shared::domain::message::{
+            MAX_CAMPAIGN_RECIPIENTS, MAX_NAME_CHARS, MAX_RECIPIENTS, MAX_SUBJECT_CHARS,
+        };
         let (nc, vis, ws) = (not_control(), visible(), whitespace());
         let subject = format!("^{nc}*{vis}{nc}*$");
         let no_nul = format!("^[^{}]*$", class(|c| c == '\0'));

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod attempts;
 pub mod auth;
+pub mod emails;
 pub mod events;
 pub mod factor_limit;
 pub mod lockout;

@@ -1,6 +1,7 @@
 //! Domain types that carry their rules: once a value exists, it is valid.
 
 pub mod email;
+pub mod message;
 pub mod password;
 pub mod phone;
 pub mod role;
