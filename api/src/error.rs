@@ -67,6 +67,16 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<shared::domain::Refusal> for ApiError {
+    fn from(refusal: shared::domain::Refusal) -> Self {
+        match refusal {
+            shared::domain::Refusal::Role(_) => ApiError::Forbidden(refusal.to_string()),
+            shared::domain::Refusal::SecondFactor => ApiError::MfaRequired,
+            shared::domain::Refusal::UnconfirmedEmail => ApiError::EmailUnverified,
+        }
+    }
+}
+
 impl From<shared::jobs::EnqueueError> for ApiError {
     fn from(err: shared::jobs::EnqueueError) -> Self {
         match err {

@@ -37,13 +37,13 @@ fn each_role_against_each_permission() {
             (Role::Admin, admin),
         ] {
             for mfa in [false, true] {
-                let caller = AuthUser {
+                let caller = AuthUser(shared::domain::Principal {
                     id: uuid::Uuid::nil(),
                     role,
                     session_id: uuid::Uuid::nil(),
                     mfa,
                     email_verified: true,
-                };
+                });
                 let outcome = caller.require(permission).map_err(|e| e.code());
                 let expected = match (allowed, permission.requires_mfa() && !mfa) {
                     (false, _) => Err(ErrorCode::Forbidden),

@@ -12,8 +12,7 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use shared::domain::{Permission, Role};
-use uuid::Uuid;
+use shared::domain::{Permission, Principal};
 
 use crate::error::ApiError;
 use crate::services::auth;
@@ -21,17 +20,18 @@ use crate::services::session_cache::SessionEpoch;
 use crate::services::tokens::{AccessClaims, TokenError};
 use crate::state::AppState;
 
-/// The caller, authenticated.
+/// The caller, authenticated from its bearer token: the extractor that makes the
+/// [`Principal`] services take (its address confirmation is read with the session, so
+/// a confirmation counts at once). Dereferences to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthUser {
-    pub id: Uuid,
-    pub role: Role,
-    pub session_id: Uuid,
-    /// The login behind this token passed 2FA.
-    pub mfa: bool,
-    /// The account's email address is confirmed (read with the session, so a
-    /// confirmation counts at once).
-    pub email_verified: bool,
+pub struct AuthUser(pub Principal);
+
+impl std::ops::Deref for AuthUser {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
 }
 
 /// Access-token claims whose signature and lifetime were already checked earlier in
@@ -41,19 +41,7 @@ pub struct VerifiedAccess(pub AccessClaims);
 
 impl AuthUser {
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
-        if !self.role.can(permission) {
-            return Err(ApiError::Forbidden(format!(
-                "the {} role may not do this",
-                self.role.as_str()
-            )));
-        }
-        if permission.requires_mfa() && !self.mfa {
-            return Err(ApiError::MfaRequired);
-        }
-        if permission.requires_verified_email() && !self.email_verified {
-            return Err(ApiError::EmailUnverified);
-        }
-        Ok(())
+        Ok(self.0.check(permission)?)
     }
 }
 
@@ -123,13 +111,13 @@ impl FromRequestParts<AppState> for AuthUser {
                 ));
             }
         };
-        let user = AuthUser {
+        let user = AuthUser(Principal {
             id: claims.sub,
             role,
             session_id: claims.sid,
             mfa: claims.mfa,
             email_verified,
-        };
+        });
         parts.extensions.insert(user);
         Ok(user)
     }

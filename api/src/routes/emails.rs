@@ -21,7 +21,6 @@ use crate::services::requests::{self, Accepted, Idempotency};
 use crate::services::webhooks;
 use crate::state::AppState;
 
-
 pub fn routes(campaign_body_limit: usize) -> Router<AppState> {
     Router::new().route("/emails", post(send_email)).route(
         "/campaigns",

@@ -1,6 +1,7 @@
 //! Sessions: login (with 2FA when enabled), refresh-token rotation with reuse
 //! detection, logout, password change, and TOTP enrolment.
 
+use shared::domain::Principal;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +21,6 @@ use uuid::Uuid;
 
 use super::accounts::{self, EMAIL_INDEX, EMAIL_PURPOSE, TOTP_PURPOSE};
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::services::session_cache::SessionEpoch;
 use crate::state::AppState;
 
@@ -339,7 +339,7 @@ pub async fn logout(state: &AppState, refresh_token: &str) -> Result<(), ApiErro
 /// Changes the password after checking the current one; every session ends.
 pub async fn change_password(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     current: String,
     new: &str,
 ) -> Result<(), ApiError> {
@@ -384,7 +384,7 @@ pub async fn change_password(
 }
 
 /// Makes a new TOTP secret, kept pending until [`enable_totp`] proves the app has it.
-pub async fn setup_totp(state: &AppState, user: &AuthUser) -> Result<TotpSetup, ApiError> {
+pub async fn setup_totp(state: &AppState, user: &Principal) -> Result<TotpSetup, ApiError> {
     let row = current_user(state, user).await?;
     if row.totp_secret_ciphertext.is_some() {
         return Err(ApiError::Conflict(
@@ -404,7 +404,7 @@ pub async fn setup_totp(state: &AppState, user: &AuthUser) -> Result<TotpSetup, 
 /// Enables 2FA with a code from the pending secret; returns the recovery codes (shown once).
 pub async fn enable_totp(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     code: &str,
 ) -> Result<Vec<String>, ApiError> {
     let row = current_user(state, user).await?;
@@ -445,7 +445,7 @@ pub async fn enable_totp(
 }
 
 /// Disables 2FA with a current code (or a recovery code).
-pub async fn disable_totp(state: &AppState, user: &AuthUser, code: &str) -> Result<(), ApiError> {
+pub async fn disable_totp(state: &AppState, user: &Principal, code: &str) -> Result<(), ApiError> {
     let row = current_user(state, user).await?;
     if row.totp_secret_ciphertext.is_none() {
         return Err(ApiError::Conflict(
@@ -468,7 +468,7 @@ pub async fn disable_totp(state: &AppState, user: &AuthUser, code: &str) -> Resu
 }
 
 /// The caller's row; gone (deleted meanwhile) is unauthenticated.
-pub async fn current_user(state: &AppState, user: &AuthUser) -> Result<users::UserRow, ApiError> {
+pub async fn current_user(state: &AppState, user: &Principal) -> Result<users::UserRow, ApiError> {
     users::find_by_id(&state.pool, user.id)
         .await?
         .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))

@@ -3,6 +3,7 @@
 //! campaign's in its request) and becomes a request with its jobs, charged to the
 //! sender's message quota.
 
+use shared::domain::Principal;
 use shared::domain::RequestKind;
 use shared::domain::message::{Campaign, Email};
 use shared::jobs::NewJob;
@@ -11,7 +12,6 @@ use shared::queue::Lane;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::services::quotas::QuotaCharge;
 use crate::services::requests::{self, Accepted, Idempotency, Submission};
 use crate::services::webhooks;
@@ -29,7 +29,7 @@ pub struct Delivery {
 /// One message (one job).
 pub async fn submit_email(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     email: Email,
     delivery: Delivery,
 ) -> Result<Accepted, ApiError> {
@@ -66,7 +66,7 @@ pub async fn submit_email(
 /// One message per distinct recipient; the shared content is the request's.
 pub async fn submit_campaign(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     campaign: Campaign,
     delivery: Delivery,
 ) -> Result<Accepted, ApiError> {

@@ -5,6 +5,7 @@
 //! the dispatcher pushes the jobs when Redis is back. Reading, cancelling and
 //! following requests check ownership here: another user's request is not found.
 
+use shared::domain::Principal;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
@@ -21,7 +22,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::services::quotas::{self, QuotaCharge};
 use crate::state::AppState;
 
@@ -255,8 +255,8 @@ async fn claim_key(
 }
 
 /// Whose requests the caller may read: `None` means everyone's.
-fn scope(user: &AuthUser) -> Option<Uuid> {
-    if user.require(Permission::ReadAllRequests).is_ok() {
+fn scope(user: &Principal) -> Option<Uuid> {
+    if user.check(Permission::ReadAllRequests).is_ok() {
         None
     } else {
         Some(user.id)
@@ -267,7 +267,7 @@ fn scope(user: &AuthUser) -> Option<Uuid> {
 /// asks for one row more than `limit` to know whether another page follows.
 pub async fn list(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     status: Option<RequestStatus>,
     kind: Option<RequestKind>,
     after: Option<(OffsetDateTime, Uuid)>,
@@ -287,7 +287,7 @@ pub async fn list(
 }
 
 /// A request the caller may see.
-pub async fn find(state: &AppState, user: &AuthUser, id: Uuid) -> Result<RequestRow, ApiError> {
+pub async fn find(state: &AppState, user: &Principal, id: Uuid) -> Result<RequestRow, ApiError> {
     requests::find(&state.pool, id, scope(user))
         .await?
         .ok_or_else(|| ApiError::NotFound("no such request".into()))
@@ -296,7 +296,7 @@ pub async fn find(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Request
 /// A request with its per-job counts and its completion webhook's state.
 pub async fn detail(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     id: Uuid,
 ) -> Result<(RequestRow, JobSummary, Option<DeliveryState>), ApiError> {
     let row = find(state, user, id).await?;
@@ -310,7 +310,7 @@ pub async fn detail(
 
 /// Cancels the jobs that have not started (running ones finish) and closes the
 /// request if nothing is left; publishes the change.
-pub async fn cancel(state: &AppState, user: &AuthUser, id: Uuid) -> Result<RequestRow, ApiError> {
+pub async fn cancel(state: &AppState, user: &Principal, id: Uuid) -> Result<RequestRow, ApiError> {
     let row = find(state, user, id).await?;
     if row.finished_at.is_some() {
         return Err(ApiError::Conflict(
@@ -334,7 +334,7 @@ pub async fn cancel(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Reque
 /// password change, role change), checked every [`SESSION_CHECK`].
 pub async fn follow(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     id: Uuid,
 ) -> Result<impl Stream<Item = Progress> + use<>, ApiError> {
     find(state, user, id).await?;

@@ -4,6 +4,7 @@
 //! ([`shared::suppression`]); they are opened only to show the owner its own list.
 
 use shared::db::suppressions::{self, EventCounts, EventKind, NewSuppression, SuppressionRow};
+use shared::domain::Principal;
 use shared::domain::{EmailAddress, RequestKind};
 use shared::suppression::{AddressKeys, Reason};
 use shared::telemetry::metric;
@@ -11,7 +12,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::state::AppState;
 
 /// An entry as its owner sees it.
@@ -54,10 +54,10 @@ fn keys(state: &AppState) -> AddressKeys {
 
 /// Whose list a call is about: the caller's own, or (`owner`) another account's,
 /// which takes an admin with a 2FA login (managing users).
-pub fn list_owner(user: &AuthUser, owner: Option<Uuid>) -> Result<Uuid, ApiError> {
+pub fn list_owner(user: &Principal, owner: Option<Uuid>) -> Result<Uuid, ApiError> {
     match owner {
         Some(owner) if owner != user.id => {
-            user.require(shared::domain::Permission::ManageUsers)?;
+            user.check(shared::domain::Permission::ManageUsers)?;
             Ok(owner)
         }
         _ => Ok(user.id),
@@ -252,7 +252,7 @@ pub struct CampaignStats {
 /// requests).
 pub async fn campaign_stats(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     id: Uuid,
 ) -> Result<CampaignStats, ApiError> {
     let row = super::requests::find(state, user, id).await?;

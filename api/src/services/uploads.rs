@@ -7,6 +7,7 @@
 //! Files are served only while `clean`; reading checks ownership (another user's
 //! upload is not found).
 
+use shared::domain::Principal;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +24,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::services::requests::{self, Accepted, Submission};
 use crate::state::AppState;
 
@@ -187,7 +187,7 @@ fn detect(
 /// transaction. The staged object is removed when nothing refers to it.
 pub async fn create(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     staged: Staged,
     description: Option<String>,
     callback_url: Option<String>,
@@ -221,7 +221,7 @@ pub async fn discard(state: &AppState, id: Uuid) {
 
 async fn record(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     staged: &Staged,
     description: Option<String>,
     callback_url: Option<String>,
@@ -273,7 +273,7 @@ async fn record(
 }
 
 /// The caller's upload, or not found.
-pub async fn find(state: &AppState, user: &AuthUser, id: Uuid) -> Result<UploadRow, ApiError> {
+pub async fn find(state: &AppState, user: &Principal, id: Uuid) -> Result<UploadRow, ApiError> {
     uploads::find(&state.pool, id, Some(user.id))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no upload {id}")))
@@ -283,7 +283,7 @@ pub async fn find(state: &AppState, user: &AuthUser, id: Uuid) -> Result<UploadR
 /// whether another page follows.
 pub async fn list(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     after: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> Result<(Vec<UploadRow>, bool), ApiError> {
@@ -321,7 +321,7 @@ pub async fn content(
 /// A rescan of one of the caller's uploads with the current rules.
 pub async fn rescan(
     state: &AppState,
-    user: &AuthUser,
+    user: &Principal,
     upload_id: Uuid,
     callback_url: Option<String>,
     correlation_id: Option<String>,
@@ -356,7 +356,7 @@ pub async fn rescan(
 /// in the scans queue's fair lane, so new uploads' scans go first.
 pub async fn rescan_all(
     state: &AppState,
-    admin: &AuthUser,
+    admin: &Principal,
     correlation_id: Option<String>,
 ) -> Result<Accepted, ApiError> {
     let mut tx = state.pool.begin().await?;

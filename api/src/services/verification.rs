@@ -14,6 +14,7 @@
 //! it worked says "already confirmed". An account that never confirms is deleted after
 //! `UNVERIFIED_ACCOUNT_TTL_SECS`, which frees the address for its real owner.
 
+use shared::domain::Principal;
 use std::time::Duration;
 
 use shared::crypto::token;
@@ -28,7 +29,6 @@ use uuid::Uuid;
 use super::accounts::{EMAIL_PURPOSE, NewAccount, PreparedAccount};
 use super::requests::{self, Submission};
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::state::AppState;
 
 /// Where a verification link points (`GET` shows a confirm button, `POST` confirms).
@@ -119,7 +119,7 @@ pub async fn verify(state: &AppState, token_text: &str) -> Result<bool, ApiError
 }
 
 /// Sends the signed-in user a new verification link.
-pub async fn resend(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
+pub async fn resend(state: &AppState, user: &Principal) -> Result<(), ApiError> {
     let interval = state.config.accounts.account_mail_interval;
     let mut tx = state.pool.begin().await?;
     let row = users::find_by_id(&mut *tx, user.id)

@@ -2,6 +2,7 @@
 //! shown once; its state without it) and the `callback_url` of a submission (checked
 //! here; delivered by the workers once the request finishes).
 
+use shared::domain::Principal;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,7 +12,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::state::AppState;
 
 /// How long a rotated-out secret keeps signing (next to the new one), so receivers
@@ -48,7 +48,7 @@ pub struct SecretState {
 
 /// Makes the caller's first secret, or rotates it: the previous one keeps signing
 /// for [`ROTATION_GRACE`].
-pub async fn rotate(state: &AppState, user: &AuthUser) -> Result<NewSecret, ApiError> {
+pub async fn rotate(state: &AppState, user: &Principal) -> Result<NewSecret, ApiError> {
     let secret = shared::webhooks::generate_secret();
     let shown = shared::webhooks::encode_secret(&secret);
     let sealed = state
@@ -68,7 +68,7 @@ pub async fn rotate(state: &AppState, user: &AuthUser) -> Result<NewSecret, ApiE
     })
 }
 
-pub async fn secret_state(state: &AppState, user: &AuthUser) -> Result<SecretState, ApiError> {
+pub async fn secret_state(state: &AppState, user: &Principal) -> Result<SecretState, ApiError> {
     let stored = repo::secret_status(&state.pool, user.id).await?;
     Ok(SecretState {
         configured: stored.is_some(),

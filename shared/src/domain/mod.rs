@@ -4,10 +4,12 @@ pub mod email;
 pub mod message;
 pub mod password;
 pub mod phone;
+pub mod principal;
 pub mod role;
 pub mod status;
 
 pub use email::EmailAddress;
 pub use phone::PhoneNumber;
+pub use principal::{Principal, Refusal};
 pub use role::{Permission, Role};
 pub use status::{JobStatus, RequestKind, RequestStatus, UploadLocation, UploadStatus};

@@ -27,11 +27,11 @@ pub use jobs::*;
 pub use queues::*;
 
 use shared::db::audit::{self, NewEntry};
+use shared::domain::Principal;
 use shared::telemetry::metric;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::middleware::auth::AuthUser;
 use crate::state::AppState;
 
 /// Who acts, and the request (or command-line run) they act in: the audit's "who".
@@ -44,7 +44,7 @@ pub struct Operator {
 
 impl Operator {
     /// An admin through the api; `request_id` is the request's `x-request-id`.
-    pub fn admin(user: &AuthUser, request_id: Option<String>) -> Self {
+    pub fn admin(user: &Principal, request_id: Option<String>) -> Self {
         Operator {
             actor: format!("admin:{}", user.id),
             actor_id: Some(user.id),
