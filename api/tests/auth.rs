@@ -468,17 +468,12 @@ async fn a_lockout_ends_with_its_window(pool: PgPool) {
         "rate_limited",
     )
     .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if app.login_response(&email, PASSWORD).await.status() == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lock never lifted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the lock lifts",
+        || async { (app.login_response(&email, PASSWORD).await.status() == 200).then_some(()) },
+    )
+    .await;
 }
 
 /// The per-request session check is cached under the user's session epoch: a change

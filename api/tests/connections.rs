@@ -189,7 +189,11 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(pool: Pg
     let mut stream = TcpStream::connect(served.api).await.expect("connect");
     assert_eq!(get(&mut stream, "/health/live").await, 200);
     // Idle longer than the header timeout: the idle timeout, not that one, applies.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    testkit::wait_out(
+        Duration::from_millis(1500),
+        "idle past the header timeout, within the idle timeout",
+    )
+    .await;
     assert_eq!(get(&mut stream, "/health/live").await, 200);
     let closed = closed_within(&mut stream, Duration::from_secs(5)).await;
     assert!(

@@ -2,7 +2,7 @@
 //! SIGTERM, one-line configuration errors.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
@@ -37,16 +37,15 @@ fn redis_url() -> String {
 
 /// Polls `url` until it answers `status`, within a deadline.
 async fn wait_for(client: &reqwest::Client, url: &str, status: u16) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(response) = client.get(url).send().await
-            && response.status().as_u16() == status
-        {
-            return response;
-        }
-        assert!(Instant::now() < deadline, "{url} never answered {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testkit::eventually(Duration::from_secs(20), "the expected answer", || async {
+        client
+            .get(url)
+            .send()
+            .await
+            .ok()
+            .filter(|response| response.status().as_u16() == status)
+    })
+    .await
 }
 
 async fn terminate(child: &mut Child) -> std::process::ExitStatus {

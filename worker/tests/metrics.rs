@@ -77,15 +77,11 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 /// Polls `url` until `check` holds for its text; returns that text.
 async fn until(system: &System, url: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    testkit::eventually(Duration::from_secs(30), what, || async {
         let text = scrape(system, url).await;
-        if check(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "never {what}:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        check(&text).then_some(text)
+    })
+    .await
 }
 
 fn series_count(text: &str) -> usize {

@@ -195,7 +195,11 @@ async fn a_job_delivered_twice_is_sent_once(pool: PgPool) {
     system.start_worker().await;
     let request = system.wait_finished(&id, LONG).await;
     assert_eq!(request["status"], "succeeded");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    testkit::wait_out(
+        Duration::from_secs(1),
+        "the duplicate deliveries send nothing more",
+    )
+    .await;
     assert_eq!(smtp.messages().len(), 1, "three deliveries, one send");
     assert_eq!(request["jobs"]["attempts"], 1);
 }
@@ -212,18 +216,18 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero(pool: PgPool) {
         system.send_email("g3@example.org", "Three").await,
     ];
     // Wait until all three are in the SMTP conversation, then ask the worker to stop.
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let running: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'running'")
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        if running == 3 {
-            break;
+    testkit::eventually(LONG, "the three jobs are running", || {
+        let pool = pool.clone();
+        async move {
+            let running: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'running'")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+            (running == 3).then_some(())
         }
-        assert!(std::time::Instant::now() < deadline, "jobs never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let worker = system.workers.pop().expect("worker");
     let status = worker.terminate(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0));
@@ -272,7 +276,11 @@ async fn a_killed_worker_s_job_is_finished_by_another(pool: PgPool) {
     // The killed worker's SMTP session may have completed after the kill: then the
     // duplicate carries the same Message-ID.
     let messages = smtp.wait_for_messages(1, LONG).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    testkit::wait_out(
+        Duration::from_secs(4),
+        "a duplicate from the killed worker's SMTP session, if any, has landed",
+    )
+    .await;
     let messages = if smtp.messages().len() > messages.len() {
         smtp.messages()
     } else {

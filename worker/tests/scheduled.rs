@@ -130,7 +130,11 @@ async fn a_scheduled_email_fires_on_time_after_a_worker_restart_and_a_cancelled_
 
     // Well past its time (promotion every 250 ms, redelivery timeout 3 s), the
     // cancelled one has still not gone out.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    testkit::wait_out(
+        Duration::from_secs(5),
+        "the cancelled send, well past its time, stays unsent",
+    )
+    .await;
     let messages = smtp.messages();
     assert_eq!(messages.len(), 1, "only the kept email went out");
     let request = system.request(dropped_id).await;

@@ -241,7 +241,11 @@ async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
     let counted = stats(&system, &second).await;
     assert_eq!(counted["suppressed"], 1, "{counted}");
     assert_eq!(counted["delivered"], 1, "{counted}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    testkit::wait_out(
+        Duration::from_millis(500),
+        "nothing more reaches the suppressed address",
+    )
+    .await;
     assert_eq!(smtp.messages().len(), 3, "grace twice, ada once");
 }
 

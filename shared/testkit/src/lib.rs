@@ -74,6 +74,15 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Lets `period` pass on purpose, and says why: to prove that something does **not**
+/// happen within it (a duplicate is not sent, a cancelled send stays unsent), or that
+/// a timeout has not elapsed yet. Never to wait for something to happen: poll for that
+/// with [`eventually`].
+pub async fn wait_out(period: Duration, why: &'static str) {
+    debug_assert!(!why.is_empty(), "a bounded wait says why it is needed");
+    tokio::time::sleep(period).await;
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
