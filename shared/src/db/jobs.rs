@@ -46,11 +46,6 @@ impl Payload {
     }
 }
 
-/// The payloads as text, for `$n::text[]` (cast to jsonb in the statement).
-pub(crate) fn payload_texts(payloads: &[Payload]) -> Vec<&str> {
-    payloads.iter().map(Payload::as_str).collect()
-}
-
 /// Rows per `INSERT … SELECT FROM UNNEST` statement.
 pub const INSERT_CHUNK: usize = 5000;
 

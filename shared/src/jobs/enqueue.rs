@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{Job, NewJob};
 use crate::config::QueuesConfig;
-use crate::db::jobs::{INSERT_CHUNK, payload_texts};
+use crate::db::jobs::INSERT_CHUNK;
 use crate::db::requests::{NewRequest, RequestRow};
 use crate::maintenance::dispatcher::push_committed_at;
 use crate::queue::{Lane, QueueName};
@@ -282,7 +282,7 @@ async fn insert_request_with(
         .first()
         .map_or((QueueName::Canary, Lane::Priority), |j| (j.queue, j.lane));
     let unique: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
-    let owned: Vec<crate::db::jobs::Payload> = jobs.iter().map(|j| j.payload.clone()).collect();
+    let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
     let row = sqlx::query_as(concat!(
         "WITH req AS ( \
              INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, \
@@ -297,7 +297,7 @@ async fn insert_request_with(
         " FROM req"
     ))
     .bind(&ids)
-    .bind(payload_texts(&owned))
+    .bind(&payloads)
     .bind(&unique)
     .bind(queue)
     .bind(attempts(queues, queue))
