@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use uuid::Uuid;
 
 use crate::running::Running;
+use crate::signals::{Signal, Signals};
 
 /// Outcomes written per transaction, at most.
 pub const BATCH: usize = 512;
@@ -183,6 +184,7 @@ pub struct Completer {
     pool: PgPool,
     redis: Redis,
     config: Arc<Config>,
+    signals: Signals,
     in_flight: HashMap<QueueName, InFlight>,
     running: Running,
     rx: mpsc::Receiver<Report>,
@@ -203,6 +205,7 @@ impl Completer {
                 pool,
                 redis,
                 config,
+                signals: Signals::default(),
                 in_flight,
                 running,
                 rx,
@@ -212,6 +215,12 @@ impl Completer {
                 unwritten: Arc::new(Semaphore::new(UNWRITTEN)),
             },
         )
+    }
+
+    /// Sends a [`Signal::Committed`] after each commit (tests).
+    pub fn with_signals(mut self, signals: Signals) -> Self {
+        self.signals = signals;
+        self
     }
 
     /// Runs until every `Recorder` is dropped and every report is written.
@@ -240,6 +249,14 @@ impl Completer {
                 }
             };
             self.after_commit(&batch, &committed).await;
+            self.signals.send(|| {
+                Signal::Committed(
+                    batch
+                        .iter()
+                        .filter_map(|r| committed.outcome_of(&r.id).map(|o| (r.id, o)))
+                        .collect(),
+                )
+            });
             for report in batch {
                 self.running.remove(&report.id);
                 // Dropping the report frees its place among the unwritten verdicts.

@@ -18,4 +18,5 @@ pub mod running;
 pub mod runtime;
 pub mod scanner;
 pub mod scheduler;
+pub mod signals;
 pub mod smtp;

@@ -40,6 +40,7 @@ use crate::maintenance::{Heartbeat, Promoter, QueueSampler, Reaper};
 use crate::producer::{ClaimedJobs, FeedClosed, Job, Producer};
 use crate::running::Running;
 use crate::scheduler::Scheduler;
+use crate::signals::Signals;
 
 /// How long a fetch blocks on an empty queue before it looks at its stop signal.
 const FETCH_BLOCK: Duration = Duration::from_secs(2);
@@ -57,6 +58,8 @@ pub struct Runtime {
     pub flag: HealthFlag,
     /// The periodic jobs this process enqueues (none unless registered).
     pub scheduler: Scheduler,
+    /// What the completer and the scheduler signal (off unless a test turns it on).
+    pub signals: Signals,
     queues: Vec<Box<dyn Registered>>,
 }
 
@@ -81,6 +84,7 @@ impl Runtime {
         );
         Runtime {
             scheduler: Scheduler::new(config.clone(), pool.clone(), redis.clone()),
+            signals: Signals::default(),
             config,
             pool,
             redis,
@@ -148,9 +152,11 @@ impl Runtime {
             redis,
             id,
             flag,
-            scheduler,
+            mut scheduler,
+            signals,
             queues,
         } = self;
+        scheduler.signals = signals.clone();
         // Listen for the signal from the start: startup may wait for Redis.
         let (signal_seen_tx, mut signal_seen) = watch::channel(false);
         tokio::spawn(async move {
@@ -217,7 +223,7 @@ impl Runtime {
             in_flight.clone(),
             running.clone(),
         );
-        let completer = tokio::spawn(completer.run());
+        let completer = tokio::spawn(completer.with_signals(signals).run());
 
         let mut monitor = Monitor::new();
         let mut producers: FuturesUnordered<JoinHandle<Result<(), FeedClosed>>> =

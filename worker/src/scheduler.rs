@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shared::Config;
+
+use crate::signals::{Signal, Signals};
 use shared::db::schedules;
 use shared::jobs::schedule::{Every, tick_key};
 use shared::jobs::{EnqueueError, Enqueued, NewJob};
@@ -49,6 +51,8 @@ pub struct Scheduler {
     config: Arc<Config>,
     schedules: Vec<Registered>,
     registered: Arc<AtomicBool>,
+    /// Where a tick that enqueued something is signalled (tests).
+    pub signals: Signals,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -71,6 +75,7 @@ impl Scheduler {
             config,
             schedules: Vec::new(),
             registered: Arc::default(),
+            signals: Signals::default(),
         }
     }
 
@@ -158,6 +163,9 @@ impl Scheduler {
         }
         tx.commit().await?;
         enqueued.dispatch(&self.pool, &self.redis).await;
+        if !ticked.is_empty() {
+            self.signals.send(|| Signal::Ticked(ticked.clone()));
+        }
         for t in &ticked {
             if t.missed > 0 {
                 tracing::info!(schedule = %t.schedule, missed = t.missed, "ran once for missed ticks");

@@ -388,3 +388,34 @@ async fn a_claim_after_jobs_grew_from_a_few_rows_uses_a_plan_for_the_many(pool: 
     // The test database is dropped after the test: no connection may be left on it.
     worker_pool.close().await;
 }
+
+/// The runtime hands tests signals: a test awaits the completer's record of a job
+/// instead of polling the database.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_completer_signals_each_outcome_it_recorded(pool: PgPool) {
+    let app = app(pool, &quick_retries()).await;
+    let owner = owner(&app).await;
+    let request = app.submit_canaries(owner, 1).await;
+    let job: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE request_id = $1")
+        .bind(request)
+        .fetch_one(&app.state.pool)
+        .await
+        .expect("job");
+    let mut worker = testkit::app::RunningWorker::start(
+        Runtime::with_queues(
+            app.state.config.clone(),
+            app.state.pool.clone(),
+            app.state.redis.clone(),
+        )
+        .expect("runtime"),
+    );
+    assert_eq!(
+        worker.job_recorded(job, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    worker.stop().await;
+    assert_eq!(
+        request_row(&app, request).await.status,
+        RequestStatus::Succeeded
+    );
+}

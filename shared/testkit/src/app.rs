@@ -479,16 +479,23 @@ impl TestApp {
     /// Runs `runtime` (tests register their own handlers on it) until no job is
     /// pending, then shuts it down gracefully.
     pub async fn run_until_idle(&self, runtime: worker::runtime::Runtime) {
-        let running = RunningWorker::start(runtime);
+        let mut running = RunningWorker::start(runtime);
         let pool = self.state.pool.clone();
-        eventually(std::time::Duration::from_secs(60), "every job ends", || {
-            let pool = pool.clone();
-            async move {
-                let pending = shared::db::jobs::count_pending(&pool).await.ok()?;
-                (pending == 0).then_some(())
+        // Idle is checked now, then after each commit the completer signals.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let pending = shared::db::jobs::count_pending(&pool)
+                .await
+                .expect("pending jobs");
+            if pending == 0 {
+                break;
             }
-        })
-        .await;
+            let signalled = tokio::time::timeout_at(deadline, running.next_signal()).await;
+            assert!(
+                signalled.is_ok(),
+                "not within 60 s: every job ends ({pending} pending)"
+            );
+        }
         running.stop().await;
     }
 
@@ -577,19 +584,62 @@ impl TestApp {
     }
 }
 
-/// A worker runtime running in process, in the background.
+/// A worker runtime running in process, in the background, with its signals on.
 pub struct RunningWorker {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    signals: tokio::sync::broadcast::Receiver<worker::signals::Signal>,
 }
 
 impl RunningWorker {
-    pub fn start(runtime: worker::runtime::Runtime) -> Self {
+    pub fn start(mut runtime: worker::runtime::Runtime) -> Self {
+        runtime.signals = worker::signals::Signals::enabled();
+        let signals = runtime.signals.subscribe().expect("signals are on");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(runtime.run(None, async move {
             let _ = stopped.await;
         }));
-        RunningWorker { stop, task }
+        RunningWorker {
+            stop,
+            task,
+            signals,
+        }
+    }
+
+    /// The next signal of its completer or scheduler (`None` after a lag: signals
+    /// were missed, look at the database again).
+    pub async fn next_signal(&mut self) -> Option<worker::signals::Signal> {
+        loop {
+            match self.signals.recv().await {
+                Ok(signal) => return Some(signal),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return None,
+                // The runtime stopped: nothing more will come.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    /// Waits until the completer has recorded how `job` ended (within `within`);
+    /// returns how (`succeeded`, `retried`, `dead`, …).
+    pub async fn job_recorded(
+        &mut self,
+        job: uuid::Uuid,
+        within: std::time::Duration,
+    ) -> &'static str {
+        let wait = async {
+            loop {
+                if let Some(worker::signals::Signal::Committed(outcomes)) = self.next_signal().await
+                    && let Some((_, outcome)) = outcomes.iter().find(|(id, _)| *id == job)
+                {
+                    return *outcome;
+                }
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .unwrap_or_else(|_| panic!("job {job} not recorded within {within:?}"))
     }
 
     /// Shuts it down gracefully; it must stop cleanly.
