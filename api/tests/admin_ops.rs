@@ -526,10 +526,10 @@ fn the_openapi_spec_documents_every_admin_route() {
     for name in [
         "QueueList",
         "QueueView",
-        "JobPage",
+        "Page_JobView",
         "JobView",
         "OperationView",
-        "AuditPage",
+        "Page_AuditEntry",
         "AuditEntry",
         "CanaryRequest",
         "BulkRetryRequest",

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use shared::db::jobs::JobFilter;
 use shared::domain::{JobStatus, Role};
 use shared::queue::QueueName;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::auth::{Authorized, perm};
-use crate::routes::cursor;
+use crate::routes::cursor::{self, Page};
 use crate::services::accounts::{self, AdminUserView};
 use crate::services::operations::{
     self as ops, Action, AuditEntry, CanaryQueue, JobView, OperationView, Operator, QueueList,
@@ -189,18 +189,11 @@ pub struct JobsQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobPage {
-    pub items: Vec<JobView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// Lists jobs of every owner, newest first, a keyset page at a time, with their
 /// attempts and last error. Payloads are never shown (they hold sealed personal data).
 #[utoipa::path(get, path = "/api/v1/admin/jobs", tag = "admin", params(JobsQuery), security(("bearer" = [])),
     responses(
-        (status = 200, body = JobPage),
+        (status = 200, body = Page<JobView>),
         (status = 400, body = shared::problem::Problem),
         (status = 403, body = shared::problem::Problem, description = FORBIDDEN),
     ))]
@@ -208,7 +201,7 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     Authorized(..): Authorized<perm::ManageQueues>,
     ApiQuery(query): ApiQuery<JobsQuery>,
-) -> Result<Json<JobPage>, ApiError> {
+) -> Result<Json<Page<JobView>>, ApiError> {
     let filter = JobFilter {
         queue: query.queue,
         status: query.status,
@@ -218,14 +211,12 @@ pub async fn list_jobs(
         limit: cursor::page_size(query.limit)?,
     };
     let (items, more) = ops::list_jobs(&state, filter).await?;
-    let next_cursor = more
-        .then(|| {
-            items
-                .last()
-                .map(|job| cursor::encode(job.created_at, job.id))
-        })
-        .flatten();
-    Ok(Json(JobPage { items, next_cursor }))
+    Ok(Json(Page::keyset(
+        items,
+        more,
+        |job| (job.created_at, job.id),
+        |job| job,
+    )))
 }
 
 /// One job (never its payload).
@@ -455,18 +446,11 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<AuditEntry>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// The audit log, newest first: every admin action through the api or the command
 /// line — who, what, on what, when, and the request id.
 #[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])),
     responses(
-        (status = 200, body = AuditPage),
+        (status = 200, body = Page<AuditEntry>),
         (status = 400, body = shared::problem::Problem),
         (status = 403, body = shared::problem::Problem, description = FORBIDDEN),
     ))]
@@ -474,12 +458,14 @@ pub async fn audit(
     State(state): State<AppState>,
     Authorized(..): Authorized<perm::ManageQueues>,
     ApiQuery(query): ApiQuery<AuditQuery>,
-) -> Result<Json<AuditPage>, ApiError> {
+) -> Result<Json<Page<AuditEntry>>, ApiError> {
     let limit = cursor::page_size(query.limit)?;
     let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
     let (items, more) = ops::audit_page(&state, after, limit).await?;
-    let next_cursor = more
-        .then(|| items.last().map(|e| cursor::encode(e.created_at, e.id)))
-        .flatten();
-    Ok(Json(AuditPage { items, next_cursor }))
+    Ok(Json(Page::keyset(
+        items,
+        more,
+        |e| (e.created_at, e.id),
+        |e| e,
+    )))
 }

@@ -1,5 +1,6 @@
-//! Keyset cursors of newest-first listings: the `(created_at, id)` of a page's last
-//! row, opaque to clients (URL-safe base64).
+//! Pages of newest-first listings — one [`Page`] type for every listing — and their
+//! keyset cursors: the `(created_at, id)` of a page's last row, opaque to clients
+//! (URL-safe base64).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -7,6 +8,47 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+
+/// One page of a listing.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The page of `rows` (read with one more than the page size: `more` says whether
+    /// another page follows), each shown as `view`; the cursor names the last row's
+    /// `position`.
+    pub fn keyset<R>(
+        rows: Vec<R>,
+        more: bool,
+        position: impl Fn(&R) -> (OffsetDateTime, Uuid),
+        view: impl FnMut(R) -> T,
+    ) -> Page<T> {
+        let next_cursor = more
+            .then(|| {
+                rows.last().map(|row| {
+                    let (at, id) = position(row);
+                    encode(at, id)
+                })
+            })
+            .flatten();
+        Page {
+            items: rows.into_iter().map(view).collect(),
+            next_cursor,
+        }
+    }
+
+    /// A page that is the whole answer.
+    pub fn only(items: Vec<T>) -> Page<T> {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
+}
 
 /// The page size of a listing when the query names none.
 pub const DEFAULT_PAGE_SIZE: i64 = 20;

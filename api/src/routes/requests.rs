@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::middleware::auth::{Authorized, perm};
-use crate::routes::cursor;
+use crate::routes::cursor::{self, Page};
 use crate::services::requests as service;
 use crate::state::AppState;
 
@@ -137,13 +137,6 @@ pub struct RequestDetail {
     pub webhook: Option<DeliveryState>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RequestPage {
-    pub items: Vec<RequestView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -178,27 +171,23 @@ fn parse_filter<T: std::str::FromStr<Err = String>>(
 
 /// Lists requests, newest first, a keyset page at a time.
 #[utoipa::path(get, path = "/api/v1/requests", tag = "requests", params(ListQuery), security(("bearer" = [])),
-    responses((status = 200, body = RequestPage), (status = 400, body = shared::problem::Problem)))]
+    responses((status = 200, body = Page<RequestView>), (status = 400, body = shared::problem::Problem)))]
 pub async fn list(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<RequestPage>, ApiError> {
+) -> Result<Json<Page<RequestView>>, ApiError> {
     let limit = cursor::page_size(query.limit)?;
     let status = parse_filter::<RequestStatus>("status", query.status.as_deref())?;
     let kind = parse_filter::<RequestKind>("kind", query.kind.as_deref())?;
     let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
     let (rows, more) = service::list(&state, &user, status, kind, after, limit).await?;
-    let next_cursor = if more {
-        rows.last()
-            .map(|row| cursor::encode(row.created_at, row.id))
-    } else {
-        None
-    };
-    Ok(Json(RequestPage {
-        items: rows.iter().map(RequestView::from).collect(),
-        next_cursor,
-    }))
+    Ok(Json(Page::keyset(
+        rows,
+        more,
+        |row| (row.created_at, row.id),
+        |row| RequestView::from(&row),
+    )))
 }
 
 /// One request with its per-job counts and latest error.

@@ -7,10 +7,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::cursor;
+use super::cursor::{self, Page};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::auth::{Authorized, perm};
@@ -27,13 +27,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/campaigns/{id}/stats", get(campaign_stats))
         .route("/inbound/reports", post(inbound_report))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SuppressionPage {
-    pub items: Vec<Suppression>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -58,30 +51,27 @@ pub struct SuppressionQuery {
 /// 2FA login may name another account's (`owner`): every account that sends has a
 /// list, users' single emails included.
 #[utoipa::path(get, path = "/api/v1/suppressions", tag = "suppressions", params(SuppressionQuery), security(("bearer" = [])),
-    responses((status = 200, body = SuppressionPage), (status = 400, body = shared::problem::Problem),
+    responses((status = 200, body = Page<Suppression>), (status = 400, body = shared::problem::Problem),
               (status = 403, body = shared::problem::Problem, description = "role `user`")))]
 pub async fn list(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::ManageSuppressions>,
     ApiQuery(query): ApiQuery<SuppressionQuery>,
-) -> Result<Json<SuppressionPage>, ApiError> {
+) -> Result<Json<Page<Suppression>>, ApiError> {
     let owner = service::list_owner(&user, query.owner)?;
     let limit = cursor::page_size(query.limit)?;
     if let Some(address) = query.address.as_deref() {
         let found = service::find(&state, owner, address).await?;
-        return Ok(Json(SuppressionPage {
-            items: found.into_iter().collect(),
-            next_cursor: None,
-        }));
+        return Ok(Json(Page::only(found.into_iter().collect())));
     }
     let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
     let (items, more) = service::list(&state, owner, after, limit).await?;
-    let next_cursor = if more {
-        items.last().map(|s| cursor::encode(s.created_at, s.id))
-    } else {
-        None
-    };
-    Ok(Json(SuppressionPage { items, next_cursor }))
+    Ok(Json(Page::keyset(
+        items,
+        more,
+        |s| (s.created_at, s.id),
+        |s| s,
+    )))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

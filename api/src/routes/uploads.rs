@@ -21,7 +21,7 @@ use uuid::fmt::Hyphenated;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::middleware::auth::{Authorized, perm};
-use crate::routes::cursor;
+use crate::routes::cursor::{self, Page};
 use crate::services::requests::Accepted;
 use crate::services::uploads::{self as service, Created};
 use crate::services::webhooks;
@@ -129,13 +129,6 @@ impl From<&UploadRow> for UploadView {
             content_url: format!("/api/v1/uploads/{}/content", row.id),
         }
     }
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UploadPage {
-    pub items: Vec<UploadView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -332,25 +325,21 @@ pub async fn upload(
 
 /// Lists the caller's uploads, newest first, a keyset page at a time.
 #[utoipa::path(get, path = "/api/v1/uploads", tag = "uploads", params(ListQuery), security(("bearer" = [])),
-    responses((status = 200, body = UploadPage), (status = 400, body = shared::problem::Problem)))]
+    responses((status = 200, body = Page<UploadView>), (status = 400, body = shared::problem::Problem)))]
 pub async fn list(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::Upload>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<UploadPage>, ApiError> {
+) -> Result<Json<Page<UploadView>>, ApiError> {
     let limit = cursor::page_size(query.limit)?;
     let after = query.cursor.as_deref().map(cursor::decode).transpose()?;
     let (rows, more) = service::list(&state, &user, after, limit).await?;
-    let next_cursor = if more {
-        rows.last()
-            .map(|row| cursor::encode(row.created_at, row.id))
-    } else {
-        None
-    };
-    Ok(Json(UploadPage {
-        items: rows.iter().map(UploadView::from).collect(),
-        next_cursor,
-    }))
+    Ok(Json(Page::keyset(
+        rows,
+        more,
+        |row| (row.created_at, row.id),
+        |row| UploadView::from(&row),
+    )))
 }
 
 /// One upload: status, verdict and the rules it matched.
