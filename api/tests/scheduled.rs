@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{TestApp, problem, spawn_app, spawn_app_with, test_config};
 use serde_json::{Value, json};
@@ -290,11 +290,12 @@ async fn a_scheduled_job_pushed_early_is_not_started_and_goes_back_to_its_time(p
         .expect("del");
     queue.push(&[job.to_string()]).await.expect("push");
     let worker = app.start_worker();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while depths(&app).await != (0, 0, 1) {
-        assert!(Instant::now() < deadline, "{:?}", depths(&app).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually(
+        Duration::from_secs(10),
+        "the early job waits in the delayed set",
+        || async { (depths(&app).await == (0, 0, 1)).then_some(()) },
+    )
+    .await;
     worker.stop().await;
     let row = jobs::find(&pool, job).await.expect("find").expect("job");
     assert_eq!((row.status, row.attempt), (JobStatus::Queued, 0));
