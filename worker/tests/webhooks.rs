@@ -446,6 +446,22 @@ async fn a_receiver_that_always_fails_leaves_the_delivery_dead_after_max_attempt
     assert_eq!((status.as_str(), attempts), ("dead", 3));
     assert_eq!(receiver.hits().len(), 3);
     assert!(last_error.is_some_and(|e| e.contains("500")));
+    // The delivery is a job like any other: operators list it, and may retry it.
+    let admin = app.admin_with_2fa().await;
+    let listed: Value = app
+        .get_authed("/api/v1/admin/jobs?queue=webhooks&status=dead", &admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["queue"], "webhooks");
+    assert_eq!(items[0]["attempt"], 3);
+    assert!(
+        items[0]["request_id"].is_null(),
+        "counted on no request: {listed}"
+    );
     let shown: Value = app
         .get_authed(&format!("/api/v1/requests/{request}"), &token)
         .await
