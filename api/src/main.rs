@@ -231,6 +231,8 @@ async fn serve(config: Arc<Config>, auth: Arc<AuthConfig>) -> anyhow::Result<()>
             .await
             .map_err(|err| anyhow::anyhow!("migrations failed: {err}"))?;
     }
+    // Before the ports open: a SIGTERM from then on stops the api gracefully.
+    let shutdown = shared::shutdown::signal();
     let (api_addr, metrics_addr) = (config.http.api_addr, config.ops.metrics_addr);
     let api = TcpListener::bind(api_addr)
         .await
@@ -245,7 +247,7 @@ async fn serve(config: Arc<Config>, auth: Arc<AuthConfig>) -> anyhow::Result<()>
         "api listening"
     );
     let state = AppState::new(config, auth, pool, redis)?;
-    api::server::serve(state, prometheus, api, ops, shared::shutdown::signal()).await?;
+    api::server::serve(state, prometheus, api, ops, shutdown).await?;
     tracing::info!("api stopped");
     Ok(())
 }

@@ -113,6 +113,9 @@ fn dkim_record(config: &Config) -> ExitCode {
 }
 
 async fn run(config: Arc<Config>) -> anyhow::Result<()> {
+    // First: a SIGTERM from now on stops the worker gracefully, even one that arrives
+    // while the queues are still being built (after the metrics port is open).
+    let shutdown = shared::shutdown::signal();
     let prometheus = telemetry::prometheus();
     telemetry::register_worker_metrics();
     telemetry::spawn_process_metrics();
@@ -126,7 +129,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("cannot listen on WORKER_METRICS_ADDR {addr}: {err}"))?;
     tracing::info!(metrics = %addr, env = config.app_env.as_str(), "worker started");
     Runtime::with_queues(config, pool, redis)?
-        .run(Some((ops, prometheus)), shared::shutdown::signal())
+        .run(Some((ops, prometheus)), shutdown)
         .await?;
     tracing::info!("worker stopped");
     Ok(())
