@@ -83,25 +83,23 @@ impl Enqueued {
     /// Jobs an operator sent back to their queue (`db::jobs::requeue`), each to its
     /// lane and for its time, to dispatch after the commit like new ones.
     pub fn requeued(jobs: &[crate::db::jobs::Requeued]) -> Enqueued {
-        let mut enqueued = Enqueued::default();
-        for job in jobs {
-            let lane = Lane::of(job.lane_owner);
-            let at = enqueued.groups.iter().position(|g| {
-                (g.queue, g.request_id, g.lane, g.run_after)
-                    == (job.queue, job.request_id, lane, job.run_after)
-            });
-            match at {
-                Some(at) => enqueued.groups[at].ids.push(job.id),
-                None => enqueued.groups.push(Group {
-                    queue: job.queue,
-                    request_id: job.request_id,
-                    lane,
-                    run_after: job.run_after,
-                    ids: vec![job.id],
-                }),
-            }
+        let groups = group_by(jobs, |job| {
+            (
+                job.queue,
+                job.request_id,
+                Lane::of(job.lane_owner),
+                job.run_after,
+            )
+        });
+        Enqueued {
+            groups: groups
+                .into_iter()
+                .map(|(mut group, members)| {
+                    group.ids = members.into_iter().map(|i| jobs[i].id).collect();
+                    group
+                })
+                .collect(),
         }
-        enqueued
     }
 
     /// Adds another receipt's jobs to this one (one dispatch for both).
@@ -148,24 +146,36 @@ fn attempts(queues: &QueuesConfig, queue: QueueName) -> i32 {
 /// Splits `jobs` into groups of the same queue, request, lane and start, in order of
 /// first appearance, with each job's index.
 fn grouped(jobs: &[NewJob]) -> Vec<(Group, Vec<usize>)> {
-    let mut index: HashMap<(QueueName, Option<Uuid>, Lane, Option<OffsetDateTime>), usize> =
-        HashMap::new();
+    group_by(jobs, |job| {
+        (job.queue, job.request_id, job.lane, job.run_after)
+    })
+}
+
+/// Where and when a group's jobs run: queue, request, lane, `run_after`.
+type GroupKey = (QueueName, Option<Uuid>, Lane, Option<OffsetDateTime>);
+
+/// `items` in groups of the same [`GroupKey`], in order of first appearance, each with
+/// its members' indexes (the group's `ids` left empty).
+fn group_by<T>(items: &[T], key: impl Fn(&T) -> GroupKey) -> Vec<(Group, Vec<usize>)> {
+    let mut index: HashMap<GroupKey, usize> = HashMap::new();
     let mut groups: Vec<(Group, Vec<usize>)> = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let key = (job.queue, job.request_id, job.lane, job.run_after);
-        let at = *index.entry(key).or_insert_with(|| {
-            groups.push((
-                Group {
-                    queue: job.queue,
-                    request_id: job.request_id,
-                    lane: job.lane,
-                    run_after: job.run_after,
-                    ids: Vec::new(),
-                },
-                Vec::new(),
-            ));
-            groups.len() - 1
-        });
+    for (i, item) in items.iter().enumerate() {
+        let (queue, request_id, lane, run_after) = key(item);
+        let at = *index
+            .entry((queue, request_id, lane, run_after))
+            .or_insert_with(|| {
+                groups.push((
+                    Group {
+                        queue,
+                        request_id,
+                        lane,
+                        run_after,
+                        ids: Vec::new(),
+                    },
+                    Vec::new(),
+                ));
+                groups.len() - 1
+            });
         groups[at].1.push(i);
     }
     groups
