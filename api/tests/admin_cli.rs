@@ -6,11 +6,11 @@ mod common;
 
 use admin_support::*;
 use common::{TestApp, spawn_app_with, test_config};
+use harness::KEY;
 use serde_json::Value;
 use shared::domain::RequestStatus;
 use shared::queue::{QueueName, pause};
 use sqlx::PgPool;
-use testkit::KEY;
 use uuid::Uuid;
 
 /// Runs `api <args>` as an operator would (`OPERATOR=tester`), against this test's
@@ -22,7 +22,7 @@ async fn cli(app: &TestApp, url: &str, args: &[&str]) -> std::process::Output {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_ENV", "test")
         .env("DATABASE_URL", url)
-        .env("REDIS_URL", testkit::redis_url())
+        .env("REDIS_URL", harness::redis_url())
         .env("REDIS_PREFIX", app.state.redis.prefix())
         .env("PII_KEY", KEY)
         .env("BLIND_INDEX_KEY", KEY)

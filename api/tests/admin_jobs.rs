@@ -6,18 +6,18 @@ mod common;
 
 use admin_support::*;
 use common::{PASSWORD, problem, spawn_app, spawn_app_with, test_config};
+use harness::system::Smtp;
 use serde_json::{Value, json};
 use shared::domain::{JobStatus, RequestStatus, Role};
 use shared::queue::QueueName;
 use sqlx::PgPool;
-use testkit::system::Smtp;
 use uuid::Uuid;
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_job_dead_from_an_smtp_550_is_retried_after_the_cause_is_fixed_and_succeeds(
     pool: PgPool,
 ) {
-    let mut smtp = Smtp::start(testkit::free_port(), &["--reject", "nobody"]).await;
+    let mut smtp = Smtp::start(harness::free_port(), &["--reject", "nobody"]).await;
     let url = format!("smtp://127.0.0.1:{}", smtp.port);
     let app = spawn_app_with(pool, test_config(&[("SMTP_URL", &url)]), None).await;
     let admin = app.admin_with_2fa().await;

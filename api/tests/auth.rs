@@ -468,7 +468,7 @@ async fn a_lockout_ends_with_its_window(pool: PgPool) {
         "rate_limited",
     )
     .await;
-    testkit::eventually(
+    harness::eventually(
         std::time::Duration::from_secs(10),
         "the lock lifts",
         || async { (app.login_response(&email, PASSWORD).await.status() == 200).then_some(()) },

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 /// The api in process on the test cluster, with `overrides`; `None`: skipped.
 async fn app_on_the_cluster(pool: PgPool, overrides: &[(&str, &str)]) -> Option<TestApp> {
-    let urls = testkit::redis_cluster_urls()?;
+    let urls = harness::redis_cluster_urls()?;
     let mut vars = vec![("REDIS_CLUSTER_URLS", urls.as_str())];
     vars.extend_from_slice(overrides);
     let app = spawn_app_with(pool, test_config(&vars), None).await;

@@ -189,7 +189,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(pool: Pg
     let mut stream = TcpStream::connect(served.api).await.expect("connect");
     assert_eq!(get(&mut stream, "/health/live").await, 200);
     // Idle longer than the header timeout: the idle timeout, not that one, applies.
-    testkit::wait_out(
+    harness::wait_out(
         Duration::from_millis(1500),
         "idle past the header timeout, within the idle timeout",
     )
@@ -274,7 +274,7 @@ async fn shutdown_closes_idle_connections_without_waiting_for_their_timeout(pool
 /// of spinning or exiting, and answers again once the header timeout frees slots.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_binary_outlives_running_out_of_file_descriptors(pool: PgPool) {
-    use testkit::system::{
+    use harness::system::{
         KEY, Process, binary, database_url_of, free_port, redis_url, scratch_dir,
     };
     let (api_port, ops_port) = (free_port(), free_port());
@@ -313,7 +313,7 @@ async fn the_binary_outlives_running_out_of_file_descriptors(pool: PgPool) {
         log,
     };
     let api_addr: SocketAddr = ([127, 0, 0, 1], api_port).into();
-    testkit::system::wait_for_port(api_port).await;
+    harness::system::wait_for_port(api_port).await;
     assert_eq!(
         fresh_get(api_addr, "/health/live", Duration::from_secs(5)).await,
         200

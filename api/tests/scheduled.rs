@@ -290,7 +290,7 @@ async fn a_scheduled_job_pushed_early_is_not_started_and_goes_back_to_its_time(p
         .expect("del");
     queue.push(&[job.to_string()]).await.expect("push");
     let worker = app.start_worker();
-    testkit::eventually(
+    harness::eventually(
         Duration::from_secs(10),
         "the early job waits in the delayed set",
         || async { (depths(&app).await == (0, 0, 1)).then_some(()) },

@@ -161,7 +161,11 @@ async fn an_idle_consumer_on_the_cluster_wakes_on_push() {
     let started = std::time::Instant::now();
     let waiting = tokio::spawn(async move { consumer.fetch(10).await.expect("fetch") });
     // Let the BLMOVE block before the push; the assertion below does not rely on it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    testkit::wait_out(
+        Duration::from_millis(100),
+        "the BLMOVE blocks before the push",
+    )
+    .await;
     queue.push(&["job-1"]).await.expect("push");
     assert_eq!(waiting.await.expect("joined"), vec!["job-1".to_owned()]);
     assert!(

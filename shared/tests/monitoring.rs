@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sentry::protocol::{Event, Level, Map, Request, User};
 use sentry::test::with_captured_events_options;
@@ -303,26 +303,20 @@ fn a_bad_dsn_or_sample_rate_is_a_configuration_error() {
     assert!(defaults.release.starts_with("conveyor@"));
 }
 
-/// Takes one HTTP request on `listener` (polling until `deadline`) and answers 200;
-/// returns its request line and body.
-fn receive_one_request(listener: &TcpListener, deadline: Instant) -> (String, String) {
-    listener
-        .set_nonblocking(true)
-        .expect("nonblocking listener");
-    let stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(
-                    Instant::now() < deadline,
-                    "nothing reached the DSN's server"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(err) => panic!("accept: {err}"),
-        }
-    };
-    stream.set_nonblocking(false).expect("blocking stream");
+/// Takes one HTTP request on `listener` (waiting at most `within` for it to connect)
+/// and answers 200; returns its request line and body.
+fn receive_one_request(listener: &TcpListener, within: Duration) -> (String, String) {
+    let accepting = listener.try_clone().expect("listener handle");
+    let (connected, connection) = std::sync::mpsc::channel();
+    // A blocking accept, told to the test through the channel; a thread still waiting
+    // when the test gives up ends with the test process.
+    std::thread::spawn(move || {
+        let _ = connected.send(accepting.accept());
+    });
+    let (stream, _) = connection
+        .recv_timeout(within)
+        .expect("something reached the DSN's server in time")
+        .expect("accept");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
@@ -368,9 +362,8 @@ fn an_error_reaches_the_dsn_server_through_the_real_transport_scrubbed() {
     let options = sentry::apply_defaults(monitoring::client_options("api", &settings));
     let client = Arc::new(sentry::Client::from(options));
     let hub = Arc::new(sentry::Hub::new(Some(client.clone()), Arc::default()));
-    let server = std::thread::spawn(move || {
-        receive_one_request(&listener, Instant::now() + Duration::from_secs(20))
-    });
+    let server =
+        std::thread::spawn(move || receive_one_request(&listener, Duration::from_secs(20)));
 
     sentry::Hub::run(hub, || {
         let subscriber = tracing_subscriber::registry().with(MonitoringLayer::new(false));

@@ -103,7 +103,11 @@ async fn an_idle_consumer_wakes_on_push_not_on_a_timer() {
         .expect("consumer");
     let started = Instant::now();
     let waiting = tokio::spawn(async move { consumer.fetch(10).await.expect("fetch") });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    testkit::wait_out(
+        Duration::from_millis(100),
+        "the fetch blocks before the push",
+    )
+    .await;
     queue.push(&["job-1"]).await.expect("push");
     let got = waiting.await.expect("joined");
     assert_eq!(got, vec!["job-1".to_owned()]);
@@ -180,7 +184,11 @@ async fn idle_consumers_wake_on_a_fair_push_and_pass_the_wake_on() {
             consumer.fetch(10).await.expect("fetch")
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    testkit::wait_out(
+        Duration::from_millis(100),
+        "the fetches block before the push",
+    )
+    .await;
     let started = Instant::now();
     queue
         .push_to(Lane::Fair(owner), &named("c", 0..30))
@@ -262,9 +270,12 @@ async fn the_reaper_returns_a_dead_consumers_ids_in_order_and_spares_the_living(
     let held_by_alive = alive.fetch(5).await.expect("fetch");
     assert_eq!(held_by_dead, ids(0..10));
     assert_eq!(held_by_alive, ids(10..15));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    assert_eq!(queue.reap().await.expect("reap"), 10);
+    // Once the dead consumer's 100 ms heartbeat lapses, the reaper takes its 10 ids.
+    let reaped = testkit::eventually(Duration::from_secs(5), "the heartbeat lapses", || async {
+        Some(queue.reap().await.expect("reap")).filter(|n| *n > 0)
+    })
+    .await;
+    assert_eq!(reaped, 10);
     // The dead consumer's ids are next in line, oldest first; the rest follow.
     let mut expected = ids(0..10);
     expected.extend(ids(15..30));
@@ -395,7 +406,7 @@ async fn no_id_is_lost_or_duplicated_whatever_the_interleaving() {
                         .heartbeat(Duration::from_millis(1))
                         .await
                         .expect("heartbeat");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    testkit::wait_out(Duration::from_millis(5), "the 1 ms heartbeat lapses").await;
                     queue.reap().await.expect("reap");
                     held.remove(&who);
                     consumers[who]

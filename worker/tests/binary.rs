@@ -37,7 +37,7 @@ fn redis_url() -> String {
 
 /// Polls `url` until it answers `status`, within a deadline.
 async fn wait_for(client: &reqwest::Client, url: &str, status: u16) -> reqwest::Response {
-    testkit::eventually(Duration::from_secs(20), "the expected answer", || async {
+    harness::eventually(Duration::from_secs(20), "the expected answer", || async {
         client
             .get(url)
             .send()

@@ -11,11 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Smtp, free_port};
+use harness::dkim::{openssl_key, openssl_public_key, verifies, without_envelope_line};
 use lettre::Message;
 use lettre::message::header::{self, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use shared::config::{DkimAlgorithm, DkimConfig};
-use testkit::dkim::{openssl_key, openssl_public_key, verifies, without_envelope_line};
 use worker::dkim::DkimSigner;
 use worker::smtp::{SmtpClient, SmtpSettings};
 

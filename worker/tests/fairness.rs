@@ -53,7 +53,7 @@ async fn a_single_email_is_not_queued_behind_a_hundred_thousand_campaign_message
 
     let campaign_id = campaign(&system, &system.token, "bulk", 100_000).await;
     // The campaign is draining.
-    testkit::eventually(LONG, "the campaign is draining", || async {
+    harness::eventually(LONG, "the campaign is draining", || async {
         (succeeded(&system, &campaign_id).await >= 100).then_some(())
     })
     .await;
@@ -97,7 +97,7 @@ async fn two_promoters_campaigns_take_turns(pool: PgPool) {
     system.start_worker().await;
 
     let first = campaign(&system, &system.token, "first", 2_000).await;
-    testkit::eventually(LONG, "the first campaign is draining", || async {
+    harness::eventually(LONG, "the first campaign is draining", || async {
         (succeeded(&system, &first).await >= 20).then_some(())
     })
     .await;

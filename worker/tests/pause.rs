@@ -34,55 +34,58 @@ fn metrics_addr(log: &str) -> Option<String> {
 
 /// Each worker's `/metrics` URL, once it has logged it.
 async fn metrics_urls(system: &System) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let addrs: Vec<Option<String>> = system
-            .workers
-            .iter()
-            .map(|w| metrics_addr(&w.log_text()))
-            .collect();
-        if addrs.iter().all(Option::is_some) {
-            return addrs
-                .into_iter()
-                .flatten()
-                .map(|a| format!("http://{a}/metrics"))
+    harness::eventually(
+        Duration::from_secs(20),
+        "every worker logs its metrics address",
+        || async {
+            let addrs: Option<Vec<String>> = system
+                .workers
+                .iter()
+                .map(|w| metrics_addr(&w.log_text()))
                 .collect();
-        }
-        assert!(Instant::now() < deadline, "{}", system.worker_logs());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            addrs.map(|addrs| {
+                addrs
+                    .iter()
+                    .map(|a| format!("http://{a}/metrics"))
+                    .collect()
+            })
+        },
+    )
+    .await
 }
 
 /// Polls until every worker's `/metrics` has `line`; returns how long that took.
 async fn until_every_worker_shows(system: &System, urls: &[String], line: &str) -> Duration {
     let started = Instant::now();
-    loop {
-        let mut all = true;
-        for url in urls {
-            let text = match system.client.get(url).send().await {
-                Ok(response) => response.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            all &= text.lines().any(|l| l == line);
-        }
-        if all {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "not every worker shows `{line}`:\n{}",
-            system.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("every worker shows `{line}`");
+    harness::eventually_every(
+        Duration::from_millis(20),
+        Duration::from_secs(15),
+        &what,
+        || async {
+            for url in urls {
+                let text = match system.client.get(url).send().await {
+                    Ok(response) => response.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                if !text.lines().any(|l| l == line) {
+                    return None;
+                }
+            }
+            Some(started.elapsed())
+        },
+    )
+    .await
 }
 
-/// The request's jobs that have left `queued` or counted an attempt.
+/// The emails jobs that have left `queued` or counted an attempt.
 async fn started_jobs(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status <> 'queued' OR attempt > 0")
-        .fetch_one(pool)
-        .await
-        .expect("count")
+    sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE queue = 'emails' AND (status <> 'queued' OR attempt > 0)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("count")
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -113,48 +116,49 @@ async fn a_paused_queue_is_left_alone_by_every_worker_until_it_is_resumed(pool: 
                 .await,
         );
     }
-    let jobs: BTreeSet<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM jobs")
-        .fetch_all(&pool)
-        .await
-        .expect("jobs")
-        .iter()
-        .map(uuid::Uuid::to_string)
-        .collect();
+    let jobs: BTreeSet<String> =
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM jobs WHERE queue = 'emails'")
+            .fetch_all(&pool)
+            .await
+            .expect("jobs")
+            .iter()
+            .map(uuid::Uuid::to_string)
+            .collect();
     assert_eq!(jobs.len(), 20);
     let ready_key = Queue::new(redis.clone(), QueueName::Emails).ready_key();
-    let watched = Instant::now();
-    let mut accumulated = false;
-    while watched.elapsed() < Duration::from_secs(3) {
-        assert_eq!(
-            started_jobs(&pool).await,
-            0,
-            "a job started while paused:\n{}",
-            system.worker_logs()
-        );
-        // A duplicate push (the dispatcher racing the api's own) may add an id twice.
-        let waiting: BTreeSet<String> = redis
-            .connection()
-            .lrange(&ready_key, 0, -1)
-            .await
-            .expect("lrange");
-        accumulated |= waiting.is_superset(&jobs);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // For 3 s nothing starts, while the 20 jobs wait in the ready list.
+    let accumulated = std::cell::Cell::new(false);
+    harness::holds_for(
+        Duration::from_secs(3),
+        Duration::from_millis(100),
+        "a job started while paused",
+        || async {
+            // A duplicate push (the dispatcher racing the api's own) may add an id twice.
+            let waiting: BTreeSet<String> = redis
+                .connection()
+                .lrange(&ready_key, 0, -1)
+                .await
+                .expect("lrange");
+            accumulated.set(accumulated.get() || waiting.is_superset(&jobs));
+            started_jobs(&pool).await == 0
+        },
+    )
+    .await;
     assert!(
-        accumulated,
+        accumulated.get(),
         "the 20 jobs never all waited in the ready list"
     );
     assert!(smtp.messages().is_empty());
 
     assert!(resume(&redis, QueueName::Emails).await.expect("resume"));
     let resumed = Instant::now();
-    while started_jobs(&pool).await == 0 {
-        assert!(
-            resumed.elapsed() < Duration::from_secs(10),
-            "nothing started after resume"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    harness::eventually_every(
+        Duration::from_millis(20),
+        Duration::from_secs(10),
+        "a job starts after resume",
+        || async { (started_jobs(&pool).await > 0).then_some(()) },
+    )
+    .await;
     eprintln!("first job started {:?} after resume", resumed.elapsed());
     for id in &ids {
         let request = system.wait_finished(id, LONG).await;

@@ -5,7 +5,7 @@
 use std::io::{Cursor, Write};
 use std::time::{Duration, Instant};
 
-use testkit::clamd::ClamdServer;
+use harness::clamd::ClamdServer;
 use worker::scanner::{Clamd, Limits, Report, ScanError, Scanner};
 use zip::ZipWriter;
 use zip::write::SimpleFileOptions;

@@ -33,18 +33,13 @@ async fn accepted(response: reqwest::Response) -> Value {
 /// Polls the SMTP server until `n` messages are in; returns them and when the last
 /// was first seen (within the 10 ms poll).
 async fn messages_by(smtp: &Smtp, n: usize, deadline: Instant) -> (Vec<String>, Instant) {
-    loop {
+    let within = deadline.saturating_duration_since(Instant::now());
+    let what = format!("{n} messages arrive");
+    harness::eventually_every(Duration::from_millis(10), within, &what, || async {
         let messages = smtp.messages();
-        if messages.len() >= n {
-            return (messages, Instant::now());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} messages arrived",
-            messages.len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (messages.len() >= n).then(|| (messages, Instant::now()))
+    })
+    .await
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -105,13 +100,14 @@ async fn a_scheduled_email_fires_on_time_after_a_worker_restart_and_a_cancelled_
     );
 
     // Nothing before its time.
-    while Instant::now() + Duration::from_millis(100) < due {
-        assert!(
-            smtp.messages().is_empty(),
-            "a message went out before send_at"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let early = due.saturating_duration_since(Instant::now() + Duration::from_millis(100));
+    harness::holds_for(
+        early,
+        Duration::from_millis(20),
+        "a message went out before send_at",
+        || async { smtp.messages().is_empty() },
+    )
+    .await;
     let (messages, arrived) = messages_by(&smtp, 1, due + Duration::from_secs(10)).await;
     let late = arrived.saturating_duration_since(due);
     eprintln!(
@@ -130,7 +126,7 @@ async fn a_scheduled_email_fires_on_time_after_a_worker_restart_and_a_cancelled_
 
     // Well past its time (promotion every 250 ms, redelivery timeout 3 s), the
     // cancelled one has still not gone out.
-    testkit::wait_out(
+    harness::wait_out(
         Duration::from_secs(5),
         "the cancelled send, well past its time, stays unsent",
     )
@@ -165,13 +161,14 @@ async fn every_message_of_a_scheduled_campaign_goes_out_after_its_time(pool: PgP
     assert_eq!(campaign["total"], 20);
     let id = campaign["id"].as_str().expect("id");
 
-    while Instant::now() + Duration::from_millis(100) < due {
-        assert!(
-            smtp.messages().is_empty(),
-            "a campaign message went out before send_at"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let early = due.saturating_duration_since(Instant::now() + Duration::from_millis(100));
+    harness::holds_for(
+        early,
+        Duration::from_millis(20),
+        "a campaign message went out before send_at",
+        || async { smtp.messages().is_empty() },
+    )
+    .await;
     let (_, arrived) = messages_by(&smtp, 20, due + Duration::from_secs(15)).await;
     eprintln!(
         "the campaign's 20 messages were in {} ms after send_at",

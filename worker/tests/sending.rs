@@ -127,12 +127,12 @@ async fn an_address_that_bounced_is_not_sent_to_again(pool: PgPool) {
 async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
     use shared::config::DkimAlgorithm;
     let smtp = Smtp::start(free_port(), &[]).await;
-    let key = testkit::dkim::openssl_key(DkimAlgorithm::Rsa);
+    let key = harness::dkim::openssl_key(DkimAlgorithm::Rsa);
     let record = (
         "mail._domainkey.conveyor.test".to_owned(),
         format!(
             "v=DKIM1; k=rsa; p={}",
-            testkit::dkim::openssl_public_key(&key, DkimAlgorithm::Rsa)
+            harness::dkim::openssl_public_key(&key, DkimAlgorithm::Rsa)
         ),
     );
     let system = promoter_system(
@@ -174,8 +174,8 @@ async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
     // Signed, the one-click headers included, as an independent verifier sees it.
     let signature = header(to_ada, "DKIM-Signature").expect("DKIM-Signature");
     assert!(signature.contains("d=conveyor.test"), "{signature}");
-    assert!(testkit::dkim::verifies(
-        testkit::dkim::without_envelope_line(to_ada.as_bytes()),
+    assert!(harness::dkim::verifies(
+        harness::dkim::without_envelope_line(to_ada.as_bytes()),
         &record
     ));
     let altered = to_ada.replace(
@@ -184,8 +184,8 @@ async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
     );
     assert_ne!(&altered, to_ada);
     assert!(
-        !testkit::dkim::verifies(
-            testkit::dkim::without_envelope_line(altered.as_bytes()),
+        !harness::dkim::verifies(
+            harness::dkim::without_envelope_line(altered.as_bytes()),
             &record
         ),
         "List-Unsubscribe-Post is covered by the signature"
@@ -241,7 +241,7 @@ async fn one_click_unsubscribe_suppresses_on_post_and_not_on_get(pool: PgPool) {
     let counted = stats(&system, &second).await;
     assert_eq!(counted["suppressed"], 1, "{counted}");
     assert_eq!(counted["delivered"], 1, "{counted}");
-    testkit::wait_out(
+    harness::wait_out(
         Duration::from_millis(500),
         "nothing more reaches the suppressed address",
     )
@@ -326,7 +326,7 @@ async fn a_domains_pace_holds_across_two_workers_and_other_domains_go_on(pool: P
 
 fn report(fixture: &str, job_id: &str, recipient: &str) -> String {
     std::fs::read_to_string(
-        testkit::workspace()
+        harness::workspace()
             .join("shared/testkit/fixtures")
             .join(fixture),
     )
@@ -444,7 +444,7 @@ async fn a_deferral_pauses_its_domain_and_not_the_others(pool: PgPool) {
     let system = promoter_system(&pool, &smtp, &[("EMAIL_DOMAIN_BACKOFF_SECS", "3")]).await;
     let busy = system.send_email("busy@slow.test", "Deferred").await;
     // Wait until the server has deferred it once.
-    testkit::eventually(LONG, "the server deferred it once", || async {
+    harness::eventually(LONG, "the server deferred it once", || async {
         let request = system.request(&busy).await;
         request["jobs"]["last_error"]
             .as_str()

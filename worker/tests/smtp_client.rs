@@ -145,7 +145,7 @@ async fn a_deferred_recipient_is_a_deferral_and_a_deferred_message_is_transient(
 #[tokio::test]
 async fn nothing_listening_is_transient() {
     let settings = SmtpSettings::from_url(
-        &format!("smtp://127.0.0.1:{}", testkit::app::closed_port()),
+        &format!("smtp://127.0.0.1:{}", harness::app::closed_port()),
         Duration::from_secs(2),
     )
     .expect("url");

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use harness::app::{TestApp, closed_port, problem, spawn_app_with, test_config};
+use harness::clamd::ClamdServer;
+use harness::eventually;
+use harness::fixtures::{self, EICAR, Entry};
+use harness::s3::MotoS3;
+use harness::system::{System, scratch_dir};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use testkit::app::{TestApp, closed_port, problem, spawn_app_with, test_config};
-use testkit::clamd::ClamdServer;
-use testkit::eventually;
-use testkit::fixtures::{self, EICAR, Entry};
-use testkit::s3::MotoS3;
-use testkit::system::{System, scratch_dir};
 use uuid::Uuid;
 
 /// The api in process, with storage and a clamd of the test's own.

@@ -13,12 +13,12 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use harness::app::{TestApp, problem, spawn_app_with, test_config};
+use harness::system::Smtp;
+use harness::{eventually, free_port};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use testkit::app::{TestApp, problem, spawn_app_with, test_config};
-use testkit::system::Smtp;
-use testkit::{eventually, free_port};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -164,7 +164,7 @@ async fn app(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
 /// A signed-in user with a webhook secret: (id, token, secret).
 async fn user_with_secret(app: &TestApp) -> (Uuid, String, String) {
     let (id, email) = app.create_account(shared::domain::Role::User).await;
-    let token = app.login(&email, testkit::PASSWORD).await.access_token;
+    let token = app.login(&email, harness::PASSWORD).await.access_token;
     let secret = new_secret(app, &token).await;
     (id, token, secret)
 }
@@ -213,7 +213,7 @@ async fn ended_delivery(app: &TestApp, request: Uuid) -> (Uuid, String, i32, Opt
 async fn the_secret_is_shown_once_and_never_read_back(pool: PgPool) {
     let app = app(pool, &[]).await;
     let (_, email) = app.create_account(shared::domain::Role::User).await;
-    let token = app.login(&email, testkit::PASSWORD).await.access_token;
+    let token = app.login(&email, harness::PASSWORD).await.access_token;
     let before: Value = app
         .get_authed("/api/v1/me/webhook-secret", &token)
         .await
@@ -550,7 +550,7 @@ async fn a_redirect_to_an_allowed_receiver_is_followed_with_the_event(pool: PgPo
 async fn submissions_check_the_callback_url(pool: PgPool) {
     let app = app(pool, &[]).await;
     let (_, email) = app.create_account(shared::domain::Role::User).await;
-    let token = app.login(&email, testkit::PASSWORD).await.access_token;
+    let token = app.login(&email, harness::PASSWORD).await.access_token;
     let email_with = |url: &str| json!({"to": ["ada@example.org"], "subject": "s", "text": "t", "callback_url": url});
     // Without a signing secret a callback cannot be signed: refused.
     let response = app
@@ -582,7 +582,7 @@ async fn submissions_check_the_callback_url(pool: PgPool) {
         assert_eq!(body["errors"][0]["field"], "callback_url", "{bad}: {body}");
     }
     let campaign = app.create_account(shared::domain::Role::Promoter).await.1;
-    let promoter = app.login(&campaign, testkit::PASSWORD).await.access_token;
+    let promoter = app.login(&campaign, harness::PASSWORD).await.access_token;
     let response = app
         .post_json_authed(
             "/api/v1/campaigns",
@@ -676,7 +676,7 @@ async fn upload_with_callback(
     let form = reqwest::multipart::Form::new()
         .part(
             "file",
-            reqwest::multipart::Part::bytes(testkit::fixtures::small_png(seed))
+            reqwest::multipart::Part::bytes(harness::fixtures::small_png(seed))
                 .file_name(format!("{seed}.png")),
         )
         .text("callback_url", callback_url.to_owned());

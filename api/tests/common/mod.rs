@@ -1,2 +1,2 @@
-//! The shared harness (`shared/testkit`), under the name these tests use.
-pub use testkit::app::*;
+//! The shared harness (`shared/harness`, over `shared/testkit`), under the name these tests use.
+pub use harness::app::*;

@@ -1,17 +1,19 @@
-//! Conveyor's one test harness, shared by the api's, the worker's and shared's tests
-//! (no copies): [`app`] serves the api in process on a database of its own and runs
-//! the worker runtime in process until the queues are empty; [`system`] starts the
-//! real `api` and `worker` binaries and a real SMTP server for end-to-end tests;
-//! [`dkim`] makes keys and verifies signatures independently.
+//! The low layer of Conveyor's test harness: the real services a test talks to, with
+//! no part of the api or the worker in it, so `shared`'s own tests use it too.
+//! PostgreSQL (a database per `#[sqlx::test]`, [`database_url_of`]), Redis
+//! ([`redis_url`], [`redis_cluster_urls`]), a real SMTP server ([`smtp`]), clamd
+//! ([`clamd`]), S3 ([`s3`], moto), an independent DKIM verifier ([`dkim`]), file
+//! fixtures ([`fixtures`]) and the processes they run in ([`process`]).
+//! The high layer, `harness`, serves the api and runs the worker on top of this one.
 //! Nothing here sleeps for a fixed time to wait for something: [`eventually`] polls a
-//! condition with a deadline.
+//! condition with a deadline, and [`wait_out`] names the waits that prove an absence.
 
-pub mod app;
 pub mod clamd;
 pub mod dkim;
 pub mod fixtures;
+pub mod process;
 pub mod s3;
-pub mod system;
+pub mod smtp;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -83,20 +85,72 @@ pub async fn wait_out(period: Duration, why: &'static str) {
     tokio::time::sleep(period).await;
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+/// Proves that something does **not** happen for `period`: polls `check` every
+/// `pause` and panics with `what` the first time it fails. A bounded wait like
+/// [`wait_out`], that also fails as soon as the thing happens.
+pub async fn holds_for<F, Fut>(period: Duration, pause: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        assert!(check().await, "{what}");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `within`; the
+/// pause between polls grows from 5 ms to 100 ms.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll(
+        within,
+        what,
+        Duration::from_millis(5),
+        Duration::from_millis(100),
+        check,
+    )
+    .await
+}
+
+/// [`eventually`] at a steady `pause`, for a test that also measures *when* the
+/// condition came true (to within `pause`).
+pub async fn eventually_every<T, F, Fut>(
+    pause: Duration,
+    within: Duration,
+    what: &str,
+    check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll(within, what, pause, pause, check).await
+}
+
+async fn poll<T, F, Fut>(
+    within: Duration,
+    what: &str,
+    first: Duration,
+    most: Duration,
+    mut check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + within;
-    let mut pause = Duration::from_millis(5);
+    let mut pause = first;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(Instant::now() < deadline, "not within {within:?}: {what}");
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(most);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use shared::storage::S3Settings;
 use tokio::process::Command;
 
-use crate::system::Process;
+use crate::process::Process;
 use crate::{free_port, workspace};
 
 /// The bucket every [`MotoS3`] creates; objects go under [`MotoS3::PREFIX`] in it.

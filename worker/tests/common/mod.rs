@@ -1,2 +1,2 @@
-//! The shared harness (`shared/testkit`), under the name these tests use.
-pub use testkit::system::*;
+//! The shared harness (`shared/harness`, over `shared/testkit`), under the name these tests use.
+pub use harness::system::*;

@@ -1,17 +1,18 @@
 //! End-to-end harness: the real `api` and `worker` binaries, a real SMTP server
-//! (aiosmtpd, `shared/testkit/smtp_server.py`), a PostgreSQL database per test (from
-//! `#[sqlx::test]`) and a Redis key prefix per test. Everything a test starts is
-//! stopped by its own pid when the handle drops.
+//! (testkit's [`Smtp`]), a PostgreSQL database per test (from `#[sqlx::test]`) and a
+//! Redis key prefix per test. Everything a test starts is stopped by its own pid when
+//! the handle drops.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-pub use crate::{KEY, PASSWORD, database_url_of, free_port, redis_url, workspace};
+pub use testkit::process::{Process, scratch_dir, wait_for_port};
+pub use testkit::smtp::{Smtp, header};
+pub use testkit::{KEY, PASSWORD, database_url_of, free_port, redis_url, workspace};
 
 /// A workspace binary (`api`, `worker`) of the profile the tests run in: test
 /// executables live in `target/<profile>/deps`, the binaries one level up.
@@ -28,140 +29,6 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "conveyor-e2e-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// A child process killed when dropped.
-pub struct Process {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Process {
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("running")
-    }
-
-    pub async fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .await
-            .expect("kill");
-        assert!(status.success(), "kill {signal}");
-    }
-
-    /// SIGTERM, then the exit status (within `within`).
-    pub async fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
-        self.signal("-TERM").await;
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("exits in time")
-            .expect("wait")
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// The SMTP server; messages land in `dir`.
-pub struct Smtp {
-    pub port: u16,
-    pub dir: PathBuf,
-    process: Option<Process>,
-}
-
-impl Smtp {
-    pub async fn start(port: u16, args: &[&str]) -> Smtp {
-        let dir = scratch_dir("smtp");
-        let mut smtp = Smtp {
-            port,
-            dir,
-            process: None,
-        };
-        smtp.restart(args).await;
-        smtp
-    }
-
-    /// Starts (again) on the same port and directory.
-    pub async fn restart(&mut self, args: &[&str]) {
-        let log = self.dir.with_extension("log");
-        let mut command = Command::new("python3");
-        command
-            .arg(workspace().join("shared/testkit/smtp_server.py"))
-            .args(["--port", &self.port.to_string(), "--dir"])
-            .arg(&self.dir)
-            .args(args)
-            .env("PYTHONPATH", workspace().join(".dev/py"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .kill_on_drop(true);
-        let child = command.spawn().expect("python3 runs the SMTP server");
-        self.process = Some(Process { child, log });
-        wait_for_port(self.port).await;
-    }
-
-    pub async fn stop(&mut self) {
-        if let Some(process) = self.process.take() {
-            let status = process.terminate(Duration::from_secs(10)).await;
-            assert!(status.success() || status.code().is_none());
-        }
-    }
-
-    /// The messages received so far, oldest first.
-    pub fn messages(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
-        files.sort();
-        files
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .collect()
-    }
-
-    pub async fn wait_for_messages(&self, n: usize, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let messages = self.messages();
-            if messages.len() >= n {
-                return messages;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} messages arrived",
-                messages.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-pub async fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// The api and its workers, on one database and one Redis prefix.
@@ -455,12 +322,4 @@ impl System {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// A header's value in a raw message.
-pub fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
-    message.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name).then(|| value.trim())
-    })
 }
