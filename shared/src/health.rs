@@ -131,16 +131,36 @@ pub fn metrics_routes(handle: PrometheusHandle) -> Router {
         "/metrics",
         get(move || {
             let handle = handle.clone();
+            async move { render(&handle) }
+        }),
+    )
+}
+
+/// [`metrics_routes`] for a worker: the sampled gauges are set from the latest stored
+/// sample just before each render.
+pub fn sampled_metrics_routes(
+    handle: PrometheusHandle,
+    exporter: crate::maintenance::sample::Exporter,
+) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let (handle, exporter) = (handle.clone(), exporter.clone());
             async move {
-                let mut response = handle.render().into_response();
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                response
+                exporter.refresh().await;
+                render(&handle)
             }
         }),
     )
+}
+
+fn render(handle: &PrometheusHandle) -> Response {
+    let mut response = handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// The body of a live answer.

@@ -9,7 +9,6 @@ pub mod dkim;
 pub mod executor;
 pub mod handler;
 pub mod handlers;
-pub mod lease;
 pub mod maintenance;
 pub mod pacing;
 pub mod producer;

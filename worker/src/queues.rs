@@ -48,12 +48,20 @@ pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
         config.pipeline.retention,
         config.accounts.unverified_ttl,
     );
-    runtime.queue(Chores::new(pruner), config.queues.chores);
+    runtime.queue(
+        Chores::new(pruner, pool.clone(), redis.clone()),
+        config.queues.chores,
+    );
     runtime.queue(Canary, config.queues.canary);
     for chore in Chore::ALL {
         runtime.scheduler.schedule(
             chore.name(),
-            Every::Interval(config.pipeline.prune_interval),
+            Every::Interval(match chore {
+                Chore::PruneRetention | Chore::CleanupUnverifiedAccounts => {
+                    config.pipeline.prune_interval
+                }
+                Chore::SampleQueues => shared::maintenance::sample::INTERVAL,
+            }),
             NewJob::of(&ChoreJob { chore })?,
         );
     }

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use crate::completer::{Completer, Recorder};
 use crate::executor::Executor;
 use crate::handler::Handler;
-use crate::maintenance::{Heartbeat, Promoter, QueueSampler, Reaper};
+use crate::maintenance::{Heartbeat, Promoter, Reaper};
 use crate::producer::{ClaimedJobs, FeedClosed, Job, Producer};
 use crate::running::Running;
 use crate::scheduler::Scheduler;
@@ -134,7 +134,9 @@ impl Runtime {
 
     /// The operational listener's routes.
     pub fn ops_router(&self, prometheus: PrometheusHandle) -> Router {
-        shared::health::routes(self.health()).merge(shared::health::metrics_routes(prometheus))
+        let sampled = shared::maintenance::sample::Exporter::new(self.redis.clone());
+        shared::health::routes(self.health())
+            .merge(shared::health::sampled_metrics_routes(prometheus, sampled))
     }
 
     /// Runs until `shutdown` resolves (then stops within SHUTDOWN_GRACE_SECS) or a
@@ -146,6 +148,7 @@ impl Runtime {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let health = self.health();
+        let ops = ops.map(|(listener, prometheus)| (listener, self.ops_router(prometheus)));
         let Runtime {
             config,
             pool,
@@ -171,12 +174,8 @@ impl Runtime {
         tracing::info!(worker = %id, queues = ?names, postgres = ?readiness.postgres, redis = ?readiness.redis, "worker starting");
         let watch_task = health.clone().spawn_watch(Duration::from_secs(10));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let ops_routes = |prometheus| {
-            shared::health::routes(health.clone()).merge(shared::health::metrics_routes(prometheus))
-        };
-        let ops_server = ops.map(|(listener, prometheus)| {
+        let ops_server = ops.map(|(listener, router)| {
             let mut stop = stop_rx.clone();
-            let router = ops_routes(prometheus);
             tokio::spawn(async move {
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move {
@@ -250,7 +249,7 @@ impl Runtime {
         }
         drop(recorder);
         let monitor = monitor.shutdown_timeout(config.ops.shutdown_grace);
-        let mut chores = spawn_chores(&config, &pool, &redis, &id, &in_flight, &running, &stop_rx);
+        let mut chores = spawn_upkeep(&config, &pool, &id, &in_flight, &running, &stop_rx);
         if config.pipeline.scheduler && !scheduler.is_empty() {
             chores.push(tokio::spawn(every(
                 "scheduler",
@@ -338,11 +337,11 @@ impl Runtime {
     }
 }
 
-/// Heartbeats, reaper, promoter and queue sampler, each on its own interval.
-fn spawn_chores(
+/// Heartbeats, reaper and promoter, each on its own interval: this process's upkeep
+/// of its own consumers and claims (durable chores are jobs on the `chores` queue).
+fn spawn_upkeep(
     config: &Config,
     pool: &PgPool,
-    redis: &Redis,
     id: &str,
     in_flight: &HashMap<QueueName, shared::queue::InFlight>,
     running: &Running,
@@ -360,7 +359,6 @@ fn spawn_chores(
         queues: queues.clone(),
     };
     let promoter = Promoter { queues };
-    let sampler = QueueSampler::new(pool.clone(), redis.clone(), id);
     let reap_every = config.queues.heartbeat_timeout / 2;
     vec![
         tokio::spawn({
@@ -383,16 +381,6 @@ fn spawn_chores(
                 async move { promoter.round().await }
             },
         )),
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                every("queue sampler", QueueSampler::INTERVAL, stop, || {
-                    sampler.round()
-                })
-                .await;
-                sampler.stop().await;
-            }
-        }),
     ]
 }
 

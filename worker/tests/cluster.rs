@@ -1,4 +1,4 @@
-//! The worker on a Redis Cluster: the lease, and one email end to end through the
+//! The worker on a Redis Cluster: one email end to end through the
 //! real `api` and `worker` binaries configured with `REDIS_CLUSTER_URLS` (the test
 //! cluster of `REDIS_CLUSTER_TEST_URLS`, started by `scripts/test`; skipped, saying
 //! so, when it is unset).
@@ -13,7 +13,6 @@ use serde_json::Value;
 use shared::queue::{Queue, QueueName};
 use shared::redis::Redis;
 use sqlx::PgPool;
-use worker::lease::Lease;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -22,32 +21,9 @@ fn cluster_redis(urls: &str, prefix: &str) -> Redis {
     Redis::connect_lazy_to_cluster(&seeds, prefix).expect("seed URLs parse")
 }
 
-#[tokio::test]
-async fn one_lease_holder_at_a_time_on_the_cluster() {
-    let Some(urls) = testkit::redis_cluster_urls() else {
-        return;
-    };
-    let redis = cluster_redis(&urls, &format!("test-{}", uuid::Uuid::new_v4().simple()));
-    let a = Lease::new(redis.clone(), "chore", "a", Duration::from_millis(200));
-    let b = Lease::new(redis.clone(), "chore", "b", Duration::from_secs(30));
-    assert!(a.hold().await.expect("a takes"));
-    assert!(a.hold().await.expect("a renews (the RENEW script)"));
-    assert!(!b.hold().await.expect("b tries"));
-    assert!(!b.release().await.expect("b cannot release a's lease"));
-    assert_eq!(a.holder().await.expect("get").as_deref(), Some("a"));
-    // a stops renewing: b gets it once a's lease expires.
-    testkit::eventually(Duration::from_secs(5), "a's lease expires", || async {
-        b.hold().await.expect("b tries").then_some(())
-    })
-    .await;
-    assert!(!a.hold().await.expect("a tries again"));
-    assert!(b.release().await.expect("b releases (the RELEASE script)"));
-    assert_eq!(b.holder().await.expect("get"), None);
-}
-
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn an_email_is_delivered_with_api_and_worker_on_a_redis_cluster(pool: PgPool) {
-    let Some(urls) = testkit::redis_cluster_urls() else {
+    let Some(urls) = harness::redis_cluster_urls() else {
         return;
     };
     let smtp = Smtp::start(free_port(), &[]).await;

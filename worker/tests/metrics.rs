@@ -1,20 +1,21 @@
 //! Metrics that tell the truth, read from the real binaries' `/metrics`: a fresh
 //! worker and a fresh api list every series dashboards and alerts use at zero before
 //! any job ran (so `increase()` sees the first event), the first dead job of a worker
-//! that never failed counts, process metrics are there, and the PostgreSQL queue gauges
-//! come from one worker at a time and move to another when it stops.
+//! that never failed counts, process metrics are there, and the sampled queue gauges
+//! show the latest sample (a job on the `chores` queue) on every worker, and 0 — never
+//! a stale value — once no sample is taken.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{Process, Smtp, System, binary, free_port, wait_for_port};
+use harness::app::{spawn_app_with, test_config};
 use shared::db::jobs::{self, Failure};
 use shared::domain::Role;
 use shared::queue::QueueName;
 use shared::telemetry::label;
 use sqlx::PgPool;
-use testkit::app::{spawn_app_with, test_config};
 use time::OffsetDateTime;
 use tokio::process::Command;
 use uuid::Uuid;
@@ -29,9 +30,9 @@ fn env<'a>(system: &'a System, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} is set for the system"))
 }
 
-/// A worker with the system's environment on a metrics port of the test's choosing;
-/// returns it and its `/metrics` URL.
-async fn start_worker(system: &System) -> (Process, String) {
+/// A worker with the system's environment (and `extra`) on a metrics port of the
+/// test's choosing; returns it and its `/metrics` URL.
+async fn start_worker(system: &System, extra: &[(&str, &str)]) -> (Process, String) {
     let port = free_port();
     let log = system
         .dir()
@@ -43,6 +44,7 @@ async fn start_worker(system: &System) -> (Process, String) {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(system.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .envs(extra.iter().copied())
         .current_dir(system.dir())
         .stdout(file.try_clone().expect("log handle"))
         .stderr(file)
@@ -77,7 +79,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 /// Polls `url` until `check` holds for its text; returns that text.
 async fn until(system: &System, url: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-    testkit::eventually(Duration::from_secs(30), what, || async {
+    harness::eventually(Duration::from_secs(30), what, || async {
         let text = scrape(system, url).await;
         check(&text).then_some(text)
     })
@@ -96,7 +98,8 @@ async fn every_series_is_at_zero_from_the_start_and_the_first_dead_job_counts(po
     let mut system = System::new(&pool, smtp.port, &[]).await;
     system.start_api().await;
     let api = format!("http://{}/metrics", env(&system, "METRICS_ADDR"));
-    let (_worker, worker) = start_worker(&system).await;
+    // No scheduler: no chore runs, so every count below is this test's own jobs'.
+    let (_worker, worker) = start_worker(&system, &[("SCHEDULER_ENABLED", "false")]).await;
 
     let fresh = until(&system, &worker, "consumers up", |text| {
         QueueName::ALL.iter().all(|q| {
@@ -185,67 +188,58 @@ async fn every_series_is_at_zero_from_the_start_and_the_first_dead_job_counts(po
         ),
         Some(1.0)
     );
-    // The only worker holds the sampling lease.
-    until(&system, &worker, "the dead job sampled", |text| {
-        value(text, r#"conveyor_queue_jobs{queue="emails",state="dead"}"#) == Some(1.0)
-            && value(text, r#"conveyor_workers_alive{queue="emails"}"#) == Some(1.0)
-            && value(text, r#"conveyor_queue_oldest_age_seconds{queue="emails"}"#) == Some(0.0)
-    })
-    .await;
+    // No worker runs the scheduler, so no sample was taken: the sampled gauges read 0
+    // although a job is dead, never a value nobody measured.
+    for series in [
+        r#"conveyor_queue_jobs{queue="emails",state="dead"}"#,
+        r#"conveyor_workers_alive{queue="emails"}"#,
+    ] {
+        assert_eq!(value(&after, series), Some(0.0), "{series}\n{after}");
+    }
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn queue_gauges_come_from_one_worker_at_a_time_and_move_on_when_it_stops(pool: PgPool) {
+async fn queue_gauges_show_the_latest_sample_on_every_worker_and_zero_once_none_is_taken(
+    pool: PgPool,
+) {
     let smtp = Smtp::start(free_port(), &["--reject", "nobody"]).await;
     let mut system = System::new(&pool, smtp.port, &[]).await;
     system.start_api().await;
     let id = system.send_email("nobody@example.org", "Bounce").await;
-    let (first, first_url) = start_worker(&system).await;
-    let (second, second_url) = start_worker(&system).await;
+    // Only the first runs the scheduler; both run the chores queue.
+    let (sampling, sampling_url) = start_worker(&system, &[]).await;
+    let (other, other_url) = start_worker(&system, &[("SCHEDULER_ENABLED", "false")]).await;
     let request = system.wait_finished(&id, LONG).await;
     assert_eq!(request["status"], "failed", "{request}");
 
     let dead = r#"conveyor_queue_jobs{queue="emails",state="dead"}"#;
     let alive = r#"conveyor_workers_alive{queue="emails"}"#;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let holder = loop {
-        let texts = [
-            scrape(&system, &first_url).await,
-            scrape(&system, &second_url).await,
-        ];
-        let sampled: Vec<bool> = texts
-            .iter()
-            .map(|t| value(t, dead) == Some(1.0) && value(t, alive) == Some(2.0))
-            .collect();
-        // A non-holder shows no value but 0 (none, or zeroed after it lost the lease).
-        let silent: Vec<bool> = texts
-            .iter()
-            .map(|t| value(t, dead).unwrap_or(0.0) == 0.0 && value(t, alive).unwrap_or(0.0) == 0.0)
-            .collect();
-        match (sampled.as_slice(), silent.as_slice()) {
-            ([true, false], [false, true]) => break 0,
-            ([false, true], [true, false]) => break 1,
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "no single sampler:\n{texts:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (stopping, other_url) = if holder == 0 {
-        (first, second_url)
-    } else {
-        (second, first_url)
-    };
-    let stopped = Instant::now();
-    let status = stopping.terminate(Duration::from_secs(30)).await;
+    for url in [&sampling_url, &other_url] {
+        until(&system, url, "the same sample on each worker", |text| {
+            value(text, dead) == Some(1.0) && value(text, alive) == Some(2.0)
+        })
+        .await;
+    }
+    let status = sampling.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}");
-    until(&system, &other_url, "the other worker sampling", |text| {
-        value(text, dead) == Some(1.0) && value(text, alive) == Some(1.0)
+    let stopped = Instant::now();
+    // Nobody samples now: the stored sample is shown until it is too old, then 0.
+    until(
+        &system,
+        &other_url,
+        "the gauges at 0 once no sample is kept",
+        |text| value(text, dead) == Some(0.0) && value(text, alive) == Some(0.0),
+    )
+    .await;
+    let zeroed = stopped.elapsed();
+    // A scheduler again: the samples resume, wherever the chore runs.
+    let (_again, _) = start_worker(&system, &[]).await;
+    until(&system, &other_url, "sampling resumed", |text| {
+        value(text, dead) == Some(1.0) && value(text, alive) == Some(2.0)
     })
     .await;
-    eprintln!(
-        "sampling moved to the other worker {:?} after SIGTERM",
-        stopped.elapsed()
-    );
+    drop(other);
+    eprintln!("the sampled gauges read 0 {zeroed:?} after the only scheduler stopped");
 }
 
 /// A job's creation time and heartbeat, as PostgreSQL has them.

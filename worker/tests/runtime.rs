@@ -4,6 +4,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use harness::app::{TestApp, spawn_app_with, test_config};
+use harness::free_port;
+use harness::system::{Smtp, header};
 use shared::db::jobs::{self, ClaimedJob};
 use shared::domain::{JobStatus, RequestStatus};
 use shared::jobs::CanaryJob;
@@ -11,9 +14,6 @@ use shared::maintenance::dispatcher::Dispatcher;
 use shared::maintenance::retention::Pruner;
 use shared::queue::{Queue, QueueName};
 use sqlx::PgPool;
-use testkit::app::{TestApp, spawn_app_with, test_config};
-use testkit::free_port;
-use testkit::system::{Smtp, header};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use worker::completer::{self, Report, Verdict};
@@ -315,6 +315,49 @@ async fn the_pruner_deletes_finished_requests_past_retention_only(pool: PgPool) 
     assert_eq!(pruner.round().await.expect("prune").requests, 0);
 }
 
+/// Jobs of no request: past the retention they go; succeeded chores (a sample every
+/// 5 s) go after a day, while a dead chore stays for the retention like any job.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_pruner_keeps_succeeded_chores_a_day_and_other_unowned_jobs_the_retention(
+    pool: PgPool,
+) {
+    let app = app(pool, &[]).await;
+    let job = |queue: &'static str, status: &'static str, age: &'static str| {
+        let pool = app.state.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO jobs (id, queue, payload, max_attempts, status, finished_at) \
+                 VALUES ($1, $2, '{}'::jsonb, 3, $3, now() - $4::interval) RETURNING id",
+            )
+            .bind(Uuid::now_v7())
+            .bind(queue)
+            .bind(status)
+            .bind(age)
+            .fetch_one(&pool)
+            .await
+            .expect("a finished job")
+        }
+    };
+    let old_sample = job("chores", "succeeded", "25 hours").await;
+    let new_sample = job("chores", "succeeded", "1 hour").await;
+    let dead_chore = job("chores", "dead", "25 hours").await;
+    let delivery = job("webhooks", "succeeded", "25 hours").await;
+    let expired = job("webhooks", "dead", "31 days").await;
+    let pruner = Pruner::new(
+        app.state.pool.clone(),
+        app.state.redis.clone(),
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(7 * 86_400),
+    );
+    assert_eq!(pruner.round().await.expect("prune").jobs, 2);
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
+        .fetch_all(&app.state.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(left, vec![new_sample, dead_chore, delivery]);
+    assert!(!left.contains(&old_sample) && !left.contains(&expired));
+}
+
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_registered_handler_replaces_the_default_for_its_queue(pool: PgPool) {
     let app = app(pool, &[]).await;
@@ -343,7 +386,7 @@ async fn a_registered_handler_replaces_the_default_for_its_queue(pool: PgPool) {
 /// has added 100,000 — with the generic plan this claim ran for minutes.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_claim_after_jobs_grew_from_a_few_rows_uses_a_plan_for_the_many(pool: PgPool) {
-    let database_url = testkit::database_url_of(&pool).await;
+    let database_url = harness::database_url_of(&pool).await;
     let config = test_config(&[
         ("DATABASE_URL", database_url.as_str()),
         ("DATABASE_MAX_CONNECTIONS", "1"),
@@ -401,7 +444,7 @@ async fn the_completer_signals_each_outcome_it_recorded(pool: PgPool) {
         .fetch_one(&app.state.pool)
         .await
         .expect("job");
-    let mut worker = testkit::app::RunningWorker::start(
+    let mut worker = harness::app::RunningWorker::start(
         Runtime::with_queues(
             app.state.config.clone(),
             app.state.pool.clone(),

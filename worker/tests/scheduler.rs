@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use harness::app::{RunningWorker, TestApp, spawn_app_with, test_config};
+use harness::eventually;
 use shared::db::schedules;
 use shared::jobs::schedule::{Chore, ChoreJob, Every};
 use shared::jobs::{CanaryJob, NewJob};
 use shared::queue::QueueName;
 use sqlx::PgPool;
-use testkit::app::{RunningWorker, TestApp, spawn_app_with, test_config};
-use testkit::eventually;
 use time::OffsetDateTime;
 use worker::runtime::Runtime;
 use worker::scheduler::Scheduler;
@@ -212,7 +212,7 @@ async fn a_paused_schedule_enqueues_nothing_until_resumed(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn the_retention_chores_are_schedules_whose_jobs_run_on_the_runtime(pool: PgPool) {
+async fn the_chores_are_schedules_whose_jobs_run_on_the_runtime(pool: PgPool) {
     let app = app(pool, &[]).await;
     let runtime = Runtime::with_queues(
         app.state.config.clone(),
@@ -242,7 +242,27 @@ async fn the_retention_chores_are_schedules_whose_jobs_run_on_the_runtime(pool: 
                 "succeeded".to_owned()
             ),
             ("prune_retention".to_owned(), "succeeded".to_owned()),
+            ("sample_queues".to_owned(), "succeeded".to_owned()),
         ]
+    );
+    // The sample is stored for every worker's /metrics, with this run's chores in it.
+    let sample = shared::maintenance::sample::Sample::latest(&app.state.redis)
+        .await
+        .expect("redis")
+        .expect("a stored sample");
+    let chores = sample
+        .queues
+        .iter()
+        .find(|q| q.queue == "chores")
+        .expect("the chores queue");
+    // Itself, and whichever other chore ran beside it (the queue's concurrency is 2).
+    assert!(
+        (1..=2).contains(&chores.jobs[1]),
+        "the sample counted itself running: {sample:?}"
+    );
+    assert_eq!(
+        chores.workers_alive, 1,
+        "this runtime's consumer: {sample:?}"
     );
     let payload: ChoreJob =
         serde_json::from_value(serde_json::json!({"chore": "prune_retention"})).expect("payload");

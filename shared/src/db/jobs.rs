@@ -464,18 +464,23 @@ pub async fn lock_lost(
 }
 
 /// Deletes up to `limit` jobs of no request (webhook deliveries, operations, chores)
-/// that finished before `before`. Returns how many.
+/// that finished before `before` — only the succeeded ones of `succeeded_of` when it
+/// is given (the sample chore's every-5-second jobs are kept a day, not the retention
+/// period). Returns how many.
 pub async fn delete_unowned_finished_before(
     db: impl PgExecutor<'_>,
     before: OffsetDateTime,
+    succeeded_of: Option<QueueName>,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "DELETE FROM jobs WHERE id IN ( \
              SELECT id FROM jobs WHERE request_id IS NULL AND finished_at < $1 \
-             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                 AND ($2::text IS NULL OR (queue = $2 AND status = 'succeeded')) \
+             ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED)",
     )
     .bind(before)
+    .bind(succeeded_of)
     .bind(limit)
     .execute(db)
     .await?;

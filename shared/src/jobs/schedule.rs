@@ -96,16 +96,25 @@ pub enum Chore {
     /// Accounts that never confirmed their address past `UNVERIFIED_ACCOUNT_TTL_SECS`,
     /// and expired verification links.
     CleanupUnverifiedAccounts,
+    /// The sampled gauges: every queue's jobs by state, oldest queued age and live
+    /// workers, and recent campaigns' complaints, stored for every worker's `/metrics`
+    /// ([`crate::maintenance::sample`]).
+    SampleQueues,
 }
 
 impl Chore {
-    pub const ALL: [Chore; 2] = [Chore::PruneRetention, Chore::CleanupUnverifiedAccounts];
+    pub const ALL: [Chore; 3] = [
+        Chore::PruneRetention,
+        Chore::CleanupUnverifiedAccounts,
+        Chore::SampleQueues,
+    ];
 
     /// The schedule's name.
     pub fn name(self) -> &'static str {
         match self {
             Chore::PruneRetention => "prune_retention",
             Chore::CleanupUnverifiedAccounts => "cleanup_unverified_accounts",
+            Chore::SampleQueues => "sample_queues",
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Background chores shared by the binaries, each a small service with its own
 //! settings and a `round()` that tests call directly: the [`dispatcher`] (outbox
-//! push and reconciler) runs in the api, [`retention`] (pruner and idempotency
-//! purge) in the worker. The worker's own chores (heartbeats, reaper, retry
-//! promotion) live in its `maintenance` module.
+//! push and reconciler) runs in the api; [`retention`] (pruner and idempotency
+//! purge) and [`sample`] (the sampled gauges) are chores the worker runs as jobs.
+//! The worker's process upkeep (heartbeats, reaper, retry promotion) lives in its
+//! `maintenance` module.
 
 pub mod dispatcher;
 pub mod retention;
+pub mod sample;
 
 use std::future::Future;
 use std::time::Duration;

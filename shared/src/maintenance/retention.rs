@@ -32,6 +32,9 @@ pub struct Pruned {
 
 /// Message-quota hours are kept this long (the daily window needs 25 hours).
 const QUOTA_USAGE_KEPT: Duration = Duration::from_secs(48 * 3600);
+/// Succeeded chores (the sample alone makes 17,280 a day) are kept a day; a dead one
+/// stays for the retention period like any job.
+pub const CHORES_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Pruner {
@@ -80,12 +83,23 @@ impl Pruner {
                 break;
             }
         }
-        loop {
-            let n =
-                crate::db::jobs::delete_unowned_finished_before(&self.pool, before, BATCH).await?;
-            pruned.jobs += n;
-            if n < u64::try_from(BATCH).unwrap_or(u64::MAX) {
-                break;
+        // Every job of no request past the retention; succeeded chores past a day.
+        for (before, succeeded_of) in [
+            (before, None),
+            (now - CHORES_KEPT, Some(crate::queue::QueueName::Chores)),
+        ] {
+            loop {
+                let n = crate::db::jobs::delete_unowned_finished_before(
+                    &self.pool,
+                    before,
+                    succeeded_of,
+                    BATCH,
+                )
+                .await?;
+                pruned.jobs += n;
+                if n < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                    break;
+                }
             }
         }
         pruned.idempotency_keys =
