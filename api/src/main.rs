@@ -225,6 +225,7 @@ async fn serve(config: Arc<Config>, auth: Arc<AuthConfig>) -> anyhow::Result<()>
     telemetry::record_build_info("api");
     config.warn_about_keys(&auth.generated_secrets);
     let pool = db::pool(&config)?;
+    db::warm(&pool);
     let redis = Redis::connect_lazy(&config)?;
     if config.database.auto_migrate {
         db::migrate(&pool)

@@ -122,6 +122,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     telemetry::record_build_info("worker");
     config.warn_about_keys(&[]);
     let pool = db::worker_pool(&config)?;
+    db::warm(&pool);
     let redis = Redis::connect_lazy(&config)?;
     let addr = config.ops.worker_metrics_addr;
     let ops = TcpListener::bind(addr)

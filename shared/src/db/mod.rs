@@ -57,10 +57,26 @@ pub fn worker_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
 
 /// The pool settings every Conveyor process uses (tests reuse them).
 pub fn pool_options(config: &Config) -> PgPoolOptions {
+    let database = &config.database;
     PgPoolOptions::new()
-        .max_connections(config.database.max_connections)
+        .max_connections(database.max_connections)
+        .min_connections(database.min_connections.min(database.max_connections))
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Some(Duration::from_secs(300)))
+}
+
+/// Opens the pool's `min_connections` (`DATABASE_MIN_CONNECTIONS`) in the background:
+/// a lazy pool opens them only on demand, so without this the first requests and jobs
+/// pay a connection's setup on their path. A server that cannot be reached yet is left
+/// to the pool's own connecting on demand; the pool keeps them open from then on.
+pub fn warm(pool: &PgPool) -> tokio::task::JoinHandle<()> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let wanted = pool.options().get_min_connections();
+        let held = futures::future::join_all((0..wanted).map(|_| pool.acquire())).await;
+        let opened = held.iter().filter(|conn| conn.is_ok()).count();
+        tracing::debug!(opened, wanted, "database pool warmed");
+    })
 }
 
 /// Whether `err` is a unique violation of the constraint or index `name`.
