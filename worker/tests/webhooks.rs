@@ -479,7 +479,7 @@ async fn deliveries_to_loopback_private_and_metadata_addresses_are_refused(pool:
     // No exemption: the receiver on 127.0.0.1 is off limits too.
     let app = app(pool, &[("WEBHOOK_RETRY_BASE_MS", "50")]).await;
     let receiver = Receiver::start(&[]).await;
-    let (owner, _, _) = user_with_secret(&app).await;
+    let (owner, token, _) = user_with_secret(&app).await;
     let port = receiver.base.rsplit(':').next().expect("port").to_owned();
     let mut requests = Vec::new();
     for url in [
@@ -497,6 +497,17 @@ async fn deliveries_to_loopback_private_and_metadata_addresses_are_refused(pool:
         assert_eq!((status.as_str(), attempts), ("dead", 1), "{url}");
         let error = last_error.unwrap_or_default();
         assert!(error.starts_with("refused: "), "{url}: {error}");
+        // The owner learns that the address was refused, not what it resolved to.
+        let shown: Value = app
+            .get_authed(&format!("/api/v1/requests/{request}"), &token)
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            shown["webhook"]["last_error"], "the callback address is not a public address",
+            "{url}: {shown}"
+        );
     }
     worker.stop().await;
     assert!(receiver.hits().is_empty(), "nothing reached the receiver");

@@ -80,7 +80,9 @@ pub struct DeliveryState {
     pub status: String,
     /// Attempts so far.
     pub attempts: i32,
-    /// Why the last attempt failed (an HTTP status, a timeout, a refused address).
+    /// Why the last attempt failed: the receiver's HTTP status, a timeout, a failed
+    /// connection, or a refused address (`the callback address is not a public
+    /// address`; what the name resolved to is for operators only).
     pub last_error: Option<String>,
     /// The receiver's last HTTP status, if it answered.
     pub last_status: Option<i32>,
@@ -98,7 +100,8 @@ pub async fn state_of(
         "SELECT CASE j.status WHEN 'succeeded' THEN 'delivered' \
                     WHEN 'dead' THEN 'dead' WHEN 'cancelled' THEN 'dead' \
                     ELSE 'pending' END AS status, \
-                coalesce(j.attempt, 0) AS attempts, j.last_error, d.last_status, \
+                coalesce(j.attempt, 0) AS attempts, coalesce(d.refusal, j.last_error) \
+                    AS last_error, d.last_status, \
                 CASE WHEN j.status = 'succeeded' THEN j.finished_at END AS delivered_at \
          FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id \
          WHERE d.request_id = $1 ORDER BY d.created_at LIMIT 1",
@@ -149,16 +152,18 @@ pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delive
         .await
 }
 
-/// The receiver's HTTP status of the latest attempt (not a state: the delivery's job
-/// holds that).
+/// The receiver's HTTP status of the latest attempt, and why its address was refused
+/// if it was, in words for the owner (not a state: the delivery's job holds that).
 pub async fn record_answer(
     db: impl PgExecutor<'_>,
     id: Uuid,
     status: Option<u16>,
+    refusal: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE webhook_deliveries SET last_status = $2 WHERE id = $1")
+    sqlx::query("UPDATE webhook_deliveries SET last_status = $2, refusal = $3 WHERE id = $1")
         .bind(id)
         .bind(status.map(i32::from))
+        .bind(refusal)
         .execute(db)
         .await?;
     Ok(())

@@ -52,8 +52,28 @@ pub fn event_body(event: &str, request: &RequestRow) -> serde_json::Value {
 #[derive(Debug)]
 enum Attempt {
     Delivered(u16),
-    Failed { error: String, status: Option<u16> },
-    Refused(String),
+    Failed {
+        error: String,
+        status: Option<u16>,
+    },
+    /// Never to be sent: `detail` for operators and the logs, `owner` for the
+    /// request's owner (who must not learn what a name resolves to inside).
+    Refused {
+        detail: String,
+        owner: &'static str,
+    },
+}
+
+/// What the owner reads of a refused address, whatever the resolver found.
+const NOT_PUBLIC: &str = "the callback address is not a public address";
+
+impl Attempt {
+    fn not_public(detail: impl std::fmt::Display) -> Self {
+        Attempt::Refused {
+            detail: detail.to_string(),
+            owner: NOT_PUBLIC,
+        }
+    }
 }
 
 pub struct Webhooks {
@@ -103,9 +123,10 @@ impl Webhooks {
 
     async fn attempt(&self, delivery: &Delivery, request: &RequestRow) -> Attempt {
         match self.secrets(request.owner_id).await {
-            Ok(secrets) if secrets.is_empty() => {
-                Attempt::Refused("the owner has no signing secret".into())
-            }
+            Ok(secrets) if secrets.is_empty() => Attempt::Refused {
+                detail: "the owner has no signing secret".into(),
+                owner: "the account has no webhook signing secret",
+            },
             Ok(secrets) => self.send(delivery, request, &secrets).await,
             Err(error) => Attempt::Failed {
                 error,
@@ -122,10 +143,15 @@ impl Webhooks {
     ) -> Attempt {
         let url = match url::Url::parse(&delivery.url) {
             Ok(url) => url,
-            Err(err) => return Attempt::Refused(format!("not a URL: {err}")),
+            Err(err) => {
+                return Attempt::Refused {
+                    detail: format!("not a URL: {err}"),
+                    owner: "the callback address is not a URL",
+                };
+            }
         };
         if let Some(refused) = client::literal_refusal(&url, &self.allowed) {
-            return Attempt::Refused(refused.to_string());
+            return Attempt::not_public(refused);
         }
         let body = match serde_json::to_vec(&event_body(&delivery.event, request)) {
             Ok(body) => body,
@@ -159,7 +185,7 @@ impl Webhooks {
                 status: Some(response.status().as_u16()),
             },
             Err(err) => match client::refused_in(&err) {
-                Some(refused) => Attempt::Refused(refused.to_string()),
+                Some(refused) => Attempt::not_public(refused),
                 None if err.is_timeout() => Attempt::Failed {
                     error: format!("no answer within {} s", self.timeout.as_secs()),
                     status: None,
@@ -190,19 +216,19 @@ impl Handler for Webhooks {
             Err(err) => return Outcome::Retry(format!("database: {err}")),
         };
         let attempt = self.attempt(&delivery, &request).await;
-        let answered = match &attempt {
-            Attempt::Delivered(status) => Some(*status),
-            Attempt::Failed { status, .. } => *status,
-            Attempt::Refused(_) => None,
+        let (answered, refusal) = match &attempt {
+            Attempt::Delivered(status) => (Some(*status), None),
+            Attempt::Failed { status, .. } => (*status, None),
+            Attempt::Refused { owner, .. } => (None, Some(*owner)),
         };
-        if let Err(err) = repo::record_answer(&self.pool, id, answered).await {
+        if let Err(err) = repo::record_answer(&self.pool, id, answered, refusal).await {
             tracing::warn!(delivery = %id, error = %err, "cannot record the receiver's answer");
         }
         // The label says what this attempt leads to: the runtime retries a failure
         // while attempts remain, exactly as `executor::decide` does.
         let label = match &attempt {
             Attempt::Delivered(_) => "delivered",
-            Attempt::Refused(_) => "refused",
+            Attempt::Refused { .. } => "refused",
             Attempt::Failed { .. } if job.attempt < job.max_attempts => "retried",
             Attempt::Failed { .. } => "dead",
         };
@@ -218,9 +244,9 @@ impl Handler for Webhooks {
                 Outcome::Succeeded
             }
             Attempt::Failed { error, .. } => Outcome::Retry(error),
-            Attempt::Refused(error) => {
-                tracing::warn!(delivery = %id, request = %request.id, error = %error, "webhook delivery refused");
-                Outcome::Dead(format!("refused: {error}"))
+            Attempt::Refused { detail, .. } => {
+                tracing::warn!(delivery = %id, request = %request.id, error = %detail, "webhook delivery refused");
+                Outcome::Dead(format!("refused: {detail}"))
             }
         }
     }
