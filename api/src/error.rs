@@ -33,6 +33,12 @@ pub enum ApiError {
     MfaRequired,
     #[error("rate limited for {0:?}")]
     RateLimited(std::time::Duration),
+    /// An owner already has `limit` uploads in flight (429 `rate_limited`).
+    #[error("{limit} uploads already in flight")]
+    TooManyInFlight {
+        limit: u32,
+        retry_after: std::time::Duration,
+    },
     #[error("message quota used up: {detail}")]
     MessageQuotaExceeded {
         detail: String,
@@ -103,7 +109,7 @@ impl ApiError {
             ApiError::InvalidCredentials => ErrorCode::InvalidCredentials,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::MfaRequired => ErrorCode::MfaRequired,
-            ApiError::RateLimited(_) => ErrorCode::RateLimited,
+            ApiError::RateLimited(_) | ApiError::TooManyInFlight { .. } => ErrorCode::RateLimited,
             ApiError::MessageQuotaExceeded { .. } => ErrorCode::MessageQuotaExceeded,
             ApiError::EmailUnverified => ErrorCode::EmailUnverified,
             ApiError::NotFound(_) => ErrorCode::NotFound,
@@ -155,6 +161,12 @@ impl ApiError {
             ApiError::RateLimited(wait) => Problem::new(
                 code,
                 format!("too many attempts; retry in {} s", wait.as_secs().max(1)),
+            ),
+            ApiError::TooManyInFlight { limit, .. } => Problem::new(
+                code,
+                format!(
+                    "at most {limit} uploads in flight per account; retry once one has finished"
+                ),
             ),
             ApiError::MessageQuotaExceeded { detail, .. } => Problem::new(code, detail),
             ApiError::EmailUnverified => Problem::new(
@@ -209,6 +221,9 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::RateLimited(wait)
+            | ApiError::TooManyInFlight {
+                retry_after: wait, ..
+            }
             | ApiError::MessageQuotaExceeded {
                 retry_after: wait, ..
             } => Some(wait.as_secs().max(1)),

@@ -371,7 +371,8 @@ pub mod label {
     /// `verdict` of `conveyor_scans_total` and `conveyor_scan_duration_seconds`.
     pub const SCAN_VERDICTS: [&str; 2] = ["clean", "infected"];
     /// `group` of the rate limiter's counters (the api's `rate_limit::Group` names).
-    pub const RATE_LIMIT_GROUPS: [&str; 3] = ["auth", "submit", "read"];
+    /// The rate limiter's route groups, and `uploads` (uploads in flight per account).
+    pub const RATE_LIMIT_GROUPS: [&str; 4] = ["auth", "submit", "read", "uploads"];
     /// `outcome` of `conveyor_uploads_total`.
     pub const UPLOAD_OUTCOMES: [&str; 2] = ["accepted", "duplicate"];
     /// `kind` of `conveyor_account_emails_total`.

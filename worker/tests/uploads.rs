@@ -825,3 +825,81 @@ async fn a_slow_upload_has_its_own_deadline(pool: PgPool) {
         "the cut-off upload left nothing"
     );
 }
+
+/// One account's uploads in flight are capped (`UPLOAD_MAX_IN_FLIGHT`): past it, 429
+/// with `Retry-After` before the body is read; the slot is free again once the upload
+/// holding it has ended.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn uploads_in_flight_are_capped_per_account(pool: PgPool) {
+    let setup = setup(pool, Backend::Filesystem, &[("UPLOAD_MAX_IN_FLIGHT", "1")]).await;
+    // A body whose second half is sent only when the test says so.
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let png = fixtures::small_png(7);
+    let (head, tail) = png.split_at(png.len() / 2);
+    let (head, tail) = (head.to_vec(), tail.to_vec());
+    let held = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+        futures::stream::once(async move {
+            let _ = wait.await;
+            Ok::<_, std::io::Error>(tail)
+        }),
+    );
+    let form = |body: reqwest::Body| {
+        reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::stream(body).file_name("upload.png"),
+        )
+    };
+    let send = |form| {
+        setup
+            .app
+            .client
+            .post(setup.app.url("/api/v1/uploads"))
+            .bearer_auth(&setup.token)
+            .multipart(form)
+            .send()
+    };
+    let first = tokio::spawn(send(form(reqwest::Body::wrap_stream(held))));
+    let redis = setup.app.state.redis.clone();
+    let pattern = redis.key("uploads-in-flight:*");
+    eventually(
+        Duration::from_secs(10),
+        "the first upload holds its slot",
+        || {
+            let (redis, pattern) = (redis.clone(), pattern.clone());
+            async move {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut redis.connection())
+                    .await
+                    .expect("keys");
+                (!keys.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let refused = send(form(fixtures::small_png(8).into()))
+        .await
+        .expect("sent");
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body = problem(refused, 429, "rate_limited").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 uploads in flight")),
+        "{body}"
+    );
+
+    let _ = go.send(());
+    let first = first.await.expect("joined").expect("sent");
+    assert_eq!(first.status(), 202);
+    // Its slot is given back as its request ends.
+    let again = eventually(Duration::from_secs(10), "a slot is free again", || async {
+        let response = send(form(fixtures::small_png(9).into()))
+            .await
+            .expect("sent");
+        (response.status() == 202).then_some(response)
+    })
+    .await;
+    assert_eq!(again.status(), 202);
+}

@@ -247,11 +247,13 @@ pub async fn upload(
     let mut staged = None;
     let mut description = None;
     let mut callback = None;
+    // Held until this request ends: one of the owner's uploads in flight.
+    let mut _slot = None;
     let result = async {
         if declared_length.is_some_and(|n| n > max.saturating_add(MULTIPART_OVERHEAD as u64)) {
             return Err(too_large());
         }
-        service::admit(&state, user.id, declared_length).await?;
+        _slot = service::admit(&state, user.id, declared_length).await?;
         while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
             match field.name() {
                 Some("file") if staged.is_none() => {

@@ -15,6 +15,7 @@ pub mod schedules;
 pub mod session_cache;
 pub mod suppressions;
 pub mod tokens;
+pub mod upload_slots;
 pub mod uploads;
 pub mod verification;
 pub mod webhooks;

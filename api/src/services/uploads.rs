@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::services::requests::{self, Accepted, Submission};
+use crate::services::upload_slots;
 use crate::state::AppState;
 
 /// Bytes of the head kept to decide the type.
@@ -64,11 +65,19 @@ pub(crate) fn storage_error(err: StorageError) -> ApiError {
 }
 
 /// Refuses early, before any byte is read, an owner past the hourly limit or the
-/// quota (with the declared body size, when known). The final check runs again under
-/// the owner's lock in [`create`].
-pub async fn admit(state: &AppState, owner: Uuid, expected: Option<u64>) -> Result<(), ApiError> {
+/// quota (with the declared body size, when known) or with `UPLOAD_MAX_IN_FLIGHT`
+/// uploads in flight; else takes an in-flight slot, to be held until the request ends
+/// (`None`: Redis could not say, let through). The limits are checked again under the
+/// owner's lock in [`create`].
+pub async fn admit(
+    state: &AppState,
+    owner: Uuid,
+    expected: Option<u64>,
+) -> Result<Option<upload_slots::Slot>, ApiError> {
     let usage = uploads::usage(&state.pool, owner, OffsetDateTime::now_utc() - WINDOW).await?;
-    check_limits(state, usage, expected.unwrap_or(0))
+    check_limits(state, usage, expected.unwrap_or(0))?;
+    let limits = &state.config.uploads;
+    upload_slots::take(&state.redis, owner, limits.max_in_flight, limits.timeout).await
 }
 
 fn check_limits(state: &AppState, usage: uploads::Usage, adding: u64) -> Result<(), ApiError> {

@@ -19,6 +19,8 @@ pub struct UploadsConfig {
     pub per_hour: u32,
     /// The deadline of one `POST /uploads` (the body included).
     pub timeout: Duration,
+    /// Uploads one owner may have in flight at once, across every api replica.
+    pub max_in_flight: u32,
 }
 
 impl UploadsConfig {
@@ -32,6 +34,7 @@ impl UploadsConfig {
             quota_bytes: env.parsed_range("UPLOAD_QUOTA_BYTES", 1024 * MIB, 1..=u64::MAX / 2)?,
             per_hour: env.parsed_range("UPLOADS_PER_HOUR", 100, 1..=1_000_000)?,
             timeout: env.seconds_in("UPLOAD_TIMEOUT_SECS", 300, 1..=86_400)?,
+            max_in_flight: env.parsed_range("UPLOAD_MAX_IN_FLIGHT", 4, 1..=10_000)?,
         })
     }
 }
