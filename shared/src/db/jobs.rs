@@ -4,6 +4,12 @@
 //! (`WHERE id = ANY($1)`, one round trip per batch). Status literals in the SQL below
 //! are [`JobStatus`] values (a unit test checks each one parses).
 //!
+//! Statements given the ids in hand check a status as `(status …) IS TRUE`: it filters
+//! the rows found by primary key and can never be the path to them. Whatever the
+//! statistics say — a backlog enqueued after the last ANALYZE is estimated at one row,
+//! and a claim planned from the status index read the whole backlog for each batch of
+//! ids (quadratic drain) — these plans stay on `jobs_pkey` (`shared/tests/plans.rs`).
+//!
 //! | transition | from | to |
 //! | --- | --- | --- |
 //! | `jobs::enqueue_many`, `jobs::enqueue_with_request` (the one enqueue path) | — | queued |
@@ -58,15 +64,14 @@ pub async fn mark_dispatched(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u6
     Ok(done.rows_affected())
 }
 
+/// [`undispatch`]'s statement (public for the plan test).
+pub const UNDISPATCH: &str =
+    "UPDATE jobs SET dispatched_at = NULL WHERE id = ANY($1) AND (status = 'queued') IS TRUE";
+
 /// Clears the dispatched stamp of queued jobs whose push to Redis failed, so the
 /// dispatcher pushes them on its next round.
 pub async fn undispatch(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE jobs SET dispatched_at = NULL WHERE id = ANY($1) AND status = 'queued'",
-    )
-    .bind(ids)
-    .execute(db)
-    .await?;
+    let done = sqlx::query(UNDISPATCH).bind(ids).execute(db).await?;
     Ok(done.rows_affected())
 }
 
@@ -125,6 +130,25 @@ pub async fn claim(
     Ok(claim_starting(db, ids, worker, stale_before).await?.jobs)
 }
 
+/// [`claim_starting`]'s statement (public for the plan test).
+pub const CLAIM: &str = "WITH claimed AS ( \
+             UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, claimed_by = $2, \
+                 started_at = now(), heartbeat_at = now(), run_after = NULL \
+             FROM (SELECT id, CASE WHEN status = 'running' THEN heartbeat_at + (now() - $3) \
+                                   ELSE coalesce(run_after, created_at) END AS runnable_at \
+                   FROM jobs WHERE id = ANY($1)) AS before \
+             WHERE j.id = before.id \
+               AND (((j.status IN ('queued', 'retrying')) IS TRUE \
+                         AND (j.run_after IS NULL OR j.run_after <= now())) \
+                    OR ((j.status = 'running') IS TRUE AND j.heartbeat_at < $3)) \
+             RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
+                 before.runnable_at, j.lane_owner), \
+         started AS ( \
+             UPDATE requests r SET status = 'running' \
+             WHERE r.id IN (SELECT request_id FROM claimed) AND (r.status = 'queued') IS TRUE \
+             RETURNING r.id) \
+         SELECT c.*, c.request_id IN (SELECT id FROM started) AS request_started FROM claimed c";
+
 /// [`claim`], and in the same statement (one round trip, one commit) the claimed jobs'
 /// requests still `queued` become `running`: the one place a request starts.
 pub async fn claim_starting(
@@ -135,29 +159,12 @@ pub async fn claim_starting(
 ) -> Result<Claim, sqlx::Error> {
     // `before` reads the row as the statement found it: the update clears `run_after`,
     // and PostgreSQL 15 has no `RETURNING old.…`.
-    let rows: Vec<ClaimRow> = sqlx::query_as(
-        "WITH claimed AS ( \
-             UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, claimed_by = $2, \
-                 started_at = now(), heartbeat_at = now(), run_after = NULL \
-             FROM (SELECT id, CASE WHEN status = 'running' THEN heartbeat_at + (now() - $3) \
-                                   ELSE coalesce(run_after, created_at) END AS runnable_at \
-                   FROM jobs WHERE id = ANY($1)) AS before \
-             WHERE j.id = before.id \
-               AND ((j.status IN ('queued', 'retrying') AND (j.run_after IS NULL OR j.run_after <= now())) \
-                    OR (j.status = 'running' AND j.heartbeat_at < $3)) \
-             RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
-                 before.runnable_at, j.lane_owner), \
-         started AS ( \
-             UPDATE requests r SET status = 'running' \
-             WHERE r.id IN (SELECT request_id FROM claimed) AND r.status = 'queued' \
-             RETURNING r.id) \
-         SELECT c.*, c.request_id IN (SELECT id FROM started) AS request_started FROM claimed c",
-    )
-    .bind(ids)
-    .bind(worker)
-    .bind(stale_before)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM)
+        .bind(ids)
+        .bind(worker)
+        .bind(stale_before)
+        .fetch_all(db)
+        .await?;
     let mut claim = Claim {
         jobs: Vec::with_capacity(rows.len()),
         started_requests: Vec::new(),
@@ -182,6 +189,10 @@ pub struct NotYetDue {
     pub lane_owner: Option<Uuid>,
 }
 
+/// [`not_yet_due`]'s statement (public for the plan test).
+pub const NOT_YET_DUE: &str = "SELECT id, run_after, lane_owner FROM jobs \
+     WHERE id = ANY($1) AND (status IN ('queued', 'retrying')) IS TRUE AND run_after > now()";
+
 /// Of `ids` (ones a claim did not take), the queued or retrying jobs whose `run_after`
 /// is still ahead: delivered early (a stray push, clocks apart), to be scheduled again
 /// for their time rather than dropped.
@@ -189,13 +200,7 @@ pub async fn not_yet_due(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
 ) -> Result<Vec<NotYetDue>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, run_after, lane_owner FROM jobs \
-         WHERE id = ANY($1) AND status IN ('queued', 'retrying') AND run_after > now()",
-    )
-    .bind(ids)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(NOT_YET_DUE).bind(ids).fetch_all(db).await
 }
 
 /// Keeps this worker's running jobs from looking abandoned.

@@ -1,0 +1,110 @@
+//! The hot statements given ids in hand keep their plan on the primary key whatever
+//! the statistics say. The case that broke the drain: a table grown with finished jobs,
+//! ANALYZEd, then a backlog enqueued after that (far below autoanalyze's threshold), so
+//! the planner estimates the queued rows at one. A claim planned from the status index
+//! then read the whole backlog for every batch of ids (~190 ms per claim of 50 ids with
+//! 5 million rows: the drain went quadratic, 90 jobs/s).
+
+use serde_json::Value;
+use shared::db::jobs;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Finished jobs and requests, ANALYZEd, then a backlog the statistics have not seen.
+async fn grown_with_stale_statistics(pool: &PgPool) {
+    for statement in [
+        "ALTER TABLE jobs SET (autovacuum_enabled = false)",
+        "ALTER TABLE requests SET (autovacuum_enabled = false)",
+        "INSERT INTO users (id, email_ciphertext, email_index, password_hash) \
+         VALUES ('00000000-0000-0000-0000-000000000001', '\\x00', '\\x01', 'unused')",
+        "INSERT INTO requests (id, owner_id, kind, status, total, succeeded, finished_at) \
+         SELECT md5('done' || i)::uuid, '00000000-0000-0000-0000-000000000001', 'canary', \
+                'succeeded', 1, 1, now() \
+         FROM generate_series(1, 100000) i",
+        "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, status, finished_at) \
+         SELECT md5('job' || i)::uuid, md5('done' || i)::uuid, 'canary', '{}', 3, 'succeeded', \
+                now() \
+         FROM generate_series(1, 100000) i",
+        "ANALYZE jobs",
+        "ANALYZE requests",
+        "INSERT INTO requests (id, owner_id, kind, status, total) \
+         SELECT md5('queued' || i)::uuid, '00000000-0000-0000-0000-000000000001', 'canary', \
+                'queued', 1 \
+         FROM generate_series(1, 20000) i",
+        "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, status, dispatched_at) \
+         SELECT md5('backlog' || i)::uuid, md5('queued' || i)::uuid, 'canary', '{}', 3, \
+                'queued', now() \
+         FROM generate_series(1, 20000) i",
+    ] {
+        sqlx::query(statement)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+    }
+}
+
+/// Every scan of `plan` as (node type, relation, index).
+fn scans(plan: &Value, out: &mut Vec<(String, String, String)>) {
+    let text = |key: &str| plan[key].as_str().unwrap_or_default().to_owned();
+    if text("Node Type").contains("Scan") {
+        out.push((text("Node Type"), text("Relation Name"), text("Index Name")));
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        scans(child, out);
+    }
+}
+
+/// The plan of `statement` for 50 of the backlog's ids (and `extra` parameters).
+async fn plan_of(
+    pool: &PgPool,
+    statement: &str,
+    ids: &[Uuid],
+    extra: usize,
+) -> Vec<(String, String, String)> {
+    // The statement is one of the module's constants, not input.
+    let explain = sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {statement}"));
+    let mut query = sqlx::query_scalar::<_, Value>(explain).bind(ids);
+    if extra >= 1 {
+        query = query.bind("worker-1");
+    }
+    if extra >= 2 {
+        query = query.bind(time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(30));
+    }
+    let plan = query.fetch_one(pool).await.expect("explain");
+    let mut found = Vec::new();
+    scans(&plan[0]["Plan"], &mut found);
+    found
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn statements_given_ids_stay_on_the_primary_key_with_stale_statistics(pool: PgPool) {
+    grown_with_stale_statistics(&pool).await;
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE status = 'queued' ORDER BY md5(id::text) LIMIT 50",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("ids");
+    assert_eq!(ids.len(), 50);
+    for (name, statement, extra) in [
+        ("claim", jobs::CLAIM, 2),
+        ("not_yet_due", jobs::NOT_YET_DUE, 0),
+        ("undispatch", jobs::UNDISPATCH, 0),
+    ] {
+        let found = plan_of(&pool, statement, &ids, extra).await;
+        for (node, relation, index) in &found {
+            assert!(
+                !node.starts_with("Seq Scan") || relation.is_empty(),
+                "{name} reads all of {relation}: {found:?}"
+            );
+            assert!(
+                index.is_empty() || index.ends_with("_pkey"),
+                "{name} finds its rows through {index}, not the primary key: {found:?}"
+            );
+        }
+        assert!(
+            found.iter().any(|(_, _, index)| index == "jobs_pkey"),
+            "{name}: {found:?}"
+        );
+    }
+}
