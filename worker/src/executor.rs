@@ -43,6 +43,12 @@ impl<H: Handler> Executor<H> {
         let (outcome, follow_ups) = self.attempt(row).instrument(span.clone()).await.split();
         let verdict = decide(outcome, row, &self.settings, SystemTime::now());
         span.in_scope(|| match &verdict {
+            // Periodic chores (a sample every 5 s) log their successes at debug: an
+            // operator's log is about the work clients asked for. Failures log as any.
+            Verdict::Succeeded if row.queue == QueueName::Chores => tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "job succeeded"
+            ),
             Verdict::Succeeded => tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "job succeeded"
