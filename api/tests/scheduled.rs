@@ -276,7 +276,9 @@ async fn a_scheduled_job_pushed_early_is_not_started_and_goes_back_to_its_time(p
         .await
         .expect("claim");
     assert!(claimed.is_empty(), "not claimable before its time");
-    let early = jobs::not_yet_due(&pool, &[job]).await.expect("not yet due");
+    let early = jobs::not_yet_claimable(&pool, &[job], stale_before)
+        .await
+        .expect("not yet due");
     assert_eq!(early.len(), 1);
     assert_eq!(Some(early[0].run_after), run_after);
 

@@ -54,7 +54,8 @@ fn scans(plan: &Value, out: &mut Vec<(String, String, String)>) {
     }
 }
 
-/// The plan of `statement` for 50 of the backlog's ids (and `extra` parameters).
+/// The plan of `statement` for 50 of the backlog's ids and `extra` more parameters
+/// (1: the stale-before time; 2: a worker and the stale-before time).
 async fn plan_of(
     pool: &PgPool,
     statement: &str,
@@ -63,13 +64,13 @@ async fn plan_of(
 ) -> Vec<(String, String, String)> {
     // The statement is one of the module's constants, not input.
     let explain = sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {statement}"));
+    let stale_before = time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(30);
     let mut query = sqlx::query_scalar::<_, Value>(explain).bind(ids);
-    if extra >= 1 {
-        query = query.bind("worker-1");
-    }
-    if extra >= 2 {
-        query = query.bind(time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(30));
-    }
+    query = match extra {
+        0 => query,
+        1 => query.bind(stale_before),
+        _ => query.bind("worker-1").bind(stale_before),
+    };
     let plan = query.fetch_one(pool).await.expect("explain");
     let mut found = Vec::new();
     scans(&plan[0]["Plan"], &mut found);
@@ -88,7 +89,7 @@ async fn statements_given_ids_stay_on_the_primary_key_with_stale_statistics(pool
     assert_eq!(ids.len(), 50);
     for (name, statement, extra) in [
         ("claim", jobs::CLAIM, 2),
-        ("not_yet_due", jobs::NOT_YET_DUE, 0),
+        ("not_yet_claimable", jobs::NOT_YET_CLAIMABLE, 1),
         ("undispatch", jobs::UNDISPATCH, 0),
     ] {
         let found = plan_of(&pool, statement, &ids, extra).await;

@@ -158,7 +158,7 @@ impl Producer {
         if claimed.len() < ids.len() {
             let owned: HashSet<String> = claimed.iter().map(|j| j.id.to_string()).collect();
             let noops: Vec<&String> = ids.iter().filter(|id| !owned.contains(*id)).collect();
-            self.reschedule_early(&parsed, &owned).await;
+            self.reschedule_early(&parsed, &owned, stale_before).await;
             tracing::debug!(
                 count = noops.len(),
                 "duplicate deliveries acknowledged as no-ops"
@@ -186,20 +186,26 @@ impl Producer {
 }
 
 impl Producer {
-    /// Schedules again, for their time, the jobs of `ids` not in `owned` that were
-    /// delivered before their `run_after`, so an early push neither runs them early
-    /// nor loses them. A failure is logged: the reconciler pushes such a job once it
-    /// is due and the redelivery timeout has passed.
-    async fn reschedule_early(&self, ids: &[Uuid], owned: &HashSet<String>) {
+    /// Schedules again, for when they can be claimed, the jobs of `ids` not in `owned`
+    /// that were delivered too early — before their `run_after`, or (given back by the
+    /// reaper) before their dead worker's heartbeat was stale — so an early push neither
+    /// runs them early nor loses them. A failure is logged: the reconciler pushes such a
+    /// job once the redelivery timeout has passed.
+    async fn reschedule_early(
+        &self,
+        ids: &[Uuid],
+        owned: &HashSet<String>,
+        stale_before: OffsetDateTime,
+    ) {
         let unclaimed: Vec<Uuid> = ids
             .iter()
             .filter(|id| !owned.contains(&id.to_string()))
             .copied()
             .collect();
-        let early = match jobs::not_yet_due(&self.pool, &unclaimed).await {
+        let early = match jobs::not_yet_claimable(&self.pool, &unclaimed, stale_before).await {
             Ok(early) => early,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot tell which unclaimed jobs are not due yet");
+                tracing::warn!(error = %err, "cannot tell which unclaimed jobs are not claimable yet");
                 return;
             }
         };

@@ -236,7 +236,9 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero(pool: PgPool) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_killed_worker_s_job_is_finished_by_another(pool: PgPool) {
     let smtp = Smtp::start(free_port(), &["--delay", "3"]).await;
-    let mut system = System::new(&pool, smtp.port, &[]).await;
+    // The reconciler would wait 10 minutes: only the reaper and the claim bring the job
+    // back (heartbeat timeout 2 s in these tests).
+    let mut system = System::new(&pool, smtp.port, &[("REDELIVERY_TIMEOUT_SECS", "600")]).await;
     system.start_api().await;
     let first = system.start_worker().await;
     let id = system
@@ -257,7 +259,25 @@ async fn a_killed_worker_s_job_is_finished_by_another(pool: PgPool) {
     .await;
     // SIGKILL mid-job (the SMTP server is still holding the DATA), then a new worker.
     system.workers[first].signal("-KILL").await;
+    let killed = std::time::Instant::now();
     system.start_worker().await;
+    let restarted: i32 = harness::eventually(LONG, "the job runs again", || {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move {
+            sqlx::query_scalar(
+                "SELECT attempt FROM jobs WHERE request_id = $1::uuid AND attempt >= 2",
+            )
+            .bind(&id)
+            .fetch_optional(&pool)
+            .await
+            .expect("job")
+        }
+    })
+    .await;
+    eprintln!(
+        "attempt {restarted} started {:?} after the SIGKILL (heartbeat timeout 2 s)",
+        killed.elapsed()
+    );
     let request = system.wait_finished(&id, LONG).await;
     assert_eq!(request["status"], "succeeded", "{request}");
     assert_eq!(

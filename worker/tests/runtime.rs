@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use harness::app::{TestApp, spawn_app_with, test_config};
-use harness::free_port;
 use harness::system::{Smtp, header};
+use harness::{eventually, free_port};
 use shared::db::jobs::{self, ClaimedJob};
 use shared::domain::{JobStatus, RequestStatus};
 use shared::jobs::CanaryJob;
@@ -313,6 +313,55 @@ async fn the_pruner_deletes_finished_requests_past_retention_only(pool: PgPool) 
         .expect("count");
     assert_eq!(left, 0, "the jobs went with their request");
     assert_eq!(pruner.round().await.expect("prune").requests, 0);
+}
+
+/// A job given back to the queue a moment before its dead worker's heartbeat is stale
+/// (the reaper acts on the consumer's expiry, the claim on the row's) is scheduled for
+/// when it can be claimed, not dropped as a duplicate: it runs without the reconciler.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_job_given_back_before_its_heartbeat_is_stale_runs_once_it_is(pool: PgPool) {
+    let app = app(
+        pool,
+        &[
+            ("JOB_HEARTBEAT_TIMEOUT_MS", "1500"),
+            ("REDELIVERY_TIMEOUT_SECS", "600"),
+        ],
+    )
+    .await;
+    let owner = owner(&app).await;
+    let request = app.submit_canaries(owner, 1).await;
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE request_id = $1")
+        .bind(request)
+        .fetch_one(&app.state.pool)
+        .await
+        .expect("job");
+    // A worker claimed it and died at once: its heartbeat is fresh for 1.5 s more.
+    let stale_before = OffsetDateTime::now_utc() - Duration::from_secs(60);
+    let claimed = jobs::claim(&app.state.pool, &[id], "dead-worker", stale_before)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    // The reaper gives its id back now, before the row's heartbeat is stale.
+    Queue::new(app.state.redis.clone(), QueueName::Canary)
+        .push(&[id.to_string()])
+        .await
+        .expect("push");
+    let worker = app.start_worker_for(&[QueueName::Canary]);
+    let (status, attempt) = eventually(Duration::from_secs(20), "the job runs again", || {
+        let pool = app.state.pool.clone();
+        async move {
+            let (status, attempt): (String, i32) =
+                sqlx::query_as("SELECT status, attempt FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("job");
+            (status == "succeeded").then_some((status, attempt))
+        }
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!((status.as_str(), attempt), ("succeeded", 2));
 }
 
 /// Jobs of no request: past the retention they go; succeeded chores (a sample every

@@ -85,11 +85,7 @@ impl QueuesConfig {
             webhooks,
             operations: queue(queue_vars!("OPERATIONS"), defaults(2, 5, 3600))?,
             chores: queue(queue_vars!("CHORES"), defaults(2, 3, 3600))?,
-            heartbeat_timeout: env.millis_in(
-                "JOB_HEARTBEAT_TIMEOUT_MS",
-                30_000,
-                500..=3_600_000,
-            )?,
+            heartbeat_timeout: env.millis_in("JOB_HEARTBEAT_TIMEOUT_MS", 6_000, 500..=3_600_000)?,
         })
     }
 }

@@ -118,9 +118,10 @@ struct ClaimRow {
 }
 
 /// queued | retrying | stale running → running, for `worker`. Ids not returned were
-/// already claimed, finished or cancelled: a duplicate delivery, to be acknowledged
-/// as a no-op; or not due yet (`run_after` in the future: a scheduled send or a retry
-/// pushed early), for [`not_yet_due`]. See [`claim_starting`].
+/// finished or cancelled, or are running under a live heartbeat: a duplicate delivery,
+/// to be acknowledged as a no-op; or not claimable yet (a scheduled send or a retry
+/// pushed early; a job whose worker may have died, its heartbeat not stale yet), for
+/// [`not_yet_claimable`]. See [`claim_starting`].
 pub async fn claim(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
@@ -181,7 +182,7 @@ pub async fn claim_starting(
     Ok(claim)
 }
 
-/// A job delivered before its time, and when that is.
+/// A job delivered before it can be claimed, and when it can.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct NotYetDue {
     pub id: Uuid,
@@ -189,18 +190,31 @@ pub struct NotYetDue {
     pub lane_owner: Option<Uuid>,
 }
 
-/// [`not_yet_due`]'s statement (public for the plan test).
-pub const NOT_YET_DUE: &str = "SELECT id, run_after, lane_owner FROM jobs \
-     WHERE id = ANY($1) AND (status IN ('queued', 'retrying')) IS TRUE AND run_after > now()";
+/// [`not_yet_claimable`]'s statement (public for the plan test).
+pub const NOT_YET_CLAIMABLE: &str = "SELECT id, \
+         CASE WHEN status = 'running' THEN heartbeat_at + (now() - $2) ELSE run_after END \
+             AS run_after, lane_owner \
+     FROM jobs WHERE id = ANY($1) \
+       AND (((status IN ('queued', 'retrying')) IS TRUE AND run_after > now()) \
+            OR ((status = 'running') IS TRUE AND heartbeat_at >= $2))";
 
-/// Of `ids` (ones a claim did not take), the queued or retrying jobs whose `run_after`
-/// is still ahead: delivered early (a stray push, clocks apart), to be scheduled again
-/// for their time rather than dropped.
-pub async fn not_yet_due(
+/// Of `ids` (ones a claim did not take), those that will be claimable later, and when:
+/// queued or retrying jobs whose `run_after` is still ahead (delivered early: a stray
+/// push, clocks apart), and running jobs whose heartbeat is not stale yet (`stale_before`
+/// as for the claim) — given back by the reaper the moment their worker's consumer
+/// expired, a little before their row's heartbeat is stale. Each is to be scheduled
+/// again for its time rather than dropped: a killed worker's job runs again as soon
+/// as its heartbeat is stale, not when the reconciler next looks.
+pub async fn not_yet_claimable(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
+    stale_before: OffsetDateTime,
 ) -> Result<Vec<NotYetDue>, sqlx::Error> {
-    sqlx::query_as(NOT_YET_DUE).bind(ids).fetch_all(db).await
+    sqlx::query_as(NOT_YET_CLAIMABLE)
+        .bind(ids)
+        .bind(stale_before)
+        .fetch_all(db)
+        .await
 }
 
 /// Keeps this worker's running jobs from looking abandoned.
