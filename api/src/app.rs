@@ -14,7 +14,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::middleware::{deadline, http_metrics, problem, rate_limit, request_id};
+use crate::middleware::{breaker, deadline, http_metrics, problem, rate_limit, request_id};
 use crate::routes;
 use crate::state::AppState;
 
@@ -78,6 +78,7 @@ pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
             deadline::deadline,
         ))
         .layer(from_fn_with_state(state.clone(), rate_limit::limit))
+        .layer(from_fn_with_state(state.clone(), breaker::guard))
         .layer(DefaultBodyLimit::max(config.http.body_limit_bytes));
     routes.layer(stack)
 }

@@ -5,6 +5,7 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use shared::ErrorCode;
+use shared::breaker;
 use shared::problem::{FieldError, Problem};
 
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +220,15 @@ impl IntoResponse for ApiError {
         if code.status() >= 500 {
             tracing::error!(error = %self, code = %code, "request failed");
         }
+        // Which dependency this failure found down, for the breaker (`middleware::breaker`).
+        let down = match &self {
+            ApiError::Database(err) if is_unavailable(err) => Some(DependencyDown("postgres")),
+            ApiError::DependencyUnavailable(name) => Some(DependencyDown(name)),
+            _ => None,
+        };
         let retry_after = match &self {
+            ApiError::DependencyUnavailable(_) => Some(breaker::RETRY_AFTER.as_secs()),
+            ApiError::Database(err) if is_unavailable(err) => Some(breaker::RETRY_AFTER.as_secs()),
             ApiError::RateLimited(wait)
             | ApiError::TooManyInFlight {
                 retry_after: wait, ..
@@ -249,9 +258,16 @@ impl IntoResponse for ApiError {
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(down) = down {
+            response.extensions_mut().insert(down);
+        }
         response
     }
 }
+
+/// On a response: the request found this dependency unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DependencyDown(pub &'static str);
 
 #[cfg(test)]
 mod tests {

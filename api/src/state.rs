@@ -55,6 +55,8 @@ pub struct AppState {
     pub events: EventHub,
     /// Session checks of this process, valid under their users' session epochs.
     pub sessions: Arc<SessionCache>,
+    /// Open while PostgreSQL is known unreachable (`middleware::breaker`).
+    pub db_breaker: shared::breaker::Breaker,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             storage,
             events,
             sessions: Arc::default(),
+            db_breaker: shared::breaker::Breaker::new("api", "postgres"),
         })
     }
 

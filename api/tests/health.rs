@@ -203,3 +203,69 @@ fn every_operation_documents_its_answers_and_headers() {
     }
     assert!(operations >= 27, "{operations}");
 }
+
+/// PostgreSQL unreachable (through a proxy this test cuts): the request that finds it
+/// down is 503, and from then on every request is 503 `dependency_unavailable` with
+/// `Retry-After: 1` at once, not after the pool's timeout each; once it is reachable
+/// again, submissions are accepted within the probe's period.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn with_postgres_unreachable_requests_are_refused_at_once_until_it_is_back(pool: PgPool) {
+    let mut url = url::Url::parse(&harness::database_url_of(&pool).await).expect("url");
+    let target = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    );
+    let mut proxy = harness::proxy::TcpProxy::start(&target).await;
+    url.set_port(Some(proxy.port())).expect("port");
+    let config = test_config(&[("DATABASE_URL", url.as_str())]);
+    let proxied = shared::db::pool(&config).expect("pool");
+    let app = spawn_app_with(proxied, config, None).await;
+    let (_, session) = app.signed_in_user().await;
+    let email = serde_json::json!({"to": ["ada@example.org"], "subject": "s", "text": "t"});
+    let send = || app.post_json_authed("/api/v1/emails", &email, &session.access_token);
+    assert_eq!(send().await.status(), 202);
+
+    proxy.cut().await;
+    let found = std::time::Instant::now();
+    let first = send().await;
+    assert_eq!(first.headers()["retry-after"], "1");
+    problem(first, 503, "dependency_unavailable").await;
+    let found = found.elapsed();
+    let refused = std::time::Instant::now();
+    for _ in 0..20 {
+        let response = send().await;
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body = problem(response, 503, "dependency_unavailable").await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("postgres")),
+            "{body}"
+        );
+    }
+    let each = refused.elapsed() / 20;
+    let metrics = shared::telemetry::prometheus().render();
+    assert!(
+        metrics.contains(
+            r#"conveyor_dependency_breaker_open{service="api",dependency="postgres"} 1"#
+        ),
+        "the breaker is open"
+    );
+    // Health and liveness are not behind the breaker.
+    assert_eq!(app.get("/health/live").await.status(), 200);
+
+    proxy.restore().await;
+    let restored = std::time::Instant::now();
+    harness::eventually(
+        std::time::Duration::from_secs(15),
+        "a submission is accepted once PostgreSQL is back",
+        || async { (send().await.status() == 202).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "the first request found PostgreSQL down in {found:?}; the next 20 were refused in \
+         {each:?} each; the first 202 came {:?} after it was reachable again",
+        restored.elapsed()
+    );
+}

@@ -2,6 +2,7 @@
 //! configuration, telemetry, the database and Redis handles, health checks and the
 //! stable error codes of the public API.
 
+pub mod breaker;
 pub mod config;
 pub mod crypto;
 pub mod db;

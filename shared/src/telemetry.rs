@@ -66,6 +66,7 @@ pub mod metric {
     pub const RATE_LIMITED_TOTAL: &str = "conveyor_rate_limited_total";
     /// Counter: requests let through unchecked because Redis was unreachable, by `group`.
     pub const RATE_LIMIT_SKIPPED_TOTAL: &str = "conveyor_rate_limit_skipped_total";
+    pub const DEPENDENCY_BREAKER_OPEN: &str = "conveyor_dependency_breaker_open";
     /// Counter: submissions refused by the message quota, by `role`.
     pub const MESSAGE_QUOTA_REFUSED_TOTAL: &str = "conveyor_message_quota_refused_total";
     /// Counter: account emails queued, by `kind` (`verification`, `notice`), and those
@@ -237,6 +238,10 @@ fn describe_metrics() {
     describe_gauge!(
         metric::DEPENDENCY_UP,
         "1 if the dependency answered the last readiness check"
+    );
+    describe_gauge!(
+        metric::DEPENDENCY_BREAKER_OPEN,
+        "1 while requests that need the dependency are answered 503 at once"
     );
     describe_gauge!(metric::BUILD_INFO, "Build information");
     describe_counter!(metric::JOBS_ENQUEUED_TOTAL, "Jobs committed");
@@ -411,6 +416,8 @@ pub fn register_api_metrics() {
         counter!(metric::RATE_LIMITED_TOTAL, "group" => group).increment(0);
         counter!(metric::RATE_LIMIT_SKIPPED_TOTAL, "group" => group).increment(0);
     }
+    metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => "api", "dependency" => "postgres")
+        .set(0.0);
     for role in Role::ALL {
         counter!(metric::MESSAGE_QUOTA_REFUSED_TOTAL, "role" => role.as_str()).increment(0);
     }

@@ -12,6 +12,7 @@ pub mod clamd;
 pub mod dkim;
 pub mod fixtures;
 pub mod process;
+pub mod proxy;
 pub mod s3;
 pub mod smtp;
 
