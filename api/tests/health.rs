@@ -269,3 +269,56 @@ async fn with_postgres_unreachable_requests_are_refused_at_once_until_it_is_back
         restored.elapsed()
     );
 }
+
+/// Redis unreachable (through a proxy this test cuts): submissions are still accepted
+/// (the jobs wait in PostgreSQL for the dispatcher) and, once the first request has
+/// found Redis down, at near-normal latency: the limiter and the push skip Redis while
+/// it is known down instead of each waiting for it. Once it is back, Redis is used again.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn with_redis_unreachable_submissions_are_accepted_without_waiting_for_it(pool: PgPool) {
+    let mut proxy = harness::proxy::TcpProxy::start("127.0.0.1:6379").await;
+    let redis = format!("redis://127.0.0.1:{}", proxy.port());
+    let config = test_config(&[("REDIS_URL", redis.as_str())]);
+    let app = spawn_app_with(pool, config, None).await;
+    let (_, session) = app.signed_in_user().await;
+    let email = serde_json::json!({"to": ["ada@example.org"], "subject": "s", "text": "t"});
+    let send = || app.post_json_authed("/api/v1/emails", &email, &session.access_token);
+    let timed = || async {
+        let started = std::time::Instant::now();
+        let response = send().await;
+        (response.status(), started.elapsed())
+    };
+    let (status, normal) = timed().await;
+    assert_eq!(status, 202);
+
+    proxy.cut().await;
+    let (status, finding) = timed().await;
+    assert_eq!(status, 202, "accepted while Redis is down");
+    let mut during = Vec::new();
+    for _ in 0..20 {
+        let (status, took) = timed().await;
+        assert_eq!(status, 202, "accepted while Redis is down");
+        during.push(took);
+    }
+    during.sort();
+    let undispatched: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dispatched_at IS NULL")
+            .fetch_one(&app.state.pool)
+            .await
+            .expect("count");
+    assert!(undispatched >= 20, "the jobs wait in PostgreSQL: {undispatched}");
+
+    proxy.restore().await;
+    harness::eventually(
+        std::time::Duration::from_secs(15),
+        "Redis is used again",
+        || async { app.state.redis.ping().await.is_ok().then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "POST /emails: {normal:?} with Redis; {finding:?} for the request that found it down; \
+         then p50 {:?}, max {:?} while it was down",
+        during[during.len() / 2],
+        during[during.len() - 1]
+    );
+}

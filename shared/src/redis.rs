@@ -19,17 +19,24 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use secrecy::ExposeSecret as _;
 use tokio::sync::OnceCell;
 
+use crate::breaker::Breaker;
 use crate::config::{Config, RedisServer};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Cheap to clone; every clone shares one multiplexed connection (one per node on a
-/// cluster).
+/// cluster) and one circuit breaker: once a command finds Redis unreachable, commands
+/// on the shared connection fail at once (an I/O error, as if Redis had answered that
+/// way) instead of each waiting out the timeouts, until a probe (`PING`, every 250 ms)
+/// is answered. Callers already treat a Redis error as Redis being down (the limiter
+/// lets the request through, the dispatcher pushes later). Dedicated connections
+/// (blocking fetches) are not behind it.
 #[derive(Clone)]
 pub struct Redis {
     server: Server,
     prefix: Arc<str>,
+    breaker: Breaker,
 }
 
 #[derive(Clone)]
@@ -128,6 +135,7 @@ impl Redis {
         Ok(Redis {
             server: Server::Single { client, manager },
             prefix: Arc::from(prefix),
+            breaker: Breaker::new(crate::telemetry::service(), "redis"),
         })
     }
 
@@ -158,6 +166,7 @@ impl Redis {
                 next_seed: AtomicUsize::new(0),
             })),
             prefix: Arc::from(prefix),
+            breaker: Breaker::new(crate::telemetry::service(), "redis"),
         })
     }
 
@@ -166,15 +175,29 @@ impl Redis {
         matches!(self.server, Server::Cluster(_))
     }
 
-    /// A connection for commands; clones are cheap and share the socket(s).
+    /// A connection for commands; clones are cheap and share the socket(s). Behind
+    /// the breaker.
     pub fn connection(&self) -> Connection {
+        Connection {
+            kind: self.shared_kind(),
+            breaker: Some(self.breaker.clone()),
+        }
+    }
+
+    fn shared_kind(&self) -> Kind {
         match &self.server {
-            Server::Single { manager, .. } => Connection(Kind::Single(manager.clone())),
+            Server::Single { manager, .. } => Kind::Single(manager.clone()),
             Server::Cluster(cluster) => match cluster.shared.get() {
-                Some(conn) => Connection(Kind::Cluster(conn.clone())),
-                None => Connection(Kind::LazyCluster(Arc::clone(cluster))),
+                Some(conn) => Kind::Cluster(conn.clone()),
+                None => Kind::LazyCluster(Arc::clone(cluster)),
             },
         }
+    }
+
+    /// Whether commands on the shared connection fail at once because Redis was found
+    /// unreachable.
+    pub fn known_down(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// A new connection of its own, for blocking commands (`BLMOVE`) that would stall
@@ -191,7 +214,10 @@ impl Redis {
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&settings)
                     .await?;
-                Ok(Connection(Kind::Multiplexed(conn)))
+                Ok(Connection {
+                    kind: Kind::Multiplexed(conn),
+                    breaker: None,
+                })
             }
             Server::Cluster(cluster) => {
                 let conn = cluster_builder(&cluster.seeds)
@@ -199,7 +225,10 @@ impl Redis {
                     .build()?
                     .get_async_connection()
                     .await?;
-                Ok(Connection(Kind::Cluster(conn)))
+                Ok(Connection {
+                    kind: Kind::Cluster(conn),
+                    breaker: None,
+                })
             }
         }
     }
@@ -261,11 +290,15 @@ impl Redis {
 /// A connection to Redis, whichever kind: cheap to clone, usable wherever redis-rs
 /// takes an async connection.
 #[derive(Clone)]
-pub struct Connection(Kind);
+pub struct Connection {
+    kind: Kind,
+    /// The shared connection's breaker (`None`: a dedicated connection).
+    breaker: Option<Breaker>,
+}
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.0 {
+        let kind = match &self.kind {
             Kind::Single(_) => "single",
             Kind::Multiplexed(_) => "dedicated",
             Kind::Cluster(_) | Kind::LazyCluster(_) => "cluster",
@@ -286,9 +319,62 @@ enum Kind {
     LazyCluster(Arc<Cluster>),
 }
 
-impl ConnectionLike for Connection {
+/// The error of a command not sent because Redis is known unreachable.
+fn known_unreachable() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "Redis is unreachable (circuit open; probing)",
+    ))
+}
+
+/// Whether `err` says Redis could not be reached (not an answer Redis gave).
+fn unreachable(err: &redis::RedisError) -> bool {
+    err.is_io_error() || err.is_timeout() || err.is_connection_refusal() || err.is_connection_dropped()
+}
+
+impl Connection {
+    /// Runs `command` unless the breaker is open; a failure that says Redis is
+    /// unreachable opens it, with a probe on a connection that bypasses it.
+    fn guarded<'a, T: Send + 'a>(
+        &'a mut self,
+        command: impl FnOnce(&'a mut Kind) -> RedisFuture<'a, T>,
+    ) -> RedisFuture<'a, T> {
+        let Some(breaker) = self.breaker.clone() else {
+            return command(&mut self.kind);
+        };
+        if breaker.is_open() {
+            return Box::pin(async { Err(known_unreachable()) });
+        }
+        let probe_kind = self.kind.clone();
+        let sent = command(&mut self.kind);
+        Box::pin(async move {
+            let result = sent.await;
+            if let Err(err) = &result
+                && unreachable(err)
+            {
+                breaker.trip(move || {
+                    let mut probe = Connection {
+                        kind: probe_kind.clone(),
+                        breaker: None,
+                    };
+                    async move {
+                        let ping = redis::cmd("PING");
+                        let pong = ping.query_async::<String>(&mut probe);
+                        matches!(
+                            tokio::time::timeout(crate::breaker::RETRY_AFTER, pong).await,
+                            Ok(Ok(_))
+                        )
+                    }
+                });
+            }
+            result
+        })
+    }
+}
+
+impl ConnectionLike for Kind {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.0 {
+        match self {
             Kind::Single(conn) => conn.req_packed_command(cmd),
             Kind::Multiplexed(conn) => conn.req_packed_command(cmd),
             Kind::Cluster(conn) => conn.req_packed_command(cmd),
@@ -308,7 +394,7 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.0 {
+        match self {
             Kind::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Kind::Multiplexed(conn) => conn.req_packed_commands(pipeline, offset, count),
             Kind::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
@@ -323,11 +409,30 @@ impl ConnectionLike for Connection {
     }
 
     fn get_db(&self) -> i64 {
-        match &self.0 {
+        match self {
             Kind::Single(conn) => conn.get_db(),
             Kind::Multiplexed(conn) => conn.get_db(),
             Kind::Cluster(_) | Kind::LazyCluster(_) => 0,
         }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.guarded(move |kind| kind.req_packed_command(cmd))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.guarded(move |kind| kind.req_packed_commands(pipeline, offset, count))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.kind.get_db()
     }
 }
 

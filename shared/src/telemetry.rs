@@ -416,8 +416,10 @@ pub fn register_api_metrics() {
         counter!(metric::RATE_LIMITED_TOTAL, "group" => group).increment(0);
         counter!(metric::RATE_LIMIT_SKIPPED_TOTAL, "group" => group).increment(0);
     }
-    metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => "api", "dependency" => "postgres")
-        .set(0.0);
+    for dependency in ["postgres", "redis"] {
+        metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => "api", "dependency" => dependency)
+            .set(0.0);
+    }
     for role in Role::ALL {
         counter!(metric::MESSAGE_QUOTA_REFUSED_TOTAL, "role" => role.as_str()).increment(0);
     }
@@ -448,6 +450,8 @@ pub fn register_api_metrics() {
 /// uses, so the rendered series read the same before and after the first event.
 pub fn register_worker_metrics() {
     use metrics::{counter, histogram};
+    metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => "worker", "dependency" => "redis")
+        .set(0.0);
     for &queue in QueueName::ALL {
         let queue = queue.as_str();
         counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(0);
@@ -514,7 +518,16 @@ pub fn spawn_process_metrics() {
 }
 
 /// Records the `conveyor_build_info` gauge for a service.
+/// The process's service (`api`, `worker`), once [`record_build_info`] named it.
+static SERVICE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The service this process named in [`record_build_info`] (`unnamed` before; tests).
+pub fn service() -> &'static str {
+    SERVICE.get().copied().unwrap_or("unnamed")
+}
+
 pub fn record_build_info(service: &'static str) {
+    let _ = SERVICE.set(service);
     metrics::gauge!(metric::BUILD_INFO, "service" => service, "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
 }
