@@ -31,12 +31,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// way) instead of each waiting out the timeouts, until a probe (`PING`, every 250 ms)
 /// is answered. Callers already treat a Redis error as Redis being down (the limiter
 /// lets the request through, the dispatcher pushes later). Dedicated connections
-/// (blocking fetches) are not behind it.
+/// (blocking fetches) are not behind it, nor is a Redis Cluster: its nodes fail one at
+/// a time, and one node down must not stop commands to the others.
 #[derive(Clone)]
 pub struct Redis {
     server: Server,
     prefix: Arc<str>,
-    breaker: Breaker,
+    breaker: Option<Breaker>,
 }
 
 #[derive(Clone)]
@@ -135,7 +136,7 @@ impl Redis {
         Ok(Redis {
             server: Server::Single { client, manager },
             prefix: Arc::from(prefix),
-            breaker: Breaker::new(crate::telemetry::service(), "redis"),
+            breaker: Some(Breaker::new(crate::telemetry::service(), "redis")),
         })
     }
 
@@ -166,7 +167,7 @@ impl Redis {
                 next_seed: AtomicUsize::new(0),
             })),
             prefix: Arc::from(prefix),
-            breaker: Breaker::new(crate::telemetry::service(), "redis"),
+            breaker: None,
         })
     }
 
@@ -180,7 +181,7 @@ impl Redis {
     pub fn connection(&self) -> Connection {
         Connection {
             kind: self.shared_kind(),
-            breaker: Some(self.breaker.clone()),
+            breaker: self.breaker.clone(),
         }
     }
 
@@ -192,12 +193,6 @@ impl Redis {
                 None => Kind::LazyCluster(Arc::clone(cluster)),
             },
         }
-    }
-
-    /// Whether commands on the shared connection fail at once because Redis was found
-    /// unreachable.
-    pub fn known_down(&self) -> bool {
-        self.breaker.is_open()
     }
 
     /// A new connection of its own, for blocking commands (`BLMOVE`) that would stall
