@@ -247,9 +247,8 @@ async fn with_postgres_unreachable_requests_are_refused_at_once_until_it_is_back
     let each = refused.elapsed() / 20;
     let metrics = shared::telemetry::prometheus().render();
     assert!(
-        metrics.contains(
-            r#"conveyor_dependency_breaker_open{service="api",dependency="postgres"} 1"#
-        ),
+        metrics
+            .contains(r#"conveyor_dependency_breaker_open{service="api",dependency="postgres"} 1"#),
         "the breaker is open"
     );
     // Health and liveness are not behind the breaker.
@@ -306,7 +305,10 @@ async fn with_redis_unreachable_submissions_are_accepted_without_waiting_for_it(
             .fetch_one(&app.state.pool)
             .await
             .expect("count");
-    assert!(undispatched >= 20, "the jobs wait in PostgreSQL: {undispatched}");
+    assert!(
+        undispatched >= 20,
+        "the jobs wait in PostgreSQL: {undispatched}"
+    );
 
     proxy.restore().await;
     harness::eventually(

@@ -56,7 +56,10 @@ impl Breaker {
         let (dependency, service, open) = (self.dependency, self.service, self.open.clone());
         metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => service, "dependency" => dependency)
             .set(1.0);
-        tracing::warn!(dependency, "dependency unreachable: answering 503 at once until it is back");
+        tracing::warn!(
+            dependency,
+            "dependency unreachable: answering 503 at once until it is back"
+        );
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             loop {
@@ -100,6 +103,10 @@ mod tests {
             (!breaker.is_open()).then_some(())
         })
         .await;
-        assert_eq!(probes.load(Ordering::SeqCst), 3, "closed at the first answer");
+        assert_eq!(
+            probes.load(Ordering::SeqCst),
+            3,
+            "closed at the first answer"
+        );
     }
 }

@@ -324,7 +324,10 @@ fn known_unreachable() -> redis::RedisError {
 
 /// Whether `err` says Redis could not be reached (not an answer Redis gave).
 fn unreachable(err: &redis::RedisError) -> bool {
-    err.is_io_error() || err.is_timeout() || err.is_connection_refusal() || err.is_connection_dropped()
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_refusal()
+        || err.is_connection_dropped()
 }
 
 impl Connection {

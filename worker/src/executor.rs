@@ -125,9 +125,18 @@ pub fn decide(
         Outcome::Dead(error) => Verdict::Dead { error },
         Outcome::Retry(error) if job.attempt < job.max_attempts => {
             let attempt = u32::try_from(job.attempt).unwrap_or(1);
-            Verdict::Retry {
-                error,
-                at: now + shared::jobs::backoff(settings, attempt),
+            let at = now + shared::jobs::backoff(settings, attempt);
+            match settings.lifetime {
+                // The next attempt would come after the queue's lifetime: give up now.
+                Some(lifetime) if SystemTime::from(job.created_at) + lifetime < at => {
+                    Verdict::Dead {
+                        error: format!(
+                            "{error} (retried for {} s, the queue's retry lifetime)",
+                            lifetime.as_secs()
+                        ),
+                    }
+                }
+                _ => Verdict::Retry { error, at },
             }
         }
         Outcome::Retry(error) => Verdict::Dead {
@@ -154,6 +163,7 @@ mod tests {
             max_attempts,
             runnable_at: OffsetDateTime::now_utc(),
             lane_owner: None,
+            created_at: OffsetDateTime::now_utc(),
         }
     }
 
@@ -164,6 +174,7 @@ mod tests {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(1),
             timeout: Duration::from_millis(50),
+            lifetime: None,
         }
     }
 
@@ -180,6 +191,54 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_queue_with_a_lifetime_retries_until_the_next_attempt_would_fall_past_it() {
+        let settings = QueueSettings {
+            max_attempts: 500,
+            lifetime: Some(Duration::from_secs(3600)),
+            ..settings()
+        };
+        let now = SystemTime::now();
+        let enqueued = |ago: Duration| ClaimedJob {
+            created_at: OffsetDateTime::from(now - ago),
+            ..job(40, 500)
+        };
+        let young = enqueued(Duration::from_secs(60));
+        assert!(matches!(
+            decide(
+                Outcome::Retry("421 try later".into()),
+                &young,
+                &settings,
+                now
+            ),
+            Verdict::Retry { .. }
+        ));
+        let spent = enqueued(Duration::from_secs(3600));
+        assert_eq!(
+            decide(
+                Outcome::Retry("421 try later".into()),
+                &spent,
+                &settings,
+                now
+            ),
+            Verdict::Dead {
+                error: "421 try later (retried for 3600 s, the queue's retry lifetime)".into()
+            }
+        );
+        // A permanent failure is dead at once, whatever the lifetime.
+        assert_eq!(
+            decide(
+                Outcome::Dead("550 no such user".into()),
+                &young,
+                &settings,
+                now
+            ),
+            Verdict::Dead {
+                error: "550 no such user".into()
+            }
+        );
     }
 
     #[test]

@@ -61,16 +61,19 @@ async fn with_the_smtp_server_down_jobs_retry_then_succeed_when_it_returns(pool:
     system.start_worker().await;
     let id = system.send_email("dave@example.org", "While down").await;
     // Let a few attempts fail against the closed port.
-    let request = harness::eventually(LONG, "three attempts failed", || async {
+    let request = harness::eventually(LONG, "three attempts failed, a retry waiting", || async {
         let request = system.request(&id).await;
-        (request["jobs"]["attempts"].as_i64().unwrap_or(0) >= 3).then_some(request)
+        let jobs = &request["jobs"];
+        (jobs["attempts"].as_i64().unwrap_or(0) >= 3 && jobs["retrying"] == 1).then_some(request)
     })
     .await;
-    assert_eq!(
-        request["jobs"]["retrying"].as_i64().unwrap_or(0)
-            + request["jobs"]["running"].as_i64().unwrap_or(0),
-        1,
-        "{request}"
+    // The request says when the next attempt is due.
+    let next = request["jobs"]["next_attempt_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("next_attempt_at: {request}"));
+    assert!(
+        time::OffsetDateTime::parse(next, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{next}"
     );
     assert!(
         request["jobs"]["last_error"]

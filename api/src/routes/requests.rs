@@ -98,6 +98,11 @@ pub struct JobCounts {
     pub suppressed: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// When the soonest retry of a failed attempt is due (a job `retrying`); null when
+    /// none waits.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<time::OffsetDateTime>,
 }
 
 impl From<JobSummary> for JobCounts {
@@ -112,6 +117,7 @@ impl From<JobSummary> for JobCounts {
             suppressed: s.suppressed,
             attempts: s.attempts,
             last_error: s.last_error,
+            next_attempt_at: s.next_attempt_at,
         }
     }
 }

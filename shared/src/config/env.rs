@@ -89,17 +89,25 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     /// `{Q}_TIMEOUT_SECS` of the queue whose variables start with `vars[0]`'s prefix.
     pub(crate) fn queue(
         &self,
-        vars: [&'static str; 5],
+        vars: [&'static str; 6],
         defaults: QueueSettings,
     ) -> Result<QueueSettings, ConfigError> {
-        let [concurrency, attempts, base, cap, timeout] = vars;
+        let [concurrency, attempts, base, cap, timeout, lifetime] = vars;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(QueueSettings {
             concurrency: self.parsed_range(concurrency, defaults.concurrency, 1..=10_000)?,
-            max_attempts: self.parsed_range(attempts, defaults.max_attempts, 1..=100)?,
+            max_attempts: self.parsed_range(attempts, defaults.max_attempts, 1..=10_000)?,
             retry_base: self.millis_in(base, ms(defaults.retry_base), 1..=3_600_000)?,
             retry_cap: self.millis_in(cap, ms(defaults.retry_cap), 1..=86_400_000)?,
             timeout: self.seconds_in(timeout, defaults.timeout.as_secs(), 1..=86_400)?,
+            lifetime: match (self.get(lifetime), defaults.lifetime) {
+                (None, default) => default,
+                (Some(_), default) => Some(self.seconds_in(
+                    lifetime,
+                    default.map_or(86_400, |d| d.as_secs()),
+                    1..=30 * 86_400,
+                )?),
+            },
         })
     }
 

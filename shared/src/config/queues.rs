@@ -16,6 +16,7 @@ macro_rules! queue_vars {
             concat!($q, "_RETRY_BASE_MS"),
             concat!($q, "_RETRY_CAP_MS"),
             concat!($q, "_TIMEOUT_SECS"),
+            concat!($q, "_RETRY_LIFETIME_SECS"),
         ]
     };
 }
@@ -31,6 +32,10 @@ pub struct QueueSettings {
     pub retry_cap: Duration,
     /// One attempt running longer is stopped and retried.
     pub timeout: Duration,
+    /// Transient failures are retried only while the job is younger than this
+    /// (`{QUEUE}_RETRY_LIFETIME_SECS`), like a mail server's queue lifetime; `None`:
+    /// `max_attempts` alone bounds them.
+    pub lifetime: Option<Duration>,
 }
 
 /// Per-queue worker settings and the liveness rule shared by every queue.
@@ -69,16 +74,24 @@ impl QueuesConfig {
         env: &Env<'_, F>,
         webhooks: QueueSettings,
     ) -> Result<Self, ConfigError> {
-        let queue = |vars: [&'static str; 5], defaults| env.queue(vars, defaults);
+        let queue = |vars: [&'static str; 6], defaults| env.queue(vars, defaults);
         let defaults = |concurrency, max_attempts, timeout_secs| QueueSettings {
             concurrency,
             max_attempts,
             retry_base: Duration::from_millis(1000),
             retry_cap: Duration::from_millis(300_000),
             timeout: Duration::from_secs(timeout_secs),
+            lifetime: None,
+        };
+        // Mail is retried like a mail server retries it: for a day, backing off to
+        // 15 minutes between attempts, so a relay outage of hours costs no message.
+        let mail = QueueSettings {
+            retry_cap: Duration::from_secs(900),
+            lifetime: Some(Duration::from_secs(86_400)),
+            ..defaults(32, 500, 120)
         };
         Ok(QueuesConfig {
-            emails: queue(queue_vars!("EMAILS"), defaults(32, 8, 120))?,
+            emails: queue(queue_vars!("EMAILS"), mail)?,
             uploads: queue(queue_vars!("UPLOADS"), defaults(4, 10, 300))?,
             scans: queue(queue_vars!("SCANS"), defaults(4, 20, 300))?,
             canary: queue(queue_vars!("CANARY"), defaults(50, 3, 30))?,

@@ -66,6 +66,7 @@ impl WebhookConfig {
             retry_base: self.retry_base,
             retry_cap: RETRY_CAP,
             timeout: self.timeout + ATTEMPT_MARGIN,
+            lifetime: None,
         }
     }
 }

@@ -93,6 +93,8 @@ pub struct ClaimedJob {
     pub runnable_at: OffsetDateTime,
     /// The owner whose fair lane the job travels in; `None`: the priority lane.
     pub lane_owner: Option<Uuid>,
+    /// When the job was enqueued: the start of its queue's retry lifetime.
+    pub created_at: OffsetDateTime,
 }
 
 impl ClaimedJob {
@@ -143,7 +145,7 @@ pub const CLAIM: &str = "WITH claimed AS ( \
                          AND (j.run_after IS NULL OR j.run_after <= now())) \
                     OR ((j.status = 'running') IS TRUE AND j.heartbeat_at < $3)) \
              RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
-                 before.runnable_at, j.lane_owner), \
+                 before.runnable_at, j.lane_owner, j.created_at), \
          started AS ( \
              UPDATE requests r SET status = 'running' \
              WHERE r.id IN (SELECT request_id FROM claimed) AND (r.status = 'queued') IS TRUE \
@@ -518,6 +520,8 @@ pub struct JobSummary {
     pub suppressed: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// When the soonest retry is due (a job `retrying`).
+    pub next_attempt_at: Option<OffsetDateTime>,
 }
 
 pub async fn summary(db: impl PgExecutor<'_>, request_id: Uuid) -> Result<JobSummary, sqlx::Error> {
@@ -530,6 +534,7 @@ pub async fn summary(db: impl PgExecutor<'_>, request_id: Uuid) -> Result<JobSum
                 count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
                 count(*) FILTER (WHERE status = 'suppressed') AS suppressed, \
                 coalesce(sum(attempt), 0)::bigint AS attempts, \
+                min(run_after) FILTER (WHERE status = 'retrying') AS next_attempt_at, \
                 (SELECT last_error FROM jobs WHERE request_id = $1 AND last_error IS NOT NULL \
                  ORDER BY updated_at DESC LIMIT 1) AS last_error \
          FROM jobs WHERE request_id = $1",

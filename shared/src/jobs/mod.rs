@@ -127,6 +127,7 @@ mod tests {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
+            lifetime: None,
         };
         for attempt in 1..=10u32 {
             let ceiling =
