@@ -358,6 +358,75 @@ async fn cancel_ends_pending_jobs_and_the_event_stream_reports_it(pool: PgPool) 
     assert_eq!(last["finished"], true);
 }
 
+/// Events are published by several processes and may arrive out of order: a stream
+/// never sends a state older than one it sent (each carries the request's version).
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_event_stream_never_goes_backwards(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, session) = app.signed_in_user().await;
+    let token = session.access_token.clone();
+    let body: Value = post_email(&app, &token, &email(1), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id: uuid::Uuid = body["id"].as_str().expect("id").parse().expect("uuid");
+    let path = format!("/api/v1/requests/{id}");
+    let events = app
+        .client
+        .get(app.url(&format!("{path}/events")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(events.status(), 200);
+    let reader = tokio::spawn(async move { events.text().await.expect("stream ends") });
+
+    // A late event carrying the state as it was when the stream's snapshot was read
+    // (or before), with progress that would look like news: never sent.
+    let row = shared::db::requests::find(&pool, id, None)
+        .await
+        .expect("query")
+        .expect("the request");
+    let mut stale = row.clone();
+    stale.total = 99;
+    shared::events::publish(&app.state.redis, &[stale]).await;
+    // A real change after it: sent, and the stream ends with it.
+    let cancelled = app
+        .client
+        .post(app.url(&format!("{path}/cancel")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(cancelled.status(), 200);
+    let text = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends")
+        .expect("joined");
+    let sent: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("json event"))
+        .collect();
+    assert!(
+        sent.iter().all(|event| event["total"] == 1),
+        "a stale state was sent: {text}"
+    );
+    let versions: Vec<i64> = sent
+        .iter()
+        .map(|event| event["version"].as_i64().expect("version"))
+        .collect();
+    assert!(
+        versions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{versions:?}"
+    );
+    assert_eq!(
+        sent.last().map(|e| e["status"].clone()),
+        Some(json!("cancelled"))
+    );
+}
+
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn campaigns_need_the_promoter_role_and_count_distinct_recipients(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;

@@ -36,6 +36,9 @@ pub struct Progress {
     pub pending: i32,
     /// True once the request reached its final status.
     pub finished: bool,
+    /// One more with every change of the request: a stream never sends a state whose
+    /// version is not above the last it sent, so progress never goes backwards.
+    pub version: i64,
 }
 
 impl From<&RequestRow> for Progress {
@@ -50,6 +53,7 @@ impl From<&RequestRow> for Progress {
             suppressed: row.suppressed,
             pending: row.pending(),
             finished: row.finished_at.is_some(),
+            version: row.version,
         }
     }
 }

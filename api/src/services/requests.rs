@@ -340,16 +340,26 @@ pub async fn follow(
     find(state, user, id).await?;
     let subscription = state.events.subscribe(user.id, id).await?;
     let first = Progress::from(&find(state, user, id).await?);
-    let updates = futures::stream::unfold(subscription, |mut subscription| async move {
-        loop {
-            match subscription.receiver.recv().await {
-                Ok(progress) => return Some((progress, subscription)),
-                // Each event is a whole state: a stream that fell behind takes the next.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+    // Events come from several processes and may arrive out of order, or carry a
+    // state older than the snapshot read after subscribing: only newer ones are sent.
+    let sent = first.version;
+    let updates = futures::stream::unfold(
+        (subscription, sent),
+        |(mut subscription, sent)| async move {
+            loop {
+                match subscription.receiver.recv().await {
+                    Ok(progress) if progress.version <= sent => continue,
+                    Ok(progress) => {
+                        let version = progress.version;
+                        return Some((progress, (subscription, version)));
+                    }
+                    // Each event is a whole state: a stream that fell behind takes the next.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
             }
-        }
-    });
+        },
+    );
     let events = Box::pin(futures::stream::once(async move { first }).chain(updates));
     let (check_state, session_id, user_id) = (state.clone(), user.session_id, user.id);
     let session_ended = async move {

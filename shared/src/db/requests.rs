@@ -40,6 +40,8 @@ pub struct RequestRow {
     pub send_at: Option<OffsetDateTime>,
     /// Where the completion webhook goes, if the client asked for one.
     pub callback_url: Option<String>,
+    /// One more with every change of the row, in commit order.
+    pub version: i64,
 }
 
 impl RequestRow {
@@ -52,7 +54,7 @@ impl RequestRow {
 macro_rules! columns {
     () => {
         "id, owner_id, kind, status, name, correlation_id, total, succeeded, failed, cancelled, suppressed, \
-         created_at, updated_at, finished_at, send_at, callback_url"
+         created_at, updated_at, finished_at, send_at, callback_url, version"
     };
 }
 pub(crate) use columns;
