@@ -289,6 +289,40 @@ async fn a_user_cannot_see_another_users_request(pool: PgPool) {
     );
 }
 
+/// Opens `GET {path}/events` and reads it to its end in the background; the 200 comes
+/// after the stream subscribed, so no change from here on can be missed.
+async fn open_stream(app: &TestApp, token: &str, path: &str) -> tokio::task::JoinHandle<String> {
+    let events = app
+        .client
+        .get(app.url(&format!("{path}/events")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    tokio::spawn(async move { events.text().await.expect("stream ends") })
+}
+
+/// The stream's text once it ended (within 10 s), and its `progress` events' data.
+async fn ended_stream(reader: tokio::task::JoinHandle<String>) -> (String, Vec<Value>) {
+    let text = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends")
+        .expect("joined");
+    let events = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("json event"))
+        .collect();
+    (text, events)
+}
+
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn cancel_ends_pending_jobs_and_the_event_stream_reports_it(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -301,22 +335,7 @@ async fn cancel_ends_pending_jobs_and_the_event_stream_reports_it(pool: PgPool) 
         .expect("json");
     let path = format!("/api/v1/requests/{}", body["id"].as_str().expect("id"));
 
-    let events = app
-        .client
-        .get(app.url(&format!("{path}/events")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(events.status(), 200);
-    assert!(
-        events.headers()["content-type"]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/event-stream")
-    );
-    // The 200 came after the stream subscribed: no change can be missed from here.
-    let reader = tokio::spawn(async move { events.text().await.expect("stream ends") });
+    let reader = open_stream(&app, &token, &path).await;
 
     let cancelled = app
         .client
@@ -338,15 +357,7 @@ async fn cancel_ends_pending_jobs_and_the_event_stream_reports_it(pool: PgPool) 
         .expect("sent");
     problem(again, 409, "conflict").await;
 
-    let text = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
-        .await
-        .expect("the stream ends")
-        .expect("joined");
-    let events: Vec<Value> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).expect("json event"))
-        .collect();
+    let (text, events) = ended_stream(reader).await;
     assert!(text.contains("event: progress"), "{text}");
     assert_eq!(
         events.first().map(|e| e["status"].clone()),
@@ -372,15 +383,7 @@ async fn the_event_stream_never_goes_backwards(pool: PgPool) {
         .expect("json");
     let id: uuid::Uuid = body["id"].as_str().expect("id").parse().expect("uuid");
     let path = format!("/api/v1/requests/{id}");
-    let events = app
-        .client
-        .get(app.url(&format!("{path}/events")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(events.status(), 200);
-    let reader = tokio::spawn(async move { events.text().await.expect("stream ends") });
+    let reader = open_stream(&app, &token, &path).await;
 
     // A late event carrying the state as it was when the stream's snapshot was read
     // (or before), with progress that would look like news: never sent.
@@ -400,15 +403,7 @@ async fn the_event_stream_never_goes_backwards(pool: PgPool) {
         .await
         .expect("sent");
     assert_eq!(cancelled.status(), 200);
-    let text = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
-        .await
-        .expect("the stream ends")
-        .expect("joined");
-    let sent: Vec<Value> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).expect("json event"))
-        .collect();
+    let (text, sent) = ended_stream(reader).await;
     assert!(
         sent.iter().all(|event| event["total"] == 1),
         "a stale state was sent: {text}"

@@ -76,6 +76,19 @@ async fn setup(pool: PgPool, backend: Backend, overrides: &[(&str, &str)]) -> Se
 }
 
 impl Setup {
+    /// `POST /uploads` with `form`, as the setup's user.
+    fn post_upload(
+        &self,
+        form: reqwest::multipart::Form,
+    ) -> impl Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+        self.app
+            .client
+            .post(self.app.url("/api/v1/uploads"))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+    }
+
     async fn upload(
         &self,
         name: &str,
@@ -802,15 +815,7 @@ async fn a_slow_upload_has_its_own_deadline(pool: PgPool) {
             .file_name("slow.png");
         reqwest::multipart::Form::new().part("file", part)
     };
-    let send = |form| {
-        setup
-            .app
-            .client
-            .post(setup.app.url("/api/v1/uploads"))
-            .bearer_auth(&setup.token)
-            .multipart(form)
-            .send()
-    };
+    let send = |form| setup.post_upload(form);
     let response = send(slow(fixtures::small_png(1), Duration::from_millis(1500)))
         .await
         .expect("sent");
@@ -849,15 +854,7 @@ async fn uploads_in_flight_are_capped_per_account(pool: PgPool) {
             reqwest::multipart::Part::stream(body).file_name("upload.png"),
         )
     };
-    let send = |form| {
-        setup
-            .app
-            .client
-            .post(setup.app.url("/api/v1/uploads"))
-            .bearer_auth(&setup.token)
-            .multipart(form)
-            .send()
-    };
+    let send = |form| setup.post_upload(form);
     let first = tokio::spawn(send(form(reqwest::Body::wrap_stream(held))));
     let redis = setup.app.state.redis.clone();
     let pattern = redis.key("uploads-in-flight:*");
