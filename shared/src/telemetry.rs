@@ -67,6 +67,7 @@ pub mod metric {
     /// Counter: requests let through unchecked because Redis was unreachable, by `group`.
     pub const RATE_LIMIT_SKIPPED_TOTAL: &str = "conveyor_rate_limit_skipped_total";
     pub const DEPENDENCY_BREAKER_OPEN: &str = "conveyor_dependency_breaker_open";
+    pub const QUEUE_BLOCKED: &str = "conveyor_queue_blocked";
     /// Counter: submissions refused by the message quota, by `role`.
     pub const MESSAGE_QUOTA_REFUSED_TOTAL: &str = "conveyor_message_quota_refused_total";
     /// Counter: account emails queued, by `kind` (`verification`, `notice`), and those
@@ -238,6 +239,10 @@ fn describe_metrics() {
     describe_gauge!(
         metric::DEPENDENCY_UP,
         "1 if the dependency answered the last readiness check"
+    );
+    describe_gauge!(
+        metric::QUEUE_BLOCKED,
+        "1 while this worker takes no job of the queue: a dependency it needs is down"
     );
     describe_gauge!(
         metric::DEPENDENCY_BREAKER_OPEN,
@@ -452,6 +457,8 @@ pub fn register_worker_metrics() {
     use metrics::{counter, histogram};
     metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => "worker", "dependency" => "redis")
         .set(0.0);
+    // The dependencies a handler may block its queue on (`Outcome::Blocked`).
+    metrics::gauge!(metric::QUEUE_BLOCKED, "queue" => "emails", "dependency" => "smtp").set(0.0);
     for &queue in QueueName::ALL {
         let queue = queue.as_str();
         counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(0);

@@ -4,6 +4,7 @@
 //! completer. The job's slot is freed once the verdict is handed to the completer.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tracing::Instrument as _;
 
@@ -15,14 +16,17 @@ use shared::telemetry::metric;
 use time::OffsetDateTime;
 
 use crate::completer::{Recorder, Report, Verdict};
+use crate::gate::Gate;
 use crate::handler::{Handler, Outcome};
 use crate::producer::Job;
 
 pub struct Executor<H> {
     pub queue: QueueName,
-    pub handler: H,
+    pub handler: Arc<H>,
     pub settings: QueueSettings,
     pub recorder: Recorder,
+    /// Closed while a dependency of the queue is down (`Outcome::Blocked`).
+    pub gate: Gate,
 }
 
 impl<H: Handler> Executor<H> {
@@ -41,6 +45,13 @@ impl<H: Handler> Executor<H> {
         // In the span, so the handler's logs (and a panic reported to Sentry) carry the
         // job's id, queue and request id.
         let (outcome, follow_ups) = self.attempt(row).instrument(span.clone()).await.split();
+        if let Outcome::Blocked { dependency, .. } = &outcome {
+            let (handler, dependency) = (self.handler.clone(), *dependency);
+            self.gate.block(dependency, move || {
+                let handler = handler.clone();
+                async move { handler.probe(dependency).await }
+            });
+        }
         let verdict = decide(outcome, row, &self.settings, SystemTime::now());
         span.in_scope(|| match &verdict {
             // Periodic chores (a sample every 5 s) log their successes at debug: an
@@ -122,6 +133,11 @@ pub fn decide(
         Outcome::Succeeded | Outcome::SucceededWith(_) => Verdict::Succeeded,
         Outcome::Suppressed => Verdict::Suppressed,
         Outcome::Defer { until, reason } => Verdict::Deferred { at: until, reason },
+        // The world's failure, not the job's: it waits, its attempt given back.
+        Outcome::Blocked { dependency, reason } => Verdict::Deferred {
+            at: now + crate::gate::RETRY_BLOCKED,
+            reason: format!("{dependency} is down: {reason}"),
+        },
         Outcome::Dead(error) => Verdict::Dead { error },
         Outcome::Retry(error) if job.attempt < job.max_attempts => {
             let attempt = u32::try_from(job.attempt).unwrap_or(1);
@@ -295,11 +311,14 @@ mod tests {
 
     fn executor<H: Handler>(handler: H) -> Executor<H> {
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let redis = shared::redis::Redis::connect_lazy_to("redis://127.0.0.1:1", "unused")
+            .expect("a lazy handle");
         Executor {
             queue: QueueName::Canary,
-            handler,
+            handler: Arc::new(handler),
             settings: settings(),
             recorder: crate::completer::Recorder::for_tests(tx),
+            gate: Gate::new(QueueName::Canary, "test", redis),
         }
     }
 

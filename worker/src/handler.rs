@@ -25,6 +25,14 @@ pub enum Outcome {
     /// Not attempted, and never will be: every recipient of the message is on the
     /// sender's suppression list. Final.
     Suppressed,
+    /// Not done because a dependency the whole queue needs is down (the SMTP relay
+    /// refuses connections): the job waits without spending its attempt, and this
+    /// process takes no new job of the queue until [`Handler::probe`] says the
+    /// dependency answers again (`crate::gate`).
+    Blocked {
+        dependency: &'static str,
+        reason: String,
+    },
     /// Not attempted yet, by choice (a recipient domain's pace or backoff): run again
     /// at `until` without spending an attempt.
     Defer {
@@ -49,4 +57,11 @@ pub trait Handler: Send + Sync + 'static {
     type Job: Job;
 
     fn handle(&self, job: &ClaimedJob, payload: Self::Job) -> impl Future<Output = Outcome> + Send;
+
+    /// Whether `dependency` (one this handler reported [`Outcome::Blocked`] on)
+    /// answers again; probed while the queue is blocked on it.
+    fn probe(&self, dependency: &'static str) -> impl Future<Output = bool> + Send {
+        let _ = dependency;
+        async { true }
+    }
 }

@@ -7,6 +7,7 @@
 pub mod completer;
 pub mod dkim;
 pub mod executor;
+pub mod gate;
 pub mod handler;
 pub mod handlers;
 pub mod maintenance;

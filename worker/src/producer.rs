@@ -55,6 +55,8 @@ pub struct Producer {
     pub running: Running,
     /// The operators' pause switch, as this process last read it.
     pub pause: PauseWatch,
+    /// Closed while a dependency the queue needs is down.
+    pub gate: crate::gate::Gate,
 }
 
 impl Producer {
@@ -67,6 +69,14 @@ impl Producer {
         loop {
             if *stop.borrow() {
                 return Ok(());
+            }
+            if self.gate.blocked().is_some() {
+                // A dependency of the queue is down: no new job until it answers.
+                tokio::select! {
+                    () = self.gate.opened() => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                continue;
             }
             if self.pause.is_paused(name) {
                 tracing::info!(queue = %queue, "queue paused: taking no new jobs");
@@ -116,8 +126,8 @@ impl Producer {
             if ids.is_empty() {
                 continue;
             }
-            if self.pause.is_paused(name) {
-                // The pause arrived while the fetch was blocked: these stay unstarted.
+            if self.pause.is_paused(name) || self.gate.blocked().is_some() {
+                // A pause (or a block) arrived while the fetch waited: these stay unstarted.
                 self.give_back(&ids).await;
                 continue;
             }
@@ -369,6 +379,7 @@ mod tests {
             heartbeat_timeout: Duration::from_secs(30),
             running: Running::default(),
             pause: pause.clone(),
+            gate: crate::gate::Gate::new(QueueName::Emails, "w1", redis.clone()),
         };
         let in_flight = producer.consumer.in_flight().clone();
         let task = tokio::spawn(producer.run(stop));

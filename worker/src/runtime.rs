@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::completer::{Completer, Recorder};
 use crate::executor::Executor;
+use crate::gate::Gate;
 use crate::handler::Handler;
 use crate::maintenance::{Heartbeat, Promoter, Reaper};
 use crate::producer::{ClaimedJobs, FeedClosed, Job, Producer};
@@ -230,6 +231,7 @@ impl Runtime {
         for (registered, consumer) in queues.into_iter().zip(consumers) {
             let settings = registered.settings();
             let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(settings.concurrency);
+            let gate = Gate::new(registered.name(), &id, redis.clone());
             let producer = Producer {
                 consumer,
                 pool: pool.clone(),
@@ -239,13 +241,14 @@ impl Runtime {
                 heartbeat_timeout: config.queues.heartbeat_timeout,
                 running: running.clone(),
                 pause: pause.clone(),
+                gate: gate.clone(),
             };
             let (stop, name) = (stop_rx.clone(), registered.name());
             producers.push(tokio::spawn(async move {
                 let _up = ConsumerUp::new(name);
                 producer.run(stop).await
             }));
-            monitor = registered.start(monitor, &id, jobs_rx, recorder.clone());
+            monitor = registered.start(monitor, &id, jobs_rx, recorder.clone(), gate);
         }
         drop(recorder);
         let monitor = monitor.shutdown_timeout(config.ops.shutdown_grace);
@@ -443,6 +446,7 @@ trait Registered: Send + Sync {
         worker: &str,
         jobs: mpsc::Receiver<Job>,
         recorder: Recorder,
+        gate: Gate,
     ) -> Monitor;
 }
 
@@ -467,6 +471,7 @@ impl<H: Handler> Registered for Registration<H> {
         worker: &str,
         jobs: mpsc::Receiver<Job>,
         recorder: Recorder,
+        gate: Gate,
     ) -> Monitor {
         let Registration {
             name,
@@ -475,9 +480,10 @@ impl<H: Handler> Registered for Registration<H> {
         } = *self;
         let executor = Arc::new(Executor {
             queue: name,
-            handler,
+            handler: Arc::new(handler),
             settings,
             recorder,
+            gate,
         });
         // The feed is single-use: a restarted apalis worker gets a closed one and stops.
         let jobs = Arc::new(Mutex::new(Some(jobs)));

@@ -147,6 +147,9 @@ pub enum SmtpFailure {
     /// The server deferred a recipient (a 4xx reply to its `RCPT TO`: the recipient's
     /// domain is throttling): nothing was sent; retry later, and slow down.
     Deferred(String),
+    /// No session could be opened (connection refused or timed out, a 4xx greeting or
+    /// `EHLO`): nothing was sent, and no message can be until the server is back.
+    Unreachable(String),
 }
 
 /// A recipient the server refused for good: a 5xx reply to its `RCPT TO`.
@@ -332,12 +335,29 @@ impl SmtpClient {
         let conn = tokio::time::timeout(self.settings.timeout, self.connect())
             .await
             .map_err(|_| {
-                SmtpFailure::Transient(format!(
+                SmtpFailure::Unreachable(format!(
                     "SMTP connect timed out after {:?}",
                     self.settings.timeout
                 ))
-            })??;
+            })?
+            .map_err(|failure| match failure {
+                // The session never started: the server, not the message.
+                SmtpFailure::Transient(error) => SmtpFailure::Unreachable(error),
+                other => other,
+            })?;
         Ok((conn, permit))
+    }
+
+    /// Whether a session can be opened now (a connection, the greeting, `EHLO`, and
+    /// `QUIT`): the probe of an emails queue blocked on the server.
+    pub async fn probe(&self) -> bool {
+        match tokio::time::timeout(self.settings.timeout, self.connect()).await {
+            Ok(Ok(mut conn)) => {
+                let _ = conn.quit().await;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Back to the pool, then the permit goes (whoever waits for it finds it idle).

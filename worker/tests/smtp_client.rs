@@ -142,8 +142,10 @@ async fn a_deferred_recipient_is_a_deferral_and_a_deferred_message_is_transient(
     send(&client, "ada@example.org", "now").await.expect("sent");
 }
 
+/// Nothing listening: the server is unreachable (the queue waits for it), and its
+/// probe says so.
 #[tokio::test]
-async fn nothing_listening_is_transient() {
+async fn nothing_listening_is_unreachable() {
     let settings = SmtpSettings::from_url(
         &format!("smtp://127.0.0.1:{}", harness::app::closed_port()),
         Duration::from_secs(2),
@@ -152,6 +154,7 @@ async fn nothing_listening_is_transient() {
     let client = SmtpClient::new(settings, 1);
     assert!(matches!(
         send(&client, "a@example.org", "x").await,
-        Err(SmtpFailure::Transient(_))
+        Err(SmtpFailure::Unreachable(_))
     ));
+    assert!(!client.probe().await);
 }

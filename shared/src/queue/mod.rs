@@ -1,6 +1,7 @@
 //! Queues: their names, and the reliable Redis transport that carries job ids from
 //! the api to the workers. PostgreSQL holds the jobs; Redis holds only their ids.
 
+pub mod blocked;
 pub mod pause;
 pub mod transport;
 

@@ -211,6 +211,15 @@ impl Mailer {
                 metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "deferred").increment(1);
                 Err(SendError::Transient(error))
             }
+            // The relay is down for every message: this one waits without spending its
+            // attempt, and the queue waits for the relay (`crate::gate`).
+            Err(SmtpFailure::Unreachable(error)) => {
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "deferred").increment(1);
+                Ok(Outcome::Blocked {
+                    dependency: "smtp",
+                    reason: error,
+                })
+            }
             Err(SmtpFailure::Permanent(error)) => {
                 metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "rejected").increment(1);
                 Err(SendError::Permanent(error))
@@ -426,5 +435,9 @@ impl Handler for Mailer {
     /// view; an SMTP reply may quote a recipient, so addresses are redacted from it.
     async fn handle(&self, job: &ClaimedJob, payload: EmailJob) -> Outcome {
         self.deliver(job, payload).await
+    }
+
+    async fn probe(&self, dependency: &'static str) -> bool {
+        dependency != "smtp" || self.smtp.probe().await
     }
 }

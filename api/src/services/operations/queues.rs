@@ -32,6 +32,13 @@ pub struct QueueView {
     /// Workers take no job of a paused queue (submissions are still accepted); null
     /// when Redis did not answer.
     pub paused: Option<bool>,
+    /// A dependency a worker found down (`smtp`), taking no job of this queue until it
+    /// answers again, its jobs waiting without spending attempts; null when none.
+    pub blocked_on: Option<String>,
+    /// Since when the earliest such worker has been waiting.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub blocked_since: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -59,6 +66,13 @@ pub async fn queues(state: &AppState) -> Result<QueueList, ApiError> {
                 None
             }
         };
+        let blocked = match shared::queue::blocked::of(&state.redis, queue).await {
+            Ok(blocks) => blocks.into_iter().next(),
+            Err(err) => {
+                tracing::warn!(error = %err, queue = %queue, "cannot read blocked queues");
+                None
+            }
+        };
         queues.push(QueueView {
             queue,
             queued: row.map_or(0, |r| r.queued),
@@ -73,6 +87,8 @@ pub async fn queues(state: &AppState) -> Result<QueueList, ApiError> {
             }),
             workers_alive,
             paused: paused.as_ref().map(|set| set.contains(&queue)),
+            blocked_since: blocked.as_ref().map(|b| b.since),
+            blocked_on: blocked.map(|b| b.dependency),
         });
     }
     Ok(QueueList { queues })
