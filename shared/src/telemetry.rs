@@ -458,7 +458,10 @@ pub fn register_worker_metrics() {
     metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => "worker", "dependency" => "redis")
         .set(0.0);
     // The dependencies a handler may block its queue on (`Outcome::Blocked`).
-    metrics::gauge!(metric::QUEUE_BLOCKED, "queue" => "emails", "dependency" => "smtp").set(0.0);
+    for (queue, dependency) in [("emails", "smtp"), ("scans", "clamd")] {
+        metrics::gauge!(metric::QUEUE_BLOCKED, "queue" => queue, "dependency" => dependency)
+            .set(0.0);
+    }
     for &queue in QueueName::ALL {
         let queue = queue.as_str();
         counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(0);

@@ -522,26 +522,50 @@ async fn another_users_upload_is_not_found_and_lists_are_paged(pool: PgPool) {
     assert_eq!(empty["items"], json!([]));
 }
 
+/// clamd down costs no attempts: the scans queue waits for it (blocked on `clamd`),
+/// the upload stays pending (never clean), and the verdict comes once clamd answers,
+/// on the scan's first counted attempt.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn with_the_scanner_down_uploads_stay_pending_and_finish_clean_when_it_returns(pool: PgPool) {
-    let mut setup = setup(pool, Backend::Filesystem, &[("SCANS_MAX_ATTEMPTS", "100")]).await;
+    let mut setup = setup(pool, Backend::Filesystem, &[]).await;
     setup.clamd.stop().await;
     let id = setup.upload_ok("later.png", fixtures::small_png(11)).await;
     let worker = setup.app.start_worker();
+    let redis = setup.app.state.redis.clone();
+    let block = eventually(
+        Duration::from_secs(30),
+        "the scans queue waits for clamd",
+        || async {
+            shared::queue::blocked::of(&redis, shared::queue::QueueName::Scans)
+                .await
+                .ok()?
+                .into_iter()
+                .next()
+        },
+    )
+    .await;
+    assert_eq!(block.dependency, "clamd");
     let pool = setup.app.state.pool.clone();
-    // The scan fails and is retried, again and again; the upload stays pending.
-    eventually(Duration::from_secs(30), "the scan is retried", || {
-        let pool = pool.clone();
-        async move {
-            let attempts: Option<i32> = sqlx::query_scalar(
-                "SELECT attempt FROM jobs WHERE queue = 'scans' AND status IN ('retrying', 'running', 'queued')",
-            )
-            .fetch_optional(&pool)
-            .await
-            .ok()?;
-            attempts.filter(|a| *a >= 3).map(|_| ())
-        }
-    })
+    let spent = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM jobs WHERE queue = 'scans' AND (attempt > 0 OR status <> 'retrying')",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count")
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the scan waits, its attempt given back",
+        || async { (spent().await == 0).then_some(()) },
+    )
+    .await;
+    harness::holds_for(
+        Duration::from_secs(2),
+        Duration::from_millis(100),
+        "an attempt was spent while clamd was down",
+        || async { spent().await == 0 },
+    )
     .await;
     assert_eq!(setup.show(id).await["status"], "pending_scan");
     problem(setup.content(id).await, 409, "scan_pending").await;
@@ -554,6 +578,11 @@ async fn with_the_scanner_down_uploads_stay_pending_and_finish_clean_when_it_ret
     .await;
     worker.stop().await;
     assert_eq!(setup.content(id).await.status(), 200);
+    let attempt: i32 = sqlx::query_scalar("SELECT attempt FROM jobs WHERE queue = 'scans'")
+        .fetch_one(&pool)
+        .await
+        .expect("the scan");
+    assert_eq!(attempt, 1, "the outage cost no attempt");
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -106,6 +106,14 @@ impl Handler for Scans {
             Err(err) => {
                 metrics::counter!(metric::SCAN_ERRORS_TOTAL).increment(1);
                 tracing::warn!(upload_id = %upload.id, error = %err, "scan failed; the upload stays pending");
+                // clamd not answering a PING is down for every upload: the queue waits
+                // for it without spending attempts; otherwise this scan is retried.
+                if self.scanner.clamd().ping().await.is_err() {
+                    return Outcome::Blocked {
+                        dependency: "clamd",
+                        reason: format!("scanner: {err}"),
+                    };
+                }
                 return Outcome::Retry(format!("scanner: {err}"));
             }
         };
@@ -132,5 +140,9 @@ impl Handler for Scans {
         }
         tracing::info!(upload_id = %upload.id, verdict, rules = ?report.rules, "scanned");
         Outcome::Succeeded
+    }
+
+    async fn probe(&self, dependency: &'static str) -> bool {
+        dependency != "clamd" || self.scanner.clamd().ping().await.is_ok()
     }
 }
