@@ -458,7 +458,12 @@ pub fn register_worker_metrics() {
     metrics::gauge!(metric::DEPENDENCY_BREAKER_OPEN, "service" => "worker", "dependency" => "redis")
         .set(0.0);
     // The dependencies a handler may block its queue on (`Outcome::Blocked`).
-    for (queue, dependency) in [("emails", "smtp"), ("scans", "clamd")] {
+    for (queue, dependency) in [
+        ("emails", "smtp"),
+        ("scans", "clamd"),
+        ("scans", "storage"),
+        ("uploads", "storage"),
+    ] {
         metrics::gauge!(metric::QUEUE_BLOCKED, "queue" => queue, "dependency" => dependency)
             .set(0.0);
     }

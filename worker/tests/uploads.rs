@@ -929,3 +929,78 @@ async fn uploads_in_flight_are_capped_per_account(pool: PgPool) {
     .await;
     assert_eq!(again.status(), 202);
 }
+
+/// The storage unreachable (S3 through a proxy this test cuts) costs no attempts: the
+/// uploads queue waits for it (blocked on `storage`), and once it answers the upload
+/// is stored and scanned clean, each job on its first counted attempt.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn with_the_storage_unreachable_uploads_wait_without_spending_attempts(pool: PgPool) {
+    let s3 = MotoS3::start().await;
+    let target = s3.endpoint().trim_start_matches("http://").to_owned();
+    let mut proxy = harness::proxy::TcpProxy::start(&target).await;
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port());
+    let setup = setup(
+        pool,
+        Backend::Filesystem,
+        &[
+            ("STORAGE_URL", s3.url().as_str()),
+            ("S3_ENDPOINT", endpoint.as_str()),
+            ("S3_ALLOW_HTTP", "true"),
+            ("S3_ACCESS_KEY_ID", "moto-test-key"),
+            ("S3_SECRET_ACCESS_KEY", "moto-test-secret"),
+        ],
+    )
+    .await;
+    let id = setup.upload_ok("held.png", fixtures::small_png(21)).await;
+    proxy.cut().await;
+    let worker = setup.app.start_worker();
+    let redis = setup.app.state.redis.clone();
+    let block = eventually(
+        Duration::from_secs(60),
+        "the uploads queue waits for storage",
+        || async {
+            shared::queue::blocked::of(&redis, shared::queue::QueueName::Uploads)
+                .await
+                .ok()?
+                .into_iter()
+                .next()
+        },
+    )
+    .await;
+    assert_eq!(block.dependency, "storage");
+    let pool = setup.app.state.pool.clone();
+    let spent = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM jobs WHERE queue = 'uploads' AND (attempt > 0 OR status <> 'retrying')",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count")
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the upload job waits, its attempt given back",
+        || async { (spent().await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(setup.show(id).await["status"], "pending_scan");
+
+    proxy.restore().await;
+    eventually(Duration::from_secs(60), "the upload is clean", || async {
+        let upload = setup.show(id).await;
+        (upload["status"] == "clean").then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let attempts: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT queue, attempt FROM jobs WHERE queue IN ('uploads', 'scans') ORDER BY queue DESC",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("jobs");
+    assert_eq!(
+        attempts,
+        vec![("uploads".to_owned(), 1), ("scans".to_owned(), 1)],
+        "the outage cost no attempt"
+    );
+}

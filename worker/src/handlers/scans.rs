@@ -97,8 +97,17 @@ impl Handler for Scans {
             Ok(bytes) => bytes,
             Err(err) => {
                 metrics::counter!(metric::SCAN_ERRORS_TOTAL).increment(1);
-                // A concurrent scan may have just moved it: the next attempt re-reads.
-                return Outcome::Retry(format!("cannot read the object: {err}"));
+                let error = format!("cannot read the object: {err}");
+                // The storage not answering a listing is down for every scan: the
+                // queue waits for it. Otherwise a concurrent scan may have just moved
+                // the object: the next attempt re-reads.
+                if self.storage.check().await.is_err() {
+                    return Outcome::Blocked {
+                        dependency: "storage",
+                        reason: error,
+                    };
+                }
+                return Outcome::Retry(error);
             }
         };
         let report = match self.scanner.scan_bytes(bytes, &upload.file_type).await {
@@ -143,6 +152,10 @@ impl Handler for Scans {
     }
 
     async fn probe(&self, dependency: &'static str) -> bool {
-        dependency != "clamd" || self.scanner.clamd().ping().await.is_ok()
+        match dependency {
+            "clamd" => self.scanner.clamd().ping().await.is_ok(),
+            "storage" => self.storage.check().await.is_ok(),
+            _ => true,
+        }
     }
 }

@@ -100,6 +100,19 @@ impl Uploads {
         }
     }
 
+    /// A storage failure: the whole queue waits for the storage when it does not answer
+    /// a listing (no attempt spent), else this job is retried.
+    async fn storage_failed(&self, error: String) -> Outcome {
+        if self.storage.check().await.is_err() {
+            Outcome::Blocked {
+                dependency: "storage",
+                reason: error,
+            }
+        } else {
+            Outcome::Retry(error)
+        }
+    }
+
     async fn remove_staged(&self, staged: &ObjectKey) {
         if let Err(err) = self.storage.delete(staged).await {
             tracing::warn!(error = %err, key = %staged.as_path(), "cannot remove a staged object; it stays until removed by hand");
@@ -130,7 +143,7 @@ impl Handler for Uploads {
         }
         match self.verify(&row, &staged).await {
             Ok(()) => {}
-            Err(Check::Failed(err)) => return Outcome::Retry(format!("storage: {err}")),
+            Err(Check::Failed(err)) => return self.storage_failed(format!("storage: {err}")).await,
             Err(Check::Rejected(reason)) => {
                 return match uploads::reject(&self.pool, row.id, &reason).await {
                     Ok(_) => {
@@ -144,12 +157,18 @@ impl Handler for Uploads {
         }
         let stored = ObjectKey::new(Area::Stored, row.id);
         if let Err(err) = self.storage.copy(&staged, &stored).await {
-            return Outcome::Retry(format!("cannot store the object: {err}"));
+            return self
+                .storage_failed(format!("cannot store the object: {err}"))
+                .await;
         }
         if let Err(err) = uploads::mark_stored(&self.pool, row.id).await {
             return Outcome::Retry(format!("cannot record the stored upload: {err}"));
         }
         self.remove_staged(&staged).await;
         Self::scan_follows(&row)
+    }
+
+    async fn probe(&self, dependency: &'static str) -> bool {
+        dependency != "storage" || self.storage.check().await.is_ok()
     }
 }
