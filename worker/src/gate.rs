@@ -44,9 +44,9 @@ impl Gate {
         }
     }
 
-    /// Why the queue is blocked, if it is.
-    pub fn blocked(&self) -> Option<Blocked> {
-        self.state.borrow().clone()
+    /// Whether the queue is blocked (the producer asks before every fetch: no copy).
+    pub fn is_blocked(&self) -> bool {
+        self.state.borrow().is_some()
     }
 
     /// Resolves once the gate is open (at once if it is).

@@ -70,7 +70,7 @@ impl Producer {
             if *stop.borrow() {
                 return Ok(());
             }
-            if self.gate.blocked().is_some() {
+            if self.gate.is_blocked() {
                 // A dependency of the queue is down: no new job until it answers.
                 tokio::select! {
                     () = self.gate.opened() => {}
@@ -126,7 +126,7 @@ impl Producer {
             if ids.is_empty() {
                 continue;
             }
-            if self.pause.is_paused(name) || self.gate.blocked().is_some() {
+            if self.pause.is_paused(name) || self.gate.is_blocked() {
                 // A pause (or a block) arrived while the fetch waited: these stay unstarted.
                 self.give_back(&ids).await;
                 continue;
