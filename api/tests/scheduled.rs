@@ -215,6 +215,13 @@ async fn the_dispatcher_and_the_reconciler_never_push_a_scheduled_job_early(pool
     let (_, session) = app.signed_in_user().await;
     let body = email_in_an_hour(&app, &session.access_token).await;
     let (job, _) = job_of(&app, body["id"].as_str().expect("id")).await;
+    // A dispatcher has run on this Redis before (its marker is there): what Redis
+    // loses below is one key, not everything.
+    let round = dispatcher(&app).round().await.expect("round");
+    assert_eq!(
+        round.redelivered, 1,
+        "the first round on a Redis takes nothing as kept"
+    );
     let queue = Queue::new(app.state.redis.clone(), QueueName::Emails);
     let lose_it = || async {
         let mut conn = app.state.redis.connection();
@@ -263,6 +270,57 @@ async fn the_dispatcher_and_the_reconciler_never_push_a_scheduled_job_early(pool
     let round = dispatcher(&app).round().await.expect("round");
     assert_eq!(round.redelivered, 1, "{round:?}");
     assert_eq!(depths(&app).await, (1, 0, 0));
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn when_redis_loses_everything_the_next_round_pushes_every_waiting_job_again(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, session) = app.signed_in_user().await;
+    let token = &session.access_token;
+    // A dispatcher has been running on this Redis (its marker is there).
+    dispatcher(&app).round().await.expect("round");
+    email_in_an_hour(&app, token).await;
+    accepted(
+        post(
+            &app,
+            token,
+            "/api/v1/emails",
+            &json!({"to": ["now@example.org"], "subject": "Now", "text": "Hi"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(depths(&app).await, (1, 0, 1), "one ready, one delayed");
+
+    // Redis restarted without persistence: every key of the prefix is gone (the
+    // dispatcher's marker with them). Both were pushed a moment ago, far within the
+    // redelivery timeout, yet the next round pushes both again at once, each where it
+    // belongs.
+    let mut conn = app.state.redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.state.redis.prefix()))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(!keys.is_empty());
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("del");
+    assert_eq!(depths(&app).await, (0, 0, 0));
+    let round = dispatcher(&app).round().await.expect("round");
+    assert_eq!(round.redelivered, 2, "{round:?}");
+    assert_eq!(
+        depths(&app).await,
+        (1, 0, 1),
+        "the ready one ready, the scheduled one delayed"
+    );
+
+    // The marker is back: Redis is trusted again, nothing is pushed twice.
+    let round = dispatcher(&app).round().await.expect("round");
+    assert_eq!(round.redelivered, 0, "{round:?}");
+    assert_eq!(depths(&app).await, (1, 0, 1));
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

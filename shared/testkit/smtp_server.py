@@ -1,6 +1,8 @@
 """A real SMTP server (aiosmtpd) for Conveyor's end-to-end tests.
 
-Every accepted message is written to DIR as <n>.eml. Behaviour for fault tests:
+Every accepted message is written to DIR as <start>-<n>.eml (<start> the server's
+start time in ns, so a restarted server on the same DIR never overwrites a message).
+Behaviour for fault tests:
   --reject SUBSTR   answer 550 to RCPT TO addresses containing SUBSTR, quoting the
                     address as Postfix does ("550 5.1.1 <addr>: Recipient address
                     rejected: ...")
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import time
 import signal
 
 from aiosmtpd.controller import Controller
@@ -27,6 +30,7 @@ class Handler:
         self.delay = delay
         self.tempfail = tempfail
         self.counter = itertools.count(1)
+        self.started = time.time_ns()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.reject and self.reject in address:
@@ -43,7 +47,7 @@ class Handler:
             self.tempfail -= 1
             return "451 4.3.0 Try again later"
         n = next(self.counter)
-        path = os.path.join(self.directory, f"{n:06}.eml")
+        path = os.path.join(self.directory, f"{self.started:020}-{n:06}.eml")
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(b"X-Envelope-To: " + ",".join(envelope.rcpt_tos).encode() + b"\r\n")

@@ -14,15 +14,17 @@ pub use testkit::process::{Process, scratch_dir, wait_for_port};
 pub use testkit::smtp::{Smtp, header};
 pub use testkit::{KEY, PASSWORD, database_url_of, free_port, redis_url, workspace};
 
-/// A workspace binary (`api`, `worker`) of the profile the tests run in: test
-/// executables live in `target/<profile>/deps`, the binaries one level up.
+/// A workspace binary (`api`, `worker`) of the profile the caller was built in: test
+/// executables live in `target/<profile>/deps`, the binaries one level up; a program
+/// (the chaos suite) lives beside them.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = dir.join(name);
+    let exe = std::env::current_exe().expect("the executable's path");
+    let beside = exe.parent().expect("target/<profile>[/deps]");
+    let path = if beside.ends_with("deps") {
+        beside.parent().expect("target/<profile>").join(name)
+    } else {
+        beside.join(name)
+    };
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build --bin {name}`",

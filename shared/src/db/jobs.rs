@@ -439,13 +439,27 @@ pub struct LostJob {
     pub run_after: Option<OffsetDateTime>,
 }
 
-/// Jobs Redis seems to have lost: pushed but not claimed before `before` — a scheduled
-/// job counts from its `run_after` instead when that is later (until then it waits in
-/// the delayed set, not lost) —, retries due before `before`, and running jobs whose
-/// heartbeat stopped before `before`. Locked like [`lock_undispatched`].
+impl From<LostJob> for ToPush {
+    fn from(job: LostJob) -> ToPush {
+        ToPush {
+            id: job.id,
+            queue: job.queue,
+            lane_owner: job.lane_owner,
+            run_after: job.run_after,
+        }
+    }
+}
+
+/// Jobs Redis seems to have lost: pushed but not claimed before `pushed_before` — a
+/// scheduled job counts from its `run_after` instead when that is later (until then it
+/// waits in the delayed set, not lost) —, retries due before `pushed_before`, and
+/// running jobs whose heartbeat stopped before `silent_since`. Locked like
+/// [`lock_undispatched`]. When Redis is known to have lost everything, `pushed_before`
+/// far ahead takes every job it held.
 pub async fn lock_lost(
     db: &mut PgConnection,
-    before: OffsetDateTime,
+    pushed_before: OffsetDateTime,
+    silent_since: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<LostJob>, sqlx::Error> {
     // Three statements: PostgreSQL refuses FOR UPDATE on a UNION.
@@ -455,7 +469,7 @@ pub async fn lock_lost(
            AND greatest(dispatched_at, run_after) < $1 \
          ORDER BY greatest(dispatched_at, run_after) LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
-    .bind(before)
+    .bind(pushed_before)
     .bind(limit)
     .fetch_all(&mut *db)
     .await?;
@@ -465,7 +479,7 @@ pub async fn lock_lost(
              AND (dispatched_at IS NULL OR dispatched_at < $1) \
              ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
-        .bind(before)
+        .bind(pushed_before)
         .bind(limit)
         .fetch_all(&mut *db)
         .await?,
@@ -476,7 +490,7 @@ pub async fn lock_lost(
              AND (dispatched_at IS NULL OR dispatched_at < $1) \
              ORDER BY heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
-        .bind(before)
+        .bind(silent_since)
         .bind(limit)
         .fetch_all(&mut *db)
         .await?,

@@ -25,6 +25,9 @@ use crate::telemetry::metric;
 /// Rows per dispatcher transaction.
 const BATCH: i64 = 5000;
 
+/// The key whose absence tells the dispatcher that Redis lost its data.
+const MARKER: &str = "dispatch:marker";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("PostgreSQL: {0}")]
@@ -124,15 +127,63 @@ impl Dispatcher {
                 break;
             }
         }
-        let before = OffsetDateTime::now_utc() - self.redelivery_timeout;
-        let mut tx = self.pool.begin().await?;
-        let lost = jobs::lock_lost(&mut tx, before, BATCH).await?;
-        let lost = self.skip_still_queued(lost).await;
-        round.redelivered = self.push_locked(&mut tx, lost, "reconciler").await?;
-        tx.commit().await?;
+        let now = OffsetDateTime::now_utc();
+        let before = now - self.redelivery_timeout;
+        if self.redis_forgot().await {
+            // Every id Redis held is gone: push every job waiting in it again now (a
+            // scheduled one to the delayed set for its time), not after the timeout.
+            let everything = now + time::Duration::days(36_500);
+            loop {
+                let mut tx = self.pool.begin().await?;
+                let lost = jobs::lock_lost(&mut tx, everything, before, BATCH).await?;
+                let n = lost.len();
+                let lost = lost.into_iter().map(ToPush::from).collect();
+                round.redelivered += self.push_locked(&mut tx, lost, "reconciler").await?;
+                tx.commit().await?;
+                if n < usize::try_from(BATCH).unwrap_or(usize::MAX) {
+                    break;
+                }
+            }
+            self.remember().await?;
+            if round.redelivered > 0 {
+                tracing::warn!(
+                    jobs = round.redelivered,
+                    "Redis lost its data (the dispatcher's marker is gone): every job waiting in it was pushed again"
+                );
+            }
+        } else {
+            let mut tx = self.pool.begin().await?;
+            let lost = jobs::lock_lost(&mut tx, before, before, BATCH).await?;
+            let lost = self.skip_still_queued(lost).await;
+            round.redelivered = self.push_locked(&mut tx, lost, "reconciler").await?;
+            tx.commit().await?;
+        }
         round.backlog = jobs::count_undispatched(&self.pool).await?;
         metrics::gauge!(metric::DISPATCHER_BACKLOG).set(round.backlog as f64);
         Ok(round)
+    }
+
+    /// The marker [`Dispatcher::remember`] keeps in Redis is missing: Redis lost its
+    /// data (restarted without persistence, failed over to a replica that lacked the
+    /// writes, flushed), or this is the first round on it. Unknown (Redis unreachable)
+    /// is not forgotten: nothing can be pushed then anyway.
+    async fn redis_forgot(&self) -> bool {
+        let mut conn = self.redis.connection();
+        let marker: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(self.redis.key(MARKER))
+            .query_async(&mut conn)
+            .await;
+        matches!(marker, Ok(None))
+    }
+
+    async fn remember(&self) -> Result<(), DispatchError> {
+        let mut conn = self.redis.connection();
+        let () = redis::cmd("SET")
+            .arg(self.redis.key(MARKER))
+            .arg("1")
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// A queued job that is not claimed may simply wait behind a long backlog: re-push
@@ -158,12 +209,7 @@ impl Dispatcher {
                     continue;
                 }
             }
-            kept.push(ToPush {
-                id: job.id,
-                queue: job.queue,
-                lane_owner: job.lane_owner,
-                run_after: job.run_after,
-            });
+            kept.push(ToPush::from(job));
         }
         kept
     }
