@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     // The operators' commands print their results (tables, JSON) on stdout, where the
     // log lines go too: they run without them and report errors on stderr.
     if !matches!(cli.command, Some(Command::Ops(_))) {
-        telemetry::init_tracing(config.log_format);
+        telemetry::init_tracing(config.log_format, "api");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -139,6 +139,8 @@ fn main() -> ExitCode {
             (_, None) => Err(anyhow::anyhow!("the auth configuration was not loaded")),
         }
     });
+    // What the trace exporter still holds goes out before the process ends.
+    shared::otel::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

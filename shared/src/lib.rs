@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod mail;
 pub mod maintenance;
 pub mod monitoring;
+pub mod otel;
 pub mod problem;
 pub mod queue;
 pub mod redis;

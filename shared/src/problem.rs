@@ -37,7 +37,8 @@ impl FieldError {
     }
 }
 
-/// A problem details body (RFC 9457) with Conveyor's `code` and `request_id`.
+/// A problem details body (RFC 9457) with Conveyor's `code`, `request_id` and (when
+/// tracing is on) `trace_id`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URN naming the problem type, e.g. `urn:conveyor:problem:not_found`.
@@ -52,6 +53,10 @@ pub struct Problem {
     /// The `x-request-id` of the request, to quote when asking for help.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The trace of the request (hex), when tracing is on: an operator opens it in
+    /// the trace backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// At most `MAX_FIELD_ERRORS` invalid fields, in request order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
@@ -73,6 +78,7 @@ impl Problem {
             detail: detail.into(),
             code,
             request_id: current_request_id(),
+            trace_id: crate::otel::current_trace_id(),
             errors: Vec::new(),
             errors_omitted: None,
         }

@@ -134,23 +134,35 @@ pub mod metric {
     pub const BUILD_INFO: &str = "conveyor_build_info";
 }
 
-/// Installs the global `tracing` subscriber. Safe to call more than once (tests do);
-/// only the first call takes effect.
-pub fn init_tracing(format: LogFormat) {
+/// Installs the global `tracing` subscriber of `service` (`api`, `worker`): logs, the
+/// Sentry layer when monitoring is on, and the OpenTelemetry layer when tracing is on
+/// ([`crate::otel`]; then every JSON log line inside a span carries its `trace_id` and
+/// `span_id`). Safe to call more than once (tests do); only the first call takes
+/// effect.
+pub fn init_tracing(format: LogFormat, service: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let otel = crate::otel::tracer(service)
+        .map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
+    let ids = otel.is_some().then_some(crate::otel::TraceIdsLayer);
     // Sentry (when SENTRY_DSN started it) sees the same events; nothing otherwise.
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(crate::monitoring::layer());
+        .with(crate::monitoring::layer())
+        .with(otel)
+        .with(ids);
     let result = match format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(crate::otel::WithTraceIds(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(true)
+                            .with_span_list(false),
+                    )),
             )
             .try_init(),
         LogFormat::Pretty => registry

@@ -29,6 +29,45 @@ pub struct Executor<H> {
     pub gate: Gate,
 }
 
+/// The consumer span of one attempt (OpenTelemetry's messaging conventions: `process`
+/// from the queue). The first attempt is a child of the span that enqueued the job; a
+/// later one starts a trace of its own linked to it, so a job retried for hours does
+/// not make one trace hours long.
+fn job_span(row: &ClaimedJob) -> tracing::Span {
+    let queue = row.queue.as_str();
+    // A root of its own: its parent is the enqueue's span or nothing, never whatever
+    // span the runtime's task happens to be in.
+    let span = tracing::info_span!(
+        parent: None,
+        "job",
+        queue,
+        job_id = %row.id,
+        request_id = tracing::field::Empty,
+        attempt = row.attempt,
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "conveyor",
+        messaging.operation.type = "process",
+        messaging.destination.name = queue,
+        messaging.message.id = %row.id,
+        conveyor.job.attempt = row.attempt,
+        conveyor.job.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+    );
+    if let Some(request) = row.request_id {
+        span.record("request_id", tracing::field::display(request));
+    }
+    if let Some(enqueued) = &row.trace_context {
+        if row.attempt <= 1 {
+            shared::otel::set_parent(&span, enqueued);
+        } else {
+            shared::otel::add_link(&span, enqueued);
+        }
+    }
+    span
+}
+
 impl<H: Handler> Executor<H> {
     /// Runs one job and hands its verdict to the completer.
     pub async fn run(&self, job: Job) {
@@ -38,13 +77,16 @@ impl<H: Handler> Executor<H> {
         metrics::counter!(metric::JOBS_STARTED_TOTAL, "queue" => queue).increment(1);
         metrics::histogram!(metric::QUEUE_LATENCY_SECONDS, "queue" => queue)
             .record(waited(row, OffsetDateTime::now_utc()));
-        let span = tracing::info_span!("job", queue, job_id = %row.id, request_id = tracing::field::Empty, attempt = row.attempt);
-        if let Some(request) = row.request_id {
-            span.record("request_id", tracing::field::display(request));
-        }
+        let span = job_span(row);
         // In the span, so the handler's logs (and a panic reported to Sentry) carry the
         // job's id, queue and request id.
         let (outcome, follow_ups) = self.attempt(row).instrument(span.clone()).await.split();
+        // A job that follows this one continues its trace (upload → scan → webhook).
+        let traced = shared::otel::traceparent_of(&span);
+        let follow_ups = follow_ups
+            .into_iter()
+            .map(|job| job.traced(traced.clone()))
+            .collect();
         if let Outcome::Blocked { dependency, .. } = &outcome {
             let (handler, dependency) = (self.handler.clone(), *dependency);
             self.gate.block(dependency, move || {
@@ -53,6 +95,20 @@ impl<H: Handler> Executor<H> {
             });
         }
         let verdict = decide(outcome, row, &self.settings, SystemTime::now());
+        let (label, error) = match &verdict {
+            Verdict::Succeeded => ("succeeded", None),
+            Verdict::Retry { error, .. } => ("retry", Some(error)),
+            Verdict::Dead { error } => ("dead", Some(error)),
+            Verdict::Suppressed => ("suppressed", None),
+            Verdict::Deferred { .. } => ("deferred", None),
+        };
+        span.record("conveyor.job.outcome", label);
+        if let Some(error) = error {
+            // An error may quote an address (an SMTP reply): not into the trace.
+            let message = shared::domain::email::redact_addresses(error);
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", message.as_str());
+        }
         span.in_scope(|| match &verdict {
             // Periodic chores (a sample every 5 s) log their successes at debug: an
             // operator's log is about the work clients asked for. Failures log as any.
@@ -180,6 +236,7 @@ mod tests {
             runnable_at: OffsetDateTime::now_utc(),
             lane_owner: None,
             created_at: OffsetDateTime::now_utc(),
+            trace_context: None,
         }
     }
 
@@ -219,6 +276,7 @@ mod tests {
         let now = SystemTime::now();
         let enqueued = |ago: Duration| ClaimedJob {
             created_at: OffsetDateTime::from(now - ago),
+            trace_context: None,
             ..job(40, 500)
         };
         let young = enqueued(Duration::from_secs(60));

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(config.log_format);
+    telemetry::init_tracing(config.log_format, "worker");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,6 +72,8 @@ fn main() -> ExitCode {
             Command::DkimRecord => Ok(()),
         }
     });
+    // What the trace exporter still holds goes out before the process ends.
+    shared::otel::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -17,6 +17,7 @@
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use lettre::Address;
 use lettre::address::Envelope;
@@ -152,6 +153,41 @@ pub enum SmtpFailure {
     Unreachable(String),
 }
 
+/// The client span of one SMTP transaction: the relay, the recipients' domains and
+/// how many there are — never an address.
+fn smtp_span(settings: &SmtpSettings, envelope: &Envelope) -> tracing::Span {
+    let mut domains: Vec<&str> = envelope.to().iter().map(|a| a.domain()).collect();
+    domains.sort_unstable();
+    domains.dedup();
+    tracing::info_span!(
+        "smtp",
+        otel.name = "smtp send",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+        network.protocol.name = "smtp",
+        server.address = %settings.host,
+        server.port = settings.port,
+        conveyor.smtp.recipient_domains = %domains.join(","),
+        conveyor.smtp.recipients = envelope.to().len(),
+        conveyor.smtp.outcome = tracing::field::Empty,
+    )
+}
+
+impl SmtpFailure {
+    /// The server's reply or the failure, without the addresses it may quote: what a
+    /// trace may record.
+    pub fn reply(&self) -> String {
+        match self {
+            SmtpFailure::AllRefused(refusals) => format!("{} recipients refused", refusals.len()),
+            SmtpFailure::Transient(e)
+            | SmtpFailure::Permanent(e)
+            | SmtpFailure::Deferred(e)
+            | SmtpFailure::Unreachable(e) => shared::domain::email::redact_addresses(e),
+        }
+    }
+}
+
 /// A recipient the server refused for good: a 5xx reply to its `RCPT TO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -279,6 +315,33 @@ impl SmtpClient {
     /// sends nothing (the whole message is retried later). The connection goes back to
     /// the pool unless it broke.
     pub async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Delivered, SmtpFailure> {
+        let span = smtp_span(&self.settings, envelope);
+        let result = self
+            .send_in_session(envelope, message)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(delivered) if delivered.refused.is_empty() => "delivered",
+            Ok(_) => "partly_refused",
+            Err(SmtpFailure::Transient(_)) => "transient",
+            Err(SmtpFailure::Permanent(_)) => "permanent",
+            Err(SmtpFailure::AllRefused(_)) => "all_refused",
+            Err(SmtpFailure::Deferred(_)) => "deferred",
+            Err(SmtpFailure::Unreachable(_)) => "unreachable",
+        };
+        span.record("conveyor.smtp.outcome", outcome);
+        if let Err(failure) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", failure.reply().as_str());
+        }
+        result
+    }
+
+    async fn send_in_session(
         &self,
         envelope: &Envelope,
         message: &[u8],

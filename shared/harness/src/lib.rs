@@ -10,5 +10,5 @@ pub mod system;
 
 pub use testkit::{
     KEY, PASSWORD, clamd, database_url_of, dkim, eventually, eventually_every, fixtures, free_port,
-    holds_for, process, proxy, redis_cluster_urls, redis_url, s3, smtp, wait_out, workspace,
+    holds_for, otlp, process, proxy, redis_cluster_urls, redis_url, s3, smtp, wait_out, workspace,
 };

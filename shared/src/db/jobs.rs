@@ -95,6 +95,8 @@ pub struct ClaimedJob {
     pub lane_owner: Option<Uuid>,
     /// When the job was enqueued: the start of its queue's retry lifetime.
     pub created_at: OffsetDateTime,
+    /// The `traceparent` of the span that enqueued it (`None` when tracing was off).
+    pub trace_context: Option<String>,
 }
 
 impl ClaimedJob {
@@ -145,7 +147,7 @@ pub const CLAIM: &str = "WITH claimed AS ( \
                          AND (j.run_after IS NULL OR j.run_after <= now())) \
                     OR ((j.status = 'running') IS TRUE AND j.heartbeat_at < $3)) \
              RETURNING j.id, j.request_id, j.queue, j.payload, j.attempt, j.max_attempts, \
-                 before.runnable_at, j.lane_owner, j.created_at), \
+                 before.runnable_at, j.lane_owner, j.created_at, j.trace_context), \
          started AS ( \
              UPDATE requests r SET status = 'running' \
              WHERE r.id IN (SELECT request_id FROM claimed) AND (r.status = 'queued') IS TRUE \

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use sqlx::{Connection as _, PgConnection};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{Job, NewJob};
@@ -34,17 +35,22 @@ pub enum EnqueueError {
 /// The statement every job row is inserted by. `req` is a CTE the caller puts first:
 /// the request being inserted in the same statement, or just the id of an existing one
 /// (or NULL). $1 ids, $2 payloads (JSON text), $3 unique keys, $4 queue, $5 attempts,
-/// $6 the fair lane's owner, $7 the request id, $8 `run_after`. A row whose unique key
-/// exists already is skipped; the statement returns the ids inserted.
+/// $6 the fair lane's owner, $7 the request id, $8 `run_after`, and the placeholder
+/// given of the rows' trace contexts. A row whose unique key exists already is
+/// skipped; the statement returns the ids inserted.
 macro_rules! insert_jobs {
-    () => {
-        "new_jobs AS ( \
+    ($trace:literal) => {
+        concat!(
+            "new_jobs AS ( \
              INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, \
-                               lane_owner, run_after, unique_key) \
-             SELECT t.id, req.id, $4, t.payload::jsonb, $5, now(), $6, $8, t.unique_key \
-             FROM req CROSS JOIN UNNEST($1::uuid[], $2::text[], $3::text[]) AS t(id, payload, unique_key) \
+                               lane_owner, run_after, unique_key, trace_context) \
+             SELECT t.id, req.id, $4, t.payload::jsonb, $5, now(), $6, $8, t.unique_key, t.trace \
+             FROM req CROSS JOIN UNNEST($1::uuid[], $2::text[], $3::text[], ",
+            $trace,
+            "::text[]) AS t(id, payload, unique_key, trace) \
              ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
              RETURNING id)"
+        )
     };
 }
 
@@ -211,9 +217,11 @@ async fn insert_chunk(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
     let unique: Vec<Option<&str>> = rows.iter().map(|r| r.unique_key.as_deref()).collect();
+    let span = publish_span(group.queue, rows.len());
+    let traces = trace_contexts(&span, rows);
     sqlx::query_scalar(concat!(
         "WITH req AS (SELECT $7::uuid AS id), ",
-        insert_jobs!(),
+        insert_jobs!("$9"),
         " SELECT id FROM new_jobs"
     ))
     .bind(&ids)
@@ -224,8 +232,60 @@ async fn insert_chunk(
     .bind(group.lane.owner())
     .bind(group.request_id)
     .bind(group.run_after)
+    .bind(&traces)
     .fetch_all(conn)
+    .instrument(span.in_scope(|| insert_span("jobs")))
+    .instrument(span)
     .await
+}
+
+/// The producer span of an enqueue (OpenTelemetry's messaging conventions: `send` to
+/// the queue), one per statement.
+fn publish_span(queue: QueueName, count: usize) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("send {}", queue.as_str()),
+        otel.kind = "producer",
+        messaging.system = "conveyor",
+        messaging.operation.type = "send",
+        messaging.destination.name = queue.as_str(),
+        messaging.batch.message_count = count,
+    )
+}
+
+/// Each row's trace context: its own, else the enqueue's span (`None` when tracing is
+/// off). An enqueue outside any span (the completer inserting follow-ups) joins the
+/// trace of the first row that has one, instead of starting a trace of its own.
+fn trace_contexts(span: &tracing::Span, rows: &[&NewJob]) -> Vec<Option<String>> {
+    let first = rows.iter().find_map(|r| r.trace_context.as_deref());
+    let joined = match first {
+        Some(first) if crate::otel::on() && tracing::Span::current().is_none() => {
+            crate::otel::set_parent(span, first);
+            Some(first)
+        }
+        _ => None,
+    };
+    let own = crate::otel::traceparent_of(span);
+    rows.iter()
+        .map(|r| match r.trace_context.as_deref() {
+            // In the trace the enqueue joined: a child of the enqueue, as any job.
+            Some(context) if Some(context) == joined => own.clone(),
+            Some(context) => Some(context.to_owned()),
+            None => own.clone(),
+        })
+        .collect()
+}
+
+/// The database statement of an enqueue (a child of its producer span).
+fn insert_span(table: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db",
+        otel.name = %format_args!("INSERT {table}"),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = table,
+    )
 }
 
 /// A request and its jobs, atomically: the request row and the first
@@ -293,15 +353,20 @@ async fn insert_request_with(
         .map_or((QueueName::Canary, Lane::Priority), |j| (j.queue, j.lane));
     let unique: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
     let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    // The request remembers the submission's trace (its webhook continues it).
+    let submitted = crate::otel::current_traceparent();
+    let span = publish_span(queue, jobs.len());
+    let rows: Vec<&NewJob> = jobs.iter().collect();
+    let traces = trace_contexts(&span, &rows);
     let row = sqlx::query_as(concat!(
         "WITH req AS ( \
              INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, \
-                                   send_at, callback_url) \
-             VALUES ($7, $9, $10, $11, $12, $13, $14, $8, $15) \
+                                   send_at, callback_url, trace_context) \
+             VALUES ($7, $9, $10, $11, $12, $13, $14, $8, $15, $16) \
              RETURNING ",
         crate::db::requests::columns!(),
         "), ",
-        insert_jobs!(),
+        insert_jobs!("$17"),
         " SELECT ",
         crate::db::requests::columns!(),
         " FROM req"
@@ -321,7 +386,11 @@ async fn insert_request_with(
     .bind(&new.content)
     .bind(new.total)
     .bind(new.callback_url)
+    .bind(submitted)
+    .bind(&traces)
     .fetch_one(conn)
+    .instrument(span.in_scope(|| insert_span("requests")))
+    .instrument(span)
     .await?;
     Ok((row, ids))
 }
@@ -339,6 +408,7 @@ mod tests {
             lane,
             run_after: None,
             unique_key: None,
+            trace_context: None,
         }
     }
 

@@ -58,6 +58,9 @@ pub struct NewJob {
     pub run_after: Option<OffsetDateTime>,
     /// At most one job with this key is ever inserted; a second is skipped.
     pub unique_key: Option<String>,
+    /// The `traceparent` its first attempt continues; `None`: the enqueue's own span
+    /// (a follow-up carries the span of the job it follows).
+    pub trace_context: Option<String>,
 }
 
 impl NewJob {
@@ -71,7 +74,16 @@ impl NewJob {
             lane: Lane::Priority,
             run_after: None,
             unique_key: None,
+            trace_context: None,
         })
+    }
+
+    /// Continues the trace `traceparent` names (when there is one).
+    pub fn traced(mut self, traceparent: Option<String>) -> Self {
+        if traceparent.is_some() {
+            self.trace_context = traceparent;
+        }
+        self
     }
 
     pub fn with_id(mut self, id: Uuid) -> Self {

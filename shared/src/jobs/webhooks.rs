@@ -43,10 +43,33 @@ pub async fn enqueue_deliveries(
         crate::webhooks::EVENT_REQUEST_FINISHED,
     )
     .await?;
+    // Each delivery continues its request's trace (the submission's span).
+    let traces: std::collections::HashMap<Uuid, String> = if crate::otel::on() {
+        let ids: Vec<Uuid> = wanted.iter().map(|(_, request, _)| *request).collect();
+        sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT id, trace_context FROM requests WHERE id = ANY($1) AND trace_context IS NOT NULL",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    } else {
+        std::collections::HashMap::new()
+    };
+    let request_of: std::collections::HashMap<Uuid, Uuid> = wanted
+        .iter()
+        .map(|(delivery, request, _)| (*delivery, *request))
+        .collect();
     let jobs = made
         .into_iter()
         .map(|delivery_id| {
-            super::NewJob::of(&WebhookJob { delivery_id }).map(|j| j.with_id(delivery_id))
+            let trace = request_of
+                .get(&delivery_id)
+                .and_then(|request| traces.get(request))
+                .cloned();
+            super::NewJob::of(&WebhookJob { delivery_id })
+                .map(|j| j.with_id(delivery_id).traced(trace))
         })
         .collect::<Result<Vec<_>, _>>()?;
     super::enqueue_many(conn, queues, &jobs).await

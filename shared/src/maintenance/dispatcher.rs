@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::db::jobs::{self, LostJob, ToPush};
@@ -66,16 +67,33 @@ pub async fn push_committed_at(
     }
     let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     let transport = Queue::new(redis.clone(), queue);
-    let pushed = match run_after.filter(|at| *at > OffsetDateTime::now_utc()) {
-        Some(at) => {
-            let due: Vec<(&str, SystemTime)> = strings
-                .iter()
-                .map(|id| (id.as_str(), SystemTime::from(at)))
-                .collect();
-            transport.schedule_in(lane, &due).await
+    let span = tracing::info_span!(
+        "redis",
+        otel.name = "redis push",
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = if run_after.is_some() {
+            "ZADD"
+        } else {
+            "EVALSHA"
+        },
+        messaging.destination.name = queue.as_str(),
+        messaging.batch.message_count = ids.len(),
+    );
+    let pushed = async {
+        match run_after.filter(|at| *at > OffsetDateTime::now_utc()) {
+            Some(at) => {
+                let due: Vec<(&str, SystemTime)> = strings
+                    .iter()
+                    .map(|id| (id.as_str(), SystemTime::from(at)))
+                    .collect();
+                transport.schedule_in(lane, &due).await
+            }
+            None => transport.push_to(lane, &strings).await,
         }
-        None => transport.push_to(lane, &strings).await,
-    };
+    }
+    .instrument(span)
+    .await;
     if let Err(err) = pushed {
         tracing::warn!(error = %err, jobs = ids.len(), "cannot push jobs to Redis; the dispatcher will");
         if let Err(err) = jobs::undispatch(pool, ids).await {

@@ -11,6 +11,7 @@
 pub mod clamd;
 pub mod dkim;
 pub mod fixtures;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod s3;

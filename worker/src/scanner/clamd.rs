@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpStream, UnixStream};
@@ -66,8 +67,30 @@ impl Clamd {
     /// Streams `bytes` to clamd; `Some(signature)` when one matched (without the
     /// `.UNOFFICIAL` suffix clamd gives our own rules), `None` when clean.
     pub async fn scan(&self, bytes: &[u8]) -> Result<Option<String>, ScanError> {
-        let reply = self.exchange(b"zINSTREAM\0", Some(bytes)).await?;
-        parse_verdict(&reply)
+        let span = tracing::info_span!(
+            "clamd",
+            otel.name = "clamd INSTREAM",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            conveyor.scan.bytes = bytes.len(),
+            conveyor.scan.verdict = tracing::field::Empty,
+            conveyor.scan.signature = tracing::field::Empty,
+        );
+        let verdict = async {
+            let reply = self.exchange(b"zINSTREAM\0", Some(bytes)).await?;
+            parse_verdict(&reply)
+        }
+        .instrument(span.clone())
+        .await;
+        match &verdict {
+            Ok(None) => span.record("conveyor.scan.verdict", "clean"),
+            Ok(Some(signature)) => {
+                span.record("conveyor.scan.signature", signature.as_str());
+                span.record("conveyor.scan.verdict", "infected")
+            }
+            Err(_) => span.record("otel.status_code", "ERROR"),
+        };
+        verdict
     }
 
     async fn exchange(&self, command: &[u8], body: Option<&[u8]>) -> Result<String, ScanError> {

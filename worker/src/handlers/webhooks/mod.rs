@@ -18,6 +18,7 @@ use shared::jobs::webhooks::WebhookJob;
 use shared::telemetry::metric;
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::handler::{Handler, Outcome};
@@ -166,16 +167,40 @@ impl Webhooks {
         let timestamp = OffsetDateTime::now_utc().unix_timestamp();
         let keys: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
         let signature = shared::webhooks::signature_header(&keys, &webhook_id, timestamp, &body);
-        let sent = self
+        // The HTTP client span (the URL without its query, which may carry a secret);
+        // the receiver gets its `traceparent` and can continue the trace.
+        let span = tracing::info_span!(
+            "webhook",
+            otel.name = "POST",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            server.address = url.host_str().unwrap_or_default(),
+            url.full = %format_args!("{}://{}{}", url.scheme(), url.host_str().unwrap_or_default(), url.path()),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut post = self
             .client
-            .post(url)
+            .post(url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &webhook_id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await;
+            .header("webhook-signature", signature);
+        if let Some(traceparent) = shared::otel::traceparent_of(&span) {
+            post = post.header("traceparent", traceparent);
+        }
+        let sent = post.body(body).send().instrument(span.clone()).await;
+        match &sent {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+                if !response.status().is_success() {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         match sent {
             Ok(response) if response.status().is_success() => {
                 Attempt::Delivered(response.status().as_u16())

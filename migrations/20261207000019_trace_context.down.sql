@@ -1,0 +1,2 @@
+ALTER TABLE requests DROP COLUMN trace_context;
+ALTER TABLE jobs DROP COLUMN trace_context;
