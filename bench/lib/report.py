@@ -19,6 +19,10 @@ NAMES = [
     "worker_throughput_2w",
     "api_ingest_c32",
     "api_ingest_c128",
+    "tracing_ingest_sampled_0",
+    "tracing_ingest_sampled_1",
+    "tracing_drain_sampled_0",
+    "tracing_drain_sampled_1",
     "e2e_latency_p50",
     "e2e_latency_p99",
     "campaign_100k_dispatch",
@@ -27,7 +31,9 @@ NAMES = [
     "peak_rss_worker",
 ]
 # Scenarios that must carry a baseline (the others have none by design).
-WITH_BASELINE = {"worker_throughput_1w", "worker_throughput_2w", "api_ingest_c32", "api_ingest_c128"}
+WITH_BASELINE = {"worker_throughput_1w", "worker_throughput_2w", "api_ingest_c32", "api_ingest_c128",
+                 "tracing_ingest_sampled_0", "tracing_ingest_sampled_1",
+                 "tracing_drain_sampled_0", "tracing_drain_sampled_1"}
 
 
 def load(results, name):
@@ -118,6 +124,21 @@ def assemble(results, mode):
             "(bench/ingest-baseline), same wrk settings, body and pool size, same run",
             base_rate, build=build, **extra,
             target="ratio >= 0.5 and 0 errors" if c == 32 else None))
+
+    # 2b. Tracing's cost: on at sampling 0 and at 1.0 against off, same run.
+    off_rate, _ = wrk_figures(load(results, "tracing_ingest_off"))
+    off_drain = (load(results, "tracing_drain_off") or {}).get("jobs_per_sec")
+    for label, mode in (("0", "zero"), ("1", "one")):
+        rate, figs = wrk_figures(load(results, "tracing_ingest_" + mode))
+        scenarios.append(scenario(
+            "tracing_ingest_sampled_" + label, rate, "req/s",
+            "api_ingest c32 with tracing off, same run", off_rate, build=build, **figs,
+            target="ratio >= 0.95" if label == "0" else "ratio >= 0.85"))
+        drained = load(results, "tracing_drain_" + mode)
+        scenarios.append(scenario(
+            "tracing_drain_sampled_" + label, drained and drained.get("jobs_per_sec"), "jobs/s",
+            "worker_throughput_1w with tracing off, same run", off_drain, build=build,
+            **common(drained), target="ratio >= 0.95" if label == "0" else "ratio >= 0.85"))
 
     # 3. End-to-end latency.
     e2e = load(results, "e2e") or {}
@@ -237,6 +258,10 @@ def met(s):
         "worker_throughput_1w": lambda: r is not None and r >= 1.0,
         "worker_throughput_2w": lambda: r is not None and r >= 1.7,
         "api_ingest_c32": lambda: r is not None and r >= 0.5 and s.get("errors") == 0,
+        "tracing_ingest_sampled_0": lambda: r is not None and r >= 0.95,
+        "tracing_drain_sampled_0": lambda: r is not None and r >= 0.95,
+        "tracing_ingest_sampled_1": lambda: r is not None and r >= 0.85,
+        "tracing_drain_sampled_1": lambda: r is not None and r >= 0.85,
         "e2e_latency_p50": lambda: v <= 10,
         "e2e_latency_p99": lambda: v <= 50,
         "campaign_100k_dispatch": lambda: v <= 5,
