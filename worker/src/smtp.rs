@@ -171,7 +171,16 @@ fn smtp_span(settings: &SmtpSettings, envelope: &Envelope) -> tracing::Span {
         conveyor.smtp.recipient_domains = %domains.join(","),
         conveyor.smtp.recipients = envelope.to().len(),
         conveyor.smtp.outcome = tracing::field::Empty,
+        smtp.reply_code = tracing::field::Empty,
     )
+}
+
+/// The first SMTP reply code (2xx–5xx) a failure's text quotes.
+fn reply_code(text: &str) -> Option<u16> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|word| word.len() == 3)
+        .filter_map(|word| word.parse::<u16>().ok())
+        .find(|code| (200..600).contains(code))
 }
 
 impl SmtpFailure {
@@ -334,9 +343,18 @@ impl SmtpClient {
             Err(SmtpFailure::Unreachable(_)) => "unreachable",
         };
         span.record("conveyor.smtp.outcome", outcome);
-        if let Err(failure) = &result {
-            span.record("otel.status_code", "ERROR");
-            span.record("otel.status_message", failure.reply().as_str());
+        match &result {
+            Ok(_) => {
+                span.record("smtp.reply_code", 250);
+            }
+            Err(failure) => {
+                let reply = failure.reply();
+                if let Some(code) = reply_code(&reply) {
+                    span.record("smtp.reply_code", code);
+                }
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_message", reply.as_str());
+            }
         }
         result
     }
@@ -490,6 +508,16 @@ impl SmtpClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reply_code_is_the_first_smtp_code_a_failure_quotes() {
+        assert_eq!(
+            reply_code("SMTP failed: transient error (451): 4.3.0 Try again later"),
+            Some(451)
+        );
+        assert_eq!(reply_code("SMTP timed out after 30s"), None);
+        assert_eq!(reply_code("port 1025 refused, then 550 5.1.1"), Some(550));
+    }
 
     #[test]
     fn urls_are_read_as_lettre_reads_them() {

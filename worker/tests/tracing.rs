@@ -160,6 +160,7 @@ async fn one_email_with_a_callback_is_one_trace_across_the_api_the_worker_smtp_a
         Some("example.org")
     );
     assert_eq!(smtp_span.attr("conveyor.smtp.outcome"), Some("delivered"));
+    assert_eq!(smtp_span.attr("smtp.reply_code"), Some("250"));
     let webhook_job = one(&trace, "process webhooks");
     let post = one(&trace, "POST");
     assert_eq!(post.parent_span_id, webhook_job.span_id);
@@ -227,6 +228,13 @@ async fn a_retry_starts_a_new_trace_linked_to_the_enqueue(pool: PgPool) {
         .find(|s| s.attr("conveyor.job.attempt") == Some("2"))
         .expect("attempt 2");
     assert_eq!(first.status, 2, "the failed attempt is an error");
+    let failed_send = receiver
+        .spans()
+        .into_iter()
+        .find(|s| s.name == "smtp send" && s.parent_span_id == first.span_id)
+        .expect("the first attempt's SMTP span");
+    assert_eq!(failed_send.attr("smtp.reply_code"), Some("451"));
+    assert_eq!(failed_send.attr("conveyor.smtp.outcome"), Some("transient"));
     assert_ne!(second.trace_id, first.trace_id, "a trace of its own");
     assert!(second.parent_span_id.is_empty(), "a root");
     let spans = receiver.spans();
