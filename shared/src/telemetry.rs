@@ -142,8 +142,15 @@ pub mod metric {
 pub fn init_tracing(format: LogFormat, service: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let otel = crate::otel::tracer(service)
-        .map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
+    // Per span, only what the spans declare: no thread, source location or
+    // busy/idle timings (each costs work on every span, sampled or not).
+    let otel = crate::otel::tracer(service).map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_threads(false)
+            .with_location(false)
+            .with_tracked_inactivity(false)
+    });
     let ids = otel.is_some().then_some(crate::otel::TraceIdsLayer);
     // Sentry (when SENTRY_DSN started it) sees the same events; nothing otherwise.
     let registry = tracing_subscriber::registry()

@@ -82,11 +82,15 @@ impl<H: Handler> Executor<H> {
         // job's id, queue and request id.
         let (outcome, follow_ups) = self.attempt(row).instrument(span.clone()).await.split();
         // A job that follows this one continues its trace (upload → scan → webhook).
-        let traced = shared::otel::traceparent_of(&span);
-        let follow_ups = follow_ups
-            .into_iter()
-            .map(|job| job.traced(traced.clone()))
-            .collect();
+        let follow_ups = if follow_ups.is_empty() {
+            follow_ups
+        } else {
+            let traced = shared::otel::traceparent_of(&span);
+            follow_ups
+                .into_iter()
+                .map(|job| job.traced(traced.clone()))
+                .collect()
+        };
         if let Outcome::Blocked { dependency, .. } = &outcome {
             let (handler, dependency) = (self.handler.clone(), *dependency);
             self.gate.block(dependency, move || {
