@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -144,14 +145,21 @@ pub fn init_tracing(format: LogFormat, service: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     // Per span, only what the spans declare: no thread, source location or
     // busy/idle timings (each costs work on every span, sampled or not).
+    // Spans only: a log event is a log line (carrying the trace's ids), not also a
+    // span event built for every span, sampled or not.
     let otel = crate::otel::tracer(service).map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_threads(false)
             .with_location(false)
             .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                metadata.is_span()
+            }))
     });
-    let ids = otel.is_some().then_some(crate::otel::TraceIdsLayer);
+    // The ids are written on JSON log lines only.
+    let ids =
+        (otel.is_some() && matches!(format, LogFormat::Json)).then_some(crate::otel::TraceIdsLayer);
     // Sentry (when SENTRY_DSN started it) sees the same events; nothing otherwise.
     let registry = tracing_subscriber::registry()
         .with(filter)
