@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::load::{Expect, Outcome, Submission};
 use crate::stack::Stack;
+use crate::wait::all_final;
 
 #[derive(Debug, Default)]
 pub struct Reconciliation {
@@ -88,21 +89,13 @@ pub async fn reconcile(
         .collect();
 
     let started = Instant::now();
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM requests WHERE id = ANY($1) AND finished_at IS NULL",
-        )
-        .bind(&ids)
-        .fetch_one(&stack.db)
-        .await?;
-        if open == 0 {
-            report.drained_in = Some(started.elapsed());
-            break;
-        }
-        if started.elapsed() > window {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let pause = Duration::from_millis(100);
+    let every_final = "every accepted request is final";
+    if all_final(&stack.db, &ids, pause, window, every_final)
+        .await
+        .is_ok()
+    {
+        report.drained_in = Some(started.elapsed());
     }
 
     let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
@@ -136,7 +129,6 @@ pub async fn reconcile(
                 .push(message_id.clone());
         }
     }
-    let mut expected_addresses: HashSet<&str> = HashSet::new();
 
     for submission in submissions {
         let Some(id) = submission.accepted() else {
@@ -165,7 +157,6 @@ pub async fn reconcile(
         match &submission.expect {
             Expect::Messages(to) => {
                 for address in to {
-                    expected_addresses.insert(address);
                     let copies = received.get(address).map_or(&[][..], Vec::as_slice);
                     match copies.len() {
                         0 if state == "succeeded" => report
@@ -223,7 +214,6 @@ pub async fn reconcile(
             Expect::Finished => {}
         }
     }
-    let _ = expected_addresses;
 
     let stuck: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT queue, status, count(*) FROM jobs \

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::load::{Client, Kind, Load, Mix, Outcome, Submission};
 use crate::reconcile::{Reconciliation, reconcile};
 use crate::stack::Stack;
-use crate::wait::{until, until_every};
+use crate::wait::{all_final, until};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scale {
@@ -517,24 +517,12 @@ impl Scenario {
             .iter()
             .filter_map(Submission::accepted)
             .collect();
-        let db = stack.db.clone();
-        let _ = until(
+        let _ = all_final(
+            &stack.db,
+            &ids,
+            Duration::from_millis(100),
             Duration::from_secs(180),
             "every accepted request is final",
-            || {
-                let db = db.clone();
-                let ids = ids.clone();
-                async move {
-                    let open: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM requests WHERE id = ANY($1) AND finished_at IS NULL",
-                    )
-                    .bind(&ids)
-                    .fetch_one(&db)
-                    .await
-                    .ok()?;
-                    (open == 0).then_some(())
-                }
-            },
         )
         .await;
         let (jobs, extra, most): (i64, Option<i64>, Option<i32>) = sqlx::query_as(
@@ -978,20 +966,13 @@ async fn reporting_tx(scale: Scale) -> Result<Report> {
         let ids: Vec<Uuid> = set.iter().filter_map(Submission::accepted).collect();
         let db = stack.db.clone();
         async move {
-            let _ = until(Duration::from_secs(120), "the phase drains", || {
-                let db = db.clone();
-                let ids = ids.clone();
-                async move {
-                    let open: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM requests WHERE id = ANY($1) AND finished_at IS NULL",
-                    )
-                    .bind(&ids)
-                    .fetch_one(&db)
-                    .await
-                    .ok()?;
-                    (open == 0).then_some(())
-                }
-            })
+            let _ = all_final(
+                &db,
+                &ids,
+                Duration::from_millis(100),
+                Duration::from_secs(120),
+                "the phase drains",
+            )
             .await;
             let p: (Option<f64>, Option<f64>) = sqlx::query_as(
                 "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)), \
@@ -1106,25 +1087,12 @@ async fn drain(
     for _ in 0..3 {
         stack.start_worker().await;
     }
-    let db = stack.db.clone();
-    until_every(
+    all_final(
+        &stack.db,
+        &ids,
         Duration::from_millis(50),
         Duration::from_secs(300),
         "the backlog drains",
-        || {
-            let db = db.clone();
-            let ids = ids.clone();
-            async move {
-                let open: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM requests WHERE id = ANY($1) AND finished_at IS NULL",
-                )
-                .bind(&ids)
-                .fetch_one(&db)
-                .await
-                .ok()?;
-                (open == 0).then_some(())
-            }
-        },
     )
     .await?;
     Ok(started.elapsed())

@@ -36,3 +36,25 @@ where
         tokio::time::sleep(pause).await;
     }
 }
+
+/// Polls (every `pause`) until every request of `ids` has finished, or fails after
+/// `within`.
+pub async fn all_final(
+    db: &sqlx::PgPool,
+    ids: &[uuid::Uuid],
+    pause: Duration,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    until_every(pause, within, what, || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM requests WHERE id = ANY($1) AND finished_at IS NULL",
+        )
+        .bind(ids)
+        .fetch_one(db)
+        .await
+        .ok()?;
+        (open == 0).then_some(())
+    })
+    .await
+}
