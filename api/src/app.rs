@@ -100,31 +100,34 @@ fn http_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .get::<axum::extract::MatchedPath>()
         .map(axum::extract::MatchedPath::as_str);
     let method = request.method().as_str();
-    let span = tracing::info_span!(
-        "http",
-        method = %method,
-        path = %request.uri().path(),
-        request_id = %id,
-        otel.name = %match route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_owned(),
-        },
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-    );
-    if shared::otel::on()
-        && let Some(parent) = request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-    {
-        if shared::otel::trust_incoming() {
-            shared::otel::set_parent(&span, parent);
-        } else {
-            shared::otel::add_link(&span, parent);
-        }
+    let incoming = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| shared::otel::on());
+    let trusted = incoming.filter(|_| shared::otel::trust_incoming());
+    // Recorded as a trusted client's trace is; otherwise the sampler decides.
+    let make = || {
+        tracing::info_span!(
+            "http",
+            method = %method,
+            path = %request.uri().path(),
+            request_id = %id,
+            otel.name = %match route {
+                Some(route) => format!("{method} {route}"),
+                None => method.to_owned(),
+            },
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+        )
+    };
+    let span = shared::otel::root_span(trusted, make);
+    match (trusted, incoming) {
+        (Some(parent), _) => shared::otel::set_parent(&span, parent),
+        (None, Some(linked)) => shared::otel::add_link(&span, linked),
+        (None, None) => {}
     }
     span
 }

@@ -9,13 +9,14 @@
 //! with every completion webhook, and read from a client's request when
 //! `OTEL_TRUST_INCOMING=true` (otherwise a client's trace is only linked).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
@@ -40,9 +41,8 @@ pub fn trust_incoming() -> bool {
 
 /// The tracer of this process (`service`: `api` or `worker`), or `None` when tracing
 /// is off or the exporter cannot be built (said on stderr: logging is not up yet).
-/// The service name is `OTEL_SERVICE_NAME`, else `conveyor-<service>`; the sampler
-/// `OTEL_TRACES_SAMPLER`/`_ARG`, else every trace a parent did not decide
-/// (`parentbased_traceidratio` at 1.0).
+/// The service name is `OTEL_SERVICE_NAME`, else `conveyor-<service>`. Which traces
+/// are recorded is decided by [`SampledFilter`] before the layer sees a span.
 pub fn tracer(service: &str) -> Option<opentelemetry_sdk::trace::Tracer> {
     if !enabled() {
         return None;
@@ -61,15 +61,13 @@ pub fn tracer(service: &str) -> Option<opentelemetry_sdk::trace::Tracer> {
     if var("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(format!("conveyor-{service}"));
     }
-    let mut builder = SdkTracerProvider::builder()
+    // The head decision is [`SampledFilter`]'s, at each root: what reaches the SDK is
+    // recorded, and a span of a remote parent follows that parent's flag.
+    let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource.build());
-    if var("OTEL_TRACES_SAMPLER").is_none() {
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            1.0,
-        ))));
-    }
-    let provider = builder.build();
+        .with_resource(resource.build())
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        .build();
     let tracer = provider.tracer("conveyor");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let _ = PROVIDER.set(provider);
@@ -103,12 +101,160 @@ pub fn current_traceparent() -> Option<String> {
     traceparent_of(&tracing::Span::current())
 }
 
-/// `span`'s `traceparent`.
+/// `span`'s `traceparent`. A span of a trace the sampler left out gets one with the
+/// sampled flag off (fresh ids: nothing of that trace is recorded), so what it
+/// enqueues or calls stays out too, as a parent-based sampler wants.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
-    span_context(span)?;
+    if !on() || span.is_none() {
+        return None;
+    }
+    if span_context(span).is_none() {
+        let ids = RandomIdGenerator::default();
+        return Some(format!(
+            "00-{}-{}-00",
+            ids.new_trace_id(),
+            ids.new_span_id()
+        ));
+    }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
     carrier.remove("traceparent")
+}
+
+/// The sampled flag of a W3C `traceparent` (`None` when it is not one).
+pub fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace_id, span_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(hex(version, 2) && hex(trace_id, 32) && hex(span_id, 16) && hex(flags, 2)) {
+        return None;
+    }
+    u8::from_str_radix(flags, 16).ok().map(|f| f & 1 == 1)
+}
+
+thread_local! {
+    /// Set by [`root_span`] while it makes a root span: the decision its remote parent
+    /// dictates (`Some(None)`: none, the ratio decides).
+    static ROOT: Cell<Option<Option<bool>>> = const { Cell::new(None) };
+}
+
+/// Makes a span that starts its own tree in this process (the HTTP server span, a
+/// job's attempt, an enqueue outside any span) with `make`. Its sampling follows the
+/// `traceparent` it will be made a child or a link of (`remote`: the flag, under a
+/// parent-based sampler); without one the ratio decides.
+pub fn root_span(remote: Option<&str>, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if !on() {
+        return make();
+    }
+    ROOT.with(|root| root.set(Some(remote.and_then(sampled_flag))));
+    let span = make();
+    ROOT.with(|root| root.set(None));
+    span
+}
+
+/// Head sampling for the OpenTelemetry layer, decided once per tree: a root is
+/// recorded with the probability `OTEL_TRACES_SAMPLER`/`_ARG` give (or as its remote
+/// parent was, under a `parentbased_*` sampler); every span below follows its root.
+/// A span of an unrecorded tree never reaches the layer, so a trace left out costs
+/// what tracing off costs, not a span built and dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct SampledFilter {
+    /// Roots recorded, out of 2^53.
+    threshold: u64,
+    /// Whether a remote parent's flag decides (`parentbased_*`).
+    parent_based: bool,
+}
+
+impl SampledFilter {
+    /// From `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`, `traceidratio`, and their
+    /// `parentbased_` forms; default `parentbased_traceidratio`) and
+    /// `OTEL_TRACES_SAMPLER_ARG` (the ratio, default 1.0).
+    pub fn from_env() -> Self {
+        let sampler = var("OTEL_TRACES_SAMPLER")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "parentbased_traceidratio".to_owned());
+        let arg = var("OTEL_TRACES_SAMPLER_ARG");
+        Self::new(&sampler, arg.as_deref())
+    }
+
+    fn new(sampler: &str, arg: Option<&str>) -> Self {
+        let (parent_based, kind) = match sampler.strip_prefix("parentbased_") {
+            Some(kind) => (true, kind),
+            None => (false, sampler),
+        };
+        let ratio = match kind {
+            "always_on" => 1.0,
+            "always_off" => 0.0,
+            "traceidratio" => match arg.map(|a| a.trim().parse::<f64>()) {
+                None => 1.0,
+                Some(Ok(ratio)) if (0.0..=1.0).contains(&ratio) => ratio,
+                Some(_) => {
+                    eprintln!("OTEL_TRACES_SAMPLER_ARG is not a ratio in [0, 1]; using 1.0");
+                    1.0
+                }
+            },
+            other => {
+                eprintln!(
+                    "OTEL_TRACES_SAMPLER={other} is not supported; using parentbased_traceidratio at 1.0"
+                );
+                return Self::new("parentbased_traceidratio", None);
+            }
+        };
+        Self {
+            threshold: (ratio * (1u64 << 53) as f64) as u64,
+            parent_based,
+        }
+    }
+
+    fn sample(&self) -> bool {
+        match self.threshold {
+            0 => false,
+            t if t >= 1 << 53 => true,
+            t => {
+                let id = RandomIdGenerator::default().new_span_id();
+                (u64::from_be_bytes(id.to_bytes()) >> 11) < t
+            }
+        }
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for SampledFilter
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if !metadata.is_span() {
+            return false;
+        }
+        if let Some(remote) = ROOT.with(Cell::take) {
+            return match remote {
+                Some(sampled) if self.parent_based => sampled,
+                _ => self.sample(),
+            };
+        }
+        match cx.current_span().id() {
+            // A child: recorded when its parent is (the filtered context finds only
+            // spans this filter let through).
+            Some(parent) => cx.span(parent).is_some(),
+            None => self.sample(),
+        }
+    }
+
+    fn callsite_enabled(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if metadata.is_span() {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
 }
 
 /// The current span's trace id (hex), for problem+json and logs.
@@ -169,6 +315,87 @@ mod tests {
         assert!(
             parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").is_none()
         );
+    }
+
+    #[test]
+    fn the_sampled_flag_is_read_from_a_valid_traceparent_only() {
+        let id = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331";
+        assert_eq!(sampled_flag(&format!("00-{id}-01")), Some(true));
+        assert_eq!(sampled_flag(&format!("00-{id}-00")), Some(false));
+        assert_eq!(sampled_flag(&format!("00-{id}-03")), Some(true));
+        assert_eq!(sampled_flag(&format!("00-{id}-zz")), None);
+        assert_eq!(sampled_flag("00-abc-def-01"), None);
+        assert_eq!(sampled_flag("nonsense"), None);
+    }
+
+    #[test]
+    fn the_sampler_variables_give_the_ratio_and_whether_parents_decide() {
+        let full = 1u64 << 53;
+        let f = SampledFilter::new("parentbased_traceidratio", Some("0.25"));
+        assert_eq!((f.threshold, f.parent_based), (full / 4, true));
+        let f = SampledFilter::new("traceidratio", None);
+        assert_eq!((f.threshold, f.parent_based), (full, false));
+        let f = SampledFilter::new("always_off", None);
+        assert_eq!((f.threshold, f.parent_based), (0, false));
+        let f = SampledFilter::new("parentbased_always_on", None);
+        assert_eq!((f.threshold, f.parent_based), (full, true));
+        // Out of range or unknown: every trace, parent-based (said on stderr).
+        let f = SampledFilter::new("traceidratio", Some("2"));
+        assert_eq!(f.threshold, full);
+        let f = SampledFilter::new("jaeger_remote", None);
+        assert_eq!((f.threshold, f.parent_based), (full, true));
+    }
+
+    /// Names of the spans a filtered layer was shown.
+    #[derive(Clone, Default)]
+    struct Seen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            seen.push(attrs.metadata().name().to_owned());
+        }
+    }
+
+    /// Makes 400 roots, each with a child and a grandchild, under `filter`.
+    fn trees(filter: SampledFilter) -> Vec<String> {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry().with(seen.clone().with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..400 {
+                let root = tracing::info_span!("root");
+                let _root = root.enter();
+                let child = tracing::info_span!("child");
+                let _child = child.enter();
+                drop(tracing::info_span!("grandchild"));
+            }
+        });
+        seen.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[test]
+    fn a_tree_is_recorded_whole_or_not_at_all() {
+        assert!(trees(SampledFilter::new("always_off", None)).is_empty());
+        assert_eq!(
+            trees(SampledFilter::new("always_on", None)).len(),
+            1200,
+            "every span of every tree"
+        );
+        let half = trees(SampledFilter::new("traceidratio", Some("0.5")));
+        // Whole trees only: root, child, grandchild in order, never a child alone.
+        assert_eq!(half.len() % 3, 0);
+        for tree in half.chunks(3) {
+            assert_eq!(tree, ["root", "child", "grandchild"]);
+        }
+        let roots = half.len() / 3;
+        assert!((120..=280).contains(&roots), "{roots} of 400 roots at 0.5");
     }
 }
 

@@ -144,28 +144,24 @@ pub fn init_tracing(format: LogFormat, service: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     // Per span, only what the spans declare: no thread, source location or
-    // busy/idle timings (each costs work on every span, sampled or not).
-    // Spans only: a log event is a log line (carrying the trace's ids), not also a
-    // span event built for every span, sampled or not.
+    // busy/idle timings. Spans of sampled trees only ([`crate::otel::SampledFilter`]),
+    // for the OpenTelemetry layer and the stamping of ids on JSON log lines alike: a
+    // log event is a log line (carrying the trace's ids), not also a span event.
     let otel = crate::otel::tracer(service).map(|tracer| {
+        let ids = matches!(format, LogFormat::Json).then_some(crate::otel::TraceIdsLayer);
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_threads(false)
             .with_location(false)
             .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-                metadata.is_span()
-            }))
+            .and_then(ids)
+            .with_filter(crate::otel::SampledFilter::from_env())
     });
-    // The ids are written on JSON log lines only.
-    let ids =
-        (otel.is_some() && matches!(format, LogFormat::Json)).then_some(crate::otel::TraceIdsLayer);
     // Sentry (when SENTRY_DSN started it) sees the same events; nothing otherwise.
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(crate::monitoring::layer())
-        .with(otel)
-        .with(ids);
+        .with(otel);
     let result = match format {
         LogFormat::Json => registry
             .with(

@@ -37,24 +37,28 @@ fn job_span(row: &ClaimedJob) -> tracing::Span {
     let queue = row.queue.as_str();
     // A root of its own: its parent is the enqueue's span or nothing, never whatever
     // span the runtime's task happens to be in.
-    let span = tracing::info_span!(
-        parent: None,
-        "job",
-        queue,
-        job_id = %row.id,
-        request_id = tracing::field::Empty,
-        attempt = row.attempt,
-        otel.name = %format_args!("process {queue}"),
-        otel.kind = "consumer",
-        messaging.system = "conveyor",
-        messaging.operation.type = "process",
-        messaging.destination.name = queue,
-        messaging.message.id = %row.id,
-        conveyor.job.attempt = row.attempt,
-        conveyor.job.outcome = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        otel.status_message = tracing::field::Empty,
-    );
+    // Recorded as its enqueue was (a retry too: it follows the trace it links to).
+    let make = || {
+        tracing::info_span!(
+            parent: None,
+            "job",
+            queue,
+            job_id = %row.id,
+            request_id = tracing::field::Empty,
+            attempt = row.attempt,
+            otel.name = %format_args!("process {queue}"),
+            otel.kind = "consumer",
+            messaging.system = "conveyor",
+            messaging.operation.type = "process",
+            messaging.destination.name = queue,
+            messaging.message.id = %row.id,
+            conveyor.job.attempt = row.attempt,
+            conveyor.job.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        )
+    };
+    let span = shared::otel::root_span(row.trace_context.as_deref(), make);
     if let Some(request) = row.request_id {
         span.record("request_id", tracing::field::display(request));
     }

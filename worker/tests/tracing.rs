@@ -297,6 +297,93 @@ async fn a_clients_traceparent_is_a_parent_only_when_trusted(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn at_sampling_zero_only_a_trusted_clients_sampled_trace_is_recorded_and_it_is_whole(
+    pool: PgPool,
+) {
+    let theirs = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let receiver = Receiver::start().await;
+    let smtp = Smtp::start(free_port(), &[]).await;
+    let (hook, hooks) = hook_receiver().await;
+    let system = traced_system(
+        &pool,
+        &smtp,
+        &receiver,
+        &[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+            ("OTEL_TRUST_INCOMING", "true"),
+        ],
+    )
+    .await;
+    let secret = system.post("/api/v1/me/webhook-secret", &json!({})).await;
+    assert!(secret.status().is_success());
+    let send = |traceparent: Option<String>| {
+        let mut request = system
+            .client
+            .post(format!("{}/api/v1/emails", system.base))
+            .bearer_auth(&system.token)
+            .json(&json!({"to": ["reader@example.org"], "subject": "Hi", "text": "Hi", "callback_url": hook}));
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        request.send()
+    };
+
+    // Not sampled: no span, and the webhook tells its receiver so (flag 00).
+    let response = send(None).await.expect("sent");
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.expect("json");
+    system
+        .wait_finished(body["id"].as_str().expect("id"), WAIT)
+        .await;
+    let first = eventually(WAIT, "the first webhook arrives", || async {
+        hooks.lock().ok()?.first().cloned()
+    })
+    .await;
+    assert!(
+        first.starts_with("00-") && first.ends_with("-00"),
+        "{first}"
+    );
+
+    // A trusted client's sampled trace: recorded whole, across both processes.
+    let response = send(Some(format!("00-{theirs}-00f067aa0ba902b7-01")))
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 202);
+    let trace = trace_of(
+        &receiver,
+        "/api/v1/emails",
+        &[
+            "send emails",
+            "process emails",
+            "smtp send",
+            "process webhooks",
+            "POST",
+        ],
+    )
+    .await;
+    assert!(trace.iter().all(|s| s.trace_id == theirs));
+    let post = one(&trace, "POST");
+    let second = eventually(WAIT, "the second webhook arrives", || async {
+        hooks.lock().ok()?.get(1).cloned()
+    })
+    .await;
+    assert_eq!(second, format!("00-{theirs}-{}-01", post.span_id));
+    // The exporter sends in the order spans end: had the first request been
+    // recorded, its spans would be here before the second's.
+    let strays: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id != theirs)
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "unsampled spans exported:\n{}",
+        otlp::tree(&strays)
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn an_error_answer_and_the_log_lines_name_the_trace(pool: PgPool) {
     let receiver = Receiver::start().await;
     let smtp = Smtp::start(free_port(), &[]).await;

@@ -217,8 +217,7 @@ async fn insert_chunk(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
     let unique: Vec<Option<&str>> = rows.iter().map(|r| r.unique_key.as_deref()).collect();
-    let span = publish_span(group.queue, rows.len());
-    let traces = trace_contexts(&span, rows);
+    let (span, traces) = publish(group.queue, rows);
     sqlx::query_scalar(concat!(
         "WITH req AS (SELECT $7::uuid AS id), ",
         insert_jobs!("$9"),
@@ -240,40 +239,43 @@ async fn insert_chunk(
 }
 
 /// The producer span of an enqueue (OpenTelemetry's messaging conventions: `send` to
-/// the queue), one per statement.
-fn publish_span(queue: QueueName, count: usize) -> tracing::Span {
-    tracing::info_span!(
-        "publish",
-        otel.name = %format_args!("send {}", queue.as_str()),
-        otel.kind = "producer",
-        messaging.system = "conveyor",
-        messaging.operation.type = "send",
-        messaging.destination.name = queue.as_str(),
-        messaging.batch.message_count = count,
-    )
-}
-
-/// Each row's trace context: its own, else the enqueue's span (`None` when tracing is
-/// off). An enqueue outside any span (the completer inserting follow-ups) joins the
-/// trace of the first row that has one, instead of starting a trace of its own.
-fn trace_contexts(span: &tracing::Span, rows: &[&NewJob]) -> Vec<Option<String>> {
-    let first = rows.iter().find_map(|r| r.trace_context.as_deref());
-    let joined = match first {
-        Some(first) if crate::otel::on() && tracing::Span::current().is_none() => {
-            crate::otel::set_parent(span, first);
-            Some(first)
-        }
-        _ => None,
+/// the queue), one per statement, and each row's trace context: its own, else the
+/// enqueue's span (`None` when tracing is off). An enqueue outside any span (the
+/// completer inserting follow-ups) joins the trace of the first row that has one,
+/// instead of starting a trace of its own.
+fn publish(queue: QueueName, rows: &[&NewJob]) -> (tracing::Span, Vec<Option<String>>) {
+    let make = || {
+        tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("send {}", queue.as_str()),
+            otel.kind = "producer",
+            messaging.system = "conveyor",
+            messaging.operation.type = "send",
+            messaging.destination.name = queue.as_str(),
+            messaging.batch.message_count = rows.len(),
+        )
     };
-    let own = crate::otel::traceparent_of(span);
-    rows.iter()
+    let first = rows.iter().find_map(|r| r.trace_context.as_deref());
+    let joined = first.filter(|_| crate::otel::on() && tracing::Span::current().is_none());
+    let span = match joined {
+        Some(first) => {
+            let span = crate::otel::root_span(Some(first), make);
+            crate::otel::set_parent(&span, first);
+            span
+        }
+        None => make(),
+    };
+    let own = crate::otel::traceparent_of(&span);
+    let traces = rows
+        .iter()
         .map(|r| match r.trace_context.as_deref() {
             // In the trace the enqueue joined: a child of the enqueue, as any job.
             Some(context) if Some(context) == joined => own.clone(),
             Some(context) => Some(context.to_owned()),
             None => own.clone(),
         })
-        .collect()
+        .collect();
+    (span, traces)
 }
 
 /// The database statement of an enqueue (a child of its producer span).
@@ -355,9 +357,8 @@ async fn insert_request_with(
     let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
     // The request remembers the submission's trace (its webhook continues it).
     let submitted = crate::otel::current_traceparent();
-    let span = publish_span(queue, jobs.len());
     let rows: Vec<&NewJob> = jobs.iter().collect();
-    let traces = trace_contexts(&span, &rows);
+    let (span, traces) = publish(queue, &rows);
     let row = sqlx::query_as(concat!(
         "WITH req AS ( \
              INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, \
