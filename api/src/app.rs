@@ -46,7 +46,9 @@ pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
                     |response: &axum::http::Response<_>,
                      latency: Duration,
                      span: &tracing::Span| {
-                        span.record("http.response.status_code", response.status().as_u16());
+                        if shared::otel::on() {
+                            span.record("http.response.status_code", response.status().as_u16());
+                        }
                         DefaultOnResponse::new()
                             .level(Level::INFO)
                             .on_response(response, latency, span);
@@ -113,17 +115,29 @@ fn http_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
             method = %method,
             path = %request.uri().path(),
             request_id = %id,
-            otel.name = %match route {
-                Some(route) => format!("{method} {route}"),
-                None => method.to_owned(),
-            },
-            otel.kind = "server",
-            http.request.method = %method,
-            http.route = route,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            http.request.method = tracing::field::Empty,
+            http.route = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         )
     };
     let span = shared::otel::root_span(trusted, make);
+    if !shared::otel::on() {
+        // The attributes below are for the trace; the log line has method and path.
+        return span;
+    }
+    match route {
+        Some(route) => {
+            span.record("otel.name", format!("{method} {route}"));
+            span.record("http.route", route);
+        }
+        None => {
+            span.record("otel.name", method);
+        }
+    }
+    span.record("otel.kind", "server");
+    span.record("http.request.method", method);
     match (trusted, incoming) {
         (Some(parent), _) => shared::otel::set_parent(&span, parent),
         (None, Some(linked)) => shared::otel::add_link(&span, linked),

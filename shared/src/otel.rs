@@ -21,6 +21,12 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// The target of the spans written for traces only (a statement, a Redis command, the
+/// SMTP transaction, a clamd scan, a storage call, the webhook's POST, an enqueue):
+/// with tracing off they are filtered out where they are made, and they are never a
+/// log line's context.
+pub const TRACE_ONLY: &str = "conveyor_trace";
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

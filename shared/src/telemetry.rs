@@ -141,7 +141,7 @@ pub mod metric {
 /// `span_id`). Safe to call more than once (tests do); only the first call takes
 /// effect.
 pub fn init_tracing(format: LogFormat, service: &str) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     // Per span, only what the spans declare: no thread, source location or
     // busy/idle timings. Spans of sampled trees only ([`crate::otel::SampledFilter`]),
@@ -156,6 +156,17 @@ pub fn init_tracing(format: LogFormat, service: &str) {
             .with_tracked_inactivity(false)
             .and_then(ids)
             .with_filter(crate::otel::SampledFilter::from_env())
+    });
+    // The spans written for traces only (target `conveyor_trace`: statements, Redis,
+    // SMTP, clamd, storage, the webhook's POST, the enqueue) do not exist when tracing
+    // is off, and are never a log line's context: a log line names its request or job.
+    if otel.is_none()
+        && let Ok(off) = format!("{}=off", crate::otel::TRACE_ONLY).parse()
+    {
+        filter = filter.add_directive(off);
+    }
+    let log_context = tracing_subscriber::filter::filter_fn(|metadata| {
+        !(metadata.is_span() && metadata.target() == crate::otel::TRACE_ONLY)
     });
     // Sentry (when SENTRY_DSN started it) sees the same events; nothing otherwise.
     let registry = tracing_subscriber::registry()
@@ -173,15 +184,75 @@ pub fn init_tracing(format: LogFormat, service: &str) {
                             .flatten_event(true)
                             .with_current_span(true)
                             .with_span_list(false),
-                    )),
+                    ))
+                    .with_filter(log_context),
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .fmt_fields(PlainFields)
+                    .with_filter(log_context),
+            )
             .try_init(),
     };
     // Already installed (a second app in the same test process): keep the first.
     drop(result);
+}
+
+/// The fields of a development log line: a span's or event's own fields, without the
+/// dotted attributes (`otel.name`, `http.route`, `messaging.*`…) that are written for
+/// the trace backend and would repeat what the line already says.
+struct PlainFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'writer> {
+    writer: tracing_subscriber::fmt::format::Writer<'writer>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || name.contains('.') {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{value:?}")
+        } else {
+            write!(self.writer, "{separator}{name}={value:?}")
+        };
+    }
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -584,6 +655,56 @@ mod tests {
 
     fn has_line(text: &str, line: &str) -> bool {
         text.lines().any(|l| l == line)
+    }
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            kept.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_development_log_line_leaves_out_the_attributes_written_for_traces() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .compact()
+                .with_ansi(false)
+                .fmt_fields(PlainFields)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "http",
+                method = "POST",
+                otel.name = "POST /api/v1/emails",
+                otel.kind = "server",
+                http.route = "/api/v1/emails",
+            );
+            let _entered = span.enter();
+            tracing::info!(status = 202, "finished");
+        });
+        let text =
+            String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        // The compact format: the span's name, the event, then the span's fields.
+        assert!(
+            text.contains("http: shared::telemetry::tests: finished status=202 method=\"POST\""),
+            "{text}"
+        );
+        assert!(!text.contains("otel."), "{text}");
+        assert!(!text.contains("http.route"), "{text}");
     }
 
     #[test]

@@ -46,13 +46,13 @@ fn job_span(row: &ClaimedJob) -> tracing::Span {
             job_id = %row.id,
             request_id = tracing::field::Empty,
             attempt = row.attempt,
-            otel.name = %format_args!("process {queue}"),
-            otel.kind = "consumer",
-            messaging.system = "conveyor",
-            messaging.operation.type = "process",
-            messaging.destination.name = queue,
-            messaging.message.id = %row.id,
-            conveyor.job.attempt = row.attempt,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            messaging.system = tracing::field::Empty,
+            messaging.operation.type = tracing::field::Empty,
+            messaging.destination.name = tracing::field::Empty,
+            messaging.message.id = tracing::field::Empty,
+            conveyor.job.attempt = tracing::field::Empty,
             conveyor.job.outcome = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             otel.status_message = tracing::field::Empty,
@@ -62,6 +62,17 @@ fn job_span(row: &ClaimedJob) -> tracing::Span {
     if let Some(request) = row.request_id {
         span.record("request_id", tracing::field::display(request));
     }
+    if !shared::otel::on() {
+        // The attributes below are for the trace; the log line has queue and job id.
+        return span;
+    }
+    span.record("otel.name", format!("process {queue}"));
+    span.record("otel.kind", "consumer");
+    span.record("messaging.system", "conveyor");
+    span.record("messaging.operation.type", "process");
+    span.record("messaging.destination.name", queue);
+    span.record("messaging.message.id", tracing::field::display(row.id));
+    span.record("conveyor.job.attempt", row.attempt);
     if let Some(enqueued) = &row.trace_context {
         if row.attempt <= 1 {
             shared::otel::set_parent(&span, enqueued);
@@ -110,8 +121,10 @@ impl<H: Handler> Executor<H> {
             Verdict::Suppressed => ("suppressed", None),
             Verdict::Deferred { .. } => ("deferred", None),
         };
-        span.record("conveyor.job.outcome", label);
-        if let Some(error) = error {
+        if shared::otel::on() {
+            span.record("conveyor.job.outcome", label);
+        }
+        if let Some(error) = error.filter(|_| shared::otel::on()) {
             // An error may quote an address (an SMTP reply): not into the trace.
             let message = shared::domain::email::redact_addresses(error);
             span.record("otel.status_code", "ERROR");

@@ -160,6 +160,7 @@ fn smtp_span(settings: &SmtpSettings, envelope: &Envelope) -> tracing::Span {
     domains.sort_unstable();
     domains.dedup();
     tracing::info_span!(
+        target: "conveyor_trace",
         "smtp",
         otel.name = "smtp send",
         otel.kind = "client",

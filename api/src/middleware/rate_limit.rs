@@ -112,7 +112,7 @@ struct Decision {
     epoch: Option<SessionEpoch>,
 }
 
-#[tracing::instrument(name = "redis", skip_all, fields(otel.name = "redis rate limit", otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA"))]
+#[tracing::instrument(name = "redis", target = "conveyor_trace", skip_all, fields(otel.name = "redis rate limit", otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA"))]
 async fn decide(
     state: &AppState,
     key: &str,

@@ -42,7 +42,7 @@ pub struct Held {
     pub response_body: Option<serde_json::Value>,
 }
 
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT idempotency_keys", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "idempotency_keys"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT idempotency_keys", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "idempotency_keys"))]
 pub async fn find(
     db: impl PgExecutor<'_>,
     owner: Uuid,

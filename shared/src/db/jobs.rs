@@ -614,7 +614,7 @@ macro_rules! job_columns {
     };
 }
 
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT jobs", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "jobs"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT jobs", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "jobs"))]
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",

@@ -74,7 +74,7 @@ pub struct NewRequest<'a> {
 }
 
 /// A request, if `owner` (when given) owns it: another user's id is not found.
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT requests", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "requests"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT requests", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "requests"))]
 pub async fn find(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -93,7 +93,7 @@ pub async fn find(
 
 /// A request's owner and shared content (a campaign's subject and bodies); `None`
 /// when there is no such request.
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT requests", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "requests"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT requests", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "requests"))]
 pub async fn owner_and_content(
     db: impl PgExecutor<'_>,
     id: Uuid,

@@ -111,7 +111,7 @@ pub async fn add_for_request(
 
 /// Which of `indexes` are on the list of the account that sent `request_id`: one
 /// indexed lookup per message, before it is sent.
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT suppressions", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "suppressions"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT suppressions", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "suppressions"))]
 pub async fn suppressed_among(
     db: impl PgExecutor<'_>,
     request_id: Uuid,

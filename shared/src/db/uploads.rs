@@ -93,7 +93,7 @@ pub async fn find_by_content(
 }
 
 /// An upload, if `owner` (when given) owns it: another user's upload is not found.
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "uploads"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "uploads"))]
 pub async fn find(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -112,7 +112,7 @@ pub async fn find(
 
 /// The upload, locked until the transaction ends (verdicts and moves of one upload
 /// never interleave).
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "uploads"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "uploads"))]
 pub async fn lock(db: &mut PgConnection, id: Uuid) -> Result<Option<UploadRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
@@ -184,7 +184,7 @@ pub async fn lock_owner(db: &mut PgConnection, owner: Uuid) -> Result<(), sqlx::
 
 /// staging → stored (its object was verified and moved). False if it had already
 /// moved (a redelivered job).
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "uploads"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "UPDATE uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "uploads"))]
 pub async fn mark_stored(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE uploads SET location = 'stored' \
@@ -197,7 +197,7 @@ pub async fn mark_stored(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx
 }
 
 /// pending_scan → rejected: the staged object is not what the api received.
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "uploads"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "UPDATE uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "uploads"))]
 pub async fn reject(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE uploads SET status = 'rejected', error = $2 \
@@ -211,7 +211,7 @@ pub async fn reject(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> Result<bo
 }
 
 /// A scan's verdict: `clean` (kept in `stored`) or `infected` (in `quarantine`).
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "uploads"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "UPDATE uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "uploads"))]
 pub async fn record_verdict(
     db: impl PgExecutor<'_>,
     id: Uuid,

@@ -57,7 +57,7 @@ pub async fn secret_status(
 
 /// The sealed secrets that sign `owner`'s webhooks now: the current one, then the
 /// previous one while its grace period lasts.
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT webhook_secrets", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "webhook_secrets"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT webhook_secrets", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "webhook_secrets"))]
 pub async fn signing_secrets(
     db: impl PgExecutor<'_>,
     owner: Uuid,
@@ -146,7 +146,7 @@ pub struct Delivery {
 }
 
 /// The delivery `id`; `None` once its request is gone (retention).
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT webhook_deliveries", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "webhook_deliveries"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT webhook_deliveries", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "webhook_deliveries"))]
 pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delivery>, sqlx::Error> {
     sqlx::query_as("SELECT id, request_id, event, url FROM webhook_deliveries WHERE id = $1")
         .bind(id)
@@ -156,7 +156,7 @@ pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delive
 
 /// The receiver's HTTP status of the latest attempt, and why its address was refused
 /// if it was, in words for the owner (not a state: the delivery's job holds that).
-#[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE webhook_deliveries", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "webhook_deliveries"))]
+#[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "UPDATE webhook_deliveries", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "webhook_deliveries"))]
 pub async fn record_answer(
     db: impl PgExecutor<'_>,
     id: Uuid,

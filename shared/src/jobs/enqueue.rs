@@ -246,6 +246,7 @@ async fn insert_chunk(
 fn publish(queue: QueueName, rows: &[&NewJob]) -> (tracing::Span, Vec<Option<String>>) {
     let make = || {
         tracing::info_span!(
+            target: "conveyor_trace",
             "publish",
             otel.name = %format_args!("send {}", queue.as_str()),
             otel.kind = "producer",
@@ -281,6 +282,7 @@ fn publish(queue: QueueName, rows: &[&NewJob]) -> (tracing::Span, Vec<Option<Str
 /// The database statement of an enqueue (a child of its producer span).
 fn insert_span(table: &'static str) -> tracing::Span {
     tracing::info_span!(
+        target: "conveyor_trace",
         "db",
         otel.name = %format_args!("INSERT {table}"),
         otel.kind = "client",

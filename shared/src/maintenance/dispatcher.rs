@@ -68,6 +68,7 @@ pub async fn push_committed_at(
     let strings: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     let transport = Queue::new(redis.clone(), queue);
     let span = tracing::info_span!(
+        target: "conveyor_trace",
         "redis",
         otel.name = "redis push",
         otel.kind = "client",

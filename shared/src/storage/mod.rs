@@ -137,7 +137,7 @@ impl Storage {
     }
 
     /// The object's size and its bytes as a stream.
-    #[tracing::instrument(name = "storage", skip_all, fields(otel.name = "storage read", otel.kind = "client", conveyor.storage.operation = "read"))]
+    #[tracing::instrument(name = "storage", target = "conveyor_trace", skip_all, fields(otel.name = "storage read", otel.kind = "client", conveyor.storage.operation = "read"))]
     pub async fn read_stream(
         &self,
         key: &ObjectKey,
@@ -153,7 +153,7 @@ impl Storage {
     }
 
     /// The whole object, if it is at most `max` bytes.
-    #[tracing::instrument(name = "storage", skip_all, fields(otel.name = "storage read", otel.kind = "client", conveyor.storage.operation = "read"))]
+    #[tracing::instrument(name = "storage", target = "conveyor_trace", skip_all, fields(otel.name = "storage read", otel.kind = "client", conveyor.storage.operation = "read"))]
     pub async fn read_all(&self, key: &ObjectKey, max: u64) -> Result<Bytes, StorageError> {
         let (path, key) = self.location(key)?;
         let result = self.store.get(&path).await.map_err(|e| classify(e, &key))?;
@@ -164,7 +164,7 @@ impl Storage {
     }
 
     /// The first `n` bytes (fewer if the object is shorter), with one range request.
-    #[tracing::instrument(name = "storage", skip_all, fields(otel.name = "storage read", otel.kind = "client", conveyor.storage.operation = "read"))]
+    #[tracing::instrument(name = "storage", target = "conveyor_trace", skip_all, fields(otel.name = "storage read", otel.kind = "client", conveyor.storage.operation = "read"))]
     pub async fn read_head(&self, key: &ObjectKey, n: usize) -> Result<Bytes, StorageError> {
         let (path, name) = self.location(key)?;
         if n == 0 {
@@ -188,7 +188,7 @@ impl Storage {
     }
 
     /// The object's size, or `None` when there is none.
-    #[tracing::instrument(name = "storage", skip_all, fields(otel.name = "storage head", otel.kind = "client", conveyor.storage.operation = "head"))]
+    #[tracing::instrument(name = "storage", target = "conveyor_trace", skip_all, fields(otel.name = "storage head", otel.kind = "client", conveyor.storage.operation = "head"))]
     pub async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
         let (path, key) = self.location(key)?;
         match self.store.head(&path).await {
@@ -202,7 +202,7 @@ impl Storage {
 
     /// Copies `from` to `to`, replacing what is at `to` (server-side on S3, a hard link
     /// locally).
-    #[tracing::instrument(name = "storage", skip_all, fields(otel.name = "storage copy", otel.kind = "client", conveyor.storage.operation = "copy"))]
+    #[tracing::instrument(name = "storage", target = "conveyor_trace", skip_all, fields(otel.name = "storage copy", otel.kind = "client", conveyor.storage.operation = "copy"))]
     pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StorageError> {
         let (source, from) = self.location(from)?;
         let (target, _) = self.location(to)?;
@@ -213,7 +213,7 @@ impl Storage {
     }
 
     /// Deletes the object; deleting a missing object is fine (idempotent).
-    #[tracing::instrument(name = "storage", skip_all, fields(otel.name = "storage delete", otel.kind = "client", conveyor.storage.operation = "delete"))]
+    #[tracing::instrument(name = "storage", target = "conveyor_trace", skip_all, fields(otel.name = "storage delete", otel.kind = "client", conveyor.storage.operation = "delete"))]
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         let (path, key) = self.location(key)?;
         match self.store.delete(&path).await {

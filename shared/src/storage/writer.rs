@@ -85,7 +85,7 @@ impl ObjectWriter {
     }
 
     /// Uploads what is left and makes the object visible, atomically.
-    #[tracing::instrument(name = "storage", skip_all, fields(otel.name = "storage write", otel.kind = "client", conveyor.storage.operation = "write"))]
+    #[tracing::instrument(name = "storage", target = "conveyor_trace", skip_all, fields(otel.name = "storage write", otel.kind = "client", conveyor.storage.operation = "write"))]
     pub async fn finish(mut self) -> Result<(), StorageError> {
         let result = match std::mem::replace(&mut self.state, State::Closed) {
             State::Buffering(buffer) => self.store.put(&self.path, buffer.freeze()).await.map(drop),

@@ -68,6 +68,7 @@ impl Clamd {
     /// `.UNOFFICIAL` suffix clamd gives our own rules), `None` when clean.
     pub async fn scan(&self, bytes: &[u8]) -> Result<Option<String>, ScanError> {
         let span = tracing::info_span!(
+            target: "conveyor_trace",
             "clamd",
             otel.name = "clamd INSTREAM",
             otel.kind = "client",

@@ -170,6 +170,7 @@ impl Webhooks {
         // The HTTP client span (the URL without its query, which may carry a secret);
         // the receiver gets its `traceparent` and can continue the trace.
         let span = tracing::info_span!(
+            target: "conveyor_trace",
             "webhook",
             otel.name = "POST",
             otel.kind = "client",
