@@ -108,36 +108,29 @@ fn http_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .filter(|_| shared::otel::on());
     let trusted = incoming.filter(|_| shared::otel::trust_incoming());
+    let path = request.uri().path();
+    if !shared::otel::on() {
+        // The log line's context: no attributes for a trace that is not there.
+        return tracing::info_span!("http", method = %method, path = %path, request_id = %id);
+    }
     // Recorded as a trusted client's trace is; otherwise the sampler decides.
     let make = || {
         tracing::info_span!(
             "http",
             method = %method,
-            path = %request.uri().path(),
+            path = %path,
             request_id = %id,
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-            http.request.method = tracing::field::Empty,
-            http.route = tracing::field::Empty,
+            otel.name = %match route {
+                Some(route) => format!("{method} {route}"),
+                None => method.to_owned(),
+            },
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = route,
             http.response.status_code = tracing::field::Empty,
         )
     };
     let span = shared::otel::root_span(trusted, make);
-    if !shared::otel::on() {
-        // The attributes below are for the trace; the log line has method and path.
-        return span;
-    }
-    match route {
-        Some(route) => {
-            span.record("otel.name", format!("{method} {route}"));
-            span.record("http.route", route);
-        }
-        None => {
-            span.record("otel.name", method);
-        }
-    }
-    span.record("otel.kind", "server");
-    span.record("http.request.method", method);
     match (trusted, incoming) {
         (Some(parent), _) => shared::otel::set_parent(&span, parent),
         (None, Some(linked)) => shared::otel::add_link(&span, linked),

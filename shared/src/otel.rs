@@ -425,7 +425,8 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        if span.extensions().get::<TraceIds>().is_some() {
+        // A log line's context is its request's or job's span, never a trace-only one.
+        if span.metadata().target() == TRACE_ONLY || span.extensions().get::<TraceIds>().is_some() {
             return;
         }
         // Entered directly on the span's dispatcher, not inside an event's dispatch:

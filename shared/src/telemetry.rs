@@ -154,6 +154,7 @@ pub fn init_tracing(format: LogFormat, service: &str) {
             .with_threads(false)
             .with_location(false)
             .with_tracked_inactivity(false)
+            .with_target(false)
             .and_then(ids)
             .with_filter(crate::otel::SampledFilter::from_env())
     });
@@ -177,7 +178,7 @@ pub fn init_tracing(format: LogFormat, service: &str) {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .fmt_fields(JsonLogFields)
                     .event_format(crate::otel::WithTraceIds(
                         tracing_subscriber::fmt::format()
                             .json()
@@ -199,6 +200,80 @@ pub fn init_tracing(format: LogFormat, service: &str) {
     };
     // Already installed (a second app in the same test process): keep the first.
     drop(result);
+}
+
+/// A span's fields on a JSON log line (as `tracing-subscriber`'s `JsonFields`), without
+/// the dotted attributes written for the trace backend: a record of those alone (a
+/// status code, a job's outcome) costs the log nothing.
+struct JsonLogFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for JsonLogFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = JsonLogVisitor::default();
+        fields.record(&mut visitor);
+        let text = serde_json::to_string(&visitor.0).map_err(|_| std::fmt::Error)?;
+        writer.write_str(&text)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut tracing_subscriber::fmt::FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let mut visitor = JsonLogVisitor::default();
+        fields.record(&mut visitor);
+        if visitor.0.is_empty() {
+            return Ok(());
+        }
+        let mut all: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&current.fields).unwrap_or_default();
+        all.extend(visitor.0);
+        current.fields = serde_json::to_string(&all).map_err(|_| std::fmt::Error)?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct JsonLogVisitor(serde_json::Map<String, serde_json::Value>);
+
+impl JsonLogVisitor {
+    fn keep(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        if !field.name().contains('.') {
+            self.0.insert(field.name().to_owned(), value);
+        }
+    }
+}
+
+impl tracing::field::Visit for JsonLogVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.keep(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.keep(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.keep(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.keep(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.keep(field, value.into());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if !field.name().contains('.') {
+            self.keep(field, format!("{value:?}").into());
+        }
+    }
 }
 
 /// The fields of a development log line: a span's or event's own fields, without the
@@ -671,6 +746,49 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_json_log_line_names_its_span_without_the_attributes_written_for_traces() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonLogFields)
+                .event_format(
+                    tracing_subscriber::fmt::format()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(false),
+                )
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "job",
+                queue = "emails",
+                request_id = tracing::field::Empty,
+                attempt = 1u64,
+                otel.name = "process emails",
+                conveyor.job.outcome = tracing::field::Empty,
+            );
+            span.record("conveyor.job.outcome", "succeeded");
+            span.record("request_id", "r-1");
+            let _entered = span.enter();
+            tracing::info!(elapsed_ms = 3u64, "job succeeded");
+        });
+        let text =
+            String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(
+            line["span"],
+            serde_json::json!({"name": "job", "queue": "emails", "attempt": 1, "request_id": "r-1"}),
+            "{text}"
+        );
+        assert_eq!(line["message"], "job succeeded");
+        assert_eq!(line["elapsed_ms"], 3);
     }
 
     #[test]

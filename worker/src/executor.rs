@@ -38,41 +38,38 @@ fn job_span(row: &ClaimedJob) -> tracing::Span {
     // A root of its own: its parent is the enqueue's span or nothing, never whatever
     // span the runtime's task happens to be in.
     // Recorded as its enqueue was (a retry too: it follows the trace it links to).
+    if !shared::otel::on() {
+        // The log line's context: no attributes for a trace that is not there.
+        return tracing::info_span!(
+            parent: None,
+            "job",
+            queue,
+            job_id = %row.id,
+            request_id = row.request_id.map(tracing::field::display),
+            attempt = row.attempt,
+        );
+    }
     let make = || {
         tracing::info_span!(
             parent: None,
             "job",
             queue,
             job_id = %row.id,
-            request_id = tracing::field::Empty,
+            request_id = row.request_id.map(tracing::field::display),
             attempt = row.attempt,
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-            messaging.system = tracing::field::Empty,
-            messaging.operation.type = tracing::field::Empty,
-            messaging.destination.name = tracing::field::Empty,
-            messaging.message.id = tracing::field::Empty,
-            conveyor.job.attempt = tracing::field::Empty,
+            otel.name = %format_args!("process {queue}"),
+            otel.kind = "consumer",
+            messaging.system = "conveyor",
+            messaging.operation.type = "process",
+            messaging.destination.name = queue,
+            messaging.message.id = %row.id,
+            conveyor.job.attempt = row.attempt,
             conveyor.job.outcome = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             otel.status_message = tracing::field::Empty,
         )
     };
     let span = shared::otel::root_span(row.trace_context.as_deref(), make);
-    if let Some(request) = row.request_id {
-        span.record("request_id", tracing::field::display(request));
-    }
-    if !shared::otel::on() {
-        // The attributes below are for the trace; the log line has queue and job id.
-        return span;
-    }
-    span.record("otel.name", format!("process {queue}"));
-    span.record("otel.kind", "consumer");
-    span.record("messaging.system", "conveyor");
-    span.record("messaging.operation.type", "process");
-    span.record("messaging.destination.name", queue);
-    span.record("messaging.message.id", tracing::field::display(row.id));
-    span.record("conveyor.job.attempt", row.attempt);
     if let Some(enqueued) = &row.trace_context {
         if row.attempt <= 1 {
             shared::otel::set_parent(&span, enqueued);

@@ -120,6 +120,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let shutdown = shared::shutdown::signal();
     let prometheus = telemetry::prometheus();
     telemetry::register_worker_metrics();
+    worker::scanner::register_rule_metrics();
     telemetry::spawn_process_metrics();
     telemetry::record_build_info("worker");
     config.warn_about_keys(&[]);

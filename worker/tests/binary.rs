@@ -94,6 +94,20 @@ async fn serves_health_and_metrics_and_exits_zero_on_sigterm() {
         metrics.contains(r#"conveyor_build_info{service="worker""#),
         "{metrics}"
     );
+    // Every rule a verdict can name is a series before its first match, so the first
+    // infected upload is an increase (the inspectors' and the signatures in rules/).
+    for rule in [
+        "Conveyor.Test.EICAR",
+        "Conveyor.Pdf.AutoJavaScript",
+        "Conveyor.Archive.Bomb",
+        "Conveyor.Image.EmbeddedScript",
+    ] {
+        let series = format!("conveyor_scan_rule_matches_total{{rule=\"{rule}\"}} 0");
+        assert!(
+            metrics.lines().any(|line| line == series),
+            "{series} in {metrics}"
+        );
+    }
     let status = terminate(&mut child).await;
     assert_eq!(status.code(), Some(0));
 }

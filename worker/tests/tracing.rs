@@ -344,6 +344,22 @@ async fn at_sampling_zero_only_a_trusted_clients_sampled_trace_is_recorded_and_i
         first.starts_with("00-") && first.ends_with("-00"),
         "{first}"
     );
+    // Its job was stored as not sampled too (a retry or a follow-up stays out).
+    let stored: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT trace_context FROM jobs WHERE request_id = $1::text::uuid")
+            .bind(body["id"].as_str().expect("id"))
+            .fetch_all(&pool)
+            .await
+            .expect("jobs");
+    assert!(!stored.is_empty());
+    for context in &stored {
+        let context = context.as_deref().expect("a trace context");
+        assert_eq!(
+            shared::otel::sampled_flag(context),
+            Some(false),
+            "{context}"
+        );
+    }
 
     // A trusted client's sampled trace: recorded whole, across both processes.
     let response = send(Some(format!("00-{theirs}-00f067aa0ba902b7-01")))

@@ -266,7 +266,9 @@ fn publish(queue: QueueName, rows: &[&NewJob]) -> (tracing::Span, Vec<Option<Str
         }
         None => make(),
     };
-    let own = crate::otel::traceparent_of(&span);
+    // The enqueue's span, or (in a trace the sampler left out, where trace-only spans
+    // are not made) the caller's: its jobs stay out of the trace too.
+    let own = crate::otel::traceparent_of(&span).or_else(crate::otel::current_traceparent);
     let traces = rows
         .iter()
         .map(|r| match r.trace_context.as_deref() {

@@ -12,6 +12,43 @@ use shared::config::ScannerConfig;
 pub use clamd::Clamd;
 pub use inspect::{Limits, Rule};
 
+/// Conveyor's own signatures, as clamd loads them from `rules/` (body signatures are
+/// `Name:…`, logical ones `Name;…`).
+const SIGNATURE_FILES: [&str; 2] = [
+    include_str!("../../../rules/conveyor.ndb"),
+    include_str!("../../../rules/conveyor.ldb"),
+];
+
+/// Every rule name a verdict of Conveyor's own can carry: the inspectors' and the
+/// signatures shipped in `rules/`, sorted. A signature of another database clamd
+/// loads (ClamAV's official one, an operator's own file) is named by clamd at its
+/// first match.
+pub fn known_rules() -> Vec<&'static str> {
+    let signatures = SIGNATURE_FILES.iter().flat_map(|file| {
+        file.lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| line.split([':', ';']).next())
+    });
+    let mut rules: Vec<&'static str> = Rule::ALL
+        .iter()
+        .map(|rule| rule.name())
+        .chain(signatures)
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
+}
+
+/// Registers `conveyor_scan_rule_matches_total` at zero for every [`known_rules`], so
+/// the first match of a rule is an increase a dashboard and an alert can see.
+pub fn register_rule_metrics() {
+    for rule in known_rules() {
+        metrics::counter!(shared::telemetry::metric::SCAN_RULE_MATCHES_TOTAL, "rule" => rule)
+            .increment(0);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     /// No verdict: clamd unreachable, silent, refusing or answering nonsense. Retry.
@@ -132,6 +169,23 @@ mod tests {
             rules: rules.iter().map(|r| (*r).to_owned()).collect(),
             bytes: 1,
         }
+    }
+
+    #[test]
+    fn the_known_rules_are_the_inspectors_and_the_shipped_signatures() {
+        let rules = known_rules();
+        for rule in Rule::ALL {
+            assert!(rules.contains(&rule.name()), "{rule}");
+        }
+        for signature in ["Conveyor.Test.EICAR", "Conveyor.Pdf.AutoJavaScript"] {
+            assert!(rules.contains(&signature), "{signature} in {rules:?}");
+        }
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.starts_with("Conveyor.") && !r.contains(' ')),
+            "{rules:?}"
+        );
     }
 
     #[test]

@@ -39,6 +39,20 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule the inspectors know.
+    pub const ALL: [Rule; 10] = [
+        Rule::ArchivePathTraversal,
+        Rule::ArchiveSymlink,
+        Rule::ArchiveExecutable,
+        Rule::ArchiveNestingTooDeep,
+        Rule::ArchiveBomb,
+        Rule::ArchiveTooManyEntries,
+        Rule::ArchiveMalformed,
+        Rule::ImagePixelFlood,
+        Rule::ImageMalformed,
+        Rule::ImageEmbeddedScript,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             Rule::ArchivePathTraversal => "Conveyor.Archive.PathTraversal",
