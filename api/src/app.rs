@@ -27,10 +27,14 @@ pub fn router(state: AppState) -> Router {
 /// The api with a given `/api/v1` router under the standard stack (tests add routes).
 pub fn build(state: AppState, api_v1: Router<AppState>) -> Router {
     let config = state.config.clone();
-    let routes = Router::new()
+    let mut routes = Router::new()
         .nest("/api/v1", api_v1)
         .merge(routes::docs::routes())
-        .merge(routes::wellknown::routes())
+        .merge(routes::wellknown::routes());
+    if config.http.console_enabled {
+        routes = routes.merge(crate::console::routes(&state));
+    }
+    let routes = routes
         .fallback(problem::not_found)
         .with_state(state.clone())
         .merge(shared::health::routes(state.health()));

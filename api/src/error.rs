@@ -128,6 +128,17 @@ impl ApiError {
         }
     }
 
+    /// The status and the sentence a page shows for this error (the console's): what
+    /// its problem+json answer would say; a 5xx is logged as `into_response` logs it.
+    pub fn for_page(self) -> (axum::http::StatusCode, String) {
+        let code = self.code();
+        if code.status() >= 500 {
+            tracing::error!(error = %self, code = %code, "request failed");
+        }
+        let problem = self.into_problem();
+        (problem.status_code(), problem.detail)
+    }
+
     fn into_problem(self) -> Problem {
         let code = self.code();
         match self {

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod listener;

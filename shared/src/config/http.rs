@@ -29,13 +29,18 @@ pub struct HttpConfig {
     /// Connections the public listener holds open at once; past it, it stops accepting
     /// until one closes. `None`: derived from the open-file limit when serving starts.
     pub max_connections: Option<usize>,
+    /// The operators' console at `/console` (`CONSOLE_ENABLED`; on by default outside
+    /// production, off in production unless turned on).
+    pub console_enabled: bool,
 }
 
 impl HttpConfig {
     pub(crate) fn read<F: Fn(&str) -> Option<String>>(
         env: &Env<'_, F>,
+        production: bool,
     ) -> Result<Self, ConfigError> {
         Ok(HttpConfig {
+            console_enabled: env.bool("CONSOLE_ENABLED", !production)?,
             api_addr: env.parsed("API_ADDR", socket("127.0.0.1:8080"))?,
             body_limit_bytes: env.parsed_range(
                 "BODY_LIMIT_BYTES",

@@ -128,7 +128,7 @@ impl Config {
             log_format: LogFormat::read(&env, production)?,
             database: DatabaseConfig::read(&env, production)?,
             redis: RedisConfig::read(&env)?,
-            http: HttpConfig::read(&env)?,
+            http: HttpConfig::read(&env, production)?,
             ops: OpsConfig::read(&env)?,
             pii: PiiConfig::read(&env, pii_key)?,
             smtp: SmtpConfig::read(&env)?,

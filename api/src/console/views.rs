@@ -1,0 +1,231 @@
+//! The console's HTML, rendered on the server with `maud` (every interpolated value
+//! is escaped). No inline script or style: the CSP allows neither.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::services::operations::QueueView;
+
+/// A page: the frame every console page shares.
+fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Conveyor console" }
+                link rel="stylesheet" href="/console/assets/console.css";
+                script src="/console/assets/console.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to the content" }
+                header.bar {
+                    a.brand href="/console" { "Conveyor console" }
+                    @if signed_in {
+                        nav aria-label="Console" {
+                            a href="/console" aria-current="page" { "Overview" }
+                        }
+                        form.signout method="post" action="/console/logout" {
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main id="main" tabindex="-1" { (body) }
+            }
+        }
+    }
+}
+
+fn respond(status: StatusCode, markup: Markup) -> Response {
+    (status, markup).into_response()
+}
+
+/// The password step, with what went wrong last time.
+pub fn login(status: StatusCode, error: Option<&str>) -> Response {
+    respond(
+        status,
+        page(
+            "Sign in",
+            false,
+            html! {
+                h1 { "Sign in" }
+                p { "The console is for admins with two-factor authentication." }
+                @if let Some(error) = error {
+                    p.error role="alert" id="login-error" { (error) }
+                }
+                form.stack method="post" action="/console/login" {
+                    label for="email" { "Email" }
+                    input #email type="email" name="email" autocomplete="username" required autofocus;
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                    button type="submit" { "Continue" }
+                }
+            },
+        ),
+    )
+}
+
+/// The second-factor step.
+pub fn code(status: StatusCode, error: Option<&str>) -> Response {
+    respond(
+        status,
+        page(
+            "Your code",
+            false,
+            html! {
+                h1 { "Your code" }
+                @if let Some(error) = error {
+                    p.error role="alert" id="code-error" { (error) }
+                }
+                form.stack method="post" action="/console/login/code" {
+                    label for="code" { "Code from your authenticator app, or a recovery code" }
+                    input #code type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required autofocus;
+                    button type="submit" { "Sign in" }
+                }
+            },
+        ),
+    )
+}
+
+/// A refusal or an error, said plainly, with the way back.
+pub fn refusal(status: StatusCode, detail: &str) -> Response {
+    respond(
+        status,
+        page(
+            status.canonical_reason().unwrap_or("Error"),
+            false,
+            html! {
+                h1 { (status.canonical_reason().unwrap_or("Error")) }
+                p.error role="alert" { (detail) }
+                p { a href="/console/login" { "Sign in with another account" } }
+            },
+        ),
+    )
+}
+
+pub fn not_found() -> Response {
+    refusal(StatusCode::NOT_FOUND, "There is nothing at this address.")
+}
+
+/// `1 min 5 s` and the like.
+fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A moment: in UTC here, in the viewer's zone once the script has run (the UTC
+/// value stays on hover).
+fn moment(at: OffsetDateTime) -> Markup {
+    let utc = at.format(&Rfc3339).unwrap_or_default();
+    html! { time datetime=(utc) title=(utc) { (utc) } }
+}
+
+/// The queues' table: what the overview shows and its stream replaces.
+pub fn queue_table(queues: &[QueueView]) -> Markup {
+    html! {
+        table.queues {
+            caption { "Jobs by queue and state, live" }
+            thead {
+                tr {
+                    th scope="col" { "Queue" }
+                    th scope="col" { "State" }
+                    th.num scope="col" { "Queued" }
+                    th.num scope="col" { "Running" }
+                    th.num scope="col" { "Retrying" }
+                    th.num scope="col" { "Dead" }
+                    th.num scope="col" { "Succeeded, last hour" }
+                    th.num scope="col" { "Oldest queued" }
+                    th.num scope="col" { "Workers" }
+                }
+            }
+            tbody {
+                @for queue in queues {
+                    tr data-queue=(queue.queue.as_str()) {
+                        th scope="row" { (queue.queue.as_str()) }
+                        td {
+                            @if queue.paused == Some(true) {
+                                span.state.paused { "paused" }
+                            } @else if let Some(dependency) = &queue.blocked_on {
+                                span.state.blocked { "waiting for " (dependency) }
+                                @if let Some(since) = queue.blocked_since {
+                                    " since " (moment(since))
+                                }
+                            } @else if queue.paused.is_none() {
+                                span.state.unknown { "unknown (Redis did not answer)" }
+                            } @else {
+                                span.state.running { "running" }
+                            }
+                        }
+                        td.num { (queue.queued) }
+                        td.num { (queue.running) }
+                        td.num { (queue.retrying) }
+                        td.num.dead[queue.dead > 0] { (queue.dead) }
+                        td.num { (queue.succeeded_last_hour) }
+                        td.num {
+                            @match queue.oldest_queued_age_seconds {
+                                Some(seconds) => (age(seconds)),
+                                None => "—",
+                            }
+                        }
+                        td.num {
+                            @match queue.workers_alive {
+                                Some(n) => (n),
+                                None => "—",
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The overview: every queue, kept live by `/console/live/overview`.
+pub fn overview(queues: &[QueueView]) -> Markup {
+    page(
+        "Overview",
+        true,
+        html! {
+            h1 { "Overview" }
+            // A region that scrolls sideways on a narrow screen: focusable, so a
+            // keyboard can scroll it too.
+            div.live data-live="/console/live/overview" aria-live="polite" role="region"
+                aria-label="Queues" tabindex="0" {
+                (queue_table(queues))
+            }
+            p.note { "Updates within a second of a change. Times are shown in your zone; hover for UTC." }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_people_say_them() {
+        assert_eq!(age(7), "7 s");
+        assert_eq!(age(65), "1 min 5 s");
+        assert_eq!(age(3 * 3600 + 120), "3 h 2 min");
+    }
+
+    #[test]
+    fn what_a_page_shows_is_escaped() {
+        let markup = page(
+            "<script>",
+            false,
+            html! { p { ("<img src=x onerror=alert(1)>") } },
+        )
+        .into_string();
+        assert!(!markup.contains("<img src=x"));
+        assert!(markup.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(markup.contains("<title>&lt;script&gt; · Conveyor console</title>"));
+    }
+}

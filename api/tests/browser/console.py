@@ -1,0 +1,201 @@
+"""The operators' console in real headless Chromium (Debian's package), driven by
+Playwright for Python: an admin signs in with the second factor, sees a job appear
+and finish live (no reload), moves by keyboard, reads it at phone width; a user is
+refused; axe-core finds no serious or critical violation on any page; the pages run
+under their CSP with nothing refused. Screenshots go to OUT_DIR.
+
+Usage: console.py BASE_URL CHROMIUM AXE_JS OUT_DIR ADMIN_EMAIL USER_EMAIL PASSWORD
+Prints one JSON report line; exits 1 on the first failed check.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+BASE, CHROMIUM, AXE, OUT, ADMIN, USER, PASSWORD = sys.argv[1:8]
+WAIT_MS = 10_000
+report = {"pages": {}, "screenshots": []}
+
+
+def fail(message):
+    print(json.dumps(report), flush=True)
+    sys.exit(f"console browser test: {message}")
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def totp(secret, at):
+    """RFC 6238, as Conveyor checks it: HMAC-SHA1, 6 digits, 30 s steps."""
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(at // 30)), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    code = (struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
+    return f"{code:06d}"
+
+
+def call(method, path, body=None, token=None):
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(BASE + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def enrol_admin():
+    """TOTP enrolment through the API; returns (secret, a recovery code, the step used)."""
+    status, body = call("POST", "/api/v1/auth/login", {"email": ADMIN, "password": PASSWORD})
+    check(status == 200, f"admin login answered {status}: {body}")
+    token = body["access_token"]
+    status, setup = call("POST", "/api/v1/auth/2fa/setup", token=token)
+    check(status == 200, f"2fa setup answered {status}: {setup}")
+    now = time.time()
+    status, enabled = call(
+        "POST", "/api/v1/auth/2fa/enable", {"code": totp(setup["secret"], now)}, token
+    )
+    check(status == 200, f"2fa enable answered {status}: {enabled}")
+    return setup["secret"], enabled["recovery_codes"][0], now
+
+
+def admin_api_token(recovery_code):
+    """An API session that passed 2FA (a recovery code: the TOTP steps are spent)."""
+    status, body = call("POST", "/api/v1/auth/login", {"email": ADMIN, "password": PASSWORD})
+    check(status == 200 and body.get("mfa_required"), f"login answered {status}: {body}")
+    status, body = call(
+        "POST", "/api/v1/auth/login/mfa", {"mfa_token": body["mfa_token"], "code": recovery_code}
+    )
+    check(status == 200, f"login with a recovery code answered {status}: {body}")
+    return body["access_token"]
+
+
+def axe(page, name):
+    """axe-core on the page as it is now; fails on a serious or critical violation."""
+    violations = page.evaluate(
+        """async () => {
+            const result = await axe.run(document, {resultTypes: ["violations"]});
+            return result.violations.map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}));
+        }"""
+    )
+    report["pages"][name] = violations
+    grave = [v for v in violations if v["impact"] in ("serious", "critical")]
+    check(not grave, f"axe-core on {name}: {grave}")
+
+
+def shot(page, name):
+    path = f"{OUT}/{name}.png"
+    page.screenshot(path=path, full_page=True)
+    report["screenshots"].append(path)
+
+
+def cell(page, queue, column):
+    """The text of a queue's cell (columns counted from 1 after the name)."""
+    return page.locator(f'tr[data-queue="{queue}"] td').nth(column - 1).inner_text()
+
+
+def main():
+    secret, recovery, enrolled_at = enrol_admin()
+    token = admin_api_token(recovery)
+    refused_by_csp = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        # axe-core comes in as an init script (the page's CSP does not apply to it).
+        context.add_init_script(path=AXE)
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda m: refused_by_csp.append(m.text)
+            if "Content Security Policy" in m.text
+            else None,
+        )
+
+        # Signed out, the console sends you to sign in.
+        page.goto(f"{BASE}/console")
+        check(page.url == f"{BASE}/console/login", f"not sent to sign in: {page.url}")
+        focused = page.evaluate("document.activeElement.id")
+        check(focused == "email", f"the login page starts in {focused!r}, not the email field")
+        axe(page, "login")
+        shot(page, "login")
+
+        # The password, then the code (the step after the enrolment's: no replay).
+        page.fill("#email", ADMIN)
+        page.fill("#password", PASSWORD)
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_selector("#code")
+        axe(page, "code")
+        shot(page, "code")
+        page.fill("#code", totp(secret, enrolled_at + 30))
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{BASE}/console")
+        page.wait_for_selector('tr[data-queue="canary"]')
+
+        # By keyboard: the first Tab reaches the skip link, which moves to the content.
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.textContent.trim()")
+        check(focused == "Skip to the content", f"first Tab focused {focused!r}")
+        page.keyboard.press("Enter")
+        focused = page.evaluate("document.activeElement.id")
+        check(focused == "main", f"the skip link moved focus to {focused!r}")
+
+        # A job appears and finishes live: the canary row's successes go up without
+        # a reload (the marker set on this document survives).
+        page.evaluate("window.__sameDocument = true")
+        before = int(cell(page, "canary", 6))
+        status, body = call("POST", "/api/v1/admin/canary", {"count": 1}, token)
+        check(status == 202, f"canary answered {status}: {body}")
+        started = time.monotonic()
+        page.wait_for_function(
+            f"""() => {{
+                const row = document.querySelector('tr[data-queue="canary"]');
+                return row && Number(row.querySelectorAll('td')[5].textContent) > {before};
+            }}""",
+            timeout=WAIT_MS,
+        )
+        report["canary_seen_after_s"] = round(time.monotonic() - started, 2)
+        check(page.evaluate("window.__sameDocument === true"), "the page reloaded")
+        axe(page, "overview")
+        shot(page, "overview")
+
+        # Phone width: nothing spills out of the page.
+        page.set_viewport_size({"width": 390, "height": 844})
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        check(overflow <= 1, f"the page is {overflow}px wider than a phone")
+        axe(page, "overview-phone")
+        shot(page, "overview-phone")
+
+        # Signing out leads back to sign in.
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(f"{BASE}/console/login")
+
+        # A user is refused, plainly.
+        page.fill("#email", USER)
+        page.fill("#password", PASSWORD)
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_selector("#login-error")
+        text = page.inner_text("#login-error")
+        check("two-factor" in text, f"the user's refusal says {text!r}")
+        axe(page, "refused")
+        shot(page, "refused")
+        browser.close()
+    check(not refused_by_csp, f"the CSP refused: {refused_by_csp}")
+    print(json.dumps(report), flush=True)
+
+
+main()

@@ -1,0 +1,327 @@
+//! The operators' console over real HTTP: sign-in with the password and the second
+//! factor, the cookies it sets, the live overview, renewal through the refresh token,
+//! sign-out, refusals (a user, an admin without 2FA, a form from another site) and
+//! the switch. What a browser does with the pages is in `scripts/console-browser`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{PASSWORD, Session, TestApp, spawn_app, spawn_app_with, test_config, totp_code};
+use futures::StreamExt as _;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use shared::domain::Role;
+use sqlx::PgPool;
+
+/// A browser's view of the console: its own cookies, no redirect followed.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Browser {
+            client,
+            base: app.address.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Keeps what `Set-Cookie` says (a `Max-Age=0` removes), and checks every console
+    /// cookie's attributes.
+    fn take_cookies(&mut self, headers: &HeaderMap) {
+        for value in headers.get_all(SET_COOKIE) {
+            let text = value.to_str().expect("ascii cookie");
+            for attribute in ["Path=/", "HttpOnly", "Secure", "SameSite=Strict"] {
+                assert!(text.contains(attribute), "{attribute} in {text}");
+            }
+            let (pair, _) = text.split_once(';').expect("attributes");
+            let (name, value) = pair.split_once('=').expect("name=value");
+            assert!(name.starts_with("__Host-conveyor_console"), "{name}");
+            if text.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> reqwest::Response {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("sent");
+        self.take_cookies(response.headers());
+        response
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded(form))
+            .send()
+            .await
+            .expect("sent");
+        self.take_cookies(response.headers());
+        response
+    }
+
+    /// The password step, then the code: the response of the code step.
+    async fn sign_in(&mut self, email: &str, secret: &str) -> reqwest::Response {
+        let password = self
+            .post(
+                "/console/login",
+                &[("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(password.status(), 200);
+        let page = password.text().await.expect("html");
+        assert!(page.contains(r#"action="/console/login/code""#), "{page}");
+        let code = totp_code(secret, 1);
+        self.post("/console/login/code", &[("code", code.as_str())])
+            .await
+    }
+}
+
+/// A form's body, as a browser encodes it.
+fn encoded(form: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish()
+}
+
+fn location(response: &reqwest::Response) -> &str {
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// An account of `role` with 2FA enrolled: its email and TOTP secret.
+async fn enrolled(app: &TestApp, role: Role) -> (String, String) {
+    let (_, email) = app.create_account(role).await;
+    let session: Session = app.login(&email, PASSWORD).await;
+    let (secret, _) = app.enable_2fa(&session).await;
+    (email, secret)
+}
+
+async fn html(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert_eq!(
+        response.headers()["content-security-policy"],
+        api::console::CSP,
+        "every console page runs under the strict CSP"
+    );
+    response.text().await.expect("html")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_admin_signs_in_with_the_second_factor_sees_the_queues_live_and_signs_out(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (email, secret) = enrolled(&app, Role::Admin).await;
+    let mut browser = Browser::new(&app);
+
+    let first = browser.get("/console").await;
+    assert_eq!(first.status(), 303);
+    assert_eq!(location(&first), "/console/login");
+    let login = html(browser.get("/console/login").await, 200).await;
+    assert!(login.contains(r#"<script src="/console/assets/console.js" defer>"#));
+    assert!(!login.contains("<script>"), "no inline script: {login}");
+    assert!(!login.contains("style="), "no inline style: {login}");
+
+    let signed_in = browser.sign_in(&email, &secret).await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(location(&signed_in), "/console");
+    assert!(browser.cookies.contains_key("__Host-conveyor_console"));
+    assert!(
+        browser
+            .cookies
+            .contains_key("__Host-conveyor_console_refresh")
+    );
+    assert!(!browser.cookies.contains_key("__Host-conveyor_console_mfa"));
+
+    let overview = html(browser.get("/console").await, 200).await;
+    for queue in shared::queue::QueueName::ALL {
+        assert!(
+            overview.contains(&format!(r#"data-queue="{}""#, queue.as_str())),
+            "{queue:?} in {overview}"
+        );
+    }
+    assert!(overview.contains(r#"data-live="/console/live/overview""#));
+
+    // The live region's stream sends the table at once.
+    let stream = browser
+        .client
+        .get(format!("{}/console/live/overview", browser.base))
+        .header("cookie", browser.cookie_header())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream stays open")
+            .expect("bytes");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("event: replace\n"), "{text}");
+    assert!(text.contains(r#"data-queue="emails""#), "{text}");
+    drop(body);
+
+    // The assets are embedded and revalidated.
+    let script = browser.get("/console/assets/console.js").await;
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/javascript")
+    );
+    let etag = script.headers()["etag"].clone();
+    let again = browser
+        .client
+        .get(format!("{}/console/assets/console.js", browser.base))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status(), 304);
+
+    // Signing out ends the session: the old cookies open nothing.
+    let kept = browser.cookies.clone();
+    let out = browser.post("/console/logout", &[]).await;
+    assert_eq!(out.status(), 303);
+    assert_eq!(location(&out), "/console/login");
+    assert!(browser.cookies.is_empty(), "{:?}", browser.cookies);
+    browser.cookies = kept;
+    let after = browser.get("/console").await;
+    assert_eq!(after.status(), 303);
+    assert_eq!(location(&after), "/console/login");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_expired_access_cookie_is_renewed_through_the_refresh_token(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (email, secret) = enrolled(&app, Role::Admin).await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&email, &secret).await.status(), 303);
+    let old_refresh = browser.cookies["__Host-conveyor_console_refresh"].clone();
+    // As when the access cookie's Max-Age ran out.
+    browser.cookies.remove("__Host-conveyor_console");
+    html(browser.get("/console").await, 200).await;
+    assert!(browser.cookies.contains_key("__Host-conveyor_console"));
+    let new_refresh = browser.cookies["__Host-conveyor_console_refresh"].clone();
+    assert_ne!(new_refresh, old_refresh, "the refresh token rotated");
+    // The spent refresh token opens nothing (and, reused, ends the session).
+    let mut thief = Browser::new(&app);
+    thief
+        .cookies
+        .insert("__Host-conveyor_console_refresh".into(), old_refresh);
+    let stolen = thief.get("/console").await;
+    assert_eq!(stolen.status(), 303);
+    assert_eq!(location(&stolen), "/console/login");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_user_and_an_admin_without_a_second_factor_are_refused(pool: PgPool) {
+    let app = spawn_app(pool).await;
+
+    let (email, secret) = enrolled(&app, Role::User).await;
+    let mut browser = Browser::new(&app);
+    let refused = browser.sign_in(&email, &secret).await;
+    let page = html(refused, 403).await;
+    assert!(page.contains("The console is for admins"), "{page}");
+    assert!(
+        browser.cookies.is_empty(),
+        "no session: {:?}",
+        browser.cookies
+    );
+
+    let (_, admin) = app.create_account(Role::Admin).await;
+    let mut browser = Browser::new(&app);
+    let response = browser
+        .post(
+            "/console/login",
+            &[("email", &admin), ("password", PASSWORD)],
+        )
+        .await;
+    let page = html(response, 403).await;
+    assert!(page.contains("two-factor authentication"), "{page}");
+    assert!(browser.cookies.is_empty());
+
+    // A wrong password: the same page, said plainly.
+    let wrong = browser
+        .post(
+            "/console/login",
+            &[("email", &admin), ("password", "not it")],
+        )
+        .await;
+    let page = html(wrong, 401).await;
+    assert!(page.contains(r#"role="alert""#), "{page}");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_form_posted_from_another_site_is_refused(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (email, _) = enrolled(&app, Role::Admin).await;
+    let client = reqwest::Client::new();
+    for (header, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://attacker.example"),
+    ] {
+        let response = client
+            .post(app.url("/console/login"))
+            .header(header, value)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded(&[
+                ("email", email.as_str()),
+                ("password", PASSWORD),
+            ]))
+            .send()
+            .await
+            .expect("sent");
+        let page = html(response, 403).await;
+        assert!(page.contains("console's own pages"), "{page}");
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_console_can_be_switched_off(pool: PgPool) {
+    let app = spawn_app_with(pool, test_config(&[("CONSOLE_ENABLED", "false")]), None).await;
+    let response = app.get("/console/login").await;
+    common::problem(response, 404, "not_found").await;
+}
