@@ -325,3 +325,62 @@ async fn the_console_can_be_switched_off(pool: PgPool) {
     let response = app.get("/console/login").await;
     common::problem(response, 404, "not_found").await;
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_queue_is_paused_and_resumed_from_the_console_through_the_audited_service(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let (email, secret) = enrolled(&app, Role::Admin).await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&email, &secret).await.status(), 303);
+    let overview = html(browser.get("/console").await, 200).await;
+    assert!(
+        overview.contains(r#"action="/console/queues/canary/pause""#),
+        "{overview}"
+    );
+
+    let paused = browser.post("/console/queues/canary/pause", &[]).await;
+    assert_eq!(paused.status(), 303);
+    assert_eq!(location(&paused), "/console");
+    let set = shared::queue::pause::paused(&app.state.redis)
+        .await
+        .expect("redis");
+    assert!(set.contains(&shared::queue::QueueName::Canary));
+    let overview = html(browser.get("/console").await, 200).await;
+    assert!(
+        overview.contains(r#"action="/console/queues/canary/resume""#),
+        "{overview}"
+    );
+    assert!(overview.contains(r#"id="resume-canary""#));
+
+    let resumed = browser.post("/console/queues/canary/resume", &[]).await;
+    assert_eq!(resumed.status(), 303);
+    let set = shared::queue::pause::paused(&app.state.redis)
+        .await
+        .expect("redis");
+    assert!(!set.contains(&shared::queue::QueueName::Canary));
+
+    // Both in the audit log, as the admin API would have written them.
+    let actions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, target FROM audit_log WHERE actor LIKE 'admin:%' ORDER BY created_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    let expected: Vec<(String, String)> = vec![
+        ("pause".into(), "queue:canary".into()),
+        ("resume".into(), "queue:canary".into()),
+    ];
+    assert_eq!(actions, expected);
+
+    // Not a queue, and not from the console's pages.
+    let unknown = browser.post("/console/queues/nope/pause", &[]).await;
+    html(unknown, 404).await;
+    let forged = reqwest::Client::new()
+        .post(app.url("/console/queues/canary/pause"))
+        .header("cookie", browser.cookie_header())
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("sent");
+    html(forged, 403).await;
+}

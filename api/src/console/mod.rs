@@ -32,6 +32,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let signed_in = Router::new()
         .route("/console", get(pages::overview))
         .route("/console/live/overview", get(live::overview))
+        .route("/console/queues/{queue}/pause", post(pages::pause_queue))
+        .route("/console/queues/{queue}/resume", post(pages::resume_queue))
         .route_layer(from_fn_with_state(state.clone(), session::require_admin));
     Router::new()
         .merge(signed_in)

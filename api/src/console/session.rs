@@ -88,7 +88,7 @@ fn signed_out() -> AppendHeaders<[(header::HeaderName, HeaderValue); 3]> {
 /// Whether a form post comes from the console's own pages: a browser says so in
 /// `Sec-Fetch-Site`, or (an older one) in `Origin`; a client that sends neither is
 /// not a browser another site could drive.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return matches!(site.as_bytes(), b"same-origin" | b"none");
     }
@@ -102,7 +102,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-fn cross_site() -> Response {
+pub(super) fn cross_site() -> Response {
     views::refusal(
         StatusCode::FORBIDDEN,
         "This form can only be sent from the console's own pages.",

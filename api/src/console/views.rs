@@ -143,6 +143,7 @@ pub fn queue_table(queues: &[QueueView]) -> Markup {
                     th.num scope="col" { "Succeeded, last hour" }
                     th.num scope="col" { "Oldest queued" }
                     th.num scope="col" { "Workers" }
+                    th scope="col" { "Actions" }
                 }
             }
             tbody {
@@ -180,9 +181,27 @@ pub fn queue_table(queues: &[QueueView]) -> Markup {
                                 None => "—",
                             }
                         }
+                        td { (switch(queue)) }
                     }
                 }
             }
+        }
+    }
+}
+
+/// A queue's pause switch: a form per action, its button named for a screen reader
+/// and with an id the script gives focus back to when the table is replaced.
+fn switch(queue: &QueueView) -> Markup {
+    let name = queue.queue.as_str();
+    let (action, label) = match queue.paused {
+        Some(true) => ("resume", "Resume"),
+        Some(false) => ("pause", "Pause"),
+        None => return html! { "—" },
+    };
+    html! {
+        form.inline method="post" action={ "/console/queues/" (name) "/" (action) } {
+            button type="submit" id={ (action) "-" (name) }
+                aria-label={ (label) " the " (name) " queue" } { (label) }
         }
     }
 }

@@ -5,6 +5,7 @@ refused; axe-core finds no serious or critical violation on any page; the pages 
 under their CSP with nothing refused. Screenshots go to OUT_DIR.
 
 Usage: console.py BASE_URL CHROMIUM AXE_JS OUT_DIR ADMIN_EMAIL USER_EMAIL PASSWORD
+                  WORKER_METRICS_URL
 Prints one JSON report line; exits 1 on the first failed check.
 """
 
@@ -20,7 +21,7 @@ import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-BASE, CHROMIUM, AXE, OUT, ADMIN, USER, PASSWORD = sys.argv[1:8]
+BASE, CHROMIUM, AXE, OUT, ADMIN, USER, PASSWORD, WORKER_METRICS = sys.argv[1:9]
 WAIT_MS = 10_000
 report = {"pages": {}, "screenshots": []}
 
@@ -81,6 +82,19 @@ def admin_api_token(recovery_code):
     )
     check(status == 200, f"login with a recovery code answered {status}: {body}")
     return body["access_token"]
+
+
+def worker_sees_paused(queue, paused):
+    """Waits until the worker's /metrics says the queue is (not) paused: it takes the
+    switch from Redis within a second."""
+    line = f'conveyor_queue_paused{{queue="{queue}"}} {1 if paused else 0}'
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(WORKER_METRICS) as response:
+            if line in response.read().decode().splitlines():
+                return
+        time.sleep(0.1)
+    fail(f"the worker never showed {line}")
 
 
 def axe(page, name):
@@ -170,6 +184,41 @@ def main():
         check(page.evaluate("window.__sameDocument === true"), "the page reloaded")
         axe(page, "overview")
         shot(page, "overview")
+
+        # Paused, the queue keeps a submission waiting (seen live); the focus stays on
+        # the Resume button while the table is replaced; resumed by keyboard, it runs.
+        page.click("#pause-canary")
+        page.wait_for_selector("#resume-canary")
+        worker_sees_paused("canary", True)
+        status, body = call("POST", "/api/v1/admin/canary", {"count": 1}, token)
+        check(status == 202, f"canary answered {status}: {body}")
+        page.wait_for_function(
+            """() => {
+                const row = document.querySelector('tr[data-queue="canary"]');
+                return row && Number(row.querySelectorAll('td')[1].textContent) >= 1;
+            }""",
+            timeout=WAIT_MS,
+        )
+        page.focus("#resume-canary")
+        updated = page.evaluate("document.querySelector('[data-live]').dataset.updatedAt")
+        # The oldest queued job's age changes every second: the table is replaced.
+        page.wait_for_function(
+            f"() => document.querySelector('[data-live]').dataset.updatedAt !== {json.dumps(updated)}",
+            timeout=WAIT_MS,
+        )
+        focused = page.evaluate("document.activeElement.id")
+        check(focused == "resume-canary", f"focus moved to {focused!r} when the table changed")
+        axe(page, "overview-paused")
+        shot(page, "overview-paused")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#pause-canary")
+        page.wait_for_function(
+            f"""() => {{
+                const row = document.querySelector('tr[data-queue="canary"]');
+                return row && Number(row.querySelectorAll('td')[5].textContent) > {before + 1};
+            }}""",
+            timeout=WAIT_MS,
+        )
 
         # Phone width: nothing spills out of the page.
         page.set_viewport_size({"width": 390, "height": 844})

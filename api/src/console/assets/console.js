@@ -18,7 +18,12 @@ function localTimes(root) {
 function live(el) {
   const source = new EventSource(el.dataset.live);
   source.addEventListener("replace", (event) => {
+    // Focus stays where it was: on the element of the same id in the new content.
+    const focused = el.contains(document.activeElement) ? document.activeElement.id : "";
     el.innerHTML = event.data;
+    if (focused) {
+      document.getElementById(focused)?.focus();
+    }
     localTimes(el);
     el.dataset.updatedAt = new Date().toISOString();
   });
