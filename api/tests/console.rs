@@ -384,3 +384,106 @@ async fn a_queue_is_paused_and_resumed_from_the_console_through_the_audited_serv
         .expect("sent");
     html(forged, 403).await;
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn dead_jobs_are_listed_shown_retried_and_discarded_through_the_audited_services(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool.clone()).await;
+    let (admin_id, _) = app.create_account(Role::Admin).await;
+    app.submit_canaries(admin_id, 2).await;
+    let dead = app
+        .bury_queued(
+            shared::queue::QueueName::Canary,
+            "550 5.1.1 refused <ada@example.org>",
+        )
+        .await;
+    assert_eq!(dead.len(), 2);
+    let (email, secret) = enrolled(&app, Role::Admin).await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&email, &secret).await.status(), 303);
+
+    // The overview links the dead count to the list of those jobs.
+    let overview = html(browser.get("/console").await, 200).await;
+    assert!(
+        overview.contains(r#"href="/console/jobs?queue=canary&amp;status=dead""#),
+        "{overview}"
+    );
+    let list = html(
+        browser.get("/console/jobs?queue=canary&status=dead").await,
+        200,
+    )
+    .await;
+    for id in &dead {
+        assert!(
+            list.contains(&format!(r#"data-job="{id}""#)),
+            "{id} in {list}"
+        );
+    }
+    let none = html(browser.get("/console/jobs?queue=emails").await, 200).await;
+    assert!(none.contains("No job matches."));
+
+    // One job's page: its facts and both actions.
+    let (first, second) = (dead[0], dead[1]);
+    let page = html(browser.get(&format!("/console/jobs/{first}")).await, 200).await;
+    assert!(page.contains("550 5.1.1 refused"), "{page}");
+    assert!(page.contains(&format!(r#"action="/console/jobs/{first}/retry""#)));
+    assert!(page.contains(&format!(r#"action="/console/jobs/{first}/discard""#)));
+    assert!(page.contains(&format!(r#"data-live="/console/live/jobs/{first}""#)));
+
+    let retried = browser
+        .post(&format!("/console/jobs/{first}/retry"), &[])
+        .await;
+    assert_eq!(retried.status(), 303);
+    assert_eq!(location(&retried), format!("/console/jobs/{first}"));
+    let status: String = sqlx::query_scalar("SELECT status::text FROM jobs WHERE id = $1")
+        .bind(first)
+        .fetch_one(&pool)
+        .await
+        .expect("job");
+    assert_eq!(status, "queued");
+    let discarded = browser
+        .post(&format!("/console/jobs/{second}/discard"), &[])
+        .await;
+    assert_eq!(discarded.status(), 303);
+    let page = html(browser.get(&format!("/console/jobs/{second}")).await, 200).await;
+    assert!(page.contains("Discarded"), "{page}");
+    assert!(
+        !page.contains(r#"id="retry""#),
+        "a discarded job stays dead: {page}"
+    );
+    // A second retry of the requeued job is refused, plainly.
+    let again = browser
+        .post(&format!("/console/jobs/{first}/retry"), &[])
+        .await;
+    let page = html(again, 409).await;
+    assert!(page.contains("only dead or cancelled jobs"), "{page}");
+
+    let actions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, target FROM audit_log WHERE actor LIKE 'admin:%' ORDER BY created_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(
+        actions,
+        vec![
+            ("retry".to_owned(), format!("job:{first}")),
+            ("discard".to_owned(), format!("job:{second}")),
+        ]
+    );
+
+    // Careless input: a clear page, never a 500.
+    let bad = browser.get("/console/jobs?status=exploded").await;
+    let page = html(bad, 422).await;
+    assert!(page.contains("no job state named exploded"), "{page}");
+    html(browser.get("/console/jobs/not-a-uuid").await, 404).await;
+    html(
+        browser
+            .get(&format!("/console/jobs/{}", uuid::Uuid::now_v7()))
+            .await,
+        404,
+    )
+    .await;
+    html(browser.get("/console/jobs?cursor=%%%").await, 422).await;
+}

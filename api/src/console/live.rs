@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -57,13 +57,22 @@ impl Drop for Slot {
     }
 }
 
+/// What a stream renders at each tick: its live region's HTML, or `None` when it
+/// cannot be read now (shown again at the next tick that can).
+type Render = Box<
+    dyn Fn(AppState) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 struct Watch {
     state: AppState,
     admin: ConsoleAdmin,
+    render: Render,
     last: Option<String>,
     ticks: u32,
     ended: bool,
-    _slot: Arc<Slot>,
+    _slot: Slot,
 }
 
 /// `GET /console/live/overview`: the queue table, again whenever it changes.
@@ -71,6 +80,40 @@ pub async fn overview(
     State(state): State<AppState>,
     Extension(admin): Extension<ConsoleAdmin>,
 ) -> Response {
+    stream(
+        state,
+        admin,
+        Box::new(|state| {
+            Box::pin(async move {
+                let list = ops::queues(&state).await.ok()?;
+                Some(views::queue_table(&list.queues).into_string())
+            })
+        }),
+    )
+}
+
+/// `GET /console/live/jobs/{id}`: one job's facts, again whenever they change.
+pub async fn job(
+    State(state): State<AppState>,
+    Extension(admin): Extension<ConsoleAdmin>,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return views::not_found();
+    };
+    stream(
+        state,
+        admin,
+        Box::new(move |state| {
+            Box::pin(async move {
+                let job = ops::job(&state, id).await.ok()?;
+                Some(views::job_facts(&job).into_string())
+            })
+        }),
+    )
+}
+
+fn stream(state: AppState, admin: ConsoleAdmin, render: Render) -> Response {
     let max = state.config.http.sse_max_streams_per_user;
     let Some(slot) = Slot::take(admin.0.id, max) else {
         return views::refusal(
@@ -81,10 +124,11 @@ pub async fn overview(
     let watch = Watch {
         state,
         admin,
+        render,
         last: None,
         ticks: 0,
         ended: false,
-        _slot: Arc::new(slot),
+        _slot: slot,
     };
     Sse::new(updates(watch))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -111,16 +155,16 @@ fn updates(watch: Watch) -> impl Stream<Item = Result<Event, Infallible>> {
                     return Some((Ok(event), watch));
                 }
             }
-            let table = match ops::queues(&watch.state).await {
-                Ok(list) => views::queue_table(&list.queues).into_string(),
-                // Shown again at the next tick that can read the queues.
-                Err(_) => continue,
+            let Some(html) = (watch.render)(watch.state.clone()).await else {
+                // Shown again at the next tick that can read it.
+                watch.last.get_or_insert_with(String::new);
+                continue;
             };
-            if watch.last.as_deref() == Some(table.as_str()) {
+            if watch.last.as_deref() == Some(html.as_str()) {
                 continue;
             }
-            watch.last = Some(table.clone());
-            return Some((Ok(Event::default().event("replace").data(table)), watch));
+            watch.last = Some(html.clone());
+            return Some((Ok(Event::default().event("replace").data(html)), watch));
         }
     })
 }

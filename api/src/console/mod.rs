@@ -9,6 +9,7 @@
 //! On by default outside production; `CONSOLE_ENABLED` switches it.
 
 mod assets;
+mod jobs;
 mod live;
 mod pages;
 mod session;
@@ -32,6 +33,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let signed_in = Router::new()
         .route("/console", get(pages::overview))
         .route("/console/live/overview", get(live::overview))
+        .route("/console/live/jobs/{id}", get(live::job))
+        .route("/console/jobs", get(jobs::list))
+        .route("/console/jobs/{id}", get(jobs::show))
+        .route("/console/jobs/{id}/retry", post(jobs::retry))
+        .route("/console/jobs/{id}/discard", post(jobs::discard))
         .route("/console/queues/{queue}/pause", post(pages::pause_queue))
         .route("/console/queues/{queue}/resume", post(pages::resume_queue))
         .route_layer(from_fn_with_state(state.clone(), session::require_admin));

@@ -7,7 +7,8 @@ use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::services::operations::QueueView;
+use super::jobs::Filters;
+use crate::services::operations::{JobView, QueueView};
 
 /// A page: the frame every console page shares.
 fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
@@ -27,7 +28,9 @@ fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
                     a.brand href="/console" { "Conveyor console" }
                     @if signed_in {
                         nav aria-label="Console" {
-                            a href="/console" aria-current="page" { "Overview" }
+                            a href="/console" aria-current=[(title == "Overview").then_some("page")] { "Overview" }
+                            " "
+                            a href="/console/jobs" aria-current=[(title.starts_with("Job")).then_some("page")] { "Jobs" }
                         }
                         form.signout method="post" action="/console/logout" {
                             button type="submit" { "Sign out" }
@@ -167,7 +170,12 @@ pub fn queue_table(queues: &[QueueView]) -> Markup {
                         td.num { (queue.queued) }
                         td.num { (queue.running) }
                         td.num { (queue.retrying) }
-                        td.num.dead[queue.dead > 0] { (queue.dead) }
+                        td.num.dead[queue.dead > 0] {
+                            @if queue.dead > 0 {
+                                a href={ "/console/jobs?queue=" (queue.queue.as_str()) "&status=dead" }
+                                    aria-label={ (queue.dead) " dead jobs in " (queue.queue.as_str()) } { (queue.dead) }
+                            } @else { (queue.dead) }
+                        }
                         td.num { (queue.succeeded_last_hour) }
                         td.num {
                             @match queue.oldest_queued_age_seconds {
@@ -224,9 +232,194 @@ pub fn overview(queues: &[QueueView]) -> Markup {
     )
 }
 
+/// A moment that may not have happened.
+fn maybe_moment(at: Option<OffsetDateTime>) -> Markup {
+    match at {
+        Some(at) => moment(at),
+        None => html! { "—" },
+    }
+}
+
+/// At most `max` characters of `text`, marked when cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// The jobs list with its filters and the link to the next page.
+pub fn jobs(
+    status: StatusCode,
+    filters: &Filters,
+    jobs: &[JobView],
+    next: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let next_link = next.map(|cursor| {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("queue", &filters.queue)
+            .append_pair("status", &filters.status)
+            .append_pair("request", &filters.request)
+            .append_pair("cursor", cursor)
+            .finish();
+        format!("/console/jobs?{query}")
+    });
+    respond(
+        status,
+        page(
+            "Jobs",
+            true,
+            html! {
+                h1 { "Jobs" }
+                form.filters method="get" action="/console/jobs" {
+                    label for="queue" { "Queue" }
+                    select #queue name="queue" {
+                        option value="" { "All" }
+                        @for queue in shared::queue::QueueName::ALL {
+                            option value=(queue.as_str()) selected[filters.queue == queue.as_str()] { (queue.as_str()) }
+                        }
+                    }
+                    label for="status" { "State" }
+                    select #status name="status" {
+                        option value="" { "All" }
+                        @for state in shared::domain::JobStatus::ALL {
+                            option value=(state.as_str()) selected[filters.status == state.as_str()] { (state.as_str()) }
+                        }
+                    }
+                    label for="request" { "Request id" }
+                    input #request type="text" name="request" value=(filters.request) spellcheck="false";
+                    button type="submit" { "Filter" }
+                }
+                @if let Some(error) = error {
+                    p.error role="alert" { (error) }
+                }
+                div.live role="region" aria-label="Jobs" tabindex="0" {
+                    table.jobs {
+                        caption { "Newest first" }
+                        thead {
+                            tr {
+                                th scope="col" { "Job" }
+                                th scope="col" { "Queue" }
+                                th scope="col" { "State" }
+                                th.num scope="col" { "Attempts" }
+                                th scope="col" { "Created" }
+                                th scope="col" { "Finished" }
+                                th scope="col" { "Last error" }
+                            }
+                        }
+                        tbody {
+                            @for job in jobs {
+                                tr data-job=(job.id) {
+                                    th scope="row" { a.id href={ "/console/jobs/" (job.id) } { (job.id) } }
+                                    td { (job.queue.as_str()) }
+                                    td { span.status.(job.status.as_str()) { (job.status.as_str()) } }
+                                    td.num { (job.attempt) " / " (job.max_attempts) }
+                                    td { (moment(job.created_at)) }
+                                    td { (maybe_moment(job.finished_at)) }
+                                    td.error-text { (clip(job.last_error.as_deref().unwrap_or(""), 120)) }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if jobs.is_empty() {
+                    p { "No job matches." }
+                }
+                @if let Some(link) = next_link {
+                    p { a href=(link) rel="next" { "Older jobs" } }
+                }
+            },
+        ),
+    )
+}
+
+/// One job's facts (the live region of its page).
+pub fn job_facts(job: &JobView) -> Markup {
+    let duration = match (job.started_at, job.finished_at) {
+        (Some(started), Some(finished)) if finished >= started => {
+            Some(format!("{:.3} s", (finished - started).as_seconds_f64()))
+        }
+        _ => None,
+    };
+    let dead = job.status == shared::domain::JobStatus::Dead && job.discarded_at.is_none();
+    let can_retry = dead || job.status == shared::domain::JobStatus::Cancelled;
+    html! {
+        dl.facts {
+            dt { "State" } dd { span.status.(job.status.as_str()) #job-status { (job.status.as_str()) } }
+            dt { "Queue" } dd { (job.queue.as_str()) }
+            dt { "Attempts" } dd { (job.attempt) " of at most " (job.max_attempts) }
+            dt { "Request" }
+            dd {
+                @match job.request_id {
+                    Some(request) => {
+                        a href={ "/console/jobs?request=" (request) } { (request) }
+                    }
+                    None => { "none (work of its own)" }
+                }
+            }
+            dt { "Created" } dd { (moment(job.created_at)) }
+            dt { "Dispatched" } dd { (maybe_moment(job.dispatched_at)) }
+            dt { "Last attempt started" } dd { (maybe_moment(job.started_at)) }
+            dt { "Finished" } dd { (maybe_moment(job.finished_at)) }
+            dt { "Last attempt took" } dd { (duration.as_deref().unwrap_or("—")) }
+            dt { "Next attempt due" } dd { (maybe_moment(job.run_after)) }
+            @if let Some(at) = job.discarded_at {
+                dt { "Discarded" } dd { (moment(at)) " by " (job.discarded_by.as_deref().unwrap_or("?")) }
+            }
+            dt { "Last error" }
+            dd {
+                @match &job.last_error {
+                    Some(error) => { pre.error-text { (error) } }
+                    None => { "none" }
+                }
+            }
+        }
+        @if can_retry || dead {
+            div.actions {
+                @if can_retry {
+                    form.inline method="post" action={ "/console/jobs/" (job.id) "/retry" } {
+                        button type="submit" #retry { "Retry" }
+                    }
+                }
+                @if dead {
+                    form.inline method="post" action={ "/console/jobs/" (job.id) "/discard" } {
+                        button.secondary type="submit" #discard { "Discard" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A job's page: its facts, live, and what an operator may do with it. Never its
+/// payload (sealed personal data).
+pub fn job(job: &JobView) -> Response {
+    respond(
+        StatusCode::OK,
+        page(
+            "Job",
+            true,
+            html! {
+                h1 { "Job " code { (job.id) } }
+                div.live data-live={ "/console/live/jobs/" (job.id) } aria-live="polite" {
+                    (job_facts(job))
+                }
+                p { a href="/console/jobs" { "All jobs" } }
+            },
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_error_is_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("ééééé", 3), "ééé…");
+    }
 
     #[test]
     fn ages_read_as_people_say_them() {

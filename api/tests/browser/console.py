@@ -220,6 +220,43 @@ def main():
             timeout=WAIT_MS,
         )
 
+        # A job dies (the SMTP server answers 451 and one attempt is allowed): the
+        # overview shows it within a second; its page retries it, and it is delivered.
+        status, body = call(
+            "POST",
+            "/api/v1/emails",
+            {"to": ["reader@example.org"], "subject": "Console", "text": "Hello"},
+            token,
+        )
+        check(status == 202, f"email answered {status}: {body}")
+        submitted = time.monotonic()
+        page.wait_for_function(
+            """() => {
+                const row = document.querySelector('tr[data-queue="emails"]');
+                return row && Number(row.querySelectorAll('td')[4].textContent) >= 1;
+            }""",
+            timeout=WAIT_MS,
+        )
+        report["dead_job_seen_after_s"] = round(time.monotonic() - submitted, 2)
+        page.click('tr[data-queue="emails"] td.dead a')
+        page.wait_for_selector("tr[data-job]")
+        axe(page, "jobs")
+        shot(page, "jobs")
+        page.click("tr[data-job] a.id")
+        page.wait_for_selector("#retry")
+        check(page.inner_text("#job-status") == "dead", "the job is not shown dead")
+        check("451" in page.inner_text(".facts"), "the job's page does not show the 451")
+        axe(page, "job-dead")
+        shot(page, "job-dead")
+        page.click("#retry")
+        page.wait_for_function(
+            "() => document.querySelector('#job-status')?.textContent === 'succeeded'",
+            timeout=WAIT_MS,
+        )
+        axe(page, "job-succeeded")
+        shot(page, "job-succeeded")
+        page.goto(f"{BASE}/console")
+
         # Phone width: nothing spills out of the page.
         page.set_viewport_size({"width": 390, "height": 844})
         overflow = page.evaluate(

@@ -1,0 +1,178 @@
+//! The console's jobs: a filtered list a keyset page at a time, one job's detail, and
+//! its retry and discard through the admin API's services (their rules, their audit
+//! rows). A job's payload is never shown: it holds sealed personal data.
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use shared::db::jobs::JobFilter;
+use shared::domain::{JobStatus, Permission};
+use shared::queue::QueueName;
+use uuid::Uuid;
+
+use super::session::{ConsoleAdmin, cross_site, same_origin};
+use super::views;
+use crate::error::ApiError;
+use crate::routes::cursor;
+use crate::services::operations::{self as ops, Operator};
+use crate::state::AppState;
+
+/// Jobs shown per page.
+const PAGE: i64 = 50;
+
+/// The list's filters, as the form sends them (an empty field is no filter).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Filters {
+    pub queue: String,
+    pub status: String,
+    pub request: String,
+    pub cursor: String,
+}
+
+impl Filters {
+    fn filter(&self) -> Result<JobFilter, String> {
+        let queue = match self.queue.as_str() {
+            "" => None,
+            name => Some(
+                QueueName::ALL
+                    .iter()
+                    .copied()
+                    .find(|q| q.as_str() == name)
+                    .ok_or_else(|| format!("There is no queue named {name}."))?,
+            ),
+        };
+        let status = match self.status.as_str() {
+            "" => None,
+            name => Some(
+                JobStatus::ALL
+                    .iter()
+                    .copied()
+                    .find(|s| s.as_str() == name)
+                    .ok_or_else(|| format!("There is no job state named {name}."))?,
+            ),
+        };
+        let request_id = match self.request.trim() {
+            "" => None,
+            id => Some(
+                Uuid::parse_str(id).map_err(|_| format!("{id} is not a request id (a UUID)."))?,
+            ),
+        };
+        let after = match self.cursor.as_str() {
+            "" => None,
+            text => {
+                Some(cursor::decode(text).map_err(|_| "That page link is not valid.".to_owned())?)
+            }
+        };
+        Ok(JobFilter {
+            queue,
+            status,
+            request_id,
+            discarded: None,
+            after,
+            limit: PAGE,
+        })
+    }
+}
+
+/// `GET /console/jobs`: the newest jobs first, filtered, a page at a time.
+pub async fn list(State(state): State<AppState>, Query(filters): Query<Filters>) -> Response {
+    let filter = match filters.filter() {
+        Ok(filter) => filter,
+        Err(problem) => {
+            return views::jobs(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &filters,
+                &[],
+                None,
+                Some(&problem),
+            );
+        }
+    };
+    match ops::list_jobs(&state, filter).await {
+        Ok((jobs, more)) => {
+            let next = more
+                .then(|| jobs.last())
+                .flatten()
+                .map(|last| cursor::encode(last.created_at, last.id));
+            views::jobs(StatusCode::OK, &filters, &jobs, next.as_deref(), None)
+        }
+        Err(err) => page_error(err),
+    }
+}
+
+fn page_error(err: ApiError) -> Response {
+    let (status, detail) = err.for_page();
+    views::refusal(status, &detail)
+}
+
+fn job_id(text: &str) -> Option<Uuid> {
+    Uuid::parse_str(text).ok()
+}
+
+/// `GET /console/jobs/{id}`.
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(id) = job_id(&id) else {
+        return views::not_found();
+    };
+    match ops::job(&state, id).await {
+        Ok(job) => views::job(&job),
+        Err(ApiError::NotFound(_)) => views::not_found(),
+        Err(err) => page_error(err),
+    }
+}
+
+/// `POST /console/jobs/{id}/retry`.
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(admin): Extension<ConsoleAdmin>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    act(&state, admin, &id, &headers, Act::Retry).await
+}
+
+/// `POST /console/jobs/{id}/discard`.
+pub async fn discard(
+    State(state): State<AppState>,
+    Extension(admin): Extension<ConsoleAdmin>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    act(&state, admin, &id, &headers, Act::Discard).await
+}
+
+enum Act {
+    Retry,
+    Discard,
+}
+
+async fn act(
+    state: &AppState,
+    admin: ConsoleAdmin,
+    id: &str,
+    headers: &HeaderMap,
+    act: Act,
+) -> Response {
+    if !same_origin(headers) {
+        return cross_site();
+    }
+    let Some(id) = job_id(id) else {
+        return views::not_found();
+    };
+    if let Err(err) = admin.0.check(Permission::ManageQueues) {
+        return views::refusal(StatusCode::FORBIDDEN, &err.to_string());
+    }
+    let operator = Operator::admin(&admin.0, crate::routes::correlation(headers));
+    let done = match act {
+        Act::Retry => ops::retry_job(state, &operator, id).await,
+        Act::Discard => ops::discard_job(state, &operator, id).await,
+    };
+    match done {
+        Ok(_) => Redirect::to(&format!("/console/jobs/{id}")).into_response(),
+        Err(ApiError::NotFound(_)) => views::not_found(),
+        Err(err) => page_error(err),
+    }
+}
