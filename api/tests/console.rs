@@ -120,11 +120,17 @@ fn location(response: &reqwest::Response) -> &str {
         .unwrap_or_default()
 }
 
-/// An account of `role` with 2FA enrolled: its email and TOTP secret.
-async fn enrolled(app: &TestApp, role: Role) -> (String, String) {
-    let (_, email) = app.create_account(role).await;
+/// An account of `role` with 2FA enrolled: its id, email and TOTP secret.
+async fn enrolled_account(app: &TestApp, role: Role) -> (uuid::Uuid, String, String) {
+    let (id, email) = app.create_account(role).await;
     let session: Session = app.login(&email, PASSWORD).await;
     let (secret, _) = app.enable_2fa(&session).await;
+    (id, email, secret)
+}
+
+/// An account of `role` with 2FA enrolled: its email and TOTP secret.
+async fn enrolled(app: &TestApp, role: Role) -> (String, String) {
+    let (_, email, secret) = enrolled_account(app, role).await;
     (email, secret)
 }
 
@@ -486,4 +492,55 @@ async fn dead_jobs_are_listed_shown_retried_and_discarded_through_the_audited_se
     )
     .await;
     html(browser.get("/console/jobs?cursor=%%%").await, 422).await;
+}
+
+/// Reads the stream until an event named `name` arrives (or fails after 15 s).
+async fn until_event(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    name: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let wanted = format!("event: {name}\n");
+    let mut text = String::new();
+    while !text.contains(&wanted) {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {name} event within 15 s: {text}"))
+            .expect("the stream stays open until then")
+            .expect("bytes");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_live_stream_stops_when_its_session_ends_or_its_account_is_no_longer_an_admin(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool.clone()).await;
+    for demote in [false, true] {
+        let (id, email, secret) = enrolled_account(&app, Role::Admin).await;
+        let mut browser = Browser::new(&app);
+        assert_eq!(browser.sign_in(&email, &secret).await.status(), 303);
+        let stream = browser
+            .client
+            .get(format!("{}/console/live/overview", browser.base))
+            .header("cookie", browser.cookie_header())
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(stream.status(), 200);
+        let mut body = stream.bytes_stream();
+        until_event(&mut body, "replace").await;
+        if demote {
+            sqlx::query("UPDATE users SET role = 'user' WHERE id = $1")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect("demoted");
+        } else {
+            assert_eq!(browser.post("/console/logout", &[]).await.status(), 303);
+        }
+        until_event(&mut body, "signed-out").await;
+    }
 }

@@ -1,7 +1,8 @@
 //! The console's live updates: one event stream per open page, which sends the
 //! page's live region again (server-rendered HTML, `replace` events) whenever it
 //! changed, checked every second. Bounded per admin (`SSE_MAX_STREAMS_PER_USER` per
-//! api process); a stream whose session ended says `signed-out` and stops.
+//! api process); a stream whose session ended, or whose account is no longer an
+//! admin, says `signed-out` and stops.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
+use shared::domain::Role;
 use uuid::Uuid;
 
 use super::session::ConsoleAdmin;
@@ -149,7 +151,14 @@ fn updates(watch: Watch) -> impl Stream<Item = Result<Event, Infallible>> {
                 let principal = watch.admin.0;
                 let active =
                     auth::current_role(&watch.state, principal.session_id, principal.id).await;
-                if matches!(active, Ok(None)) {
+                // Ended, or no longer an admin: the page goes back to sign-in. (A
+                // database that does not answer ends nothing: the next check decides.)
+                let ended = match active {
+                    Ok(Some((role, _))) => role != Role::Admin,
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if ended {
                     watch.ended = true;
                     let event = Event::default().event("signed-out").data("signed out");
                     return Some((Ok(event), watch));
