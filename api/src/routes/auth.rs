@@ -247,8 +247,14 @@ pub async fn verify_email_page(uri: axum::http::Uri) -> Result<Response, ApiErro
         (VerifyEmailRequest = "application/x-www-form-urlencoded"),
     )),
     responses(
-        (status = 200, body = EmailVerified, description = "Confirmed (for a form post: an HTML page)"),
-        (status = 422, body = shared::problem::Problem, description = "`validation_failed`: the token is unknown, used, or expired (for a form post: an HTML page)"),
+        (status = 200, description = "Confirmed (JSON for a JSON body; an HTML page for a form post)", content(
+            (EmailVerified = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = 422, description = "`validation_failed`: the token is unknown, used, or expired (problem+json for a JSON body; an HTML page for a form post)", content(
+            (shared::problem::Problem = "application/problem+json"),
+            (String = "text/html"),
+        )),
     ))]
 pub async fn verify_email(
     State(state): State<AppState>,
