@@ -288,7 +288,8 @@ pub struct Failure {
 }
 
 /// running → retrying with its due time, for failures that name one and have
-/// attempts left. Returns the ids that changed; the others are for [`bury`].
+/// attempts left, each failed attempt kept in `job_failures`. Returns the ids that
+/// changed; the others are for [`bury`].
 pub async fn schedule_retry(
     db: &mut PgConnection,
     failures: &[Failure],
@@ -301,11 +302,15 @@ pub async fn schedule_retry(
     let errors: Vec<&str> = retries.iter().map(|f| f.error.as_str()).collect();
     let due: Vec<Option<OffsetDateTime>> = retries.iter().map(|f| f.retry_at).collect();
     sqlx::query_scalar(
-        "UPDATE jobs j SET status = 'retrying', run_after = f.retry_at, last_error = f.error, \
-             heartbeat_at = NULL \
-         FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS f(id, error, retry_at) \
-         WHERE j.id = f.id AND j.status = 'running' AND j.attempt < j.max_attempts \
-         RETURNING j.id",
+        "WITH done AS ( \
+             UPDATE jobs j SET status = 'retrying', run_after = f.retry_at, last_error = f.error, \
+                 heartbeat_at = NULL \
+             FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS f(id, error, retry_at) \
+             WHERE j.id = f.id AND j.status = 'running' AND j.attempt < j.max_attempts \
+             RETURNING j.id, j.queue, j.attempt, f.error, j.started_at), \
+         history AS (INSERT INTO job_failures (job_id, queue, attempt, error, started_at, dead) \
+             SELECT id, queue, attempt, error, started_at, false FROM done) \
+         SELECT id FROM done",
     )
     .bind(&ids)
     .bind(&errors)
@@ -314,8 +319,8 @@ pub async fn schedule_retry(
     .await
 }
 
-/// running → dead with its last error, counted on the requests. Returns the ids that
-/// changed.
+/// running → dead with its last error (kept in `job_failures` too), counted on the
+/// requests. Returns the ids that changed.
 pub async fn bury(db: &mut PgConnection, failures: &[&Failure]) -> Result<Vec<Uuid>, sqlx::Error> {
     if failures.is_empty() {
         return Ok(Vec::new());
@@ -326,7 +331,10 @@ pub async fn bury(db: &mut PgConnection, failures: &[&Failure]) -> Result<Vec<Uu
         "WITH done AS ( \
              UPDATE jobs j SET status = 'dead', finished_at = now(), last_error = f.error \
              FROM UNNEST($1::uuid[], $2::text[]) AS f(id, error) \
-             WHERE j.id = f.id AND j.status = 'running' RETURNING j.id, j.request_id), \
+             WHERE j.id = f.id AND j.status = 'running' \
+             RETURNING j.id, j.request_id, j.queue, j.attempt, f.error, j.started_at), \
+         history AS (INSERT INTO job_failures (job_id, queue, attempt, error, started_at, dead) \
+             SELECT id, queue, attempt, error, started_at, true FROM done), \
          counts AS (SELECT request_id, count(*) AS n FROM done GROUP BY request_id), \
          bumped AS (UPDATE requests r SET failed = r.failed + c.n FROM counts c \
                     WHERE r.id = c.request_id RETURNING r.id) \

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod idempotency;
+pub mod job_failures;
 pub mod jobs;
 pub mod operations;
 pub mod quotas;
