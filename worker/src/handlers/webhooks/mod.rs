@@ -216,8 +216,10 @@ impl Webhooks {
                     error: format!("no answer within {} s", self.timeout.as_secs()),
                     status: None,
                 },
+                // Never the URL: its path or query may hold the receiver's secret, and
+                // the error is kept (the job's last error, the delivery's) and shown.
                 None => Attempt::Failed {
-                    error: client::describe(&err),
+                    error: client::describe(&err.without_url()),
                     status: None,
                 },
             },
