@@ -4,6 +4,12 @@
 //! the switch. What a browser does with the pages is in `scripts/console-browser`.
 
 mod common;
+#[path = "console/operators.rs"]
+mod operators;
+#[path = "console/requests.rs"]
+mod requests;
+#[path = "console/uploads.rs"]
+mod uploads;
 
 use std::collections::HashMap;
 use std::time::Duration;

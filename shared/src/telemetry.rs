@@ -559,7 +559,7 @@ pub mod label {
     /// `outcome` of `conveyor_webhook_deliveries_total`.
     pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "retried", "dead", "refused"];
     /// `action` of `conveyor_admin_actions_total`.
-    pub const ADMIN_ACTIONS: [&str; 8] = [
+    pub const ADMIN_ACTIONS: [&str; 10] = [
         "retry",
         "bulk_retry",
         "discard",
@@ -568,6 +568,8 @@ pub mod label {
         "canary",
         "role_change",
         "rescan_all",
+        "rescan",
+        "unsuppress",
     ];
 }
 

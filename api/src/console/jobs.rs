@@ -118,10 +118,24 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resp
         return views::not_found();
     };
     match ops::job(&state, id).await {
-        Ok(job) => views::job(&job),
+        Ok(job) => match attempts(&state, id).await {
+            Ok(failures) => views::job(&job, &failures),
+            Err(err) => page_error(err),
+        },
         Err(ApiError::NotFound(_)) => views::not_found(),
         Err(err) => page_error(err),
     }
+}
+
+/// Attempts shown on a job's page at most (the latest).
+const ATTEMPTS: i64 = 100;
+
+/// A job's failed attempts (the latest [`ATTEMPTS`]).
+pub async fn attempts(
+    state: &AppState,
+    id: Uuid,
+) -> Result<Vec<shared::db::job_failures::FailureRow>, ApiError> {
+    Ok(shared::db::job_failures::of_job(&state.pool, id, ATTEMPTS).await?)
 }
 
 /// `POST /console/jobs/{id}/retry`.

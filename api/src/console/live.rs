@@ -61,7 +61,7 @@ impl Drop for Slot {
 
 /// What a stream renders at each tick: its live region's HTML, or `None` when it
 /// cannot be read now (shown again at the next tick that can).
-type Render = Box<
+pub(super) type Render = Box<
     dyn Fn(AppState) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>
         + Send
         + Sync,
@@ -77,7 +77,8 @@ struct Watch {
     _slot: Slot,
 }
 
-/// `GET /console/live/overview`: the queue table, again whenever it changes.
+/// `GET /console/live/overview`: the queue table, the alerts and the last hour, again
+/// whenever they change.
 pub async fn overview(
     State(state): State<AppState>,
     Extension(admin): Extension<ConsoleAdmin>,
@@ -88,7 +89,8 @@ pub async fn overview(
         Box::new(|state| {
             Box::pin(async move {
                 let list = ops::queues(&state).await.ok()?;
-                Some(views::queue_table(&list.queues).into_string())
+                let health = super::health::read(&state).await;
+                Some(views::overview_live(&list.queues, health.as_deref()).into_string())
             })
         }),
     )
@@ -109,13 +111,14 @@ pub async fn job(
         Box::new(move |state| {
             Box::pin(async move {
                 let job = ops::job(&state, id).await.ok()?;
-                Some(views::job_facts(&job).into_string())
+                let failures = super::jobs::attempts(&state, id).await.ok()?;
+                Some(views::job_facts(&job, &failures).into_string())
             })
         }),
     )
 }
 
-fn stream(state: AppState, admin: ConsoleAdmin, render: Render) -> Response {
+pub(super) fn stream(state: AppState, admin: ConsoleAdmin, render: Render) -> Response {
     let max = state.config.http.sse_max_streams_per_user;
     let Some(slot) = Slot::take(admin.0.id, max) else {
         return views::refusal(

@@ -9,10 +9,17 @@
 //! On by default outside production; `CONSOLE_ENABLED` switches it.
 
 mod assets;
+mod audit;
+mod health;
 mod jobs;
 mod live;
+mod operations;
 mod pages;
+mod requests;
+mod schedules;
 mod session;
+mod suppressions;
+mod uploads;
 mod views;
 
 use axum::Router;
@@ -40,6 +47,30 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/console/jobs/{id}/discard", post(jobs::discard))
         .route("/console/queues/{queue}/pause", post(pages::pause_queue))
         .route("/console/queues/{queue}/resume", post(pages::resume_queue))
+        .route(
+            "/console/queues/{queue}/retry-dead",
+            post(operations::retry_dead),
+        )
+        .route("/console/operations/{id}", get(operations::show))
+        .route("/console/live/operations/{id}", get(operations::live))
+        .route("/console/schedules", get(schedules::list))
+        .route("/console/schedules/{name}/pause", post(schedules::pause))
+        .route("/console/schedules/{name}/resume", post(schedules::resume))
+        .route("/console/suppressions", get(suppressions::list))
+        .route(
+            "/console/suppressions/{owner}/{id}/remove",
+            post(suppressions::remove),
+        )
+        .route("/console/audit", get(audit::list))
+        // Requests (requests.rs):
+        .route("/console/requests", get(requests::list))
+        .route("/console/requests/{id}", get(requests::show))
+        .route("/console/live/requests/{id}", get(requests::live))
+        // Uploads (uploads.rs):
+        .route("/console/uploads", get(uploads::list))
+        .route("/console/uploads/{id}", get(uploads::show))
+        .route("/console/uploads/{id}/rescan", post(uploads::rescan))
+        .route("/console/live/uploads/{id}", get(uploads::live))
         .route_layer(from_fn_with_state(state.clone(), session::require_admin));
     Router::new()
         .merge(signed_in)

@@ -15,7 +15,10 @@ use crate::state::AppState;
 /// `GET /console`: the overview.
 pub async fn overview(State(state): State<AppState>) -> Response {
     match ops::queues(&state).await {
-        Ok(list) => views::overview(&list.queues).into_response(),
+        Ok(list) => {
+            let health = super::health::read(&state).await;
+            views::overview(&list.queues, health.as_deref()).into_response()
+        }
         Err(err) => {
             let (status, detail) = err.for_page();
             views::refusal(status, &detail)

@@ -11,7 +11,7 @@ use super::jobs::Filters;
 use crate::services::operations::{JobView, QueueView};
 
 /// A page: the frame every console page shares.
-fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
+pub(super) fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -31,6 +31,16 @@ fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
                             a href="/console" aria-current=[(title == "Overview").then_some("page")] { "Overview" }
                             " "
                             a href="/console/jobs" aria-current=[(title.starts_with("Job")).then_some("page")] { "Jobs" }
+                            " "
+                            a href="/console/requests" aria-current=[(title.starts_with("Request")).then_some("page")] { "Requests" }
+                            " "
+                            a href="/console/uploads" aria-current=[(title.starts_with("Upload")).then_some("page")] { "Uploads" }
+                            " "
+                            a href="/console/schedules" aria-current=[(title == "Schedules").then_some("page")] { "Schedules" }
+                            " "
+                            a href="/console/suppressions" aria-current=[(title == "Suppressions").then_some("page")] { "Suppressions" }
+                            " "
+                            a href="/console/audit" aria-current=[(title == "Audit log").then_some("page")] { "Audit log" }
                         }
                         form.signout method="post" action="/console/logout" {
                             button type="submit" { "Sign out" }
@@ -43,7 +53,7 @@ fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
     }
 }
 
-fn respond(status: StatusCode, markup: Markup) -> Response {
+pub(super) fn respond(status: StatusCode, markup: Markup) -> Response {
     (status, markup).into_response()
 }
 
@@ -115,7 +125,7 @@ pub fn not_found() -> Response {
 }
 
 /// `1 min 5 s` and the like.
-fn age(seconds: i64) -> String {
+pub(super) fn age(seconds: i64) -> String {
     match seconds {
         s if s < 60 => format!("{s} s"),
         s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
@@ -125,7 +135,7 @@ fn age(seconds: i64) -> String {
 
 /// A moment: in UTC here, in the viewer's zone once the script has run (the UTC
 /// value stays on hover).
-fn moment(at: OffsetDateTime) -> Markup {
+pub(super) fn moment(at: OffsetDateTime) -> Markup {
     let utc = at.format(&Rfc3339).unwrap_or_default();
     html! { time datetime=(utc) title=(utc) { (utc) } }
 }
@@ -197,25 +207,43 @@ pub fn queue_table(queues: &[QueueView]) -> Markup {
     }
 }
 
-/// A queue's pause switch: a form per action, its button named for a screen reader
-/// and with an id the script gives focus back to when the table is replaced.
+/// A queue's pause switch and, when it has dead jobs, its "retry all dead": a form
+/// per action, its button named for a screen reader and with an id the script gives
+/// focus back to when the table is replaced.
 fn switch(queue: &QueueView) -> Markup {
     let name = queue.queue.as_str();
-    let (action, label) = match queue.paused {
-        Some(true) => ("resume", "Resume"),
-        Some(false) => ("pause", "Pause"),
-        None => return html! { "—" },
+    let switch = match queue.paused {
+        Some(true) => Some(("resume", "Resume")),
+        Some(false) => Some(("pause", "Pause")),
+        None => None,
     };
     html! {
-        form.inline method="post" action={ "/console/queues/" (name) "/" (action) } {
-            button type="submit" id={ (action) "-" (name) }
-                aria-label={ (label) " the " (name) " queue" } { (label) }
+        @if let Some((action, label)) = switch {
+            form.inline method="post" action={ "/console/queues/" (name) "/" (action) } {
+                button type="submit" id={ (action) "-" (name) }
+                    aria-label={ (label) " the " (name) " queue" } { (label) }
+            }
+        } @else { "—" }
+        @if queue.dead > 0 {
+            " "
+            form.inline method="post" action={ "/console/queues/" (name) "/retry-dead" } {
+                button type="submit" id={ "retry-dead-" (name) }
+                    aria-label={ "Retry dead: the " (queue.dead) " dead jobs of the " (name) " queue" } { "Retry dead" }
+            }
         }
     }
 }
 
+/// The overview's live region: the queues' table, the alerts and the last hour.
+pub fn overview_live(queues: &[QueueView], health: Option<&super::health::Health>) -> Markup {
+    html! {
+        (queue_table(queues))
+        (super::health::section(queues, health))
+    }
+}
+
 /// The overview: every queue, kept live by `/console/live/overview`.
-pub fn overview(queues: &[QueueView]) -> Markup {
+pub fn overview(queues: &[QueueView], health: Option<&super::health::Health>) -> Markup {
     page(
         "Overview",
         true,
@@ -225,15 +253,15 @@ pub fn overview(queues: &[QueueView]) -> Markup {
             // keyboard can scroll it too.
             div.live data-live="/console/live/overview" aria-live="polite" role="region"
                 aria-label="Queues" tabindex="0" {
-                (queue_table(queues))
+                (overview_live(queues, health))
             }
-            p.note { "Updates within a second of a change. Times are shown in your zone; hover for UTC." }
+            p.note { "The queues update within a second of a change. Times are shown in your zone; hover for UTC." }
         },
     )
 }
 
 /// A moment that may not have happened.
-fn maybe_moment(at: Option<OffsetDateTime>) -> Markup {
+pub(super) fn maybe_moment(at: Option<OffsetDateTime>) -> Markup {
     match at {
         Some(at) => moment(at),
         None => html! { "—" },
@@ -241,7 +269,7 @@ fn maybe_moment(at: Option<OffsetDateTime>) -> Markup {
 }
 
 /// At most `max` characters of `text`, marked when cut.
-fn clip(text: &str, max: usize) -> String {
+pub(super) fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
@@ -334,8 +362,73 @@ pub fn jobs(
     )
 }
 
-/// One job's facts (the live region of its page).
-pub fn job_facts(job: &JobView) -> Markup {
+/// A job's attempts: the failed ones from its history, then the last one from the
+/// job itself when it did not fail (running, or succeeded). An attempt with no
+/// outcome at all (its worker stopped; the job was taken back) shows as such.
+fn attempts(job: &JobView, failures: &[shared::db::job_failures::FailureRow]) -> Markup {
+    use shared::domain::JobStatus;
+    let took = |from: Option<OffsetDateTime>, to: OffsetDateTime| match from {
+        Some(from) if to >= from => format!("{:.3} s", (to - from).as_seconds_f64()),
+        _ => "—".to_owned(),
+    };
+    let last_open =
+        matches!(job.status, JobStatus::Running | JobStatus::Succeeded).then_some(job.attempt);
+    let recorded: Vec<i32> = failures.iter().map(|f| f.attempt).collect();
+    let missing: Vec<i32> = (1..=job.attempt)
+        .filter(|n| !recorded.contains(n) && Some(*n) != last_open)
+        .collect();
+    html! {
+        table.attempts {
+            caption { "Attempts" }
+            thead {
+                tr {
+                    th.num scope="col" { "#" }
+                    th scope="col" { "Started" }
+                    th scope="col" { "Ended" }
+                    th.num scope="col" { "Took" }
+                    th scope="col" { "Outcome" }
+                    th scope="col" { "Error" }
+                }
+            }
+            tbody {
+                @for failure in failures {
+                    tr data-attempt=(failure.attempt) {
+                        th.num scope="row" { (failure.attempt) }
+                        td { (maybe_moment(failure.started_at)) }
+                        td { (moment(failure.failed_at)) }
+                        td.num { (took(failure.started_at, failure.failed_at)) }
+                        td { span.status.(if failure.dead { "dead" } else { "retrying" }) {
+                            (if failure.dead { "failed, dead" } else { "failed, retried" })
+                        } }
+                        td.error-text { (clip(&failure.error, 300)) }
+                    }
+                }
+                @for n in &missing {
+                    tr data-attempt=(n) {
+                        th.num scope="row" { (n) }
+                        td colspan="5" { "No outcome recorded: its worker stopped, and the job was taken back." }
+                    }
+                }
+                @if let Some(n) = last_open {
+                    tr data-attempt=(n) {
+                        th.num scope="row" { (n) }
+                        td { (maybe_moment(job.started_at)) }
+                        td { (maybe_moment(job.finished_at)) }
+                        td.num { (job.finished_at.map_or_else(|| "—".to_owned(), |end| took(job.started_at, end))) }
+                        td { span.status.(job.status.as_str()) { (job.status.as_str()) } }
+                        td { "—" }
+                    }
+                }
+            }
+        }
+        @if failures.is_empty() && last_open.is_none() && job.attempt == 0 {
+            p { "Not attempted yet." }
+        }
+    }
+}
+
+/// One job's facts and attempts (the live region of its page).
+pub fn job_facts(job: &JobView, failures: &[shared::db::job_failures::FailureRow]) -> Markup {
     let duration = match (job.started_at, job.finished_at) {
         (Some(started), Some(finished)) if finished >= started => {
             Some(format!("{:.3} s", (finished - started).as_seconds_f64()))
@@ -353,7 +446,8 @@ pub fn job_facts(job: &JobView) -> Markup {
             dd {
                 @match job.request_id {
                     Some(request) => {
-                        a href={ "/console/jobs?request=" (request) } { (request) }
+                        a href={ "/console/requests/" (request) } { (request) }
+                        " (" a href={ "/console/jobs?request=" (request) } { "its jobs" } ")"
                     }
                     None => { "none (work of its own)" }
                 }
@@ -375,6 +469,7 @@ pub fn job_facts(job: &JobView) -> Markup {
                 }
             }
         }
+        (attempts(job, failures))
         @if can_retry || dead {
             div.actions {
                 @if can_retry {
@@ -394,7 +489,7 @@ pub fn job_facts(job: &JobView) -> Markup {
 
 /// A job's page: its facts, live, and what an operator may do with it. Never its
 /// payload (sealed personal data).
-pub fn job(job: &JobView) -> Response {
+pub fn job(job: &JobView, failures: &[shared::db::job_failures::FailureRow]) -> Response {
     respond(
         StatusCode::OK,
         page(
@@ -403,7 +498,7 @@ pub fn job(job: &JobView) -> Response {
             html! {
                 h1 { "Job " code { (job.id) } }
                 div.live data-live={ "/console/live/jobs/" (job.id) } aria-live="polite" {
-                    (job_facts(job))
+                    (job_facts(job, failures))
                 }
                 p { a href="/console/jobs" { "All jobs" } }
             },

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::services::operations::{Action, Operator, counted, record};
 use crate::state::AppState;
 
 /// An entry as its owner sees it.
@@ -149,6 +150,51 @@ pub async fn remove(state: &AppState, owner: Uuid, id: Uuid) -> Result<(), ApiEr
             "no such entry in your suppression list".into(),
         ))
     }
+}
+
+/// Every account's entry for `address` (an operator's lookup), newest first, with
+/// the account it belongs to.
+pub async fn find_everywhere(
+    state: &AppState,
+    address: &str,
+    limit: i64,
+) -> Result<Vec<(Uuid, Suppression)>, ApiError> {
+    let address = parse_address(address)?;
+    let keys = keys(state);
+    let rows = suppressions::find_everywhere(&state.pool, &keys.index(&address), limit).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.owner_id, Suppression::from_row(&keys, row)))
+        .collect())
+}
+
+/// An operator takes an entry off `owner`'s list, audited (`unsuppress` of
+/// `user:<owner>`; the details name the entry and its reason, never the address) in
+/// the same transaction.
+pub async fn remove_as_operator(
+    state: &AppState,
+    operator: &Operator,
+    owner: Uuid,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let Some(reason) = suppressions::remove_returning_reason(&mut *tx, owner, id).await? else {
+        return Err(ApiError::NotFound(
+            "no such entry in that account's suppression list".into(),
+        ));
+    };
+    record(
+        &mut *tx,
+        operator,
+        Action::Unsuppress,
+        &format!("user:{owner}"),
+        serde_json::json!({ "suppression_id": id, "reason": reason }),
+    )
+    .await?;
+    tx.commit().await?;
+    counted(Action::Unsuppress);
+    tracing::info!(actor = operator.actor(), owner = %owner, suppression = %id, "suppression removed by an operator");
+    Ok(())
 }
 
 /// Adds an address to `owner`'s list because of message `job_id` of `request_id`

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use sha2::{Digest as _, Sha256};
-use shared::db::uploads::{self, NewUpload, UploadRow};
-use shared::domain::{RequestKind, UploadStatus};
+use shared::db::uploads::{self, NewUpload, UploadFilter, UploadRow};
+use shared::domain::{Permission, RequestKind, UploadLocation, UploadStatus};
 use shared::files::{self, FileType};
 use shared::jobs::NewJob;
 use shared::jobs::files::{ScanJob, UploadJob};
@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::services::operations::{self, Action, Operator};
 use crate::services::requests::{self, Accepted, Submission};
 use crate::services::upload_slots;
 use crate::state::AppState;
@@ -357,6 +358,93 @@ pub async fn rescan(
         callback_url,
     };
     requests::submit(state, submission, None).await
+}
+
+/// Any account's upload (an operator's view), or not found.
+pub async fn find_any(state: &AppState, id: Uuid) -> Result<UploadRow, ApiError> {
+    uploads::find(&state.pool, id, None)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no upload {id}")))
+}
+
+/// One page of every account's uploads, newest first (an operator's view); one row
+/// more than `filter.limit` tells whether another page follows.
+pub async fn list_all(
+    state: &AppState,
+    filter: UploadFilter,
+) -> Result<(Vec<UploadRow>, bool), ApiError> {
+    let limit = usize::try_from(filter.limit).unwrap_or(0);
+    let probe = UploadFilter {
+        limit: filter.limit.saturating_add(1),
+        ..filter
+    };
+    let mut rows = uploads::list_all(&state.pool, &probe).await?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, more))
+}
+
+/// An admin rescans any account's upload with the current rules (the console's
+/// Rescan). The scan's request is the admin's, as rescan-all's is, not the owner's:
+/// the owner's request list holds only what they asked for (and no webhook of theirs
+/// fires for work they did not ask for), while the admin can follow the scan there.
+/// The upload is locked while its state is checked: one that was rejected, or is
+/// still in staging (its first scan follows its move to storage), is refused with a
+/// conflict and nothing is queued. The request, its `scans` job and the audit row
+/// (`rescan` of `upload:<id>`; the details name the owner and the request) commit in
+/// one transaction.
+pub async fn rescan_as_admin(
+    state: &AppState,
+    admin: &Principal,
+    upload_id: Uuid,
+    correlation_id: Option<String>,
+) -> Result<Accepted, ApiError> {
+    admin.check(Permission::ManageQueues)?;
+    let mut tx = state.pool.begin().await?;
+    let row = uploads::lock(&mut tx, upload_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no upload {upload_id}")))?;
+    match (row.status, row.location) {
+        (UploadStatus::Rejected, _) => {
+            return Err(ApiError::Conflict(
+                "the upload was rejected when it was verified: it has no object to scan".into(),
+            ));
+        }
+        (_, UploadLocation::Staging) => {
+            return Err(ApiError::Conflict(
+                "the upload is still in staging: its first scan follows once it is verified \
+                 and stored; there is nothing to rescan until then"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    let operator = Operator::admin(admin, correlation_id.clone());
+    let submission = Submission {
+        owner: admin.id,
+        kind: RequestKind::Scan,
+        name: Some(format!("rescan {}", row.file_name)),
+        correlation_id,
+        content: None,
+        send_at: None,
+        jobs: vec![NewJob::of(&ScanJob { upload_id })?],
+        quota: None,
+        callback_url: None,
+    };
+    let (request, enqueued) = requests::enqueue(&mut tx, state, submission).await?;
+    operations::record(
+        &mut *tx,
+        &operator,
+        Action::Rescan,
+        &format!("upload:{upload_id}"),
+        serde_json::json!({ "owner_id": row.owner_id, "request_id": request.id }),
+    )
+    .await?;
+    tx.commit().await?;
+    operations::counted(Action::Rescan);
+    enqueued.dispatch(&state.pool, &state.redis).await;
+    tracing::info!(actor = operator.actor(), upload = %upload_id, request = %request.id, "upload rescan queued by an admin");
+    Ok(Accepted::from(&request))
 }
 
 /// Rescans every stored upload: one request, followed like a campaign, carried out by

@@ -32,6 +32,11 @@ pub struct HttpConfig {
     /// The operators' console at `/console` (`CONSOLE_ENABLED`; on by default outside
     /// production, off in production unless turned on).
     pub console_enabled: bool,
+    /// Where the console links a request's trace (`CONSOLE_TRACE_URL`): a URL
+    /// template whose `{trace_id}` becomes the trace's 32 hex digits, e.g. Jaeger's
+    /// `http://127.0.0.1:16686/trace/{trace_id}`. `None`: the trace id is shown
+    /// without a link.
+    pub console_trace_url: Option<String>,
 }
 
 impl HttpConfig {
@@ -41,6 +46,7 @@ impl HttpConfig {
     ) -> Result<Self, ConfigError> {
         Ok(HttpConfig {
             console_enabled: env.bool("CONSOLE_ENABLED", !production)?,
+            console_trace_url: trace_url(env)?,
             api_addr: env.parsed("API_ADDR", socket("127.0.0.1:8080"))?,
             body_limit_bytes: env.parsed_range(
                 "BODY_LIMIT_BYTES",
@@ -68,6 +74,33 @@ impl HttpConfig {
             },
         })
     }
+}
+
+/// `CONSOLE_TRACE_URL`: an http(s) URL with `{trace_id}` in it, or unset.
+fn trace_url<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+) -> Result<Option<String>, ConfigError> {
+    const VAR: &str = "CONSOLE_TRACE_URL";
+    let Some(raw) = env.get(VAR) else {
+        return Ok(None);
+    };
+    let template = raw.trim();
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: VAR,
+        reason: reason.to_owned(),
+    };
+    if !template.contains("{trace_id}") {
+        return Err(invalid(
+            "must contain {trace_id}, e.g. http://127.0.0.1:16686/trace/{trace_id}",
+        ));
+    }
+    // As it will be used: with a trace id in place of the placeholder.
+    let example = template.replace("{trace_id}", "4bf92f3577b34da6a3ce929d0e0e4736");
+    let url = url::Url::parse(&example).map_err(|err| invalid(&format!("not a URL ({err})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("must be an http:// or https:// URL with a host"));
+    }
+    Ok(Some(template.to_owned()))
 }
 
 /// A built-in default address.

@@ -223,6 +223,8 @@ fn bad_values_are_refused_with_the_variable_name() {
         ("EMAIL_QUOTA_USER_PER_HOUR", "0"),
         ("EMAIL_QUOTA_PROMOTER_PER_DAY", "lots"),
         ("UNVERIFIED_ACCOUNT_TTL_SECS", "60"),
+        ("CONSOLE_TRACE_URL", "http://127.0.0.1:16686/trace/"),
+        ("CONSOLE_TRACE_URL", "javascript:alert({trace_id})"),
     ];
     for (var, value) in cases {
         let err = config(&[(var, value)]).expect_err(var);
@@ -325,4 +327,12 @@ fn cors_origins_are_split_and_trimmed() {
         cfg.http.cors_allowed_origins,
         vec!["https://a.example", "http://localhost:3000"]
     );
+}
+
+#[test]
+fn the_console_trace_url_is_optional_and_keeps_its_placeholder() {
+    assert_eq!(config(&[]).expect("defaults").http.console_trace_url, None);
+    let template = "http://127.0.0.1:16686/trace/{trace_id}";
+    let cfg = config(&[("CONSOLE_TRACE_URL", template)]).expect("valid");
+    assert_eq!(cfg.http.console_trace_url.as_deref(), Some(template));
 }

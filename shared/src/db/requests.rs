@@ -145,6 +145,61 @@ pub async fn list(
     .await
 }
 
+/// An operator's page of every account's requests (the console), newest first, keyset
+/// on `(created_at, id)` like [`list`]. The statement holds only the filters given, so
+/// each combination is planned for itself (`requests_created_idx`,
+/// `requests_owner_created_idx`, `requests_status_created_idx`) rather than one generic
+/// plan for all, which could not use the owner's or the state's index.
+pub async fn list_for_operators(
+    db: impl PgExecutor<'_>,
+    filter: &ListFilter,
+) -> Result<Vec<RequestRow>, sqlx::Error> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM requests WHERE true"
+    ));
+    if let Some(owner) = filter.owner {
+        query.push(" AND owner_id = ").push_bind(owner);
+    }
+    if let Some(status) = filter.status {
+        query.push(" AND status = ").push_bind(status);
+    }
+    if let Some(kind) = filter.kind {
+        query.push(" AND kind = ").push_bind(kind);
+    }
+    if let Some((at, id)) = filter.after {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(filter.limit);
+    query.build_query_as().fetch_all(db).await
+}
+
+/// The W3C `traceparent` a request's work carries: its first job's, else the
+/// submission's own (both in the same trace); `None` when tracing was off, or there is
+/// no such request.
+pub async fn trace_context(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    let found: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT coalesce((SELECT j.trace_context FROM jobs j WHERE j.request_id = r.id \
+                          ORDER BY j.id LIMIT 1), r.trace_context) \
+         FROM requests r WHERE r.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.flatten())
+}
+
 /// What [`finish`] did: the requests it closed, and their completion webhooks'
 /// delivery jobs, to dispatch after the commit.
 #[derive(Debug, Default)]

@@ -147,6 +147,24 @@ pub async fn find_by_index(
     .await
 }
 
+/// Every account's entry for the address of blind index `index` (an operator's
+/// lookup), newest first.
+pub async fn find_everywhere(
+    db: impl PgExecutor<'_>,
+    index: &[u8],
+    limit: i64,
+) -> Result<Vec<SuppressionRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM suppressions WHERE address_index = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+    ))
+    .bind(index)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// A page of `owner`'s list, newest first, after the `(created_at, id)` cursor.
 pub async fn list(
     db: impl PgExecutor<'_>,
@@ -178,6 +196,20 @@ pub async fn remove(db: impl PgExecutor<'_>, owner: Uuid, id: Uuid) -> Result<bo
         .execute(db)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Removes an entry of `owner`'s list, returning its reason; `None` if it has no
+/// such entry.
+pub async fn remove_returning_reason(
+    db: impl PgExecutor<'_>,
+    owner: Uuid,
+    id: Uuid,
+) -> Result<Option<Reason>, sqlx::Error> {
+    sqlx::query_scalar("DELETE FROM suppressions WHERE owner_id = $1 AND id = $2 RETURNING reason")
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 crate::domain::status::text_enum!(

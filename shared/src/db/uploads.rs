@@ -148,6 +148,50 @@ pub async fn list(
     .await
 }
 
+/// What an operator lists across every account.
+#[derive(Debug, Clone, Default)]
+pub struct UploadFilter {
+    pub status: Option<UploadStatus>,
+    pub owner: Option<Uuid>,
+    /// The `(created_at, id)` of the last row of the previous page.
+    pub after: Option<(OffsetDateTime, Uuid)>,
+    pub limit: i64,
+}
+
+/// One page of every account's uploads (an operator's view), newest first. The
+/// statement holds only the filters given, so each combination gets its own plan:
+/// `uploads_created_idx` serves the whole table, `uploads_status_created_idx` a
+/// status, `uploads_owner_created_idx` an owner (with a status too, the owner's
+/// indexes bound the rows read to that owner's).
+pub async fn list_all(
+    db: impl PgExecutor<'_>,
+    filter: &UploadFilter,
+) -> Result<Vec<UploadRow>, sqlx::Error> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM uploads WHERE true"
+    ));
+    if let Some(status) = filter.status {
+        query.push(" AND status = ").push_bind(status);
+    }
+    if let Some(owner) = filter.owner {
+        query.push(" AND owner_id = ").push_bind(owner);
+    }
+    if let Some((at, id)) = filter.after {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(filter.limit);
+    query.build_query_as().fetch_all(db).await
+}
+
 /// What an owner holds: bytes of every upload that is not rejected, and how many
 /// uploads were created since `since`.
 #[derive(Debug, Clone, Copy, FromRow)]

@@ -112,6 +112,47 @@ pub async fn state_of(
     .await
 }
 
+/// A delivery as operators see it: the row and its job's state (`None` fields once
+/// the job is gone).
+#[derive(Debug, Clone, FromRow)]
+pub struct DeliveryRecord {
+    pub id: Uuid,
+    pub event: String,
+    /// The whole callback URL: its query may hold the receiver's secret.
+    pub url: String,
+    pub last_status: Option<i32>,
+    /// Why its address was refused, in words for the owner.
+    pub refusal: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub job_status: Option<crate::domain::JobStatus>,
+    pub attempts: i32,
+    pub max_attempts: Option<i32>,
+    pub last_error: Option<String>,
+    /// When its next attempt is due (a job waiting to retry).
+    pub run_after: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// The completion webhook deliveries of a request, oldest first (at most `limit`);
+/// `(request_id, event)`'s unique index finds them.
+pub async fn deliveries_of(
+    db: impl PgExecutor<'_>,
+    request_id: Uuid,
+    limit: i64,
+) -> Result<Vec<DeliveryRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id, d.event, d.url, d.last_status, d.refusal, d.created_at, \
+                j.status AS job_status, coalesce(j.attempt, 0) AS attempts, j.max_attempts, \
+                j.last_error, j.run_after, j.finished_at \
+         FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id \
+         WHERE d.request_id = $1 ORDER BY d.created_at, d.id LIMIT $2",
+    )
+    .bind(request_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// Records deliveries `(id, request, url)` of `event`; returns the ids of those made
 /// (a request's delivery of an event is made once: a second is skipped).
 pub async fn insert_deliveries(

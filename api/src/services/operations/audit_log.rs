@@ -15,9 +15,11 @@ pub struct AuditEntry {
     /// `admin:<user id>` (api) or `cli:<operator>` (command line).
     pub actor: String,
     pub actor_id: Option<Uuid>,
-    /// retry, bulk_retry, discard, pause, resume, canary, role_change, rescan_all.
+    /// retry, bulk_retry, discard, pause, resume, canary, role_change, rescan_all,
+    /// rescan, unsuppress.
     pub action: String,
-    /// `job:<id>`, `queue:<name>`, `schedule:<name>`, `user:<id>` or `request:<id>`.
+    /// `job:<id>`, `queue:<name>`, `schedule:<name>`, `user:<id>`, `request:<id>` or
+    /// `upload:<id>`.
     pub target: Option<String>,
     #[schema(value_type = Object)]
     pub details: serde_json::Value,

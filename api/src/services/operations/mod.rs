@@ -78,10 +78,14 @@ pub enum Action {
     Canary,
     RoleChange,
     RescanAll,
+    /// One upload scanned again (from the console).
+    Rescan,
+    /// An address taken off another account's suppression list (from the console).
+    Unsuppress,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 10] = [
         Action::Retry,
         Action::BulkRetry,
         Action::Discard,
@@ -90,6 +94,8 @@ impl Action {
         Action::Canary,
         Action::RoleChange,
         Action::RescanAll,
+        Action::Rescan,
+        Action::Unsuppress,
     ];
 
     /// `Pause` or `Resume`: an operator's switch (of a queue, of a schedule).
@@ -111,6 +117,8 @@ impl Action {
             Action::Canary => "canary",
             Action::RoleChange => "role_change",
             Action::RescanAll => "rescan_all",
+            Action::Rescan => "rescan",
+            Action::Unsuppress => "unsuppress",
         }
     }
 }

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS requests_status_created_idx;
