@@ -1,8 +1,11 @@
 """The operators' console in real headless Chromium (Debian's package), driven by
 Playwright for Python: an admin signs in with the second factor, sees a job appear
-and finish live (no reload), moves by keyboard, reads it at phone width; a user is
-refused; axe-core finds no serious or critical violation on any page; the pages run
-under their CSP with nothing refused. Screenshots go to OUT_DIR.
+and finish live (no reload), pauses a queue and sees a submission wait, sees dead
+emails on the overview within a second, retries one from its page and the other with
+"Retry dead" (an operation followed live), opens the request, the upload, the
+schedules, a suppression and the audit log, moves by keyboard, reads it at phone
+width; a user is refused; axe-core finds no serious or critical violation on any
+page; the pages run under their CSP with nothing refused. Screenshots go to OUT_DIR.
 
 Usage: console.py BASE_URL CHROMIUM AXE_JS OUT_DIR ADMIN_EMAIL USER_EMAIL PASSWORD
                   WORKER_METRICS_URL
@@ -116,6 +119,31 @@ def shot(page, name):
     report["screenshots"].append(path)
 
 
+def upload_file(token, name, content):
+    """Uploads a file through the API (multipart); returns its id."""
+    boundary = "conveyor-console-test"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        f"Content-Type: text/plain\r\n\r\n"
+    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        BASE + "/api/v1/uploads",
+        data=body,
+        method="POST",
+        headers={
+            "authorization": f"Bearer {token}",
+            "content-type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        fail(f"upload answered {error.code}: {error.read()!r}")
+    check("id" in answer, f"the upload's answer names no upload: {answer}")
+    return answer["id"]
+
+
 def cell(page, queue, column):
     """The text of a queue's cell (columns counted from 1 after the name)."""
     return page.locator(f'tr[data-queue="{queue}"] td').nth(column - 1).inner_text()
@@ -220,20 +248,24 @@ def main():
             timeout=WAIT_MS,
         )
 
-        # A job dies (the SMTP server answers 451 and one attempt is allowed): the
-        # overview shows it within a second; its page retries it, and it is delivered.
-        status, body = call(
-            "POST",
-            "/api/v1/emails",
-            {"to": ["reader@example.org"], "subject": "Console", "text": "Hello"},
-            token,
-        )
-        check(status == 202, f"email answered {status}: {body}")
+        # Two jobs die (the SMTP server answers 451 twice and one attempt is allowed):
+        # the overview shows them within a second; one's page retries it, and it is
+        # delivered; the other goes back through "Retry dead", an operation whose
+        # progress is live.
+        for n in (1, 2):
+            status, body = call(
+                "POST",
+                "/api/v1/emails",
+                {"to": [f"reader{n}@example.org"], "subject": "Console", "text": "Hello"},
+                token,
+            )
+            check(status == 202, f"email answered {status}: {body}")
+            request_id = body["id"]
         submitted = time.monotonic()
         page.wait_for_function(
             """() => {
                 const row = document.querySelector('tr[data-queue="emails"]');
-                return row && Number(row.querySelectorAll('td')[4].textContent) >= 1;
+                return row && Number(row.querySelectorAll('td')[4].textContent) >= 2;
             }""",
             timeout=WAIT_MS,
         )
@@ -242,10 +274,14 @@ def main():
         page.wait_for_selector("tr[data-job]")
         axe(page, "jobs")
         shot(page, "jobs")
-        page.click("tr[data-job] a.id")
+        page.locator("tr[data-job] a.id").first.click()
         page.wait_for_selector("#retry")
+        job_url = page.url
         check(page.inner_text("#job-status") == "dead", "the job is not shown dead")
         check("451" in page.inner_text(".facts"), "the job's page does not show the 451")
+        attempts = page.locator("table.attempts tbody tr").count()
+        check(attempts == 1, f"the dead job shows {attempts} attempts, not 1")
+        check("failed, dead" in page.inner_text("table.attempts"), "its attempt is not shown failed")
         axe(page, "job-dead")
         shot(page, "job-dead")
         page.click("#retry")
@@ -255,6 +291,71 @@ def main():
         )
         axe(page, "job-succeeded")
         shot(page, "job-succeeded")
+
+        # The alert for the dead jobs holds; "Retry dead" sends the other one back as
+        # an operation, whose page follows it to the end.
+        page.goto(f"{BASE}/console")
+        page.wait_for_selector('[data-alert="DeadJobs"]')
+        page.wait_for_selector("#retry-dead-emails")
+        axe(page, "overview-alerts")
+        shot(page, "overview-alerts")
+        page.click("#retry-dead-emails")
+        page.wait_for_url(f"{BASE}/console/operations/*")
+        page.wait_for_function(
+            "() => document.querySelector('#operation-state')?.textContent === 'done'",
+            timeout=WAIT_MS,
+        )
+        count = page.inner_text("#operation-count")
+        check(count == "1 of 1", f"the operation says {count!r}")
+        axe(page, "operation")
+        shot(page, "operation")
+
+        # The request of the email retried by hand: its jobs and what happened, live.
+        page.goto(job_url)
+        page.locator('a[href^="/console/requests/"]').first.click()
+        page.wait_for_url(f"{BASE}/console/requests/*")
+        page.wait_for_selector("[data-live]")
+        axe(page, "request")
+        shot(page, "request")
+        page.goto(f"{BASE}/console/requests")
+        page.wait_for_selector(f'a[href="/console/requests/{request_id}"]')
+        axe(page, "requests")
+        shot(page, "requests")
+
+        # An upload: listed with its verdict, and its page.
+        upload = upload_file(token, "notes.txt", b"Plain words, nothing to see.\n")
+        page.goto(f"{BASE}/console/uploads")
+        page.wait_for_selector(f'a[href="/console/uploads/{upload}"]')
+        axe(page, "uploads")
+        shot(page, "uploads")
+        page.click(f'a[href="/console/uploads/{upload}"]')
+        page.wait_for_url(f"{BASE}/console/uploads/{upload}")
+        page.wait_for_selector("[data-live]")
+        axe(page, "upload")
+        shot(page, "upload")
+
+        # Schedules (the worker registered its own), a suppression found by address,
+        # and the audit log of everything done above.
+        page.goto(f"{BASE}/console/schedules")
+        page.wait_for_selector("tr[data-schedule]")
+        axe(page, "schedules")
+        shot(page, "schedules")
+        status, body = call("POST", "/api/v1/suppressions", {"address": "gone@example.org"}, token)
+        check(status in (200, 201), f"suppression answered {status}: {body}")
+        page.goto(f"{BASE}/console/suppressions")
+        page.fill("#address", "gone@example.org")
+        page.get_by_role("button", name="Search").click()
+        page.wait_for_selector("tr[data-suppression]")
+        axe(page, "suppressions")
+        shot(page, "suppressions")
+        page.goto(f"{BASE}/console/audit")
+        for action in ("pause", "resume", "retry", "bulk_retry"):
+            check(
+                page.locator("th", has_text=action).count() >= 1,
+                f"the audit log does not show {action}",
+            )
+        axe(page, "audit")
+        shot(page, "audit")
         page.goto(f"{BASE}/console")
 
         # Phone width: nothing spills out of the page.
