@@ -224,6 +224,8 @@ async fn jobs(state: &AppState, operator: &Operator, command: JobsCommand) -> an
                 request_id,
                 discarded,
                 after,
+                created_from: None,
+                created_before: None,
                 limit,
             };
             let (items, more) = ops::list_jobs(state, filter).await?;

@@ -1,6 +1,7 @@
 //! The console's jobs: a filtered list a keyset page at a time, one job's detail, and
 //! its retry and discard through the admin API's services (their rules, their audit
-//! rows). A job's payload is never shown: it holds sealed personal data.
+//! rows). Of a job's payload only the fields that identify other things are shown
+//! (`payload.rs`): recipients and content may be personal data.
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -29,7 +30,27 @@ pub struct Filters {
     pub queue: String,
     pub status: String,
     pub request: String,
+    /// Created at or after, in UTC (`YYYY-MM-DDTHH:MM[:SS]`, as a `datetime-local`
+    /// field sends it).
+    pub from: String,
+    /// Created before, in UTC.
+    pub before: String,
     pub cursor: String,
+}
+
+/// A moment from a `datetime-local` field, read as UTC; `None` when empty.
+fn utc_moment(name: &str, text: &str) -> Result<Option<time::OffsetDateTime>, String> {
+    use time::macros::format_description;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let with_seconds = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let without = format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    time::PrimitiveDateTime::parse(text, with_seconds)
+        .or_else(|_| time::PrimitiveDateTime::parse(text, without))
+        .map(|at| Some(at.assume_utc()))
+        .map_err(|_| format!("{name}: {text} is not a date and time (YYYY-MM-DDTHH:MM, UTC)."))
 }
 
 impl Filters {
@@ -72,6 +93,8 @@ impl Filters {
             request_id,
             discarded: None,
             after,
+            created_from: utc_moment("Created from", &self.from)?,
+            created_before: utc_moment("Created before", &self.before)?,
             limit: PAGE,
         })
     }
@@ -118,10 +141,22 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resp
         return views::not_found();
     };
     match ops::job(&state, id).await {
-        Ok(job) => match attempts(&state, id).await {
-            Ok(failures) => views::job(&job, &failures),
-            Err(err) => page_error(err),
-        },
+        Ok(job) => {
+            let read = async {
+                let failures = attempts(&state, id).await?;
+                let payload = shared::db::jobs::payload(&state.pool, id).await?;
+                Ok::<_, ApiError>((failures, payload))
+            };
+            match read.await {
+                Ok((failures, payload)) => {
+                    let fields = payload
+                        .as_ref()
+                        .map(|payload| super::payload::fields(job.queue, payload));
+                    views::job(&job, &failures, fields.flatten().as_deref())
+                }
+                Err(err) => page_error(err),
+            }
+        }
         Err(ApiError::NotFound(_)) => views::not_found(),
         Err(err) => page_error(err),
     }
@@ -188,5 +223,23 @@ async fn act(
         Ok(_) => Redirect::to(&format!("/console/jobs/{id}")).into_response(),
         Err(ApiError::NotFound(_)) => views::not_found(),
         Err(err) => page_error(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_moment;
+
+    #[test]
+    fn a_datetime_local_value_is_read_as_utc() {
+        let at = utc_moment("from", "2026-12-07T13:05")
+            .expect("parsed")
+            .expect("some");
+        assert_eq!(at.unix_timestamp(), 1_796_648_700);
+        let with_seconds = utc_moment("from", "2026-12-07T13:05:30").expect("parsed");
+        assert_eq!(with_seconds.map(|t| t.second()), Some(30));
+        assert_eq!(utc_moment("from", " ").expect("empty"), None);
+        let refused = utc_moment("Created from", "yesterday").expect_err("refused");
+        assert!(refused.contains("Created from: yesterday"), "{refused}");
     }
 }

@@ -15,6 +15,7 @@ mod jobs;
 mod live;
 mod operations;
 mod pages;
+mod payload;
 mod requests;
 mod schedules;
 mod session;

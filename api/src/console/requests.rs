@@ -211,6 +211,8 @@ async fn read(state: &AppState, id: Uuid) -> Result<Option<Found>, ApiError> {
     };
     let filter = JobFilter {
         request_id: Some(id),
+        created_from: None,
+        created_before: None,
         limit: JOBS_SHOWN,
         ..JobFilter::default()
     };

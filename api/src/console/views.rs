@@ -289,6 +289,8 @@ pub fn jobs(
             .append_pair("queue", &filters.queue)
             .append_pair("status", &filters.status)
             .append_pair("request", &filters.request)
+            .append_pair("from", &filters.from)
+            .append_pair("before", &filters.before)
             .append_pair("cursor", cursor)
             .finish();
         format!("/console/jobs?{query}")
@@ -317,6 +319,10 @@ pub fn jobs(
                     }
                     label for="request" { "Request id" }
                     input #request type="text" name="request" value=(filters.request) spellcheck="false";
+                    label for="from" { "Created from (UTC)" }
+                    input #from type="datetime-local" name="from" value=(filters.from);
+                    label for="before" { "before (UTC)" }
+                    input #before type="datetime-local" name="before" value=(filters.before);
                     button type="submit" { "Filter" }
                 }
                 @if let Some(error) = error {
@@ -487,9 +493,13 @@ pub fn job_facts(job: &JobView, failures: &[shared::db::job_failures::FailureRow
     }
 }
 
-/// A job's page: its facts, live, and what an operator may do with it. Never its
-/// payload (sealed personal data).
-pub fn job(job: &JobView, failures: &[shared::db::job_failures::FailureRow]) -> Response {
+/// A job's page: its facts and attempts, live, what an operator may do with it, and
+/// the payload's fields that are not personal data (`payload::fields`).
+pub fn job(
+    job: &JobView,
+    failures: &[shared::db::job_failures::FailureRow],
+    payload: Option<&[super::payload::Field]>,
+) -> Response {
     respond(
         StatusCode::OK,
         page(
@@ -500,6 +510,19 @@ pub fn job(job: &JobView, failures: &[shared::db::job_failures::FailureRow]) -> 
                 div.live data-live={ "/console/live/jobs/" (job.id) } aria-live="polite" {
                     (job_facts(job, failures))
                 }
+                h2 { "Payload" }
+                @match payload {
+                    Some([]) => p #payload { "None: a job of this queue carries nothing." },
+                    Some(fields) => {
+                        dl.facts #payload {
+                            @for field in fields {
+                                dt { (field.name) } dd { (field.value) }
+                            }
+                        }
+                    }
+                    None => p #payload { "Not shown: it is not what this queue's jobs carry." },
+                }
+                p.note { "Only what identifies other things is shown: recipients and content may be personal data." }
                 p { a href="/console/jobs" { "All jobs" } }
             },
         ),

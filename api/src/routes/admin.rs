@@ -208,6 +208,8 @@ pub async fn list_jobs(
         request_id: query.request_id,
         discarded: query.discarded,
         after: query.cursor.as_deref().map(cursor::decode).transpose()?,
+        created_from: None,
+        created_before: None,
         limit: cursor::page_size(query.limit)?,
     };
     let (items, more) = ops::list_jobs(&state, filter).await?;

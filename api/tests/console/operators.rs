@@ -374,3 +374,82 @@ async fn a_jobs_page_lists_every_attempt_and_the_overview_shows_the_hour_and_the
         "{overview}"
     );
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn jobs_are_filtered_by_when_they_were_created_and_a_page_shows_only_identifying_payload_fields(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool.clone()).await;
+    let (_, session) = app.register_user().await;
+    app.send_email(
+        &session.access_token,
+        "ada@example.org",
+        "A private subject",
+    )
+    .await;
+    let (admin, _) = app.create_account(Role::Admin).await;
+    app.submit_canaries(admin, 1).await;
+    let (email_job, created): (uuid::Uuid, time::OffsetDateTime) =
+        sqlx::query_as("SELECT id, created_at FROM jobs WHERE queue = 'emails'")
+            .fetch_one(&pool)
+            .await
+            .expect("email job");
+    let (email, secret) = enrolled(&app, Role::Admin).await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&email, &secret).await.status(), 303);
+
+    // A window around the jobs' creation holds both; one that ended before holds none.
+    let minute = |at: time::OffsetDateTime| {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        )
+    };
+    let (from, until) = (
+        minute(created - time::Duration::minutes(1)),
+        minute(created + time::Duration::minutes(2)),
+    );
+    let window = html(
+        browser
+            .get(&format!("/console/jobs?from={from}&before={until}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(window.matches("data-job=").count(), 2, "{window}");
+    assert!(
+        window.contains(&format!(r#"value="{from}""#)),
+        "the filter is kept: {window}"
+    );
+    let earlier = html(
+        browser.get(&format!("/console/jobs?before={from}")).await,
+        200,
+    )
+    .await;
+    assert!(earlier.contains("No job matches."), "{earlier}");
+    let later = html(
+        browser.get(&format!("/console/jobs?from={until}")).await,
+        200,
+    )
+    .await;
+    assert!(later.contains("No job matches."), "{later}");
+    let bad = html(browser.get("/console/jobs?from=yesterday").await, 422).await;
+    assert!(
+        bad.contains("Created from: yesterday is not a date and time"),
+        "{bad}"
+    );
+
+    // The email's page: how many recipients, where the content is; never either.
+    let page = html(
+        browser.get(&format!("/console/jobs/{email_job}")).await,
+        200,
+    )
+    .await;
+    assert!(page.contains("1 to, 0 cc, 0 bcc"), "{page}");
+    assert!(!page.contains("ada@example.org"), "{page}");
+    assert!(!page.contains("A private subject"), "{page}");
+}

@@ -577,6 +577,17 @@ pub async fn count_pending(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> 
     .await
 }
 
+/// A job's payload (the console shows its fields that are not personal data).
+pub async fn payload(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT payload FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
 /// A job's request and payload (reading a bounce report about it).
 pub async fn payload_of(
     db: impl PgExecutor<'_>,
@@ -645,7 +656,23 @@ pub struct JobFilter {
     /// The `(created_at, id)` of the last row of the previous page (the page goes on
     /// after its id).
     pub after: Option<(OffsetDateTime, Uuid)>,
+    /// Created at or after this moment (to the millisecond).
+    pub created_from: Option<OffsetDateTime>,
+    /// Created before this moment (to the millisecond).
+    pub created_before: Option<OffsetDateTime>,
     pub limit: i64,
+}
+
+/// The smallest UUIDv7 of the millisecond `at`: a job's id is a UUIDv7 made when it
+/// was created, so `id >= floor(t)` is "created at or after t", served by the same
+/// index as the keyset (no `created_at` index needed).
+pub fn v7_floor(at: OffsetDateTime) -> Uuid {
+    let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70; // version 7
+    bytes[8] = 0x80; // the RFC 9562 variant
+    Uuid::from_bytes(bytes)
 }
 
 /// One page, keyset on `id` descending: ids are UUIDv7, so that is newest first, and
@@ -676,6 +703,12 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<Job
     };
     if let Some((_, id)) = filter.after {
         query.push(" AND id < ").push_bind(id);
+    }
+    if let Some(from) = filter.created_from {
+        query.push(" AND id >= ").push_bind(v7_floor(from));
+    }
+    if let Some(before) = filter.created_before {
+        query.push(" AND id < ").push_bind(v7_floor(before));
     }
     query
         .push(" ORDER BY id DESC LIMIT ")
