@@ -5,6 +5,7 @@ mod arf;
 mod dsn;
 mod fields;
 pub mod reports;
+pub mod template;
 
 pub use reports::{Finding, FindingKind, InboundReport, ReportError, ReportKind, parse_report};
 
