@@ -9,6 +9,7 @@ pub mod me;
 pub mod meta;
 pub mod requests;
 pub mod suppressions;
+pub mod templates;
 pub mod uploads;
 pub mod webhooks;
 pub mod wellknown;
@@ -36,6 +37,7 @@ pub fn api_v1(config: &Config) -> Router<AppState> {
         .merge(webhooks::routes())
         .merge(admin::routes())
         .merge(suppressions::routes())
+        .merge(templates::routes())
 }
 
 /// 202 with `Location` naming the request to follow.

@@ -14,6 +14,7 @@ pub mod requests;
 pub mod schedules;
 pub mod session_cache;
 pub mod suppressions;
+pub mod templates;
 pub mod tokens;
 pub mod upload_slots;
 pub mod uploads;

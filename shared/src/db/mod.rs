@@ -12,6 +12,7 @@ pub mod requests;
 pub mod schedules;
 pub mod sessions;
 pub mod suppressions;
+pub mod templates;
 pub mod uploads;
 pub mod users;
 pub mod webhooks;
