@@ -43,10 +43,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<AuditQuery>
                 .map(|last| cursor::encode(last.created_at, last.id));
             view(&entries, next.as_deref())
         }
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }
 

@@ -17,7 +17,7 @@ use super::session::{ConsoleAdmin, cross_site, same_origin};
 use super::views;
 use crate::error::ApiError;
 use crate::routes::cursor;
-use crate::services::operations::{self as ops, Operator};
+use crate::services::operations as ops;
 use crate::state::AppState;
 
 /// Jobs shown per page.
@@ -122,13 +122,8 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<Filters>)
                 .map(|last| cursor::encode(last.created_at, last.id));
             views::jobs(StatusCode::OK, &filters, &jobs, next.as_deref(), None)
         }
-        Err(err) => page_error(err),
+        Err(err) => views::error_page(err),
     }
-}
-
-fn page_error(err: ApiError) -> Response {
-    let (status, detail) = err.for_page();
-    views::refusal(status, &detail)
 }
 
 fn job_id(text: &str) -> Option<Uuid> {
@@ -154,11 +149,11 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resp
                         .map(|payload| super::payload::fields(job.queue, payload));
                     views::job(&job, &failures, fields.flatten().as_deref())
                 }
-                Err(err) => page_error(err),
+                Err(err) => views::error_page(err),
             }
         }
         Err(ApiError::NotFound(_)) => views::not_found(),
-        Err(err) => page_error(err),
+        Err(err) => views::error_page(err),
     }
 }
 
@@ -211,10 +206,10 @@ async fn act(
     let Some(id) = job_id(id) else {
         return views::not_found();
     };
-    if let Err(err) = admin.0.check(Permission::ManageQueues) {
-        return views::refusal(StatusCode::FORBIDDEN, &err.to_string());
-    }
-    let operator = Operator::admin(&admin.0, crate::routes::correlation(headers));
+    let operator = match super::session::operator(&admin, headers, Permission::ManageQueues) {
+        Ok(operator) => operator,
+        Err(refusal) => return refusal,
+    };
     let done = match act {
         Act::Retry => ops::retry_job(state, &operator, id).await,
         Act::Discard => ops::discard_job(state, &operator, id).await,
@@ -222,7 +217,7 @@ async fn act(
     match done {
         Ok(_) => Redirect::to(&format!("/console/jobs/{id}")).into_response(),
         Err(ApiError::NotFound(_)) => views::not_found(),
-        Err(err) => page_error(err),
+        Err(err) => views::error_page(err),
     }
 }
 

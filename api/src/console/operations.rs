@@ -16,7 +16,7 @@ use super::live;
 use super::session::{ConsoleAdmin, cross_site, same_origin};
 use super::views::{self, maybe_moment, moment, page, respond};
 use crate::error::ApiError;
-use crate::services::operations::{self as ops, Operator};
+use crate::services::operations as ops;
 use crate::services::operations::{OperationView, RetryableStatus};
 use crate::state::AppState;
 
@@ -33,18 +33,15 @@ pub async fn retry_dead(
     let Some(&queue) = QueueName::ALL.iter().find(|q| q.as_str() == queue) else {
         return views::not_found();
     };
-    if let Err(err) = admin.0.check(Permission::ManageQueues) {
-        return views::refusal(StatusCode::FORBIDDEN, &err.to_string());
-    }
-    let operator = Operator::admin(&admin.0, crate::routes::correlation(&headers));
+    let operator = match super::session::operator(&admin, &headers, Permission::ManageQueues) {
+        Ok(operator) => operator,
+        Err(refusal) => return refusal,
+    };
     match ops::start_bulk_retry(&state, &operator, queue, RetryableStatus::Dead).await {
         Ok(operation) => {
             Redirect::to(&format!("/console/operations/{}", operation.id)).into_response()
         }
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }
 
@@ -69,10 +66,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resp
             ),
         ),
         Err(ApiError::NotFound(_)) => views::not_found(),
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }
 

@@ -2,14 +2,14 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use shared::domain::Permission;
 use shared::queue::QueueName;
 
 use super::session::{ConsoleAdmin, cross_site, same_origin};
 use super::views;
-use crate::services::operations::{self as ops, Operator};
+use crate::services::operations as ops;
 use crate::state::AppState;
 
 /// `GET /console`: the overview.
@@ -19,10 +19,7 @@ pub async fn overview(State(state): State<AppState>) -> Response {
             let health = super::health::read(&state).await;
             views::overview(&list.queues, health.as_deref()).into_response()
         }
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }
 
@@ -61,15 +58,12 @@ async fn switch(
     let Some(&queue) = QueueName::ALL.iter().find(|q| q.as_str() == queue) else {
         return views::not_found();
     };
-    if let Err(err) = admin.0.check(Permission::ManageQueues) {
-        return views::refusal(StatusCode::FORBIDDEN, &err.to_string());
-    }
-    let operator = Operator::admin(&admin.0, crate::routes::correlation(headers));
+    let operator = match super::session::operator(&admin, headers, Permission::ManageQueues) {
+        Ok(operator) => operator,
+        Err(refusal) => return refusal,
+    };
     match ops::switch_queue(state, &operator, queue, pause).await {
         Ok(_) => Redirect::to("/console").into_response(),
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }

@@ -112,13 +112,8 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<Filters>)
                 .map(|last| cursor::encode(last.created_at, last.id));
             view::list(StatusCode::OK, &filters, &found, next.as_deref(), None)
         }
-        Err(err) => page_error(err.into()),
+        Err(err) => views::error_page(err.into()),
     }
-}
-
-fn page_error(err: ApiError) -> Response {
-    let (status, detail) = err.for_page();
-    views::refusal(status, &detail)
 }
 
 /// A progress event as the console saw it: when, and what a client is sent.
@@ -274,11 +269,11 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resp
     let found = match read(&state, id).await {
         Ok(Some(found)) => found,
         Ok(None) => return views::not_found(),
-        Err(err) => return page_error(err),
+        Err(err) => return views::error_page(err),
     };
     let trace = match trace(&state, id).await {
         Ok(trace) => trace,
-        Err(err) => return page_error(err),
+        Err(err) => return views::error_page(err),
     };
     view::show(&found.detail(&mut Events::default(), trace))
 }
@@ -296,11 +291,11 @@ pub async fn live(
     match rows::find(&state.pool, id, None).await {
         Ok(Some(_)) => {}
         Ok(None) => return views::not_found(),
-        Err(err) => return page_error(err.into()),
+        Err(err) => return views::error_page(err.into()),
     }
     let trace = match trace(&state, id).await {
         Ok(trace) => trace,
-        Err(err) => return page_error(err),
+        Err(err) => return views::error_page(err),
     };
     let events = Arc::new(Mutex::new(Events::default()));
     live::stream(

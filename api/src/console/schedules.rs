@@ -12,7 +12,6 @@ use shared::domain::Permission;
 use super::session::{ConsoleAdmin, cross_site, same_origin};
 use super::views::{self, maybe_moment, moment, page, respond};
 use crate::error::ApiError;
-use crate::services::operations::Operator;
 use crate::services::schedules;
 use crate::state::AppState;
 
@@ -20,10 +19,7 @@ use crate::state::AppState;
 pub async fn list(State(state): State<AppState>) -> Response {
     match schedules::list(&state).await {
         Ok(list) => view(&list.schedules),
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }
 
@@ -123,16 +119,13 @@ async fn switch(
     if !same_origin(headers) {
         return cross_site();
     }
-    if let Err(err) = admin.0.check(Permission::ManageQueues) {
-        return views::refusal(StatusCode::FORBIDDEN, &err.to_string());
-    }
-    let operator = Operator::admin(&admin.0, crate::routes::correlation(headers));
+    let operator = match super::session::operator(&admin, headers, Permission::ManageQueues) {
+        Ok(operator) => operator,
+        Err(refusal) => return refusal,
+    };
     match schedules::set_paused(state, &operator, name, paused).await {
         Ok(_) => Redirect::to("/console/schedules").into_response(),
         Err(ApiError::NotFound(_)) => views::not_found(),
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }

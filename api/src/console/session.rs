@@ -102,6 +102,24 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
+/// The admin as the operator of an action that needs `permission` (the admin API's
+/// rule), or the refusal page.
+// The refusal is the handler's own answer, returned at once: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+pub(super) fn operator(
+    admin: &ConsoleAdmin,
+    headers: &HeaderMap,
+    permission: shared::domain::Permission,
+) -> Result<crate::services::operations::Operator, Response> {
+    admin.0.check(permission).map_err(|err| {
+        super::views::refusal(axum::http::StatusCode::FORBIDDEN, &err.to_string())
+    })?;
+    Ok(crate::services::operations::Operator::admin(
+        &admin.0,
+        crate::routes::correlation(headers),
+    ))
+}
+
 pub(super) fn cross_site() -> Response {
     views::refusal(
         StatusCode::FORBIDDEN,

@@ -16,7 +16,6 @@ use super::session::{ConsoleAdmin, cross_site, same_origin};
 use super::views::{self, moment, page, respond};
 use crate::error::ApiError;
 use crate::routes::cursor;
-use crate::services::operations::Operator;
 use crate::services::suppressions::{self, Suppression};
 use crate::state::AppState;
 
@@ -100,11 +99,11 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<Search>) ->
 
 fn view(status: StatusCode, query: &Search, found: &Found, error: Option<&str>) -> Response {
     let next_link = found.next.as_deref().map(|cursor| {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("account", query.account.trim())
-            .append_pair("cursor", cursor)
-            .finish();
-        format!("/console/suppressions?{query}")
+        views::next_page(
+            "/console/suppressions",
+            &[("account", query.account.trim())],
+            cursor,
+        )
     });
     respond(
         status,
@@ -190,16 +189,13 @@ pub async fn remove(
     let (Ok(owner), Ok(id)) = (Uuid::parse_str(&owner), Uuid::parse_str(&id)) else {
         return views::not_found();
     };
-    if let Err(err) = admin.0.check(Permission::ManageUsers) {
-        return views::refusal(StatusCode::FORBIDDEN, &err.to_string());
-    }
-    let operator = Operator::admin(&admin.0, crate::routes::correlation(&headers));
+    let operator = match super::session::operator(&admin, &headers, Permission::ManageUsers) {
+        Ok(operator) => operator,
+        Err(refusal) => return refusal,
+    };
     match suppressions::remove_as_operator(&state, &operator, owner, id).await {
         Ok(()) => Redirect::to(&format!("/console/suppressions?account={owner}")).into_response(),
         Err(ApiError::NotFound(_)) => views::not_found(),
-        Err(err) => {
-            let (status, detail) = err.for_page();
-            views::refusal(status, &detail)
-        }
+        Err(err) => views::error_page(err),
     }
 }

@@ -89,13 +89,8 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<Filters>)
                 .map(|last| cursor::encode(last.created_at, last.id));
             markup::list(StatusCode::OK, &filters, &rows, next.as_deref(), None)
         }
-        Err(err) => page_error(err),
+        Err(err) => views::error_page(err),
     }
-}
-
-fn page_error(err: ApiError) -> Response {
-    let (status, detail) = err.for_page();
-    views::refusal(status, &detail)
 }
 
 /// What the page was sent back with after an action.
@@ -118,7 +113,7 @@ pub async fn show(
     match uploads::find_any(&state, id).await {
         Ok(row) => markup::upload(&row, Uuid::parse_str(&shown.rescan).ok()),
         Err(ApiError::NotFound(_)) => views::not_found(),
-        Err(err) => page_error(err),
+        Err(err) => views::error_page(err),
     }
 }
 
@@ -165,6 +160,6 @@ pub async fn rescan(
         }
         Err(ApiError::NotFound(_)) => views::not_found(),
         Err(ApiError::Conflict(detail)) => markup::refused(StatusCode::CONFLICT, id, &detail),
-        Err(err) => page_error(err),
+        Err(err) => views::error_page(err),
     }
 }

@@ -120,6 +120,21 @@ pub fn refusal(status: StatusCode, detail: &str) -> Response {
     )
 }
 
+/// An error from a service, as the page a browser gets (its status and plain words).
+pub fn error_page(err: crate::error::ApiError) -> Response {
+    let (status, detail) = err.for_page();
+    refusal(status, &detail)
+}
+
+/// The link to a list's next page: its filters as they were, and the cursor.
+pub(super) fn next_page(path: &str, filters: &[(&str, &str)], cursor: &str) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(filters)
+        .append_pair("cursor", cursor)
+        .finish();
+    format!("{path}?{query}")
+}
+
 pub fn not_found() -> Response {
     refusal(StatusCode::NOT_FOUND, "There is nothing at this address.")
 }
@@ -285,15 +300,17 @@ pub fn jobs(
     error: Option<&str>,
 ) -> Response {
     let next_link = next.map(|cursor| {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("queue", &filters.queue)
-            .append_pair("status", &filters.status)
-            .append_pair("request", &filters.request)
-            .append_pair("from", &filters.from)
-            .append_pair("before", &filters.before)
-            .append_pair("cursor", cursor)
-            .finish();
-        format!("/console/jobs?{query}")
+        next_page(
+            "/console/jobs",
+            &[
+                ("queue", &filters.queue),
+                ("status", &filters.status),
+                ("request", &filters.request),
+                ("from", &filters.from),
+                ("before", &filters.before),
+            ],
+            cursor,
+        )
     });
     respond(
         status,

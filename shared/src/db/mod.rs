@@ -25,6 +25,26 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Config;
 
+/// Ends an operator's listing: after the `(created_at, id)` cursor of the previous page,
+/// newest first, `limit` rows (the filters before it are the caller's).
+pub(crate) fn newest_first(
+    query: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+    after: Option<(time::OffsetDateTime, uuid::Uuid)>,
+    limit: i64,
+) {
+    if let Some((at, id)) = after {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+}
+
 /// Every migration under `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 

@@ -168,17 +168,7 @@ pub async fn list_for_operators(
     if let Some(kind) = filter.kind {
         query.push(" AND kind = ").push_bind(kind);
     }
-    if let Some((at, id)) = filter.after {
-        query
-            .push(" AND (created_at, id) < (")
-            .push_bind(at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    query
-        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(filter.limit);
+    super::newest_first(&mut query, filter.after, filter.limit);
     query.build_query_as().fetch_all(db).await
 }
 

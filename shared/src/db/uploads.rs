@@ -178,17 +178,7 @@ pub async fn list_all(
     if let Some(owner) = filter.owner {
         query.push(" AND owner_id = ").push_bind(owner);
     }
-    if let Some((at, id)) = filter.after {
-        query
-            .push(" AND (created_at, id) < (")
-            .push_bind(at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    query
-        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(filter.limit);
+    super::newest_first(&mut query, filter.after, filter.limit);
     query.build_query_as().fetch_all(db).await
 }
 

@@ -8,7 +8,7 @@ use shared::db::webhooks::DeliveryRecord;
 use shared::domain::{JobStatus, RequestKind, RequestStatus};
 
 use super::{Detail, Filters, Seen, Trace};
-use crate::console::views::{clip, maybe_moment, moment, page, respond};
+use crate::console::views::{clip, maybe_moment, moment, next_page, page, respond};
 
 /// The list with its filters and the link to the next page.
 pub(super) fn list(
@@ -19,13 +19,15 @@ pub(super) fn list(
     error: Option<&str>,
 ) -> Response {
     let next_link = next.map(|cursor| {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("kind", &filters.kind)
-            .append_pair("status", &filters.status)
-            .append_pair("owner", &filters.owner)
-            .append_pair("cursor", cursor)
-            .finish();
-        format!("/console/requests?{query}")
+        next_page(
+            "/console/requests",
+            &[
+                ("kind", &filters.kind),
+                ("status", &filters.status),
+                ("owner", &filters.owner),
+            ],
+            cursor,
+        )
     });
     respond(
         status,

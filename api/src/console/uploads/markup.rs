@@ -10,7 +10,7 @@ use shared::domain::{UploadLocation, UploadStatus};
 use uuid::Uuid;
 
 use super::Filters;
-use crate::console::views::{clip, maybe_moment, moment, page, respond};
+use crate::console::views::{clip, maybe_moment, moment, next_page, page, respond};
 
 /// A status as people say it.
 fn status_words(status: UploadStatus) -> &'static str {
@@ -76,12 +76,11 @@ pub(super) fn list(
     error: Option<&str>,
 ) -> Response {
     let next_link = next.map(|cursor| {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("status", &filters.status)
-            .append_pair("owner", filters.owner.trim())
-            .append_pair("cursor", cursor)
-            .finish();
-        format!("/console/uploads?{query}")
+        next_page(
+            "/console/uploads",
+            &[("status", &filters.status), ("owner", filters.owner.trim())],
+            cursor,
+        )
     });
     respond(
         status,
