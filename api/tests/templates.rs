@@ -257,3 +257,110 @@ async fn templates_are_the_accounts_own_and_bounded_by_role(pool: PgPool) {
     .await;
     assert_eq!(sixth.status(), 201);
 }
+
+/// `POST /emails` with a template: every problem is a 422 at submission naming its
+/// field, and nothing is queued — a template used with other content, an unknown one
+/// (or another account's: not found either), a missing variable, a line break in a
+/// subject variable, a render that never ends or grows past a message's size, and
+/// variables without a template.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_message_from_a_template_is_refused_at_submission_naming_the_problem(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let token = session(&app, Role::Promoter).await;
+    let other = session(&app, Role::Promoter).await;
+    for (name, text) in [
+        ("code", "Your code: {{ code }}"),
+        (
+            "endless",
+            "{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}",
+        ),
+        ("huge", "{% for i in range(2000) %}{{ block }}{% endfor %}"),
+    ] {
+        let body = json!({"name": name, "subject": "Hi {{ name }}", "text": text});
+        json_of(create(&app, &token, body).await, 201).await;
+    }
+    let theirs = json_of(
+        create(
+            &app,
+            &other,
+            json!({"name": "theirs", "subject": "S", "text": "T"}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let send = |body: Value| {
+        let app = &app;
+        let token = &token;
+        async move {
+            let mut body = body;
+            body["to"] = json!(["ada@example.org"]);
+            let response = app.post_json_authed("/api/v1/emails", &body, token).await;
+            problem(response, 422, "validation_failed").await
+        }
+    };
+    let field = |body: &Value| body["errors"][0]["field"].as_str().map(str::to_owned);
+    let cases = [
+        (
+            json!({"template": "code", "subject": "mine", "variables": {"name": "A", "code": 1}}),
+            "subject",
+        ),
+        (json!({"template": "nope"}), "template"),
+        (
+            json!({"template": theirs["id"], "variables": {}}),
+            "template",
+        ),
+        (
+            json!({"template": "code", "template_version": 9, "variables": {"name": "A", "code": 1}}),
+            "template_version",
+        ),
+        (
+            json!({"template": "code", "variables": {"name": "A"}}),
+            "variables.code",
+        ),
+        (
+            json!({"template": "code", "variables": {"name": "A\nBcc: x@example.org", "code": 1}}),
+            "variables.name",
+        ),
+        (
+            json!({"template": "code", "variables": "name=A"}),
+            "variables",
+        ),
+        (
+            json!({"template": "endless", "variables": {"name": "A"}}),
+            "template.text",
+        ),
+        (
+            json!({"template": "huge", "variables": {"name": "A", "block": "x".repeat(1024)}}),
+            "template.text",
+        ),
+        (
+            json!({"subject": "S", "text": "T", "variables": {"name": "A"}}),
+            "variables",
+        ),
+        (json!({"subject": "S"}), "text"),
+    ];
+    for (body, expected) in cases {
+        let refused = send(body.clone()).await;
+        assert_eq!(
+            field(&refused).as_deref(),
+            Some(expected),
+            "{body}: {refused}"
+        );
+    }
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = 'emails'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(queued, 0, "nothing refused was queued");
+
+    // An HTML-only message gets a text part made from it.
+    let accepted = app
+        .post_json_authed(
+            "/api/v1/emails",
+            &json!({"to": ["ada@example.org"], "subject": "S", "html": "<p>Hello <b>Ada</b></p>"}),
+            &token,
+        )
+        .await;
+    assert_eq!(accepted.status(), 202);
+}

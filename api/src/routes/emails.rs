@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
-use shared::domain::message::{Campaign, CampaignFields, Email, EmailFields};
+use shared::domain::message::{BodyFields, Campaign, CampaignFields, Email, EmailFields};
 use shared::problem::FieldError;
 
 use crate::error::ApiError;
@@ -56,26 +56,40 @@ pub struct EmailRequest {
     /// One mailbox, as in `to`.
     pub reply_to: Option<String>,
     /// 1 to 998 characters, not all whitespace, without control characters (no CR or
-    /// LF: nothing can forge a header).
+    /// LF: nothing can forge a header). Required unless `template` is given.
     #[schema(
         min_length = 1,
         max_length = 998,
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$",
         examples("Your invoice")
     )]
-    pub subject: String,
+    pub subject: Option<String>,
     /// The plain-text body: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
+    /// Without it (and with `html`), the text part is made from the HTML.
     #[schema(
         pattern = r"^[^\x00]*$",
         examples("Hello Ada,\n\nyour invoice is attached.")
     )]
-    pub text: String,
+    pub text: Option<String>,
     /// The HTML body: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
     #[schema(
         pattern = r"^[^\x00]*$",
         examples("<p>Hello Ada,</p><p>your invoice is attached.</p>")
     )]
     pub html: Option<String>,
+    /// Render the message from one of your templates (`/api/v1/templates`), by its id
+    /// or its name, instead of giving `subject`, `text` and `html` (not allowed with
+    /// it). The request records the version used.
+    #[schema(min_length = 1, max_length = 100, examples("welcome"))]
+    pub template: Option<String>,
+    /// The template's version to render; default its current one. Needs `template`.
+    #[schema(minimum = 1)]
+    pub template_version: Option<i32>,
+    /// The template's variables: an object of names to values (at most 64 KiB as
+    /// JSON). Every variable the template uses must be given (a 422 names a missing
+    /// one); a line break in a value the subject uses is refused. Needs `template`.
+    #[schema(value_type = Option<Object>, examples(json!({"name": "Ada", "amount": "42.00"})))]
+    pub variables: Option<serde_json::Value>,
     /// When to send (a scheduled send): an RFC 3339 timestamp with an offset, at most
     /// `SEND_AT_MAX_AHEAD_SECS` (default 30 days) ahead. A time past, or within a
     /// second of now, sends at once. Until then the request can be cancelled.
@@ -103,31 +117,42 @@ pub struct CampaignRequest {
         examples("Spring launch")
     )]
     pub name: String,
-    /// As an email's `subject`.
+    /// As an email's `subject` (required unless `template` is given).
     #[schema(
         min_length = 1,
         max_length = 998,
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028-\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$",
         examples("Spring is here")
     )]
-    pub subject: String,
-    /// As an email's `text`: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
+    pub subject: Option<String>,
+    /// As an email's `text`: at most 512 KiB (524,288 bytes) of UTF-8, without NUL;
+    /// made from `html` when left out.
     #[schema(pattern = r"^[^\x00]*$", examples("Our spring collection is out."))]
-    pub text: String,
+    pub text: Option<String>,
     /// As an email's `html`: at most 512 KiB (524,288 bytes) of UTF-8, without NUL.
     #[schema(
         pattern = r"^[^\x00]*$",
         examples("<p>Our spring collection is out.</p>")
     )]
     pub html: Option<String>,
-    /// 1 to 100,000 mailboxes, each as an email's `to`; duplicates (by address) are
-    /// sent once.
-    #[schema(
-        min_items = 1,
-        max_items = 100000,
-        examples("Grace Hopper <grace@example.org>")
-    )]
-    pub recipients: Vec<String>,
+    /// As an email's `template`: every message rendered from it, each with the
+    /// campaign's `variables` and its recipient's own (which win).
+    #[schema(min_length = 1, max_length = 100, examples("spring-launch"))]
+    pub template: Option<String>,
+    /// As an email's `template_version`.
+    #[schema(minimum = 1)]
+    pub template_version: Option<i32>,
+    /// Variables every recipient shares (at most 64 KiB as JSON). Needs `template`.
+    #[schema(value_type = Option<Object>, examples(json!({"season": "spring"})))]
+    pub variables: Option<serde_json::Value>,
+    /// 1 to 100,000 recipients, each a mailbox as an email's `to`, or an object with
+    /// the mailbox and its own template variables (at most 16 KiB as JSON; needs
+    /// `template`); duplicates (by address) are sent once, with the first one's
+    /// variables. Every recipient's message is rendered when the campaign is submitted:
+    /// one the template cannot be rendered for is a 422 naming it
+    /// (`recipients[3].variables.name`).
+    #[schema(min_items = 1, max_items = 100000)]
+    pub recipients: Vec<RecipientInput>,
     /// When to send every message (a scheduled send): an RFC 3339 timestamp with an offset, at most
     /// `SEND_AT_MAX_AHEAD_SECS` (default 30 days) ahead. A time past, or within a
     /// second of now, sends at once. Until then the request can be cancelled.
@@ -136,6 +161,27 @@ pub struct CampaignRequest {
     /// As an email's `callback_url`: one event when the whole campaign has finished.
     #[schema(max_length = 2048, examples("https://hooks.example.org/conveyor"))]
     pub callback_url: Option<String>,
+}
+
+/// A campaign's recipient: a mailbox, or a mailbox with its own template variables.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum RecipientInput {
+    #[schema(examples("Grace Hopper <grace@example.org>"))]
+    Mailbox(String),
+    Personal(PersonalRecipient),
+}
+
+/// A recipient with its own variables.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalRecipient {
+    /// A mailbox, as an email's `to`.
+    #[schema(examples("Grace Hopper <grace@example.org>"))]
+    pub address: String,
+    /// This recipient's variables (win over the campaign's).
+    #[schema(value_type = Object, examples(json!({"name": "Grace"})))]
+    pub variables: serde_json::Value,
 }
 
 /// The request's `send_at`, checked ([`requests::send_at`]); an error joins `errors`.
@@ -210,9 +256,14 @@ pub async fn send_email(
             cc: request.cc,
             bcc: request.bcc,
             reply_to: request.reply_to,
-            subject: request.subject,
-            text: request.text,
-            html: request.html,
+            body: BodyFields {
+                subject: request.subject,
+                text: request.text,
+                html: request.html,
+                template: request.template,
+                template_version: request.template_version,
+                variables: request.variables,
+            },
         },
         &mut errors,
     );
@@ -261,10 +312,22 @@ pub async fn send_campaign(
     let campaign = Campaign::parse(
         CampaignFields {
             name: request.name,
-            subject: request.subject,
-            text: request.text,
-            html: request.html,
-            recipients: request.recipients,
+            body: BodyFields {
+                subject: request.subject,
+                text: request.text,
+                html: request.html,
+                template: request.template,
+                template_version: request.template_version,
+                variables: request.variables,
+            },
+            recipients: request
+                .recipients
+                .into_iter()
+                .map(|r| match r {
+                    RecipientInput::Mailbox(address) => (address, None),
+                    RecipientInput::Personal(p) => (p.address, Some(p.variables)),
+                })
+                .collect(),
         },
         &mut errors,
     );

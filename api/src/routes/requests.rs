@@ -141,6 +141,9 @@ pub struct RequestDetail {
     pub jobs: JobCounts,
     /// The completion webhook, once the request has finished with a `callback_url`.
     pub webhook: Option<DeliveryState>,
+    /// The template version its messages were rendered from (an email or campaign
+    /// sent with `template`); null otherwise.
+    pub template: Option<shared::jobs::email::TemplateRef>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -204,11 +207,12 @@ pub async fn show(
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<RequestDetail>, ApiError> {
-    let (row, summary, webhook) = service::detail(&state, &user, id).await?;
+    let detail = service::detail(&state, &user, id).await?;
     Ok(Json(RequestDetail {
-        request: RequestView::from(&row),
-        jobs: summary.into(),
-        webhook,
+        request: RequestView::from(&detail.row),
+        jobs: detail.summary.into(),
+        webhook: detail.webhook,
+        template: detail.template,
     }))
 }
 

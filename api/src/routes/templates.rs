@@ -40,12 +40,20 @@ pub struct NewTemplate {
     /// One line once rendered (a variable holding a line break is refused).
     #[schema(examples("Welcome, {{ name }}"), min_length = 1, max_length = 2048)]
     pub subject: String,
-    /// At most 256 KiB (and the whole body at most `BODY_LIMIT_BYTES`).
+    /// At most 256 KiB (and the whole body at most `BODY_LIMIT_BYTES`). May be
+    /// empty (or left out) when `html` is given: the text part is then made from the
+    /// rendered HTML.
     #[schema(examples("Hello {{ name }}, your code is {{ code }}."))]
+    #[serde(default)]
     pub text: String,
     /// At most 256 KiB.
     #[schema(examples("<p>Hello {{ name }}</p>"))]
     pub html: Option<String>,
+    /// Write the rules of the HTML's `<style>` elements into the `style` attribute of
+    /// each element they match when a message is rendered (many mail clients ignore
+    /// `<style>`). No linked stylesheet is fetched. Default false.
+    #[serde(default)]
+    pub inline_css: bool,
 }
 
 /// The next version's parts (the name stays).
@@ -58,10 +66,14 @@ pub struct TemplateEdit {
         max_length = 2048
     )]
     pub subject: String,
-    /// At most 256 KiB.
+    /// At most 256 KiB; may be empty when `html` is given (made from it).
+    #[serde(default)]
     pub text: String,
     /// At most 256 KiB.
     pub html: Option<String>,
+    /// As when created. Default false.
+    #[serde(default)]
+    pub inline_css: bool,
 }
 
 /// Variables to render with (a JSON object: names to values), and which version.
@@ -109,6 +121,7 @@ pub async fn create(
         subject: body.subject,
         text: body.text,
         html: body.html,
+        inline_css: body.inline_css,
     };
     let template = service::create(&state, &user, draft).await?;
     let location = format!("/api/v1/templates/{}", template.id);
@@ -166,6 +179,7 @@ pub async fn edit(
         subject: body.subject,
         text: body.text,
         html: body.html,
+        inline_css: body.inline_css,
     };
     Ok(Json(service::edit(&state, &user, id, draft).await?))
 }

@@ -16,6 +16,7 @@ use shared::db::requests::{self, ListFilter, NewRequest, RequestRow};
 use shared::db::webhooks::DeliveryState;
 use shared::domain::{Permission, RequestKind, RequestStatus};
 use shared::events::{self, Progress};
+use shared::jobs::email::TemplateRef;
 use shared::jobs::{Enqueued, NewJob};
 use shared::maintenance::retention::IDEMPOTENCY_TTL;
 use time::OffsetDateTime;
@@ -293,19 +294,35 @@ pub async fn find(state: &AppState, user: &Principal, id: Uuid) -> Result<Reques
         .ok_or_else(|| ApiError::NotFound("no such request".into()))
 }
 
-/// A request with its per-job counts and its completion webhook's state.
-pub async fn detail(
-    state: &AppState,
-    user: &Principal,
-    id: Uuid,
-) -> Result<(RequestRow, JobSummary, Option<DeliveryState>), ApiError> {
+/// A request with what its detail shows besides the row.
+pub struct Detail {
+    pub row: RequestRow,
+    pub summary: JobSummary,
+    pub webhook: Option<DeliveryState>,
+    pub template: Option<TemplateRef>,
+}
+
+/// A request with its per-job counts, its completion webhook's state and the
+/// template version its messages were rendered from.
+pub async fn detail(state: &AppState, user: &Principal, id: Uuid) -> Result<Detail, ApiError> {
     let row = find(state, user, id).await?;
     let summary = jobs::summary(&state.pool, id).await?;
     let webhook = match row.callback_url {
         Some(_) => shared::db::webhooks::state_of(&state.pool, id).await?,
         None => None,
     };
-    Ok((row, summary, webhook))
+    let template = match row.kind {
+        RequestKind::Email | RequestKind::Campaign => {
+            requests::template_of(&state.pool, id).await?
+        }
+        _ => None,
+    };
+    Ok(Detail {
+        row,
+        summary,
+        webhook,
+        template,
+    })
 }
 
 /// Cancels the jobs that have not started (running ones finish) and closes the

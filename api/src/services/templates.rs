@@ -5,8 +5,11 @@
 //! that dies later.
 
 use serde::Serialize;
+use serde_json::Value;
 use shared::db::templates::{self as repo, Parts, TemplateRow};
 use shared::domain::{Principal, Role};
+use shared::jobs::email::{EmailContent, TemplateRef};
+use shared::mail::compose::{self, MessageError};
 use shared::mail::template::{Limits, Source, Template, TemplateError};
 use shared::problem::FieldError;
 use time::OffsetDateTime;
@@ -36,6 +39,8 @@ pub struct TemplateView {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The HTML's `<style>` rules are inlined when a message is rendered.
+    pub inline_css: bool,
     /// The variables the template uses (what a message must give).
     pub variables: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
@@ -46,7 +51,8 @@ pub struct TemplateView {
     pub updated_at: OffsetDateTime,
 }
 
-/// A rendering, as a message would carry it.
+/// A rendering, as a message would carry it (CSS inlined if the template asks; the
+/// text part made from the HTML if the template has none).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     pub version: i32,
@@ -62,36 +68,120 @@ pub struct Draft {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    pub inline_css: bool,
 }
 
 /// The 422 of a template error: its part as the field, the line and the variable in
 /// the message.
 pub fn unprocessable(err: &TemplateError) -> ApiError {
+    ApiError::Unprocessable {
+        detail: format!("the template cannot be used: {err}"),
+        errors: vec![field_error(err, None)],
+    }
+}
+
+/// A template error as a field error: `variables.{name}` for a variable, the part
+/// otherwise. For a message (`message` is the prefix of its variables, e.g.
+/// `recipients[3].`), a part is `template.{part}`: the message's own `text` is not
+/// the template's.
+fn field_error(err: &TemplateError, message: Option<&str>) -> FieldError {
     let field = match err {
         TemplateError::Missing { name, .. } | TemplateError::LineBreak { name } => {
-            format!("variables.{name}")
+            format!("{}variables.{name}", message.unwrap_or_default())
         }
         TemplateError::Syntax { part, .. }
         | TemplateError::TooLong { part, .. }
         | TemplateError::TooMuchWork { part }
-        | TemplateError::Render { part, .. } => part.as_str().to_owned(),
+        | TemplateError::Render { part, .. } => match message {
+            Some(_) => format!("template.{}", part.as_str()),
+            None => part.as_str().to_owned(),
+        },
     };
-    ApiError::Unprocessable {
-        detail: format!("the template cannot be used: {err}"),
-        errors: vec![FieldError::new(field, err.to_string())],
+    FieldError::new(field, err.to_string())
+}
+
+/// A message's template error as a field error (see [`field_error`]).
+pub fn message_error(err: &MessageError, prefix: &str) -> FieldError {
+    match err {
+        MessageError::Template(err) => field_error(err, Some(prefix)),
+        MessageError::Compose(err) => FieldError::new("template.html", err.to_string()),
+    }
+}
+
+/// A template version a message is rendered from.
+pub struct Loaded {
+    pub reference: TemplateRef,
+    pub row: TemplateRow,
+    pub template: Template,
+}
+
+impl Loaded {
+    /// One message from the template with `variables`: a rendered subject must still
+    /// be a subject (at most 998 characters), a body at most 512 KiB (the limits of a
+    /// message given directly).
+    pub fn render(&self, variables: &Value, prefix: &str) -> Result<EmailContent, FieldError> {
+        let content = compose::render(&self.template, variables, self.row.inline_css)
+            .map_err(|err| message_error(&err, prefix))?;
+        let mut errors = Vec::new();
+        shared::domain::message::check_subject(&content.subject, "template.subject", &mut errors);
+        if let Some(error) = errors.into_iter().next() {
+            return Err(FieldError::new(
+                error.field,
+                format!("once rendered, {}", error.message),
+            ));
+        }
+        Ok(content)
+    }
+}
+
+/// The sender's template named by a message (its id or its name), at `version` or
+/// its current one; a 422 on `template` when there is none (another account's
+/// template is not found either).
+pub async fn load(
+    state: &AppState,
+    user: &Principal,
+    key: &str,
+    version: Option<i32>,
+) -> Result<Loaded, ApiError> {
+    let row = repo::resolve(&state.pool, user.id, key, version)
+        .await?
+        .ok_or_else(|| ApiError::Unprocessable {
+            detail: "the template cannot be used".into(),
+            errors: vec![FieldError::new(
+                if version.is_some() {
+                    "template_version"
+                } else {
+                    "template"
+                },
+                match version {
+                    Some(v) => format!("you have no template {key:?} at version {v}"),
+                    None => format!("you have no template {key:?} (by id or name)"),
+                },
+            )],
+        })?;
+    let template =
+        Template::parse(&source(&row), Limits::for_message()).map_err(|err| unprocessable(&err))?;
+    Ok(Loaded {
+        reference: TemplateRef {
+            id: row.id,
+            name: row.name.clone(),
+            version: row.version,
+        },
+        row,
+        template,
+    })
+}
+
+fn source(row: &TemplateRow) -> Source {
+    Source {
+        subject: row.subject.clone(),
+        text: row.text.clone(),
+        html: row.html.clone(),
     }
 }
 
 fn parsed(row: &TemplateRow) -> Result<Template, ApiError> {
-    Template::parse(
-        &Source {
-            subject: row.subject.clone(),
-            text: row.text.clone(),
-            html: row.html.clone(),
-        },
-        Limits::default(),
-    )
-    .map_err(|err| unprocessable(&err))
+    Template::parse(&source(row), Limits::default()).map_err(|err| unprocessable(&err))
 }
 
 fn view(row: TemplateRow) -> Result<TemplateView, ApiError> {
@@ -107,6 +197,7 @@ fn view(row: TemplateRow) -> Result<TemplateView, ApiError> {
         subject: row.subject,
         text: row.text,
         html: row.html,
+        inline_css: row.inline_css,
         variables,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -129,6 +220,12 @@ fn check(draft: &Draft) -> Result<(), ApiError> {
         errors.push(FieldError::new(
             "subject",
             format!("not empty, at most {MAX_SUBJECT_BYTES} bytes"),
+        ));
+    }
+    if draft.text.trim().is_empty() && draft.html.is_none() {
+        errors.push(FieldError::new(
+            "text",
+            "a text part is needed when there is no html part",
         ));
     }
     if draft.text.len() > MAX_BODY_BYTES {
@@ -193,6 +290,7 @@ pub async fn create(
         subject: &draft.subject,
         text: &draft.text,
         html: draft.html.as_deref(),
+        inline_css: draft.inline_css,
     };
     let row = repo::create(&mut tx, user.id, &name, parts)
         .await?
@@ -236,6 +334,7 @@ pub async fn edit(
         subject: &draft.subject,
         text: &draft.text,
         html: draft.html.as_deref(),
+        inline_css: draft.inline_css,
     };
     let row = repo::add_version(&mut tx, user.id, id, parts)
         .await?
@@ -267,9 +366,15 @@ pub async fn preview(
         None => repo::find(&state.pool, user.id, id).await?,
     }
     .ok_or_else(|| ApiError::NotFound(format!("no template {id} at that version")))?;
-    let rendered = parsed(&row)?
-        .render(variables)
-        .map_err(|err| unprocessable(&err))?;
+    let rendered = compose::render(&parsed(&row)?, variables, row.inline_css).map_err(|err| {
+        ApiError::Unprocessable {
+            detail: format!("the template cannot be used: {err}"),
+            errors: vec![match &err {
+                MessageError::Template(err) => field_error(err, None),
+                MessageError::Compose(err) => FieldError::new("html", err.to_string()),
+            }],
+        }
+    })?;
     Ok(Preview {
         version: row.version,
         subject: rendered.subject,

@@ -193,6 +193,7 @@ async fn queue_mail(
             SealedContent::seal(&state.security.pii, &content)
                 .map_err(|e| ApiError::Internal(e.into()))?,
         ),
+        variables: None,
     };
     let submission = Submission {
         owner,

@@ -94,6 +94,21 @@ pub async fn find(
 /// A request's owner and shared content (a campaign's subject and bodies); `None`
 /// when there is no such request.
 #[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT requests", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "requests"))]
+/// The template version request `id`'s messages were rendered from, if they were
+/// (`content.template`: see `jobs::email::{EmailRecord, CampaignContent}`).
+pub async fn template_of(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<crate::jobs::email::TemplateRef>, sqlx::Error> {
+    let value: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT content -> 'template' FROM requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+            .flatten();
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+}
+
 pub async fn owner_and_content(
     db: impl PgExecutor<'_>,
     id: Uuid,

@@ -18,6 +18,8 @@ pub struct TemplateRow {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// Inline the HTML's `<style>` rules when rendering.
+    pub inline_css: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -25,7 +27,7 @@ pub struct TemplateRow {
 macro_rules! at_version {
     ($version:literal) => {
         concat!(
-            "SELECT t.id, t.owner_id, t.name, v.version, v.subject, v.text, v.html, \
+            "SELECT t.id, t.owner_id, t.name, v.version, v.subject, v.text, v.html, v.inline_css, \
                     t.created_at, t.updated_at \
              FROM email_templates t JOIN email_template_versions v ON v.template_id = t.id \
              WHERE ",
@@ -40,6 +42,7 @@ pub struct Parts<'a> {
     pub subject: &'a str,
     pub text: &'a str,
     pub html: Option<&'a str>,
+    pub inline_css: bool,
 }
 
 /// How many templates `owner` has (the caller holds the owner's lock: [`lock_owner`]).
@@ -91,14 +94,15 @@ async fn insert_version(
     parts: Parts<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO email_template_versions (template_id, version, subject, text, html) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO email_template_versions (template_id, version, subject, text, html, inline_css) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(version)
     .bind(parts.subject)
     .bind(parts.text)
     .bind(parts.html)
+    .bind(parts.inline_css)
     .execute(db)
     .await
     .map(|_| ())
@@ -131,6 +135,27 @@ pub async fn find_version(
     ))
     .bind(id)
     .bind(owner)
+    .bind(version)
+    .fetch_optional(db)
+    .await
+}
+
+/// `owner`'s template by id (`key` a UUID) or by name, at `version` or its current
+/// one: what a message names.
+pub async fn resolve(
+    db: impl PgExecutor<'_>,
+    owner: Uuid,
+    key: &str,
+    version: Option<i32>,
+) -> Result<Option<TemplateRow>, sqlx::Error> {
+    let id = Uuid::parse_str(key).ok();
+    sqlx::query_as(at_version!(
+        "t.owner_id = $1 AND (t.id = $2 OR ($2 IS NULL AND t.name = $3)) \
+         AND v.version = COALESCE($4, t.current_version)"
+    ))
+    .bind(owner)
+    .bind(id)
+    .bind(key)
     .bind(version)
     .fetch_optional(db)
     .await

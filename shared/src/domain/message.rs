@@ -18,7 +18,17 @@ pub const MAX_CAMPAIGN_RECIPIENTS: usize = 100_000;
 pub const MAX_SUBJECT_CHARS: usize = 998;
 /// Characters of a campaign's name, once trimmed.
 pub const MAX_NAME_CHARS: usize = 200;
-const MAX_BODY_BYTES: usize = 512 * 1024;
+/// Bytes of a text or HTML body (also of a rendered one).
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
+/// Bytes of one recipient's variables (as JSON).
+pub const MAX_RECIPIENT_VARIABLES_BYTES: usize = 16 * 1024;
+/// Bytes of a message's (or a campaign's shared) variables (as JSON).
+pub const MAX_VARIABLES_BYTES: usize = 64 * 1024;
+/// Characters of a template's name (or its id).
+pub const MAX_TEMPLATE_KEY_CHARS: usize = 100;
+
+/// Template variables: names to JSON values.
+pub type Variables = serde_json::Map<String, serde_json::Value>;
 
 /// A mailbox: an address, optionally with a display name. A CR or LF anywhere is
 /// refused, so nothing can forge a header.
@@ -65,26 +75,23 @@ impl Mailbox {
 }
 
 /// A subject (1 to 998 characters, no control characters) and bodies (at most 512 KiB
-/// each); problems join `errors`.
+/// each; a text part, or an HTML part it is made from); problems join `errors`.
 fn content(
-    subject: String,
-    text: String,
+    subject: Option<String>,
+    text: Option<String>,
     html: Option<String>,
     errors: &mut Vec<FieldError>,
-) -> EmailContent {
-    if subject.trim().is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS {
+) -> Option<EmailContent> {
+    let before = errors.len();
+    let subject = subject.unwrap_or_default();
+    check_subject(&subject, "subject", errors);
+    if text.is_none() && html.is_none() {
         errors.push(FieldError::new(
-            "subject",
-            format!("must be 1 to {MAX_SUBJECT_CHARS} characters"),
+            "text",
+            "is required (or `html`, which a text part is then made from), unless `template` is given",
         ));
     }
-    if subject.contains(['\r', '\n']) || subject.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "subject",
-            "must not contain CR, LF or other control characters",
-        ));
-    }
-    if text.len() > MAX_BODY_BYTES {
+    if text.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES) {
         errors.push(FieldError::new(
             "text",
             format!("must be at most {MAX_BODY_BYTES} bytes"),
@@ -96,11 +103,145 @@ fn content(
             format!("must be at most {MAX_BODY_BYTES} bytes"),
         ));
     }
-    EmailContent {
+    if errors.len() != before {
+        return None;
+    }
+    let text = match (text, &html) {
+        (Some(text), _) => text,
+        (None, Some(html)) => match crate::mail::compose::text_from_html(html) {
+            Ok(text) => text,
+            Err(err) => {
+                errors.push(FieldError::new("html", err.to_string()));
+                return None;
+            }
+        },
+        (None, None) => String::new(),
+    };
+    Some(EmailContent {
         subject,
         text,
         html,
+    })
+}
+
+/// A subject: 1 to 998 characters, not all whitespace, no control characters.
+pub fn check_subject(subject: &str, field: &str, errors: &mut Vec<FieldError>) {
+    if subject.trim().is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS {
+        errors.push(FieldError::new(
+            field,
+            format!("must be 1 to {MAX_SUBJECT_CHARS} characters"),
+        ));
     }
+    if subject.contains(['\r', '\n']) || subject.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            field,
+            "must not contain CR, LF or other control characters",
+        ));
+    }
+}
+
+/// A message's content as given: its parts, or a template to render them from.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Content(EmailContent),
+    Template(TemplateUse),
+}
+
+/// A template to render a message from: the sender's template by id or name, a
+/// version of it (default its current one) and the variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateUse {
+    /// The template's id (a UUID) or its name.
+    pub key: String,
+    pub version: Option<i32>,
+    pub variables: Variables,
+}
+
+/// The fields of a message's content as the client sent them.
+#[derive(Debug, Clone, Default)]
+pub struct BodyFields {
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub template: Option<String>,
+    pub template_version: Option<i32>,
+    pub variables: Option<serde_json::Value>,
+}
+
+/// A JSON object of variables of at most `max` bytes (as JSON), named `field`.
+fn variables(
+    field: &str,
+    value: serde_json::Value,
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<Variables> {
+    match value {
+        serde_json::Value::Object(map) => {
+            if serde_json::to_string(&map).map_or(usize::MAX, |json| json.len()) > max {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must be at most {max} bytes as JSON"),
+                ));
+                return None;
+            }
+            Some(map)
+        }
+        _ => {
+            errors.push(FieldError::new(
+                field,
+                "must be an object of names to values",
+            ));
+            None
+        }
+    }
+}
+
+fn body(fields: BodyFields, errors: &mut Vec<FieldError>) -> Option<Body> {
+    let Some(key) = fields.template else {
+        for (field, given) in [
+            ("template_version", fields.template_version.is_some()),
+            ("variables", fields.variables.is_some()),
+        ] {
+            if given {
+                errors.push(FieldError::new(field, "needs `template`"));
+            }
+        }
+        return content(fields.subject, fields.text, fields.html, errors).map(Body::Content);
+    };
+    let before = errors.len();
+    for (field, given) in [
+        ("subject", fields.subject.is_some()),
+        ("text", fields.text.is_some()),
+        ("html", fields.html.is_some()),
+    ] {
+        if given {
+            errors.push(FieldError::new(
+                field,
+                "must not be given with `template` (the template has its own)",
+            ));
+        }
+    }
+    let chars = key.chars().count();
+    if chars == 0 || chars > MAX_TEMPLATE_KEY_CHARS || key.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "template",
+            format!("must be a template's id or name: 1 to {MAX_TEMPLATE_KEY_CHARS} characters"),
+        ));
+    }
+    if fields.template_version.is_some_and(|v| v < 1) {
+        errors.push(FieldError::new("template_version", "must be at least 1"));
+    }
+    let variables = match fields.variables {
+        Some(value) => variables("variables", value, MAX_VARIABLES_BYTES, errors),
+        None => Some(Variables::new()),
+    };
+    (errors.len() == before).then(|| {
+        Body::Template(TemplateUse {
+            key,
+            version: fields.template_version,
+            variables: variables.unwrap_or_default(),
+        })
+    })
 }
 
 /// The mailboxes of `list` (`field[i]` names a bad one). An oversized list is refused
@@ -138,9 +279,7 @@ pub struct EmailFields {
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
     pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
+    pub body: BodyFields,
 }
 
 /// One message to its recipients, every field valid.
@@ -150,7 +289,7 @@ pub struct Email {
     pub cc: Vec<Mailbox>,
     pub bcc: Vec<Mailbox>,
     pub reply_to: Option<Mailbox>,
-    pub content: EmailContent,
+    pub body: Body,
 }
 
 impl Email {
@@ -164,14 +303,17 @@ impl Email {
             .reply_to
             .map(|raw| mailboxes("reply_to", &[raw], (1, 1), errors))
             .and_then(|mut list| list.pop());
-        let content = content(fields.subject, fields.text, fields.html, errors);
-        (errors.len() == before).then_some(Email {
-            to,
-            cc,
-            bcc,
-            reply_to,
-            content,
-        })
+        let body = body(fields.body, errors);
+        match body {
+            Some(body) if errors.len() == before => Some(Email {
+                to,
+                cc,
+                bcc,
+                reply_to,
+                body,
+            }),
+            _ => None,
+        }
     }
 
     /// Messages charged to the quota: one per recipient.
@@ -184,20 +326,29 @@ impl Email {
 #[derive(Debug, Clone, Default)]
 pub struct CampaignFields {
     pub name: String,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    pub recipients: Vec<String>,
+    pub body: BodyFields,
+    /// Each address, with its own template variables if it has any.
+    pub recipients: Vec<(String, Option<serde_json::Value>)>,
 }
 
-/// One message per distinct recipient, all with the same content.
+/// A campaign's recipient: a mailbox and, with a template, its own variables (they
+/// win over the campaign's `variables`).
+#[derive(Debug, Clone)]
+pub struct CampaignRecipient {
+    pub mailbox: Mailbox,
+    pub variables: Option<Variables>,
+}
+
+/// One message per distinct recipient, all with the same content (or the same
+/// template, rendered with each recipient's variables).
 #[derive(Debug, Clone)]
 pub struct Campaign {
     /// Trimmed.
     pub name: String,
-    pub content: EmailContent,
-    /// Distinct by address, in the order first given.
-    pub recipients: Vec<Mailbox>,
+    pub body: Body,
+    /// Distinct by address, in the order first given (a repeat's variables are
+    /// ignored).
+    pub recipients: Vec<CampaignRecipient>,
 }
 
 impl Campaign {
@@ -214,20 +365,48 @@ impl Campaign {
                 format!("must be 1 to {MAX_NAME_CHARS} characters without control characters"),
             ));
         }
-        let content = content(fields.subject, fields.text, fields.html, errors);
-        let mut seen = HashSet::with_capacity(fields.recipients.len());
-        let recipients = mailboxes(
+        let templated = fields.body.template.is_some();
+        let body = body(fields.body, errors);
+        let (addresses, personal): (Vec<String>, Vec<Option<serde_json::Value>>) =
+            fields.recipients.into_iter().unzip();
+        let mailboxes = mailboxes(
             "recipients",
-            &fields.recipients,
+            &addresses,
             (1, MAX_CAMPAIGN_RECIPIENTS),
             errors,
-        )
-        .into_iter()
-        .filter(|m| seen.insert(m.address.clone()))
-        .collect();
-        (errors.len() == before).then_some(Campaign {
+        );
+        let mut own = Vec::with_capacity(personal.len());
+        for (i, value) in personal.into_iter().enumerate() {
+            own.push(match value {
+                None => None,
+                Some(_) if !templated => {
+                    errors.push(FieldError::new(
+                        format!("recipients[{i}].variables"),
+                        "needs `template`",
+                    ));
+                    None
+                }
+                Some(value) => variables(
+                    &format!("recipients[{i}].variables"),
+                    value,
+                    MAX_RECIPIENT_VARIABLES_BYTES,
+                    errors,
+                ),
+            });
+        }
+        let (Some(body), true) = (body, errors.len() == before) else {
+            return None;
+        };
+        let mut seen = HashSet::with_capacity(mailboxes.len());
+        let recipients = mailboxes
+            .into_iter()
+            .zip(own)
+            .filter(|(m, _)| seen.insert(m.address.clone()))
+            .map(|(mailbox, variables)| CampaignRecipient { mailbox, variables })
+            .collect();
+        Some(Campaign {
             name,
-            content,
+            body,
             recipients,
         })
     }
@@ -265,7 +444,11 @@ mod tests {
             EmailFields {
                 to: vec!["ada@example.org".into(), "nope".into()],
                 cc: vec!["x@example.org".into(); 51],
-                subject: "Hi\r\nBcc: all".into(),
+                body: BodyFields {
+                    subject: Some("Hi\r\nBcc: all".into()),
+                    text: Some("t".into()),
+                    ..BodyFields::default()
+                },
                 ..EmailFields::default()
             },
             &mut errors,
@@ -278,20 +461,27 @@ mod tests {
         let campaign = Campaign::parse(
             CampaignFields {
                 name: "  Spring  ".into(),
-                subject: "S".into(),
+                body: BodyFields {
+                    subject: Some("S".into()),
+                    text: Some("t".into()),
+                    ..BodyFields::default()
+                },
                 recipients: vec![
-                    "Ada <ada@example.org>".into(),
-                    "ADA@example.org".into(),
-                    "grace@example.org".into(),
+                    ("Ada <ada@example.org>".into(), None),
+                    ("ADA@example.org".into(), None),
+                    ("grace@example.org".into(), None),
                 ],
-                ..CampaignFields::default()
             },
             &mut errors,
         )
         .expect("valid");
         assert!(errors.is_empty());
         assert_eq!(campaign.name, "Spring");
-        let addresses: Vec<&str> = campaign.recipients.iter().map(Mailbox::address).collect();
+        let addresses: Vec<&str> = campaign
+            .recipients
+            .iter()
+            .map(|r| r.mailbox.address())
+            .collect();
         assert_eq!(addresses, ["ada@example.org", "grace@example.org"]);
     }
 

@@ -45,6 +45,31 @@ pub struct EmailContent {
     pub html: Option<String>,
 }
 
+/// A value sealed like a recipient: base64 of the PII ciphertext of its JSON, bound
+/// to a purpose (content cannot be opened as variables, or the other way round).
+fn seal_json<T: Serialize>(
+    cipher: &PiiCipher,
+    purpose: &str,
+    value: &T,
+) -> Result<String, serde_json::Error> {
+    use base64::Engine as _;
+    let json = serde_json::to_string(value)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(cipher.encrypt(purpose, &json)))
+}
+
+fn open_json<T: serde::de::DeserializeOwned>(
+    cipher: &PiiCipher,
+    purpose: &str,
+    sealed: &str,
+) -> Result<T, PiiError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|_| PiiError::Malformed)?;
+    let json = cipher.decrypt(purpose, &bytes)?;
+    serde_json::from_str(&json).map_err(|_| PiiError::Malformed)
+}
+
 /// Content sealed like a recipient: base64 of the PII ciphertext of its JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -52,22 +77,78 @@ pub struct SealedContent(pub String);
 
 impl SealedContent {
     pub fn seal(cipher: &PiiCipher, content: &EmailContent) -> Result<Self, serde_json::Error> {
-        use base64::Engine as _;
-        let json = serde_json::to_string(content)?;
-        Ok(SealedContent(
-            base64::engine::general_purpose::STANDARD
-                .encode(cipher.encrypt(CONTENT_PURPOSE, &json)),
-        ))
+        seal_json(cipher, CONTENT_PURPOSE, content).map(SealedContent)
     }
 
     pub fn open(&self, cipher: &PiiCipher) -> Result<EmailContent, PiiError> {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&self.0)
-            .map_err(|_| PiiError::Malformed)?;
-        let json = cipher.decrypt(CONTENT_PURPOSE, &bytes)?;
-        serde_json::from_str(&json).map_err(|_| PiiError::Malformed)
+        open_json(cipher, CONTENT_PURPOSE, &self.0)
     }
+}
+
+/// The associated data of a recipient's sealed template variables.
+pub const VARIABLES_PURPOSE: &str = "jobs.variables";
+
+/// One recipient's template variables (a JSON object), sealed: they are as personal as
+/// the address they go with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedVariables(pub String);
+
+impl SealedVariables {
+    pub fn seal(
+        cipher: &PiiCipher,
+        variables: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, serde_json::Error> {
+        seal_json(cipher, VARIABLES_PURPOSE, variables).map(SealedVariables)
+    }
+
+    pub fn open(
+        &self,
+        cipher: &PiiCipher,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, PiiError> {
+        open_json(cipher, VARIABLES_PURPOSE, &self.0)
+    }
+}
+
+/// The template version a message was rendered from (recorded on its request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateRef {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub version: i32,
+}
+
+/// A campaign rendered from a template: the version's parts, copied when the campaign
+/// was accepted (an edit or a deletion of the template later changes nothing queued),
+/// and the variables every recipient shares; each recipient's own variables travel
+/// sealed in its job and win over these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplatedContent {
+    pub template: TemplateRef,
+    pub subject: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub inline_css: bool,
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A campaign's shared content, as its request stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CampaignContent {
+    /// Listed first: only this shape has `template`.
+    Template(TemplatedContent),
+    Plain(EmailContent),
+}
+
+/// What a one-off email's request stores: the template version it was rendered from
+/// (the rendered message itself travels in the job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailRecord {
+    pub template: TemplateRef,
 }
 
 /// One message to send.
@@ -85,6 +166,9 @@ pub struct EmailJob {
     pub content: Option<EmailContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_content: Option<SealedContent>,
+    /// A templated campaign's message: this recipient's own variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<SealedVariables>,
 }
 
 impl super::Job for EmailJob {
@@ -109,6 +193,7 @@ mod tests {
                 html: None,
             }),
             sealed_content: None,
+            variables: None,
         };
         let json = serde_json::to_string(&job).expect("serialize");
         assert!(!json.contains("ada@example.org"), "{json}");

@@ -1,7 +1,9 @@
-//! Inbound mail that Conveyor reads rather than sends: asynchronous bounce reports
-//! (DSN) and abuse complaints (ARF), tied back to the job that sent the message.
+//! Mail formats: inbound mail that Conveyor reads rather than sends (asynchronous
+//! bounce reports (DSN) and abuse complaints (ARF), tied back to the job that sent
+//! the message), and the parts of outgoing mail (`template`, `compose`).
 
 mod arf;
+pub mod compose;
 mod dsn;
 mod fields;
 pub mod reports;

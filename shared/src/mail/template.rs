@@ -76,6 +76,16 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// A message's: each rendered part at most a message body's size.
+    pub fn for_message() -> Limits {
+        Limits {
+            max_output_bytes: crate::domain::message::MAX_BODY_BYTES,
+            ..Limits::default()
+        }
+    }
+}
+
 /// Why a template was refused, or a render failed. Every variant names the part and,
 /// where it has one, the line (1-based) and the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,7 +16,7 @@
 //! error.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lettre::Message;
@@ -33,7 +33,9 @@ use crate::dkim::DkimSigner;
 use crate::handler::{Handler, Outcome};
 use crate::pacing::Pacer;
 use crate::smtp::{Refusal, SmtpClient, SmtpFailure, SmtpSettings};
-use shared::jobs::email::{EmailContent, EmailJob, Sealed};
+use shared::jobs::email::{CampaignContent, EmailContent, EmailJob, Sealed};
+use shared::mail::compose;
+use shared::mail::template::{Limits, Source, Template};
 use shared::redis::Redis;
 use shared::telemetry::metric;
 use sqlx::PgPool;
@@ -50,7 +52,19 @@ pub enum SendError {
 #[derive(Debug, Clone)]
 struct Campaign {
     owner: Uuid,
-    content: EmailContent,
+    content: Content,
+}
+
+/// A campaign's messages: the same content for all, or a template rendered with each
+/// recipient's variables (parsed once).
+#[derive(Debug, Clone)]
+enum Content {
+    Plain(EmailContent),
+    Template {
+        template: Arc<Template>,
+        inline_css: bool,
+        shared: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 /// One recipient of a message, opened.
@@ -169,7 +183,7 @@ impl Mailer {
                         .unsubscribe_token(campaign.owner, job.id, &r.address);
                     format!("{}/api/v1/unsubscribe/{token}", self.public_url)
                 });
-                (campaign.content, link)
+                (self.personal(&campaign.content, &payload)?, link)
             }
         };
         let message = self.render(
@@ -366,6 +380,34 @@ impl Mailer {
         built.map_err(|err| SendError::Permanent(format!("cannot build the message: {err}")))
     }
 
+    /// A campaign's message for the recipient of `payload`: the shared content, or the
+    /// template rendered with the campaign's variables and the recipient's own. A
+    /// render error is permanent (the api rendered every recipient's message when it
+    /// accepted the campaign, so it does not happen with the same template and data).
+    fn personal(&self, content: &Content, payload: &EmailJob) -> Result<EmailContent, SendError> {
+        match content {
+            Content::Plain(content) => Ok(content.clone()),
+            Content::Template {
+                template,
+                inline_css,
+                shared,
+            } => {
+                let own = payload
+                    .variables
+                    .as_ref()
+                    .map(|sealed| sealed.open(&self.cipher))
+                    .transpose()
+                    .map_err(|err| {
+                        SendError::Permanent(format!("cannot open the variables: {err}"))
+                    })?;
+                let variables = compose::merged(shared, own.as_ref());
+                compose::render(template, &variables, *inline_css).map_err(|err| {
+                    SendError::Permanent(format!("cannot render the message: {err}"))
+                })
+            }
+        }
+    }
+
     async fn campaign(&self, request_id: Uuid) -> Result<Campaign, SendError> {
         if let Some(campaign) = self
             .campaigns
@@ -381,8 +423,26 @@ impl Mailer {
             .ok_or_else(|| SendError::Permanent("the campaign is gone".into()))?;
         let value =
             value.ok_or_else(|| SendError::Permanent("the campaign has no content".into()))?;
-        let content: EmailContent = serde_json::from_value(value)
+        let content: CampaignContent = serde_json::from_value(value)
             .map_err(|err| SendError::Permanent(format!("unreadable campaign content: {err}")))?;
+        let content = match content {
+            CampaignContent::Plain(content) => Content::Plain(content),
+            CampaignContent::Template(t) => {
+                let source = Source {
+                    subject: t.subject,
+                    text: t.text,
+                    html: t.html,
+                };
+                let template = Template::parse(&source, Limits::for_message()).map_err(|err| {
+                    SendError::Permanent(format!("the campaign's template: {err}"))
+                })?;
+                Content::Template {
+                    template: Arc::new(template),
+                    inline_css: t.inline_css,
+                    shared: t.variables,
+                }
+            }
+        };
         let campaign = Campaign { owner, content };
         if let Ok(mut cache) = self.campaigns.lock() {
             if cache.len() > 1000 {
