@@ -10,6 +10,7 @@ pub mod quotas;
 pub mod recovery_codes;
 pub mod requests;
 pub mod schedules;
+pub mod send_caps;
 pub mod sessions;
 pub mod suppressions;
 pub mod templates;

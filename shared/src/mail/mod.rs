@@ -8,6 +8,7 @@ mod dsn;
 mod fields;
 pub mod reports;
 pub mod template;
+pub mod window;
 
 pub use reports::{Finding, FindingKind, InboundReport, ReportError, ReportKind, parse_report};
 
