@@ -1,7 +1,8 @@
 //! The completer: every job and request status change after the claim. Executors
 //! report verdicts; the completer writes whatever arrived since its last write in one
-//! transaction — with the follow-up jobs of the successes and the completion webhooks
-//! of the requests it finishes, through the one enqueue path — and only then, once,
+//! transaction — with the follow-up jobs of the successes, the jobs that waited for
+//! the ones that ended (released) and the completion webhooks of the requests it
+//! finishes, through the one enqueue path — and only then, once,
 //! from what that commit returned: metrics, status events, the new jobs' dispatch,
 //! retries into Redis's delayed set, acknowledgements. A failed write is
 //! retried as a write; the side effects never run twice and never run for a write
@@ -157,7 +158,8 @@ pub struct Committed {
     pub deferred: HashSet<Uuid>,
     /// The requests whose counts or status changed, as the transaction left them.
     pub requests: Vec<RequestRow>,
-    /// Jobs the transaction inserted (follow-ups, completion webhooks), to dispatch.
+    /// Jobs the transaction inserted (follow-ups, completion webhooks) or released from
+    /// waiting, to dispatch.
     pub enqueued: Enqueued,
 }
 
@@ -387,6 +389,17 @@ pub async fn write(
         .into_iter()
         .collect();
     let mut enqueued = enqueue_follow_ups(&mut tx, queues, batch, &succeeded).await?;
+    // After the statements that recorded the outcomes (see `jobs::release_dependents`):
+    // the jobs waiting for these are queued if they wait for nothing else, to be
+    // dispatched with the follow-ups. A success's waits moved to its follow-ups above.
+    let finished: Vec<Uuid> = succeeded
+        .iter()
+        .chain(&dead)
+        .chain(&suppressed)
+        .copied()
+        .collect();
+    let released = jobs::release_dependents(&mut tx, &finished).await?;
+    enqueued.merge(Enqueued::released(&released));
     let mut touched: Vec<Uuid> = batch
         .iter()
         .filter(|r| succeeded.contains(&r.id) || dead.contains(&r.id) || suppressed.contains(&r.id))
@@ -415,25 +428,26 @@ pub async fn write(
 
 /// The follow-up jobs of the successes this transaction records, inserted through the
 /// one enqueue path; a follow-up that carries out part of a request joins its total
-/// (so the request stays open until it has run too).
+/// (so the request stays open until it has run too), and the jobs waiting for the job
+/// it follows wait for it too (`jobs::transfer_dependents`).
 async fn enqueue_follow_ups(
     tx: &mut sqlx::PgConnection,
     queues: &QueuesConfig,
     batch: &[Report],
     succeeded: &HashSet<Uuid>,
 ) -> Result<Enqueued, EnqueueError> {
-    let jobs: Vec<NewJob> = batch
+    let follow_ups: Vec<NewJob> = batch
         .iter()
         .filter(|r| succeeded.contains(&r.id))
         .flat_map(|r| r.follow_ups.iter().cloned())
         .collect();
-    if jobs.is_empty() {
+    if follow_ups.is_empty() {
         return Ok(Enqueued::default());
     }
-    let enqueued = shared::jobs::enqueue_many(&mut *tx, queues, &jobs).await?;
+    let enqueued = shared::jobs::enqueue_many(&mut *tx, queues, &follow_ups).await?;
     let inserted: HashSet<Uuid> = enqueued.ids().collect();
     let mut joining: HashMap<Uuid, i32> = HashMap::new();
-    for job in jobs.iter().filter(|j| inserted.contains(&j.id)) {
+    for job in follow_ups.iter().filter(|j| inserted.contains(&j.id)) {
         if let Some(request) = job.request_id {
             *joining.entry(request).or_default() += 1;
         }
@@ -441,5 +455,16 @@ async fn enqueue_follow_ups(
     for (request, n) in joining {
         requests::add_jobs(&mut *tx, request, n).await?;
     }
+    let moves: Vec<(Uuid, Uuid)> = batch
+        .iter()
+        .filter(|r| succeeded.contains(&r.id))
+        .flat_map(|r| {
+            r.follow_ups
+                .iter()
+                .filter(|job| inserted.contains(&job.id))
+                .map(|job| (r.id, job.id))
+        })
+        .collect();
+    jobs::transfer_dependents(&mut *tx, &moves).await?;
     Ok(enqueued)
 }

@@ -12,7 +12,8 @@
 //!
 //! | transition | from | to |
 //! | --- | --- | --- |
-//! | `jobs::enqueue_many`, `jobs::enqueue_with_request` (the one enqueue path) | — | queued |
+//! | `jobs::enqueue_many`, `jobs::enqueue_with_request` (the one enqueue path) | — | queued, or waiting (after jobs not yet ended) |
+//! | [`release_dependents`] | waiting, the last job it waited for ended | queued |
 //! | [`claim`], [`claim_starting`] | queued, retrying (due: `run_after` passed), running with a stale heartbeat | running |
 //! | [`hand_back`] | running (this worker's) | queued |
 //! | [`succeed`] | running | succeeded |
@@ -20,9 +21,14 @@
 //! | [`bury`] | running | dead |
 //! | [`defer`] | running | retrying, the attempt given back (a recipient domain's pace) |
 //! | [`suppress`] | running | suppressed (every recipient on the sender's suppression list) |
-//! | [`cancel_pending`] | queued, retrying | cancelled |
+//! | [`cancel_pending`] | waiting, queued, retrying | cancelled (and the jobs waiting for them released) |
 //! | [`requeue`], [`requeue_batch`] | dead (not discarded), cancelled | queued (an operator's retry) |
 //! | [`discard`] | dead | dead, discarded (an operator's; kept for audit) |
+//!
+//! Dependencies (`job_dependencies`, one row per job a `waiting` job waits for) are
+//! written in the same transactions: [`add_dependencies`] at the enqueue, after
+//! [`lock_unfinished`]; [`transfer_dependents`] when a success inserts follow-ups;
+//! [`release_dependents`] when jobs end (the completer; [`cancel_pending`] itself).
 
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
@@ -390,19 +396,171 @@ pub async fn suppress(db: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>, 
     .await
 }
 
-/// queued | retrying → cancelled for a request's jobs that have not started, counted
-/// on the request; returns how many.
+/// waiting | queued | retrying → cancelled for a request's jobs that have not started,
+/// counted on the request, and the jobs waiting for them released; returns how many
+/// were cancelled. The released jobs are left undispatched (`dispatched_at` NULL): the
+/// dispatcher pushes them on its next round, as the caller has no receipt to dispatch.
 pub async fn cancel_pending(db: &mut PgConnection, request_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    let cancelled: Vec<Uuid> = sqlx::query_scalar(
         "WITH done AS ( \
              UPDATE jobs SET status = 'cancelled', finished_at = now() \
-             WHERE request_id = $1 AND status IN ('queued', 'retrying') RETURNING id), \
+             WHERE request_id = $1 AND status IN ('waiting', 'queued', 'retrying') RETURNING id), \
          n AS (SELECT count(*) AS n FROM done), \
-         bumped AS (UPDATE requests SET cancelled = cancelled + (SELECT n FROM n) WHERE id = $1 RETURNING id) \
-         SELECT n FROM n",
+         bumped AS (UPDATE requests SET cancelled = cancelled + (SELECT n FROM n) WHERE id = $1 RETURNING id), \
+         waits AS (DELETE FROM job_dependencies WHERE job_id IN (SELECT id FROM done)) \
+         SELECT id FROM done",
     )
     .bind(request_id)
-    .fetch_one(db)
+    .fetch_all(&mut *db)
+    .await?;
+    // A statement of its own, after the one that cancelled them: see `release`.
+    release(db, &cancelled, false).await?;
+    Ok(i64::try_from(cancelled.len()).unwrap_or(i64::MAX))
+}
+
+/// Of `ids`, the jobs that have not ended (not in [`JobStatus::FINAL`]), locked
+/// `FOR SHARE` until the caller's transaction ends: a job enqueued after them waits
+/// for exactly these ([`add_dependencies`]). The lock is what keeps the wait from
+/// being missed: the statement that moves one of them to a final state waits for the
+/// enqueue's commit, and the release after it sees the committed rows; one that ended
+/// first is not returned (READ COMMITTED re-checks a locked row against its committed
+/// version). Ids of no job are not returned: nothing to wait for.
+pub async fn lock_unfinished(
+    db: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE id = ANY($1) AND (status <> ALL($2)) IS TRUE \
+         ORDER BY id FOR SHARE",
+    )
+    .bind(ids)
+    .bind(&JobStatus::FINAL[..])
+    .fetch_all(db)
+    .await
+}
+
+/// Records that each `(job, depends_on)` job waits for the other (jobs just inserted
+/// `waiting`, each dependency locked by [`lock_unfinished`] or inserted in the same
+/// transaction).
+pub async fn add_dependencies(
+    db: &mut PgConnection,
+    pairs: &[(Uuid, Uuid)],
+) -> Result<(), sqlx::Error> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let (jobs, dependencies): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    sqlx::query(
+        "INSERT INTO job_dependencies (job_id, depends_on) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&jobs)
+    .bind(&dependencies)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The jobs waiting for a job that succeeded wait for its follow-ups instead: each
+/// `(job, follow_up)` moves every wait on `job` to `follow_up` (a job inserted in the
+/// same transaction), so a dependent waits for a job and everything it spawns (an
+/// upload and its scan). Run after the statement that recorded the success, like the
+/// release.
+pub async fn transfer_dependents(
+    db: &mut PgConnection,
+    moves: &[(Uuid, Uuid)],
+) -> Result<(), sqlx::Error> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let (parents, follow_ups): (Vec<Uuid>, Vec<Uuid>) = moves.iter().copied().unzip();
+    sqlx::query(
+        "WITH moved AS ( \
+             INSERT INTO job_dependencies (job_id, depends_on) \
+             SELECT d.job_id, m.follow_up FROM job_dependencies d \
+             JOIN UNNEST($1::uuid[], $2::uuid[]) AS m(parent, follow_up) ON d.depends_on = m.parent \
+             ON CONFLICT DO NOTHING) \
+         DELETE FROM job_dependencies WHERE depends_on = ANY($1)",
+    )
+    .bind(&parents)
+    .bind(&follow_ups)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A waiting job whose last dependency ended: queued now, to dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Released {
+    pub id: Uuid,
+    pub request_id: Option<Uuid>,
+    pub queue: QueueName,
+    pub lane_owner: Option<Uuid>,
+    /// Now, or later if it was scheduled for later (a scheduled send).
+    pub run_after: Option<OffsetDateTime>,
+}
+
+/// The jobs `finished` (each just moved to a final state in this transaction: a
+/// success with no follow-up, a death, a suppression) no longer hold anyone up: their
+/// dependency rows go, and each job waiting for nothing more becomes `queued`, stamped
+/// dispatched like a new job — the caller dispatches the returned jobs after its
+/// commit (`Enqueued::released`). A dead job releases its dependents too: whether a
+/// failed dependency matters is their handler's to decide.
+pub async fn release_dependents(
+    db: &mut PgConnection,
+    finished: &[Uuid],
+) -> Result<Vec<Released>, sqlx::Error> {
+    release(db, finished, true).await
+}
+
+/// [`release_dependents`]; `stamped: false` leaves the released jobs to the dispatcher.
+///
+/// It must run as statements of their own AFTER the statement that moved `finished`
+/// to their final state, never as a CTE of it. Under READ COMMITTED that update waits
+/// for an enqueue holding a dependency `FOR SHARE` ([`lock_unfinished`]) to commit,
+/// and only a later statement's snapshot sees the dependency rows that enqueue
+/// committed; a CTE of the update would read the snapshot taken before the wait and
+/// leave such a dependent waiting forever. For the same reason the dependents are
+/// locked by a first statement and counted by a second: two transactions ending a
+/// dependent's last two dependencies at once are serialized on its row, and the
+/// second then sees that the first deleted its row.
+async fn release(
+    db: &mut PgConnection,
+    finished: &[Uuid],
+    stamped: bool,
+) -> Result<Vec<Released>, sqlx::Error> {
+    if finished.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dependents: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM jobs \
+         WHERE id IN (SELECT job_id FROM job_dependencies WHERE depends_on = ANY($1)) \
+         ORDER BY id FOR NO KEY UPDATE",
+    )
+    .bind(finished)
+    .fetch_all(&mut *db)
+    .await?;
+    if dependents.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The update's NOT EXISTS reads the rows the CTE deletes (one snapshot): it skips
+    // them by their dependency instead.
+    sqlx::query_as(
+        "WITH gone AS (DELETE FROM job_dependencies WHERE depends_on = ANY($1)) \
+         UPDATE jobs j SET status = 'queued', run_after = greatest(j.run_after, now()), \
+             dispatched_at = CASE WHEN $3 THEN now() END \
+         WHERE j.id = ANY($2) AND (j.status = 'waiting') IS TRUE \
+           AND NOT EXISTS (SELECT 1 FROM job_dependencies d \
+                           WHERE d.job_id = j.id AND d.depends_on <> ALL($1)) \
+         RETURNING j.id, j.request_id, j.queue, j.lane_owner, j.run_after",
+    )
+    .bind(finished)
+    .bind(&dependents)
+    .bind(stamped)
+    .fetch_all(db)
     .await
 }
 
@@ -535,6 +693,8 @@ pub async fn delete_unowned_finished_before(
 /// Per-job detail of a request: counts by status and the latest error.
 #[derive(Debug, Clone, FromRow)]
 pub struct JobSummary {
+    /// Not started: waiting for other jobs to end.
+    pub waiting: i64,
     pub queued: i64,
     pub running: i64,
     pub retrying: i64,
@@ -550,7 +710,8 @@ pub struct JobSummary {
 
 pub async fn summary(db: impl PgExecutor<'_>, request_id: Uuid) -> Result<JobSummary, sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'queued') AS queued, \
+        "SELECT count(*) FILTER (WHERE status = 'waiting') AS waiting, \
+                count(*) FILTER (WHERE status = 'queued') AS queued, \
                 count(*) FILTER (WHERE status = 'running') AS running, \
                 count(*) FILTER (WHERE status = 'retrying') AS retrying, \
                 count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
@@ -568,10 +729,11 @@ pub async fn summary(db: impl PgExecutor<'_>, request_id: Uuid) -> Result<JobSum
     .await
 }
 
-/// Jobs not yet at an end: queued, running or waiting to retry.
+/// Jobs not yet at an end: waiting for other jobs, queued, running or waiting to
+/// retry.
 pub async fn count_pending(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running', 'retrying')",
+        "SELECT count(*) FROM jobs WHERE status IN ('waiting', 'queued', 'running', 'retrying')",
     )
     .fetch_one(db)
     .await
@@ -720,6 +882,8 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<Job
 #[derive(Debug, Clone, FromRow)]
 pub struct QueueCounts {
     pub queue: QueueName,
+    /// Waiting for other jobs to end (not in Redis yet).
+    pub waiting: i64,
     pub queued: i64,
     pub running: i64,
     pub retrying: i64,
@@ -741,6 +905,7 @@ pub struct QueueCounts {
 pub async fn queue_counts(db: impl PgExecutor<'_>) -> Result<Vec<QueueCounts>, sqlx::Error> {
     sqlx::query_as(
         "SELECT queue, \
+                count(*) FILTER (WHERE status = 'waiting') AS waiting, \
                 count(*) FILTER (WHERE status = 'queued') AS queued, \
                 count(*) FILTER (WHERE status = 'running') AS running, \
                 count(*) FILTER (WHERE status = 'retrying') AS retrying, \
@@ -750,7 +915,7 @@ pub async fn queue_counts(db: impl PgExecutor<'_>) -> Result<Vec<QueueCounts>, s
                 min(coalesce(run_after, created_at)) FILTER (WHERE status = 'queued') AS oldest_queued_at, \
                 now() AS counted_at \
          FROM jobs \
-         WHERE status IN ('queued', 'running', 'retrying', 'dead') \
+         WHERE status IN ('waiting', 'queued', 'running', 'retrying', 'dead') \
             OR (status = 'succeeded' AND finished_at > now() - interval '1 hour') \
          GROUP BY queue",
     )
@@ -863,6 +1028,8 @@ pub async fn discard(
 #[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct QueueSample {
     pub queue: QueueName,
+    /// Waiting for other jobs to end.
+    pub waiting: i64,
     pub queued: i64,
     pub running: i64,
     pub retrying: i64,
@@ -880,6 +1047,7 @@ pub struct QueueSample {
 pub async fn sample_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueSample>, sqlx::Error> {
     sqlx::query_as(
         "SELECT queue, \
+                count(*) FILTER (WHERE status = 'waiting') AS waiting, \
                 count(*) FILTER (WHERE status = 'queued') AS queued, \
                 count(*) FILTER (WHERE status = 'running') AS running, \
                 count(*) FILTER (WHERE status = 'retrying') AS retrying, \
@@ -887,7 +1055,7 @@ pub async fn sample_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueSample>, 
                 extract(epoch FROM now() - min(coalesce(run_after, created_at)) \
                     FILTER (WHERE status = 'queued'))::float8 \
                     AS oldest_queued_secs \
-         FROM jobs WHERE status IN ('queued', 'running', 'retrying', 'dead') \
+         FROM jobs WHERE status IN ('waiting', 'queued', 'running', 'retrying', 'dead') \
          GROUP BY queue",
     )
     .fetch_all(db)

@@ -79,11 +79,15 @@ macro_rules! text_enum {
 pub(crate) use text_enum;
 
 text_enum!(
-    /// A job's life: `queued → running → succeeded | retrying → … | dead`;
+    /// A job's life: `[waiting →] queued → running → succeeded | retrying → … | dead`;
     /// `cancelled` before it starts; `suppressed` when every recipient of a message
     /// is on the sender's suppression list (nothing was sent). `succeeded`, `dead`,
     /// `cancelled` and `suppressed` are final.
     JobStatus {
+        /// Enqueued after jobs that had not ended (`NewJob::after`): neither claimable
+        /// nor final, never pushed to Redis; `queued` once every job it waits for (and
+        /// every follow-up those spawned) has ended, whichever way.
+        Waiting => "waiting",
         Queued => "queued",
         Running => "running",
         Retrying => "retrying",
@@ -95,8 +99,11 @@ text_enum!(
 );
 
 impl JobStatus {
-    /// The states a worker may claim a job from (besides a stale `running`).
+    /// The states a worker may claim a job from (besides a stale `running`); never
+    /// `waiting`.
     pub const CLAIMABLE: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Retrying];
+    /// The states a job ends in (only an operator's retry takes it out again): the
+    /// jobs waiting for it are released when it reaches one.
     pub const FINAL: [JobStatus; 4] = [
         JobStatus::Succeeded,
         JobStatus::Dead,
@@ -177,6 +184,8 @@ mod tests {
         for kind in RequestKind::ALL {
             assert_eq!(kind.to_string().parse::<RequestKind>(), Ok(*kind));
         }
+        assert!(!JobStatus::CLAIMABLE.contains(&JobStatus::Waiting));
+        assert!(!JobStatus::FINAL.contains(&JobStatus::Waiting));
         let err = "lost".parse::<JobStatus>().expect_err("unknown");
         assert!(err.contains("queued, running"), "{err}");
     }

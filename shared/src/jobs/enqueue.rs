@@ -7,8 +7,14 @@
 //! submission a second commit and every job a second row version; the price is paid
 //! only if the process dies between its commit and its push: the reconciler then
 //! re-pushes the jobs after the redelivery timeout.
+//!
+//! A job enqueued after others ([`NewJob::after`]) that have not all ended is inserted
+//! `waiting` instead, undispatched, with its dependency rows; it is in the receipt's
+//! [`Enqueued::ids`] but never pushed by it. Whatever ends the last job it waits for
+//! queues it (`db::jobs::release_dependents`) and dispatches it with its own receipt
+//! ([`Enqueued::released`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{Connection as _, PgConnection};
 use time::OffsetDateTime;
@@ -17,7 +23,7 @@ use uuid::Uuid;
 
 use super::{Job, NewJob};
 use crate::config::QueuesConfig;
-use crate::db::jobs::INSERT_CHUNK;
+use crate::db::jobs::{self, INSERT_CHUNK, Released};
 use crate::db::requests::{NewRequest, RequestRow};
 use crate::maintenance::dispatcher::push_committed_at;
 use crate::queue::{Lane, QueueName};
@@ -35,19 +41,24 @@ pub enum EnqueueError {
 /// The statement every job row is inserted by. `req` is a CTE the caller puts first:
 /// the request being inserted in the same statement, or just the id of an existing one
 /// (or NULL). $1 ids, $2 payloads (JSON text), $3 unique keys, $4 queue, $5 attempts,
-/// $6 the fair lane's owner, $7 the request id, $8 `run_after`, and the placeholder
-/// given of the rows' trace contexts. A row whose unique key exists already is
-/// skipped; the statement returns the ids inserted.
+/// $6 the fair lane's owner, $7 the request id, $8 `run_after`, and the placeholders
+/// given of the rows' trace contexts and of whether each waits for other jobs (then
+/// `waiting` and not stamped dispatched, else `queued` and stamped). A row whose unique
+/// key exists already is skipped; the statement returns the ids inserted.
 macro_rules! insert_jobs {
-    ($trace:literal) => {
+    ($trace:literal, $waits:literal) => {
         concat!(
             "new_jobs AS ( \
-             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, dispatched_at, \
+             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, status, dispatched_at, \
                                lane_owner, run_after, unique_key, trace_context) \
-             SELECT t.id, req.id, $4, t.payload::jsonb, $5, now(), $6, $8, t.unique_key, t.trace \
+             SELECT t.id, req.id, $4, t.payload::jsonb, $5, \
+                    CASE WHEN t.waits THEN 'waiting' ELSE 'queued' END, \
+                    CASE WHEN t.waits THEN NULL ELSE now() END, $6, $8, t.unique_key, t.trace \
              FROM req CROSS JOIN UNNEST($1::uuid[], $2::text[], $3::text[], ",
             $trace,
-            "::text[]) AS t(id, payload, unique_key, trace) \
+            "::text[], ",
+            $waits,
+            "::bool[]) AS t(id, payload, unique_key, trace, waits) \
              ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
              RETURNING id)"
         )
@@ -71,15 +82,26 @@ struct Group {
 #[derive(Debug, Default, Clone)]
 pub struct Enqueued {
     groups: Vec<Group>,
+    /// Inserted `waiting` (for other jobs): never pushed from here.
+    waiting: Vec<Uuid>,
 }
 
 impl Enqueued {
+    /// Every job inserted, waiting ones included.
     pub fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
-        self.groups.iter().flat_map(|g| g.ids.iter().copied())
+        self.groups
+            .iter()
+            .flat_map(|g| g.ids.iter().copied())
+            .chain(self.waiting.iter().copied())
     }
 
     pub fn len(&self) -> usize {
-        self.groups.iter().map(|g| g.ids.len()).sum()
+        self.groups.iter().map(|g| g.ids.len()).sum::<usize>() + self.waiting.len()
+    }
+
+    /// The jobs inserted `waiting`, which [`Enqueued::dispatch`] leaves alone.
+    pub fn waiting(&self) -> &[Uuid] {
+        &self.waiting
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,28 +111,64 @@ impl Enqueued {
     /// Jobs an operator sent back to their queue (`db::jobs::requeue`), each to its
     /// lane and for its time, to dispatch after the commit like new ones.
     pub fn requeued(jobs: &[crate::db::jobs::Requeued]) -> Enqueued {
-        let groups = group_by(jobs, |job| {
-            (
-                job.queue,
-                job.request_id,
-                Lane::of(job.lane_owner),
-                job.run_after,
-            )
-        });
+        Enqueued::of_rows(
+            jobs,
+            |job| job.id,
+            |job| {
+                (
+                    job.queue,
+                    job.request_id,
+                    Lane::of(job.lane_owner),
+                    job.run_after,
+                )
+            },
+        )
+    }
+
+    /// Waiting jobs that the end of their last dependency queued
+    /// (`db::jobs::release_dependents`), each to its lane and for its time, to
+    /// dispatch after the commit like new ones.
+    pub fn released(jobs: &[Released]) -> Enqueued {
+        Enqueued::of_rows(
+            jobs,
+            |job| job.id,
+            |job| {
+                (
+                    job.queue,
+                    job.request_id,
+                    Lane::of(job.lane_owner),
+                    job.run_after,
+                )
+            },
+        )
+    }
+
+    fn of_rows<T>(rows: &[T], id: impl Fn(&T) -> Uuid, key: impl Fn(&T) -> GroupKey) -> Enqueued {
         Enqueued {
-            groups: groups
+            groups: group_by(rows, key)
                 .into_iter()
                 .map(|(mut group, members)| {
-                    group.ids = members.into_iter().map(|i| jobs[i].id).collect();
+                    group.ids = members.into_iter().map(|i| id(&rows[i])).collect();
                     group
                 })
                 .collect(),
+            waiting: Vec::new(),
         }
     }
 
-    /// Adds another receipt's jobs to this one (one dispatch for both).
+    /// Adds another receipt's jobs to this one (one dispatch for both). A job waiting
+    /// in one and released in the other is no longer waiting.
     pub fn merge(&mut self, other: Enqueued) {
         self.groups.extend(other.groups);
+        self.waiting.extend(other.waiting);
+        if !self.waiting.is_empty() {
+            let queued: HashSet<Uuid> = self
+                .groups
+                .iter()
+                .flat_map(|g| g.ids.iter().copied())
+                .collect();
+            self.waiting.retain(|id| !queued.contains(id));
+        }
     }
 
     /// After the commit: counts the jobs and pushes their ids, each to its lane (or its
@@ -190,22 +248,113 @@ fn group_by<T>(items: &[T], key: impl Fn(&T) -> GroupKey) -> Vec<(Group, Vec<usi
 /// Jobs inserted in the caller's transaction (a job whose unique key is taken is
 /// skipped: it is not in the receipt). The request a job names must exist; its total
 /// is the caller's (a follow-up joining a running request adds itself with
-/// `requests::add_jobs`).
+/// `requests::add_jobs`). A job with dependencies that have not all ended is inserted
+/// `waiting` (see [`NewJob::depends_on`]); the others exactly as without them.
 pub async fn enqueue_many(
     conn: &mut PgConnection,
     queues: &QueuesConfig,
     jobs: &[NewJob],
 ) -> Result<Enqueued, EnqueueError> {
+    let waits = Waits::lock(&mut *conn, jobs).await?;
     let mut enqueued = Enqueued::default();
     for (mut group, members) in grouped(jobs) {
         for chunk in members.chunks(INSERT_CHUNK) {
             let rows: Vec<&NewJob> = chunk.iter().map(|&i| &jobs[i]).collect();
-            let inserted = insert_chunk(&mut *conn, queues, &group, &rows).await?;
-            group.ids.extend(inserted);
+            let waiting: Vec<bool> = rows.iter().map(|job| waits.waits(job)).collect();
+            let inserted = insert_chunk(&mut *conn, queues, &group, &rows, &waiting).await?;
+            if waiting.contains(&true) {
+                let waiting: HashSet<Uuid> = rows
+                    .iter()
+                    .zip(&waiting)
+                    .filter(|(_, waits)| **waits)
+                    .map(|(job, _)| job.id)
+                    .collect();
+                let (waiting, queued): (Vec<Uuid>, Vec<Uuid>) =
+                    inserted.into_iter().partition(|id| waiting.contains(id));
+                group.ids.extend(queued);
+                enqueued.waiting.extend(waiting);
+            } else {
+                group.ids.extend(inserted);
+            }
         }
         enqueued.groups.push(group);
     }
+    if !enqueued.waiting.is_empty() {
+        let released = waits.record(&mut *conn, jobs, &enqueued).await?;
+        enqueued.merge(Enqueued::released(&released));
+    }
     Ok(enqueued)
+}
+
+/// The dependencies of the jobs of one enqueue that have not ended: the ones already
+/// in the database, locked `FOR SHARE` by [`jobs::lock_unfinished`] before anything
+/// is inserted, and the jobs of the same enqueue that others in it depend on.
+#[derive(Debug, Default)]
+struct Waits {
+    unfinished: HashSet<Uuid>,
+    /// Jobs of this enqueue that others of it wait for.
+    own: HashSet<Uuid>,
+}
+
+impl Waits {
+    async fn lock(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Waits, sqlx::Error> {
+        if jobs.iter().all(|job| job.depends_on.is_empty()) {
+            return Ok(Waits::default());
+        }
+        let ids: HashSet<Uuid> = jobs.iter().map(|job| job.id).collect();
+        let named: HashSet<Uuid> = jobs
+            .iter()
+            .flat_map(|job| job.depends_on.iter().filter(move |d| **d != job.id))
+            .copied()
+            .collect();
+        let own: HashSet<Uuid> = named.iter().filter(|d| ids.contains(d)).copied().collect();
+        let mut elsewhere: Vec<Uuid> = named.into_iter().filter(|d| !ids.contains(d)).collect();
+        elsewhere.sort_unstable();
+        let unfinished = jobs::lock_unfinished(conn, &elsewhere)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Waits { unfinished, own })
+    }
+
+    /// The jobs `job` must wait for.
+    fn of<'a>(&'a self, job: &'a NewJob) -> impl Iterator<Item = Uuid> + 'a {
+        job.depends_on
+            .iter()
+            .copied()
+            .filter(move |d| *d != job.id && (self.unfinished.contains(d) || self.own.contains(d)))
+    }
+
+    fn waits(&self, job: &NewJob) -> bool {
+        self.of(job).next().is_some()
+    }
+
+    /// Writes the dependency rows of the jobs `enqueued` inserted waiting. A job of
+    /// this enqueue that others wait for but that was not inserted (its unique key was
+    /// taken) is nothing to wait for: the jobs left waiting for nothing else are
+    /// released at once (returned, to dispatch).
+    async fn record(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+        enqueued: &Enqueued,
+    ) -> Result<Vec<Released>, sqlx::Error> {
+        let waiting: HashSet<Uuid> = enqueued.waiting.iter().copied().collect();
+        let pairs: Vec<(Uuid, Uuid)> = jobs
+            .iter()
+            .filter(|job| waiting.contains(&job.id))
+            .flat_map(|job| self.of(job).map(move |d| (job.id, d)))
+            .collect();
+        jobs::add_dependencies(&mut *conn, &pairs).await?;
+        let inserted: HashSet<Uuid> = enqueued.ids().collect();
+        let skipped: Vec<Uuid> = self
+            .own
+            .iter()
+            .filter(|id| !inserted.contains(id))
+            .copied()
+            .collect();
+        jobs::release_dependents(conn, &skipped).await
+    }
 }
 
 async fn insert_chunk(
@@ -213,6 +362,7 @@ async fn insert_chunk(
     queues: &QueuesConfig,
     group: &Group,
     rows: &[&NewJob],
+    waiting: &[bool],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
@@ -220,7 +370,7 @@ async fn insert_chunk(
     let (span, traces) = publish(group.queue, rows);
     sqlx::query_scalar(concat!(
         "WITH req AS (SELECT $7::uuid AS id), ",
-        insert_jobs!("$9"),
+        insert_jobs!("$9", "$10"),
         " SELECT id FROM new_jobs"
     ))
     .bind(&ids)
@@ -232,6 +382,7 @@ async fn insert_chunk(
     .bind(group.request_id)
     .bind(group.run_after)
     .bind(&traces)
+    .bind(waiting)
     .fetch_all(conn)
     .instrument(span.in_scope(|| insert_span("jobs")))
     .instrument(span)
@@ -309,6 +460,15 @@ pub async fn enqueue_with_request(
         .into_iter()
         .map(|job| job.for_request(new.id).run_after(new.send_at))
         .collect();
+    if jobs.iter().any(|job| !job.depends_on.is_empty()) {
+        // The request alone, then its jobs through `enqueue_many`, which decides which
+        // of them wait.
+        let mut tx = conn.begin().await?;
+        let (row, _) = insert_request_with(&mut tx, queues, new, &[]).await?;
+        let enqueued = enqueue_many(&mut tx, queues, &jobs).await?;
+        tx.commit().await?;
+        return Ok((row, enqueued));
+    }
     let first_group_len = jobs
         .iter()
         .take_while(|j| j.queue == jobs[0].queue && j.lane == jobs[0].lane)
@@ -326,6 +486,7 @@ pub async fn enqueue_with_request(
             row,
             Enqueued {
                 groups: groups.into_iter().collect(),
+                waiting: Vec::new(),
             },
         ));
     }
@@ -340,13 +501,15 @@ pub async fn enqueue_with_request(
             run_after: new.send_at,
             ids,
         }],
+        waiting: Vec::new(),
     };
     enqueued.merge(enqueue_many(&mut tx, queues, &jobs[head..]).await?);
     tx.commit().await?;
     Ok((row, enqueued))
 }
 
-/// The request and `jobs` (one queue and lane, at most a chunk) in one statement.
+/// The request and `jobs` (one queue and lane, at most a chunk, none waiting) in one
+/// statement.
 async fn insert_request_with(
     conn: &mut PgConnection,
     queues: &QueuesConfig,
@@ -359,6 +522,7 @@ async fn insert_request_with(
         .map_or((QueueName::Canary, Lane::Priority), |j| (j.queue, j.lane));
     let unique: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
     let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    let waiting = vec![false; jobs.len()];
     // The request remembers the submission's trace (its webhook continues it).
     let submitted = crate::otel::current_traceparent();
     let rows: Vec<&NewJob> = jobs.iter().collect();
@@ -371,7 +535,7 @@ async fn insert_request_with(
              RETURNING ",
         crate::db::requests::columns!(),
         "), ",
-        insert_jobs!("$17"),
+        insert_jobs!("$17", "$18"),
         " SELECT ",
         crate::db::requests::columns!(),
         " FROM req"
@@ -393,6 +557,7 @@ async fn insert_request_with(
     .bind(new.callback_url)
     .bind(submitted)
     .bind(&traces)
+    .bind(&waiting)
     .fetch_one(conn)
     .instrument(span.in_scope(|| insert_span("requests")))
     .instrument(span)
@@ -414,6 +579,7 @@ mod tests {
             run_after: None,
             unique_key: None,
             trace_context: None,
+            depends_on: Vec::new(),
         }
     }
 

@@ -4,7 +4,9 @@
 //! returns) inserts it in its own transaction with [`enqueue`] / [`enqueue_many`]
 //! ([`enqueue_with_request`] when the request is made in the same statement), then
 //! hands the [`Enqueued`] receipt's [`Enqueued::dispatch`] the pool after the commit:
-//! the one place ids reach Redis. Also the retry policy, [`backoff`].
+//! the one place ids reach Redis. A job may wait for others ([`NewJob::after`]): it is
+//! inserted `waiting` and released by whatever ends the last of them. Also the retry
+//! policy, [`backoff`].
 
 pub mod email;
 mod enqueue;
@@ -61,6 +63,12 @@ pub struct NewJob {
     /// The `traceparent` its first attempt continues; `None`: the enqueue's own span
     /// (a follow-up carries the span of the job it follows).
     pub trace_context: Option<String>,
+    /// Jobs it runs after ([`NewJob::after`]): those not yet ended when it is
+    /// enqueued are locked `FOR SHARE` and it is inserted `waiting` until they (and
+    /// every follow-up they spawn) have ended, whichever way; a dead dependency
+    /// releases it too, and its handler decides what that means. Empty, or every one
+    /// ended (or unknown): inserted `queued` as any job.
+    pub depends_on: Vec<Uuid>,
 }
 
 impl NewJob {
@@ -75,6 +83,7 @@ impl NewJob {
             run_after: None,
             unique_key: None,
             trace_context: None,
+            depends_on: Vec::new(),
         })
     }
 
@@ -109,6 +118,17 @@ impl NewJob {
 
     pub fn unique(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Runs only after the jobs `ids` (and the follow-ups they spawn) have ended:
+    /// see [`NewJob::depends_on`]. Adds to the ones already named.
+    pub fn after(mut self, ids: impl IntoIterator<Item = Uuid>) -> Self {
+        for id in ids {
+            if id != self.id && !self.depends_on.contains(&id) {
+                self.depends_on.push(id);
+            }
+        }
         self
     }
 }
