@@ -544,7 +544,14 @@ pub mod label {
     /// `source` of `conveyor_jobs_dispatched_total`.
     pub const DISPATCH_SOURCES: [&str; 3] = ["request", "dispatcher", "reconciler"];
     /// `outcome` of `conveyor_emails_total`.
-    pub const EMAIL_OUTCOMES: [&str; 5] = ["sent", "deferred", "rejected", "suppressed", "paced"];
+    pub const EMAIL_OUTCOMES: [&str; 6] = [
+        "sent",
+        "deferred",
+        "rejected",
+        "suppressed",
+        "paced",
+        "capped",
+    ];
     /// `kind` of `conveyor_email_events_total`.
     pub const EMAIL_EVENT_KINDS: [&str; 3] = ["bounced", "complained", "unsubscribed"];
     /// `verdict` of `conveyor_scans_total` and `conveyor_scan_duration_seconds`.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use shared::Config;
 use shared::config::QueuesConfig;
-use shared::db::jobs::{self, Failure};
+use shared::db::jobs::{self, Deferral, Failure};
 use shared::db::requests::{self, RequestRow};
 use shared::jobs::{EnqueueError, Enqueued, NewJob};
 use shared::queue::{InFlight, Lane, Queue, QueueName};
@@ -342,10 +342,14 @@ pub async fn write(
         .filter(|r| r.verdict == Verdict::Suppressed)
         .map(|r| r.id)
         .collect();
-    let deferrals: Vec<(Uuid, OffsetDateTime)> = batch
+    let deferrals: Vec<Deferral> = batch
         .iter()
         .filter_map(|r| match &r.verdict {
-            Verdict::Deferred { at, .. } => Some((r.id, OffsetDateTime::from(*at))),
+            Verdict::Deferred { at, reason } => Some(Deferral {
+                id: r.id,
+                at: OffsetDateTime::from(*at),
+                reason: shared::domain::email::redact_addresses(reason),
+            }),
             _ => None,
         })
         .collect();

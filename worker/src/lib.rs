@@ -4,6 +4,7 @@
 //! [`handler::Handler`] in [`handlers`] plus one line in [`queues`] (a periodic job:
 //! one more line there).
 
+pub mod caps;
 pub mod completer;
 pub mod dkim;
 pub mod executor;

@@ -262,6 +262,7 @@ mod tests {
     fn queue(name: QueueName) -> QueueView {
         QueueView {
             queue: name,
+            waiting: 0,
             queued: 0,
             running: 0,
             retrying: 0,

@@ -153,6 +153,16 @@ pub struct CampaignRequest {
     /// (`recipients[3].variables.name`).
     #[schema(min_items = 1, max_items = 100000)]
     pub recipients: Vec<RecipientInput>,
+    /// When the messages may go out: days of the week and hours of the day in an IANA
+    /// time zone. A message due outside it waits (no attempt spent) until it opens,
+    /// across worker restarts. Times are `HH:MM`; `end` after `start` (or `24:00`); a
+    /// local time the clocks skip stands for the moment they jump.
+    pub send_window: Option<shared::mail::window::SendWindowFields>,
+    /// The most messages the campaign sends per day (1 to 10,000,000), counted per
+    /// local day of the window's zone (UTC without a window) across every worker;
+    /// the rest wait for the next day.
+    #[schema(minimum = 1, maximum = 10000000)]
+    pub daily_cap: Option<i64>,
     /// When to send every message (a scheduled send): an RFC 3339 timestamp with an offset, at most
     /// `SEND_AT_MAX_AHEAD_SECS` (default 30 days) ahead. A time past, or within a
     /// second of now, sends at once. Until then the request can be cancelled.
@@ -328,6 +338,8 @@ pub async fn send_campaign(
                     RecipientInput::Personal(p) => (p.address, Some(p.variables)),
                 })
                 .collect(),
+            send_window: request.send_window,
+            daily_cap: request.daily_cap,
         },
         &mut errors,
     );

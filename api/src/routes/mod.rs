@@ -8,6 +8,7 @@ pub mod emails;
 pub mod me;
 pub mod meta;
 pub mod requests;
+pub mod sending_limits;
 pub mod suppressions;
 pub mod templates;
 pub mod uploads;
@@ -38,6 +39,7 @@ pub fn api_v1(config: &Config) -> Router<AppState> {
         .merge(admin::routes())
         .merge(suppressions::routes())
         .merge(templates::routes())
+        .merge(sending_limits::routes())
 }
 
 /// 202 with `Location` naming the request to follow.

@@ -89,6 +89,9 @@ impl From<&RequestRow> for RequestView {
 /// Jobs of a request by status, attempts so far and the latest error.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobCounts {
+    /// Not started: waiting for other jobs to end (an email for its attachments'
+    /// scans).
+    pub waiting: i64,
     pub queued: i64,
     pub running: i64,
     pub retrying: i64,
@@ -108,6 +111,7 @@ pub struct JobCounts {
 impl From<JobSummary> for JobCounts {
     fn from(s: JobSummary) -> Self {
         JobCounts {
+            waiting: s.waiting,
             queued: s.queued,
             running: s.running,
             retrying: s.retrying,

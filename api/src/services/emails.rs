@@ -16,7 +16,8 @@ use shared::domain::RequestKind;
 use shared::domain::message::{Body, Campaign, Email};
 use shared::jobs::NewJob;
 use shared::jobs::email::{
-    CampaignContent, EmailJob, EmailRecord, Sealed, SealedVariables, TemplatedContent,
+    CampaignContent, CampaignRecord, EmailJob, EmailRecord, Sealed, SealedVariables,
+    TemplatedContent,
 };
 use shared::mail::compose;
 use shared::problem::FieldError;
@@ -76,6 +77,7 @@ pub async fn submit_email(
         content: Some(content),
         sealed_content: None,
         variables: None,
+        owner: Some(user.id),
     };
     let submission = Submission {
         owner: user.id,
@@ -139,23 +141,44 @@ pub async fn submit_campaign(
                 content: None,
                 sealed_content: None,
                 variables,
+                owner: Some(user.id),
             };
             Ok(NewJob::of(&job)?.in_lane(lane))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let content = json(&content)?;
+    let content = json(&CampaignRecord {
+        content,
+        send_window: campaign.send_window,
+        daily_cap: campaign.daily_cap,
+    })?;
     let submission = Submission {
         owner: user.id,
         kind: RequestKind::Campaign,
         name: Some(campaign.name),
         correlation_id: delivery.correlation_id,
         content: Some(content),
-        send_at: delivery.send_at,
+        send_at: first_opening(campaign.send_window.as_ref(), delivery.send_at),
         quota: Some(QuotaCharge::new(user.role, jobs.len())),
         jobs,
         callback_url: delivery.callback_url,
     };
     requests::submit(state, submission, delivery.idempotency).await
+}
+
+/// When a campaign's messages may first go out: its `send_at` (or now), moved to its
+/// send window's next opening. The jobs wait for it in the database rather than each
+/// being claimed and deferred by a worker; a message still due outside the window
+/// later (the window closed while the campaign was sending) is deferred by the worker.
+fn first_opening(
+    window: Option<&shared::mail::window::SendWindow>,
+    send_at: Option<time::OffsetDateTime>,
+) -> Option<time::OffsetDateTime> {
+    let Some(window) = window else {
+        return send_at;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let opens = window.opens_at(send_at.unwrap_or(now).max(now));
+    (opens - now > requests::SEND_AT_SLACK).then_some(opens)
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {

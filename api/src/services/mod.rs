@@ -12,6 +12,7 @@ pub mod operations;
 pub mod quotas;
 pub mod requests;
 pub mod schedules;
+pub mod sending_limits;
 pub mod session_cache;
 pub mod suppressions;
 pub mod templates;

@@ -292,6 +292,21 @@ pub struct CampaignStats {
     /// `complained / delivered` (0 before any delivery); mailbox providers want it
     /// under 0.001 and reject bulk mail over 0.003.
     pub complaint_rate: f64,
+    /// Messages waiting by choice, spending no attempt, by reason: outside the send
+    /// window, over the campaign's or the account's daily cap, a recipient domain's
+    /// pace. Soonest first.
+    pub waiting: Vec<Waiting>,
+}
+
+/// Messages of a campaign that wait for the same reason.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Waiting {
+    pub reason: String,
+    pub messages: i64,
+    /// When the first of them runs again.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub until: time::OffsetDateTime,
 }
 
 /// Statistics of one of the caller's campaigns (any campaign for a reader of all
@@ -310,7 +325,17 @@ pub async fn campaign_stats(
         complained,
         unsubscribed,
     } = suppressions::event_counts(&state.pool, id).await?;
+    let waiting = shared::db::jobs::deferred_by_reason(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|(reason, messages, until)| Waiting {
+            reason,
+            messages,
+            until,
+        })
+        .collect();
     Ok(CampaignStats {
+        waiting,
         id,
         total: row.total,
         delivered: row.succeeded,

@@ -194,6 +194,7 @@ async fn queue_mail(
                 .map_err(|e| ApiError::Internal(e.into()))?,
         ),
         variables: None,
+        owner: None,
     };
     let submission = Submission {
         owner,

@@ -310,7 +310,7 @@ pub async fn schedule_retry(
     sqlx::query_scalar(
         "WITH done AS ( \
              UPDATE jobs j SET status = 'retrying', run_after = f.retry_at, last_error = f.error, \
-                 heartbeat_at = NULL \
+                 heartbeat_at = NULL, deferred_reason = NULL \
              FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS f(id, error, retry_at) \
              WHERE j.id = f.id AND j.status = 'running' AND j.attempt < j.max_attempts \
              RETURNING j.id, j.queue, j.attempt, f.error, j.started_at), \
@@ -353,26 +353,53 @@ pub async fn bury(db: &mut PgConnection, failures: &[&Failure]) -> Result<Vec<Uu
 }
 
 /// running → retrying at a time of the worker's choosing without spending the
-/// attempt (the claim counted one; it is given back). Returns the ids that changed.
-pub async fn defer(
-    db: &mut PgConnection,
-    due: &[(Uuid, OffsetDateTime)],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+/// attempt (the claim counted one; it is given back), the reason kept in
+/// `deferred_reason` (cleared by a retry after a failure). Returns the ids that
+/// changed.
+pub async fn defer(db: &mut PgConnection, due: &[Deferral]) -> Result<Vec<Uuid>, sqlx::Error> {
     if due.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = due.iter().map(|(id, _)| *id).collect();
-    let at: Vec<OffsetDateTime> = due.iter().map(|(_, at)| *at).collect();
+    let ids: Vec<Uuid> = due.iter().map(|d| d.id).collect();
+    let at: Vec<OffsetDateTime> = due.iter().map(|d| d.at).collect();
+    let reasons: Vec<&str> = due.iter().map(|d| d.reason.as_str()).collect();
     sqlx::query_scalar(
-        "UPDATE jobs j SET status = 'retrying', run_after = d.at, \
+        "UPDATE jobs j SET status = 'retrying', run_after = d.at, deferred_reason = d.reason, \
              attempt = greatest(j.attempt - 1, 0), heartbeat_at = NULL \
-         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS d(id, at) \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS d(id, at, reason) \
          WHERE j.id = d.id AND j.status = 'running' RETURNING j.id",
     )
     .bind(&ids)
     .bind(&at)
+    .bind(&reasons)
     .fetch_all(&mut *db)
     .await
+}
+
+/// A request's jobs that wait by choice (deferred, not failed), by reason: how many
+/// and the soonest they run. Reads the request's jobs (`jobs_request_idx`).
+pub async fn deferred_by_reason(
+    db: impl PgExecutor<'_>,
+    request_id: Uuid,
+) -> Result<Vec<(String, i64, OffsetDateTime)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT deferred_reason, count(*), min(run_after) FROM jobs \
+         WHERE request_id = $1 AND status = 'retrying' AND deferred_reason IS NOT NULL \
+         GROUP BY deferred_reason ORDER BY min(run_after), deferred_reason",
+    )
+    .bind(request_id)
+    .fetch_all(db)
+    .await
+}
+
+/// A job that waits, by choice, without spending its attempt: until when and why (a
+/// send window, a daily cap, a domain's pace; kept in `deferred_reason` while it
+/// waits, for the views that show what waits and why).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferral {
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    pub reason: String,
 }
 
 /// running → suppressed (nothing was sent: every recipient is on the sender's

@@ -11,6 +11,7 @@ pub mod recovery_codes;
 pub mod requests;
 pub mod schedules;
 pub mod send_caps;
+pub mod sending_limits;
 pub mod sessions;
 pub mod suppressions;
 pub mod templates;

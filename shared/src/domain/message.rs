@@ -329,7 +329,12 @@ pub struct CampaignFields {
     pub body: BodyFields,
     /// Each address, with its own template variables if it has any.
     pub recipients: Vec<(String, Option<serde_json::Value>)>,
+    pub send_window: Option<crate::mail::window::SendWindowFields>,
+    pub daily_cap: Option<i64>,
 }
+
+/// The largest daily cap of a campaign.
+pub const MAX_DAILY_CAP: i64 = 10_000_000;
 
 /// A campaign's recipient: a mailbox and, with a template, its own variables (they
 /// win over the campaign's `variables`).
@@ -349,6 +354,10 @@ pub struct Campaign {
     /// Distinct by address, in the order first given (a repeat's variables are
     /// ignored).
     pub recipients: Vec<CampaignRecipient>,
+    /// When its messages may go out; `None`: any time.
+    pub send_window: Option<crate::mail::window::SendWindow>,
+    /// The most messages it sends per day (the window's local day, or UTC's).
+    pub daily_cap: Option<u32>,
 }
 
 impl Campaign {
@@ -394,6 +403,23 @@ impl Campaign {
                 ),
             });
         }
+        let send_window = fields.send_window.and_then(|raw| {
+            crate::mail::window::SendWindow::parse(raw)
+                .map_err(|found| errors.extend(found))
+                .ok()
+        });
+        let daily_cap = fields.daily_cap.and_then(|cap| {
+            let valid = u32::try_from(cap)
+                .ok()
+                .filter(|&c| c >= 1 && i64::from(c) <= MAX_DAILY_CAP);
+            if valid.is_none() {
+                errors.push(FieldError::new(
+                    "daily_cap",
+                    format!("must be 1 to {MAX_DAILY_CAP}"),
+                ));
+            }
+            valid
+        });
         let (Some(body), true) = (body, errors.len() == before) else {
             return None;
         };
@@ -408,6 +434,8 @@ impl Campaign {
             name,
             body,
             recipients,
+            send_window,
+            daily_cap,
         })
     }
 }
@@ -471,6 +499,7 @@ mod tests {
                     ("ADA@example.org".into(), None),
                     ("grace@example.org".into(), None),
                 ],
+                ..CampaignFields::default()
             },
             &mut errors,
         )

@@ -144,6 +144,19 @@ pub enum CampaignContent {
     Plain(EmailContent),
 }
 
+/// A campaign's request content: its messages' content, and when and how much it may
+/// send (a send window, a daily cap counted per local day of the window's zone, or of
+/// UTC without a window).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRecord {
+    #[serde(flatten)]
+    pub content: CampaignContent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_window: Option<crate::mail::window::SendWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_cap: Option<u32>,
+}
+
 /// What a one-off email's request stores: the template version it was rendered from
 /// (the rendered message itself travels in the job).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +182,10 @@ pub struct EmailJob {
     /// A templated campaign's message: this recipient's own variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variables: Option<SealedVariables>,
+    /// The sending account, whose own limits (`sending_limits`) apply; `None` for mail
+    /// Conveyor sends about the account itself (verification links), never capped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<uuid::Uuid>,
 }
 
 impl super::Job for EmailJob {
@@ -194,11 +211,35 @@ mod tests {
             }),
             sealed_content: None,
             variables: None,
+            owner: None,
         };
         let json = serde_json::to_string(&job).expect("serialize");
         assert!(!json.contains("ada@example.org"), "{json}");
         let back: EmailJob = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back.to[0].open(&cipher).as_deref(), Ok("ada@example.org"));
+    }
+
+    #[test]
+    fn a_campaign_record_reads_both_contents_and_its_limits() {
+        let plain = serde_json::json!({"subject": "S", "text": "T"});
+        let record: CampaignRecord = serde_json::from_value(plain).expect("an older campaign");
+        assert!(matches!(record.content, CampaignContent::Plain(_)));
+        assert_eq!((record.send_window, record.daily_cap), (None, None));
+        let templated = serde_json::json!({
+            "template": {"id": uuid::Uuid::nil(), "name": "t", "version": 2},
+            "subject": "S {{ a }}", "text": "T", "variables": {"a": 1},
+            "send_window": {"time_zone": "Europe/Berlin", "days": ["mon"], "start": "09:00", "end": "17:00"},
+            "daily_cap": 500
+        });
+        let record: CampaignRecord = serde_json::from_value(templated.clone()).expect("templated");
+        assert!(matches!(&record.content, CampaignContent::Template(t) if t.template.version == 2));
+        assert!(record.send_window.is_some());
+        assert_eq!(record.daily_cap, Some(500));
+        let again = serde_json::to_value(&record).expect("json");
+        assert_eq!(
+            serde_json::from_value::<CampaignRecord>(again).expect("back"),
+            record
+        );
     }
 
     #[test]

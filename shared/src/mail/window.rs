@@ -17,7 +17,7 @@
 use std::fmt;
 
 use chrono::{Datelike as _, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _};
-use chrono_tz::Tz;
+pub use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, Weekday};
 
@@ -259,19 +259,7 @@ impl SendWindow {
     /// first instant after it where the clocks skip midnight), in UTC; after `now`
     /// except at the very edge of `time`'s range, where it is `now`.
     pub fn next_day_start(&self, now: OffsetDateTime) -> OffsetDateTime {
-        let mut day = to_naive_date(self.day_of(now));
-        // Only a zone whose clocks went back across midnight could show the next day's
-        // midnight before `now`; the day after it then begins later.
-        for _ in 0..2 {
-            let Some(next) = day.succ_opt() else { break };
-            day = next;
-            if let Some(start) = first_instant(self.time_zone, day.and_time(NaiveTime::MIN))
-                && start > now
-            {
-                return start;
-            }
-        }
-        now
+        next_day_in(self.time_zone, now)
     }
 
     fn next_opening(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
@@ -545,6 +533,53 @@ fn gap_end(zone: Tz, local: NaiveDateTime) -> Option<i64> {
         }
     }
     Some(hi)
+}
+
+/// An account's own sending limits: a daily cap and a warm-up, counted per local day
+/// of `zone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountLimits {
+    pub zone: Tz,
+    pub daily_cap: Option<u32>,
+    pub warmup: Option<Warmup>,
+}
+
+impl AccountLimits {
+    /// The messages the account may send on `day`: the smaller of its daily cap and
+    /// the warm-up's cap of that day; `None`: no limit.
+    pub fn cap_on(&self, day: Date) -> Option<u32> {
+        let warmup = self.warmup.as_ref().and_then(|w| w.cap_on(day));
+        match (self.daily_cap, warmup) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// When the local day in `zone` after `now`'s begins (its midnight, or the first
+/// instant after it where the clocks skip midnight), in UTC; after `now` except at the
+/// very edge of `time`'s range, where it is `now`. What a daily cap counted in `zone`
+/// waits for.
+pub fn next_day_in(zone: Tz, now: OffsetDateTime) -> OffsetDateTime {
+    let mut day = to_naive_date(local_date(zone, now));
+    // Only a zone whose clocks went back across midnight could show the next day's
+    // midnight before `now`; the day after it then begins later.
+    for _ in 0..2 {
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
+        if let Some(start) = first_instant(zone, day.and_time(NaiveTime::MIN))
+            && start > now
+        {
+            return start;
+        }
+    }
+    now
+}
+
+/// `now`'s local date in `zone`: the day a daily cap counted in `zone` counts `now`'s
+/// messages on.
+pub fn day_in(zone: Tz, now: OffsetDateTime) -> Date {
+    local_date(zone, now)
 }
 
 /// `now`'s local date in `zone` (clamped to `time`'s range at its edges).

@@ -3,8 +3,8 @@
 //! past it), in bounded batches so a large backlog never holds long locks; idempotency
 //! keys are forgotten after their 24 hours; accounts that never confirmed their email
 //! go after `UNVERIFIED_ACCOUNT_TTL_SECS` (freeing the address), expired verification
-//! links and message-quota hours older than two days with them. Safe in every
-//! replica (`SKIP LOCKED`).
+//! links, message-quota hours and daily-cap counts older than two days with them.
+//! Safe in every replica (`SKIP LOCKED`).
 
 use std::time::Duration;
 
@@ -105,6 +105,9 @@ impl Pruner {
         pruned.idempotency_keys =
             idempotency::purge_expired(&self.pool, now - IDEMPOTENCY_TTL).await?;
         users::purge_quota_usage(&self.pool, now - QUOTA_USAGE_KEPT).await?;
+        // Daily-cap counts: a day is over everywhere two days after (UTC±14).
+        let two_days_ago = (now - time::Duration::days(2)).date();
+        crate::db::send_caps::prune_before(&self.pool, two_days_ago).await?;
         if pruned.requests > 0 {
             metrics::counter!(metric::REQUESTS_PRUNED_TOTAL).increment(pruned.requests);
             tracing::info!(

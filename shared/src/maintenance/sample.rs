@@ -29,7 +29,7 @@ pub const CAMPAIGN_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 pub const CAMPAIGNS: i64 = 100;
 
 /// The job states `conveyor_queue_jobs` reports.
-const STATES: [&str; 4] = ["queued", "running", "retrying", "dead"];
+const STATES: [&str; 5] = ["waiting", "queued", "running", "retrying", "dead"];
 /// The Redis key (under the prefix) of the latest sample.
 const KEY: &str = "sample:queues";
 
@@ -38,7 +38,7 @@ const KEY: &str = "sample:queues";
 pub struct QueueValues {
     pub queue: String,
     /// Jobs by [`STATES`], in that order.
-    pub jobs: [i64; 4],
+    pub jobs: [i64; 5],
     /// Seconds since the oldest queued job became runnable (0: none).
     pub oldest_queued_secs: f64,
     pub workers_alive: u64,
@@ -75,7 +75,9 @@ impl Sample {
             let row = rows.iter().find(|row| row.queue == name);
             queues.push(QueueValues {
                 queue: name.as_str().to_owned(),
-                jobs: row.map_or([0; 4], |r| [r.queued, r.running, r.retrying, r.dead]),
+                jobs: row.map_or([0; 5], |r| {
+                    [r.waiting, r.queued, r.running, r.retrying, r.dead]
+                }),
                 oldest_queued_secs: row
                     .and_then(|r| r.oldest_queued_secs)
                     .unwrap_or(0.0)
@@ -156,7 +158,7 @@ impl Exporter {
     pub fn show(&self, sample: Option<&Sample>) {
         for &name in QueueName::ALL.iter() {
             let values = sample.and_then(|s| s.queues.iter().find(|q| q.queue == name.as_str()));
-            let jobs = values.map_or([0; 4], |v| v.jobs);
+            let jobs = values.map_or([0; 5], |v| v.jobs);
             for (state, count) in STATES.into_iter().zip(jobs) {
                 metrics::gauge!(metric::QUEUE_JOBS, "queue" => name.as_str(), "state" => state)
                     .set(count as f64);

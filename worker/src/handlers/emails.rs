@@ -29,11 +29,12 @@ use shared::db::suppressions::{self, EventKind, NewSuppression};
 use shared::domain::email::redact_addresses;
 use shared::suppression::{AddressKeys, Reason};
 
+use crate::caps::{CampaignLimits, Caps, Taken};
 use crate::dkim::DkimSigner;
 use crate::handler::{Handler, Outcome};
 use crate::pacing::Pacer;
 use crate::smtp::{Refusal, SmtpClient, SmtpFailure, SmtpSettings};
-use shared::jobs::email::{CampaignContent, EmailContent, EmailJob, Sealed};
+use shared::jobs::email::{CampaignContent, CampaignRecord, EmailContent, EmailJob, Sealed};
 use shared::mail::compose;
 use shared::mail::template::{Limits, Source, Template};
 use shared::redis::Redis;
@@ -53,6 +54,7 @@ pub enum SendError {
 struct Campaign {
     owner: Uuid,
     content: Content,
+    limits: CampaignLimits,
 }
 
 /// A campaign's messages: the same content for all, or a template rendered with each
@@ -94,6 +96,8 @@ pub struct Mailer {
     pacer: Pacer,
     /// Signs every message when `DKIM_*` is configured.
     dkim: Option<DkimSigner>,
+    /// Send windows and daily caps.
+    caps: Caps,
     /// Campaigns by request id (every recipient's job shares one).
     campaigns: Mutex<HashMap<Uuid, Campaign>>,
 }
@@ -118,6 +122,7 @@ impl Mailer {
             keys: config.address_keys(),
             pacer: Pacer::new(redis.clone(), config.mail.pacing.clone()),
             dkim: config.dkim.as_ref().map(DkimSigner::new).transpose()?,
+            caps: Caps::new(pool.clone()),
             pool,
             redis,
             per_second: config.smtp.per_second,
@@ -128,14 +133,25 @@ impl Mailer {
 
     /// Sends the message of `job` to its recipients that are not suppressed.
     pub async fn deliver(&self, job: &ClaimedJob, payload: EmailJob) -> Outcome {
-        match self.try_deliver(job, payload).await {
+        let mut taken = Taken::default();
+        let outcome = match self.try_deliver(job, payload, &mut taken).await {
             Ok(outcome) => outcome,
             Err(SendError::Transient(error)) => Outcome::Retry(redact_addresses(&error)),
             Err(SendError::Permanent(error)) => Outcome::Dead(redact_addresses(&error)),
+        };
+        if outcome != Outcome::Succeeded {
+            // Admitted by a daily cap but not sent: the admission goes back.
+            self.caps.give_back(taken).await;
         }
+        outcome
     }
 
-    async fn try_deliver(&self, job: &ClaimedJob, payload: EmailJob) -> Result<Outcome, SendError> {
+    async fn try_deliver(
+        &self,
+        job: &ClaimedJob,
+        payload: EmailJob,
+        taken: &mut Taken,
+    ) -> Result<Outcome, SendError> {
         let request_id = job
             .request_id
             .ok_or_else(|| SendError::Permanent("an email job carries out a request".into()))?;
@@ -148,6 +164,30 @@ impl Mailer {
         if recipients.is_empty() {
             metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "suppressed").increment(1);
             return Ok(Outcome::Suppressed);
+        }
+        // A campaign's window and cap, then the account's cap: before the domains'
+        // pace, so a message that waits for its window takes no turn of the pace.
+        let campaign = match (&payload.content, &payload.sealed_content) {
+            (None, None) => Some(self.campaign(request_id).await?),
+            _ => None,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let limits = campaign.as_ref().map(|c| &c.limits);
+        let owner = payload.owner.or(campaign.as_ref().map(|c| c.owner));
+        match self.caps.admit(now, owner, limits, taken).await {
+            Ok(None) => {}
+            Ok(Some(wait)) => {
+                metrics::counter!(metric::EMAILS_TOTAL, "outcome" => "capped").increment(1);
+                return Ok(Outcome::Defer {
+                    until: wait.until,
+                    reason: wait.reason,
+                });
+            }
+            Err(err) => {
+                return Err(SendError::Transient(format!(
+                    "cannot check the daily caps: {err}"
+                )));
+            }
         }
         // The domains' pace before any rendering: a deferred message is not built.
         let mut domains: Vec<&str> = recipients
@@ -176,7 +216,8 @@ impl Mailer {
             ),
             (None, None) => {
                 // Campaign mail: one recipient, and a one-click unsubscribe link.
-                let campaign = self.campaign(request_id).await?;
+                let campaign =
+                    campaign.ok_or_else(|| SendError::Permanent("the campaign is gone".into()))?;
                 let link = recipients.first().map(|r| {
                     let token = self
                         .keys
@@ -423,9 +464,14 @@ impl Mailer {
             .ok_or_else(|| SendError::Permanent("the campaign is gone".into()))?;
         let value =
             value.ok_or_else(|| SendError::Permanent("the campaign has no content".into()))?;
-        let content: CampaignContent = serde_json::from_value(value)
+        let record: CampaignRecord = serde_json::from_value(value)
             .map_err(|err| SendError::Permanent(format!("unreadable campaign content: {err}")))?;
-        let content = match content {
+        let limits = CampaignLimits {
+            id: request_id,
+            window: record.send_window,
+            daily_cap: record.daily_cap,
+        };
+        let content = match record.content {
             CampaignContent::Plain(content) => Content::Plain(content),
             CampaignContent::Template(t) => {
                 let source = Source {
@@ -443,7 +489,11 @@ impl Mailer {
                 }
             }
         };
-        let campaign = Campaign { owner, content };
+        let campaign = Campaign {
+            owner,
+            content,
+            limits,
+        };
         if let Ok(mut cache) = self.campaigns.lock() {
             if cache.len() > 1000 {
                 cache.clear();

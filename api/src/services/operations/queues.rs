@@ -13,6 +13,9 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueView {
     pub queue: QueueName,
+    /// Waiting for other jobs to end (an email for its attachments' scans): not in
+    /// Redis yet.
+    pub waiting: i64,
     pub queued: i64,
     pub running: i64,
     /// Failed attempts waiting for their retry (scheduled retries).
@@ -75,6 +78,7 @@ pub async fn queues(state: &AppState) -> Result<QueueList, ApiError> {
         };
         queues.push(QueueView {
             queue,
+            waiting: row.map_or(0, |r| r.waiting),
             queued: row.map_or(0, |r| r.queued),
             running: row.map_or(0, |r| r.running),
             retrying: row.map_or(0, |r| r.retrying),

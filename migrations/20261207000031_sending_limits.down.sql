@@ -1,0 +1,2 @@
+ALTER TABLE jobs DROP COLUMN deferred_reason;
+DROP TABLE sending_limits;
