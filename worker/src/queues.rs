@@ -20,12 +20,12 @@ pub fn register(runtime: &mut Runtime) -> anyhow::Result<()> {
         runtime.pool.clone(),
         runtime.redis.clone(),
     );
-    runtime.queue(
-        Mailer::from_config(&config, pool.clone(), redis.clone())?,
-        config.queues.emails,
-    );
     let storage = config.storage.open()?;
     storage.announce("worker");
+    runtime.queue(
+        Mailer::from_config(&config, pool.clone(), redis.clone(), storage.clone())?,
+        config.queues.emails,
+    );
     runtime.queue(
         Uploads::new(&config, pool.clone(), storage.clone()),
         config.queues.uploads,

@@ -90,6 +90,15 @@ pub struct EmailRequest {
     /// one); a line break in a value the subject uses is refused. Needs `template`.
     #[schema(value_type = Option<Object>, examples(json!({"name": "Ada", "amount": "42.00"})))]
     pub variables: Option<serde_json::Value>,
+    /// Up to 10 of your uploads to attach, by id (`/api/v1/uploads`): sent with their
+    /// stored bytes, sanitized file name and detected type, together at most
+    /// `ATTACHMENTS_MAX_BYTES` (default 10 MiB). One still being scanned makes the
+    /// message wait for the scan (the request stays `queued`); one found infected then
+    /// fails it (nothing sent). Another account's upload is 404; an infected or
+    /// rejected one 422.
+    #[serde(default)]
+    #[schema(max_items = 10, examples(json!(["0193a5d2-7c4e-7b8a-9f10-2b3c4d5e6f70"])))]
+    pub attachments: Vec<String>,
     /// When to send (a scheduled send): an RFC 3339 timestamp with an offset, at most
     /// `SEND_AT_MAX_AHEAD_SECS` (default 30 days) ahead. A time past, or within a
     /// second of now, sends at once. Until then the request can be cancelled.
@@ -163,6 +172,15 @@ pub struct CampaignRequest {
     /// the rest wait for the next day.
     #[schema(minimum = 1, maximum = 10000000)]
     pub daily_cap: Option<i64>,
+    /// Up to 10 of your uploads attached to every message, by id (`/api/v1/uploads`): sent with their
+    /// stored bytes, sanitized file name and detected type, together at most
+    /// `ATTACHMENTS_MAX_BYTES` (default 10 MiB). One still being scanned makes the
+    /// message wait for the scan (the request stays `queued`); one found infected then
+    /// fails it (nothing sent). Another account's upload is 404; an infected or
+    /// rejected one 422.
+    #[serde(default)]
+    #[schema(max_items = 10, examples(json!(["0193a5d2-7c4e-7b8a-9f10-2b3c4d5e6f70"])))]
+    pub attachments: Vec<String>,
     /// When to send every message (a scheduled send): an RFC 3339 timestamp with an offset, at most
     /// `SEND_AT_MAX_AHEAD_SECS` (default 30 days) ahead. A time past, or within a
     /// second of now, sends at once. Until then the request can be cancelled.
@@ -248,8 +266,9 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         description = "Repeat-safe submission (kept 24 h): 1 to 255 visible ASCII characters")),
     responses(
         (status = 202, body = Accepted, description = "Queued (until `send_at`, if given); `Location` names the request"),
+        (status = 404, body = shared::problem::Problem, description = "an attachment is not one of your uploads"),
         (status = 409, body = shared::problem::Problem, description = "same Idempotency-Key still being processed"),
-        (status = 422, body = shared::problem::Problem, description = "`validation_failed` (e.g. CR/LF in a header field, `send_at` not RFC 3339 or too far ahead) or `idempotency_key_reused`"),
+        (status = 422, body = shared::problem::Problem, description = "`validation_failed` (e.g. CR/LF in a header field, `send_at` not RFC 3339 or too far ahead, a template that cannot render with the variables, an infected attachment, attachments over the size limit) or `idempotency_key_reused`"),
     ))]
 pub async fn send_email(
     State(state): State<AppState>,
@@ -274,6 +293,7 @@ pub async fn send_email(
                 template_version: request.template_version,
                 variables: request.variables,
             },
+            attachments: request.attachments,
         },
         &mut errors,
     );
@@ -308,7 +328,8 @@ pub async fn send_email(
     responses(
         (status = 202, body = Accepted, description = "Queued (until `send_at`, if given); `total` is the number of distinct recipients"),
         (status = 403, body = shared::problem::Problem, description = "role `user`"),
-        (status = 422, body = shared::problem::Problem),
+        (status = 404, body = shared::problem::Problem, description = "an attachment is not one of your uploads"),
+        (status = 422, body = shared::problem::Problem, description = "`validation_failed`: as for an email, and a recipient the template cannot be rendered for (`recipients[i].variables.name`), a send window or daily cap out of bounds"),
     ))]
 pub async fn send_campaign(
     State(state): State<AppState>,
@@ -340,6 +361,7 @@ pub async fn send_campaign(
                 .collect(),
             send_window: request.send_window,
             daily_cap: request.daily_cap,
+            attachments: request.attachments,
         },
         &mut errors,
     );

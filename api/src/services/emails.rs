@@ -25,6 +25,7 @@ use shared::queue::Lane;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
+use crate::services::attachments;
 use crate::services::quotas::QuotaCharge;
 use crate::services::requests::{self, Accepted, Idempotency, Submission};
 use crate::services::templates;
@@ -55,6 +56,7 @@ pub async fn submit_email(
         list.iter().map(|m| Sealed::seal(pii, m.text())).collect()
     };
     let messages = email.recipients();
+    let attached = attachments::check(state, user, email.attachments).await?;
     let (content, record) = match email.body {
         Body::Content(content) => (content, None),
         Body::Template(used) => {
@@ -78,6 +80,7 @@ pub async fn submit_email(
         sealed_content: None,
         variables: None,
         owner: Some(user.id),
+        attachments: attached.ids,
     };
     let submission = Submission {
         owner: user.id,
@@ -89,6 +92,7 @@ pub async fn submit_email(
         jobs: vec![NewJob::of(&job)?],
         quota: Some(QuotaCharge::new(user.role, messages)),
         callback_url: delivery.callback_url,
+        wait_for: attached.wait_for,
     };
     requests::submit(state, submission, delivery.idempotency).await
 }
@@ -105,6 +109,7 @@ pub async fn submit_campaign(
     }
     // Bulk: the owner's turn in the fair lane, behind no transactional mail.
     let lane = Lane::Fair(user.id);
+    let attached = attachments::check(state, user, campaign.attachments).await?;
     let pii = &state.security.pii;
     let content = match campaign.body {
         Body::Content(content) => CampaignContent::Plain(content),
@@ -142,6 +147,7 @@ pub async fn submit_campaign(
                 sealed_content: None,
                 variables,
                 owner: Some(user.id),
+                attachments: Vec::new(),
             };
             Ok(NewJob::of(&job)?.in_lane(lane))
         })
@@ -150,6 +156,7 @@ pub async fn submit_campaign(
         content,
         send_window: campaign.send_window,
         daily_cap: campaign.daily_cap,
+        attachments: attached.ids,
     })?;
     let submission = Submission {
         owner: user.id,
@@ -161,6 +168,7 @@ pub async fn submit_campaign(
         quota: Some(QuotaCharge::new(user.role, jobs.len())),
         jobs,
         callback_url: delivery.callback_url,
+        wait_for: attached.wait_for,
     };
     requests::submit(state, submission, delivery.idempotency).await
 }

@@ -2,6 +2,7 @@
 //! know HTTP beyond returning `ApiError`.
 
 pub mod accounts;
+pub mod attachments;
 pub mod attempts;
 pub mod auth;
 pub mod emails;

@@ -44,6 +44,9 @@ pub struct Submission {
     pub quota: Option<QuotaCharge>,
     /// Where the completion webhook goes (checked by `services::webhooks`).
     pub callback_url: Option<String>,
+    /// Requests whose unfinished jobs every job of this one waits for (attachments'
+    /// uploads still being scanned); locked and read in the submission's transaction.
+    pub wait_for: Vec<Uuid>,
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request it came with.
@@ -97,6 +100,15 @@ pub async fn submit(
     idempotency: Option<Idempotency>,
 ) -> Result<Accepted, ApiError> {
     let (row, enqueued) = match &idempotency {
+        // Waiting for other requests' jobs needs their locks held until the insert
+        // commits: a transaction, as with a key.
+        None if !submission.wait_for.is_empty() => {
+            let mut tx = state.pool.begin().await?;
+            charge(&mut tx, state, &submission).await?;
+            let stored = insert(&mut tx, state, submission).await?;
+            tx.commit().await?;
+            stored
+        }
         None => {
             // One connection for the charge (its own autocommit) and the insert.
             let mut conn = state.pool.acquire().await?;
@@ -189,6 +201,15 @@ async fn insert(
 ) -> Result<(RequestRow, Enqueued), ApiError> {
     let total =
         i32::try_from(submission.jobs.len()).map_err(|_| ApiError::validation("too many jobs"))?;
+    let mut jobs = submission.jobs;
+    if !submission.wait_for.is_empty() {
+        let unfinished =
+            shared::db::jobs::lock_unfinished_of_requests(conn, &submission.wait_for).await?;
+        jobs = jobs
+            .into_iter()
+            .map(|job| job.after(unfinished.clone()))
+            .collect();
+    }
     let new = NewRequest {
         id: Uuid::now_v7(),
         owner_id: submission.owner,
@@ -200,10 +221,7 @@ async fn insert(
         send_at: submission.send_at,
         callback_url: submission.callback_url.as_deref(),
     };
-    Ok(
-        shared::jobs::enqueue_with_request(conn, &state.config.queues, &new, submission.jobs)
-            .await?,
-    )
+    Ok(shared::jobs::enqueue_with_request(conn, &state.config.queues, &new, jobs).await?)
 }
 
 /// A client's `send_at` (RFC 3339) as the time a submission's jobs may start: `None`

@@ -257,6 +257,7 @@ async fn record(
         })?],
         quota: None,
         callback_url,
+        wait_for: Vec::new(),
     };
     let (request, enqueued) = requests::enqueue(&mut tx, state, submission).await?;
     let size = i64::try_from(staged.size).map_err(|_| ApiError::validation("file too large"))?;
@@ -356,6 +357,7 @@ pub async fn rescan(
         jobs: vec![NewJob::of(&ScanJob { upload_id })?],
         quota: None,
         callback_url,
+        wait_for: Vec::new(),
     };
     requests::submit(state, submission, None).await
 }
@@ -430,6 +432,7 @@ pub async fn rescan_as_admin(
         jobs: vec![NewJob::of(&ScanJob { upload_id })?],
         quota: None,
         callback_url: None,
+        wait_for: Vec::new(),
     };
     let (request, enqueued) = requests::enqueue(&mut tx, state, submission).await?;
     operations::record(
@@ -467,6 +470,7 @@ pub async fn rescan_all(
         jobs: Vec::new(),
         quota: None,
         callback_url: None,
+        wait_for: Vec::new(),
     };
     let (mut request, mut enqueued) = requests::enqueue(&mut tx, state, submission).await?;
     let (operation, started) = shared::jobs::operations::start_rescan_all(

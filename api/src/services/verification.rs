@@ -195,6 +195,7 @@ async fn queue_mail(
         ),
         variables: None,
         owner: None,
+        attachments: Vec::new(),
     };
     let submission = Submission {
         owner,
@@ -212,6 +213,7 @@ async fn queue_mail(
         jobs: vec![NewJob::of(&job)?],
         quota: None,
         callback_url: None,
+        wait_for: Vec::new(),
     };
     let (_, enqueued) = requests::enqueue(tx, state, submission).await?;
     metrics::counter!(metric::ACCOUNT_EMAILS_TOTAL, "kind" => kind).increment(1);

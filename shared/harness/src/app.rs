@@ -457,6 +457,7 @@ impl TestApp {
                 .collect(),
             quota: None,
             callback_url: None,
+            wait_for: Vec::new(),
         };
         api::services::requests::submit(&self.state, submission, None)
             .await

@@ -58,6 +58,8 @@ pub struct MailConfig {
     /// answers 404.
     pub inbound_token: Option<SecretString>,
     pub pacing: Pacing,
+    /// The most bytes of a message's attachments together (`ATTACHMENTS_MAX_BYTES`).
+    pub attachments_max_bytes: u64,
 }
 
 /// How fast each recipient domain is sent to.
@@ -114,6 +116,11 @@ impl MailConfig {
                 backoff: env.seconds_in("EMAIL_DOMAIN_BACKOFF_SECS", 30, 1..=3600)?,
                 backoff_cap: env.seconds_in("EMAIL_DOMAIN_BACKOFF_CAP_SECS", 900, 1..=86_400)?,
             },
+            attachments_max_bytes: env.parsed_range(
+                "ATTACHMENTS_MAX_BYTES",
+                10 * super::MIB,
+                1..=100 * super::MIB,
+            )?,
         })
     }
 }

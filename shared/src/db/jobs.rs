@@ -376,6 +376,35 @@ pub async fn defer(db: &mut PgConnection, due: &[Deferral]) -> Result<Vec<Uuid>,
     .await
 }
 
+/// The jobs of `requests` that have not ended, each locked `FOR SHARE` until the
+/// caller's transaction ends: what a job that must follow the whole of those requests
+/// (an email after its attachments' upload and scan) waits for. A locked job cannot
+/// end before the caller commits (ending updates its row), so it releases the caller's
+/// dependency rows then. A job that ends while this reads (its completer holding the
+/// row) is waited for and then left out, but the follow-ups its completion made are
+/// not in that statement's snapshot: the read is repeated until a pass finds nothing
+/// new (usually the second).
+pub async fn lock_unfinished_of_requests(
+    db: &mut PgConnection,
+    requests: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut locked: Vec<Uuid> = Vec::new();
+    loop {
+        let found: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE request_id = ANY($1) \
+             AND (status <> ALL($2)) IS TRUE ORDER BY id FOR SHARE",
+        )
+        .bind(requests)
+        .bind(&JobStatus::FINAL[..])
+        .fetch_all(&mut *db)
+        .await?;
+        if found.iter().all(|id| locked.contains(id)) {
+            return Ok(found);
+        }
+        locked = found;
+    }
+}
+
 /// A request's jobs that wait by choice (deferred, not failed), by reason: how many
 /// and the soonest they run. Reads the request's jobs (`jobs_request_idx`).
 pub async fn deferred_by_reason(

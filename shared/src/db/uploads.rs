@@ -110,6 +110,23 @@ pub async fn find(
     .await
 }
 
+/// `owner`'s uploads among `ids` (another's are left out: not found).
+pub async fn owned(
+    db: impl PgExecutor<'_>,
+    owner: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<UploadRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM uploads WHERE id = ANY($1) AND owner_id = $2"
+    ))
+    .bind(ids)
+    .bind(owner)
+    .fetch_all(db)
+    .await
+}
+
 /// The upload, locked until the transaction ends (verdicts and moves of one upload
 /// never interleave).
 #[tracing::instrument(name = "db", target = "conveyor_trace", skip_all, fields(otel.name = "SELECT uploads", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "uploads"))]

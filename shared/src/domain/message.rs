@@ -27,6 +27,9 @@ pub const MAX_VARIABLES_BYTES: usize = 64 * 1024;
 /// Characters of a template's name (or its id).
 pub const MAX_TEMPLATE_KEY_CHARS: usize = 100;
 
+/// Attachments of one message (or of every message of a campaign).
+pub const MAX_ATTACHMENTS: usize = 10;
+
 /// Template variables: names to JSON values.
 pub type Variables = serde_json::Map<String, serde_json::Value>;
 
@@ -168,6 +171,29 @@ pub struct BodyFields {
     pub variables: Option<serde_json::Value>,
 }
 
+/// Upload ids to attach: at most [`MAX_ATTACHMENTS`], each a UUID, repeats dropped.
+fn attachments(raw: Vec<String>, errors: &mut Vec<FieldError>) -> Vec<uuid::Uuid> {
+    if raw.len() > MAX_ATTACHMENTS {
+        errors.push(FieldError::new(
+            "attachments",
+            format!("must hold at most {MAX_ATTACHMENTS} upload ids"),
+        ));
+        return Vec::new();
+    }
+    let mut ids: Vec<uuid::Uuid> = Vec::with_capacity(raw.len());
+    for (i, id) in raw.iter().enumerate() {
+        match uuid::Uuid::parse_str(id) {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => {}
+            Err(_) => errors.push(FieldError::new(
+                format!("attachments[{i}]"),
+                "must be an upload's id (a UUID)",
+            )),
+        }
+    }
+    ids
+}
+
 /// A JSON object of variables of at most `max` bytes (as JSON), named `field`.
 fn variables(
     field: &str,
@@ -280,6 +306,8 @@ pub struct EmailFields {
     pub bcc: Vec<String>,
     pub reply_to: Option<String>,
     pub body: BodyFields,
+    /// Upload ids, as given.
+    pub attachments: Vec<String>,
 }
 
 /// One message to its recipients, every field valid.
@@ -290,6 +318,9 @@ pub struct Email {
     pub bcc: Vec<Mailbox>,
     pub reply_to: Option<Mailbox>,
     pub body: Body,
+    /// The sender's uploads to attach (checked by the service: owned, scanned clean or
+    /// still being scanned, within the size limit).
+    pub attachments: Vec<uuid::Uuid>,
 }
 
 impl Email {
@@ -304,6 +335,7 @@ impl Email {
             .map(|raw| mailboxes("reply_to", &[raw], (1, 1), errors))
             .and_then(|mut list| list.pop());
         let body = body(fields.body, errors);
+        let attachments = attachments(fields.attachments, errors);
         match body {
             Some(body) if errors.len() == before => Some(Email {
                 to,
@@ -311,6 +343,7 @@ impl Email {
                 bcc,
                 reply_to,
                 body,
+                attachments,
             }),
             _ => None,
         }
@@ -331,6 +364,8 @@ pub struct CampaignFields {
     pub recipients: Vec<(String, Option<serde_json::Value>)>,
     pub send_window: Option<crate::mail::window::SendWindowFields>,
     pub daily_cap: Option<i64>,
+    /// Upload ids, as given.
+    pub attachments: Vec<String>,
 }
 
 /// The largest daily cap of a campaign.
@@ -358,6 +393,8 @@ pub struct Campaign {
     pub send_window: Option<crate::mail::window::SendWindow>,
     /// The most messages it sends per day (the window's local day, or UTC's).
     pub daily_cap: Option<u32>,
+    /// The same uploads attached to every message.
+    pub attachments: Vec<uuid::Uuid>,
 }
 
 impl Campaign {
@@ -420,6 +457,7 @@ impl Campaign {
             }
             valid
         });
+        let attachments = attachments(fields.attachments, errors);
         let (Some(body), true) = (body, errors.len() == before) else {
             return None;
         };
@@ -436,6 +474,7 @@ impl Campaign {
             recipients,
             send_window,
             daily_cap,
+            attachments,
         })
     }
 }

@@ -155,6 +155,9 @@ pub struct CampaignRecord {
     pub send_window: Option<crate::mail::window::SendWindow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_cap: Option<u32>,
+    /// Uploads attached to every message, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<uuid::Uuid>,
 }
 
 /// What a one-off email's request stores: the template version it was rendered from
@@ -186,6 +189,9 @@ pub struct EmailJob {
     /// Conveyor sends about the account itself (verification links), never capped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<uuid::Uuid>,
+    /// Uploads to attach (the owner's), by id; a campaign's are its request's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<uuid::Uuid>,
 }
 
 impl super::Job for EmailJob {
@@ -212,6 +218,7 @@ mod tests {
             sealed_content: None,
             variables: None,
             owner: None,
+            attachments: Vec::new(),
         };
         let json = serde_json::to_string(&job).expect("serialize");
         assert!(!json.contains("ada@example.org"), "{json}");

@@ -120,17 +120,36 @@ impl fmt::Display for TimeOfDay {
     }
 }
 
+/// A day of a send window, as written (for the OpenAPI document).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DayName {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
 /// A send window as a request carries it, before [`SendWindow::parse`]:
 /// `{"time_zone":"Europe/Berlin","days":["mon","tue"],"start":"09:00","end":"17:30"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SendWindowFields {
     /// An IANA time zone, e.g. `Europe/Berlin` or `UTC`.
+    #[schema(examples("Europe/Berlin"))]
     pub time_zone: String,
-    /// The days it opens, of `mon`, `tue`, `wed`, `thu`, `fri`, `sat`, `sun`.
+    /// The days it opens, of `mon`, `tue`, `wed`, `thu`, `fri`, `sat`, `sun` (any
+    /// case; repeats are ignored).
+    #[schema(min_items = 1, value_type = Vec<DayName>)]
     pub days: Vec<String>,
     /// Local time it opens each day, `HH:MM`.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", examples("09:00"))]
     pub start: String,
     /// Local time it closes, `HH:MM` after `start`, or `24:00` (the end of the day).
+    #[schema(pattern = "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", examples("17:30"))]
     pub end: String,
 }
 
@@ -303,13 +322,17 @@ impl From<SendWindow> for SendWindowFields {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WarmupFields {
     /// The warm-up's day 0, `YYYY-MM-DD`.
+    #[schema(format = Date, examples("2026-12-07"))]
     pub starts_on: String,
     /// The cap on day 0, at least 1.
+    #[schema(minimum = 1, maximum = 4294967295_i64, examples(50))]
     pub first_day: i64,
     /// How much the cap grows each day, 1 to 1000 (percent).
+    #[schema(minimum = 1, maximum = 1000, examples(50))]
     pub growth_percent: i64,
     /// The cap at which the warm-up ends, above `first_day`; none: it grows until the
     /// cap no longer fits 32 bits.
+    #[schema(minimum = 2, maximum = 4294967295_i64, examples(20000))]
     pub max: Option<i64>,
 }
 

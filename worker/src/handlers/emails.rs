@@ -21,17 +21,19 @@ use std::time::Duration;
 
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, header};
+use lettre::message::{Mailbox, MultiPart, SinglePart, header};
 use shared::Config;
 use shared::crypto::pii::PiiCipher;
 use shared::db::jobs::ClaimedJob;
 use shared::db::suppressions::{self, EventKind, NewSuppression};
 use shared::domain::email::redact_addresses;
+use shared::storage::Storage;
 use shared::suppression::{AddressKeys, Reason};
 
 use crate::caps::{CampaignLimits, Caps, Taken};
 use crate::dkim::DkimSigner;
 use crate::handler::{Handler, Outcome};
+use crate::handlers::attachments::{Attached, Attachments, Refused};
 use crate::pacing::Pacer;
 use crate::smtp::{Refusal, SmtpClient, SmtpFailure, SmtpSettings};
 use shared::jobs::email::{CampaignContent, CampaignRecord, EmailContent, EmailJob, Sealed};
@@ -55,6 +57,8 @@ struct Campaign {
     owner: Uuid,
     content: Content,
     limits: CampaignLimits,
+    /// Uploads attached to every message.
+    attachments: Vec<Uuid>,
 }
 
 /// A campaign's messages: the same content for all, or a template rendered with each
@@ -98,12 +102,18 @@ pub struct Mailer {
     dkim: Option<DkimSigner>,
     /// Send windows and daily caps.
     caps: Caps,
+    attachments: Attachments,
     /// Campaigns by request id (every recipient's job shares one).
     campaigns: Mutex<HashMap<Uuid, Campaign>>,
 }
 
 impl Mailer {
-    pub fn from_config(config: &Config, pool: PgPool, redis: Redis) -> anyhow::Result<Self> {
+    pub fn from_config(
+        config: &Config,
+        pool: PgPool,
+        redis: Redis,
+        storage: Storage,
+    ) -> anyhow::Result<Self> {
         let settings = SmtpSettings::from_url(config.smtp_url(), config.smtp.timeout)
             .map_err(|err| anyhow::anyhow!("SMTP_URL is not usable: {err}"))?;
         let smtp = SmtpClient::new(
@@ -123,6 +133,7 @@ impl Mailer {
             pacer: Pacer::new(redis.clone(), config.mail.pacing.clone()),
             dkim: config.dkim.as_ref().map(DkimSigner::new).transpose()?,
             caps: Caps::new(pool.clone()),
+            attachments: Attachments::new(pool.clone(), storage),
             pool,
             redis,
             per_second: config.smtp.per_second,
@@ -216,8 +227,9 @@ impl Mailer {
             ),
             (None, None) => {
                 // Campaign mail: one recipient, and a one-click unsubscribe link.
-                let campaign =
-                    campaign.ok_or_else(|| SendError::Permanent("the campaign is gone".into()))?;
+                let campaign = campaign
+                    .as_ref()
+                    .ok_or_else(|| SendError::Permanent("the campaign is gone".into()))?;
                 let link = recipients.first().map(|r| {
                     let token = self
                         .keys
@@ -227,12 +239,29 @@ impl Mailer {
                 (self.personal(&campaign.content, &payload)?, link)
             }
         };
+        let (attach, of_campaign) = match &campaign {
+            Some(c) => (c.attachments.as_slice(), Some(request_id)),
+            None => (payload.attachments.as_slice(), None),
+        };
+        let attached = match owner {
+            Some(owner) => self
+                .attachments
+                .load(owner, attach, of_campaign)
+                .await
+                .map_err(|refused| match refused {
+                    Refused::Permanent(why) => SendError::Permanent(why),
+                    Refused::Transient(why) => SendError::Transient(why),
+                })?,
+            None if attach.is_empty() => Default::default(),
+            None => return Err(SendError::Permanent("attachments without a sender".into())),
+        };
         let message = self.render(
             job.id,
             &payload,
             &recipients,
             &content,
             unsubscribe.as_deref(),
+            &attached,
         )?;
         // Signed last, over the headers as sent (List-Unsubscribe included).
         let bytes = match &self.dkim {
@@ -382,6 +411,7 @@ impl Mailer {
         recipients: &[Recipient],
         content: &EmailContent,
         unsubscribe: Option<&str>,
+        attached: &[Attached],
     ) -> Result<Message, SendError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -409,14 +439,41 @@ impl Mailer {
                     "List-Unsubscribe=One-Click".to_owned(),
                 ));
         }
-        let built = match &content.html {
-            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
-                content.text.clone(),
-                html.clone(),
-            )),
-            None => builder
-                .header(header::ContentType::TEXT_PLAIN)
-                .body(content.text.clone()),
+        let built = if attached.is_empty() {
+            match &content.html {
+                Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                    content.text.clone(),
+                    html.clone(),
+                )),
+                None => builder
+                    .header(header::ContentType::TEXT_PLAIN)
+                    .body(content.text.clone()),
+            }
+        } else {
+            // multipart/mixed: the body first, then each file.
+            let mut mixed = match &content.html {
+                Some(html) => MultiPart::mixed().multipart(MultiPart::alternative_plain_html(
+                    content.text.clone(),
+                    html.clone(),
+                )),
+                None => MultiPart::mixed().singlepart(SinglePart::plain(content.text.clone())),
+            };
+            for file in attached {
+                let kind = header::ContentType::parse(file.mime).map_err(|err| {
+                    SendError::Permanent(format!("attachment type {}: {err}", file.mime))
+                })?;
+                // Always base64: lettre would send a text file with short lines as
+                // 7bit with its bare LFs, which a relay reads as one long line.
+                let body = lettre::message::Body::new_with_encoding(
+                    file.bytes.to_vec(),
+                    header::ContentTransferEncoding::Base64,
+                )
+                .map_err(|_| SendError::Permanent("cannot encode an attachment".into()))?;
+                mixed = mixed.singlepart(
+                    lettre::message::Attachment::new(file.file_name.clone()).body(body, kind),
+                );
+            }
+            builder.multipart(mixed)
         };
         built.map_err(|err| SendError::Permanent(format!("cannot build the message: {err}")))
     }
@@ -466,6 +523,7 @@ impl Mailer {
             value.ok_or_else(|| SendError::Permanent("the campaign has no content".into()))?;
         let record: CampaignRecord = serde_json::from_value(value)
             .map_err(|err| SendError::Permanent(format!("unreadable campaign content: {err}")))?;
+        let attachments = record.attachments;
         let limits = CampaignLimits {
             id: request_id,
             window: record.send_window,
@@ -493,6 +551,7 @@ impl Mailer {
             owner,
             content,
             limits,
+            attachments,
         };
         if let Ok(mut cache) = self.campaigns.lock() {
             if cache.len() > 1000 {

@@ -2,6 +2,7 @@
 //! [`Outcome`](crate::handler::Outcome); it never writes job state itself. The list
 //! of queues a worker runs is [`crate::queues::register`].
 
+pub mod attachments;
 pub mod canary;
 pub mod chores;
 pub mod emails;

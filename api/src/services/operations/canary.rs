@@ -64,6 +64,7 @@ pub async fn canary(
             .collect::<Result<_, _>>()?,
         quota: None,
         callback_url: None,
+        wait_for: Vec::new(),
     };
     let mut tx = state.pool.begin().await?;
     let (row, enqueued) = requests::enqueue(&mut tx, state, submission).await?;
