@@ -27,11 +27,13 @@ NAMES = [
     "e2e_latency_p99",
     "campaign_100k_dispatch",
     "campaign_100k_delivered",
+    "campaign_personalised_10k",
     "peak_rss_api",
     "peak_rss_worker",
 ]
 # Scenarios that must carry a baseline (the others have none by design).
 WITH_BASELINE = {"worker_throughput_1w", "worker_throughput_2w", "api_ingest_c32", "api_ingest_c128",
+                 "campaign_personalised_10k",
                  "tracing_ingest_sampled_0", "tracing_ingest_sampled_1",
                  "tracing_drain_sampled_0", "tracing_drain_sampled_1"}
 
@@ -162,6 +164,14 @@ def assemble(results, mode):
                               from_worker_launch_s=dlv.get("from_worker_launch_s"),
                               sink_messages=dlv.get("sink_messages"), failed=dlv.get("failed")))
 
+    # 4b. A personalised campaign against the same campaign without a template.
+    per = load(results, "personalised") or {}
+    scenarios.append(scenario(
+        "campaign_personalised_10k", per.get("templated_per_sec"), "msg/s",
+        "the same campaign with its text given (no template), same workers and sink, same run",
+        per.get("plain_per_sec"), build=build, recipients=per.get("recipients"),
+        workers=per.get("workers"), rounds=per.get("rounds")))
+
     # 5. Peak RSS: the max over scenarios, and each scenario's max.
     per = {"api": {}, "worker": {}}
     try:
@@ -244,6 +254,9 @@ def details(s):
         return "%s recipients; 202 after %s s" % (s.get("recipients"), fmt(s.get("accepted_s")))
     if n == "campaign_100k_delivered":
         return "%s workers, first claim → last success, %s msg/s" % (s.get("workers"), fmt(s.get("messages_per_sec")))
+    if n == "campaign_personalised_10k":
+        return "%s recipients, %s workers, median of %s alternating rounds" % (
+            s.get("recipients"), s.get("workers"), len(s.get("rounds") or []) // 2)
     if n.startswith("peak_rss"):
         return ", ".join("%s %s" % (k, fmt(v)) for k, v in (s.get("per_scenario") or {}).items())
     return ""
