@@ -314,19 +314,32 @@ async fn a_killed_worker_s_job_is_finished_by_another(pool: PgPool) {
     system.workers[first].signal("-KILL").await;
     let killed = std::time::Instant::now();
     system.start_worker().await;
-    let restarted: i32 = harness::eventually(LONG, "the job runs again", || {
-        let (pool, id) = (pool.clone(), id.clone());
-        async move {
-            sqlx::query_scalar(
-                "SELECT attempt FROM jobs WHERE request_id = $1::uuid AND attempt >= 2",
-            )
-            .bind(&id)
-            .fetch_optional(&pool)
-            .await
-            .expect("job")
+    // Polled by hand, so a timeout shows the job's row and the workers' logs.
+    let deadline = std::time::Instant::now() + LONG;
+    let restarted: i32 = loop {
+        let row: (
+            String,
+            i32,
+            Option<time::OffsetDateTime>,
+            Option<time::OffsetDateTime>,
+        ) = sqlx::query_as(
+            "SELECT status, attempt, heartbeat_at, run_after FROM jobs WHERE request_id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .expect("job");
+        if row.1 >= 2 {
+            break row.1;
         }
-    })
-    .await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not run again within {LONG:?}: (status, attempt, heartbeat_at, \
+             run_after) = {row:?}\nworkers:\n{}",
+            system.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     eprintln!(
         "attempt {restarted} started {:?} after the SIGKILL (heartbeat timeout 2 s)",
         killed.elapsed()

@@ -255,9 +255,11 @@ async fn the_chores_are_schedules_whose_jobs_run_on_the_runtime(pool: PgPool) {
         .iter()
         .find(|q| q.queue == "chores")
         .expect("the chores queue");
-    // Itself, and whichever other chore ran beside it (the queue's concurrency is 2).
+    // Itself, and whichever other chores of the tick were running beside it: the
+    // queue's concurrency is 2, but a finished job's row stays `running` until the
+    // completer's next batch records it, so a third can already have been claimed.
     assert!(
-        (1..=2).contains(&chores.jobs[2]),
+        (1..=3).contains(&chores.jobs[2]),
         "the sample counted itself running: {sample:?}"
     );
     assert_eq!(
