@@ -193,6 +193,10 @@ pub fn init_tracing(format: LogFormat, service: &str) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .compact()
+                    // Colours only on a terminal (or with CLICOLOR_FORCE, which
+                    // scripts/dev sets when its own output is one): a log file or a
+                    // pipe gets plain text; NO_COLOR turns them off.
+                    .with_ansi(colours())
                     .fmt_fields(PlainFields)
                     .with_filter(log_context),
             )
@@ -200,6 +204,14 @@ pub fn init_tracing(format: LogFormat, service: &str) {
     };
     // Already installed (a second app in the same test process): keep the first.
     drop(result);
+}
+
+/// Whether the development log format writes ANSI colours: on a terminal, or with
+/// `CLICOLOR_FORCE` set; never with `NO_COLOR` set (<https://no-color.org>).
+fn colours() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    !set("NO_COLOR")
+        && (set("CLICOLOR_FORCE") || std::io::IsTerminal::is_terminal(&std::io::stdout()))
 }
 
 /// A span's fields on a JSON log line (as `tracing-subscriber`'s `JsonFields`), without
