@@ -57,6 +57,8 @@ pub struct AppState {
     pub sessions: Arc<SessionCache>,
     /// Open while PostgreSQL is known unreachable (`middleware::breaker`).
     pub db_breaker: shared::breaker::Breaker,
+    /// Submissions inserted together, one transaction and one WAL flush per batch.
+    pub ingest: crate::services::group_commit::GroupCommit,
 }
 
 impl AppState {
@@ -75,6 +77,13 @@ impl AppState {
         );
         let storage = config.storage.open()?;
         let events = EventHub::new(redis.clone(), config.http.sse_max_streams_per_user);
+        // Half the pool commits batches; the rest serves charges and reads meanwhile.
+        let ingest = crate::services::group_commit::GroupCommit::new(
+            pool.clone(),
+            redis.clone(),
+            config.clone(),
+            (config.database.max_connections as usize / 2).max(1),
+        );
         Ok(AppState {
             config,
             auth,
@@ -87,6 +96,7 @@ impl AppState {
             events,
             sessions: Arc::default(),
             db_breaker: shared::breaker::Breaker::new("api", "postgres"),
+            ingest,
         })
     }
 

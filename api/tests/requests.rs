@@ -564,3 +564,176 @@ async fn event_streams_are_capped_per_user_and_end_with_their_session(pool: PgPo
     )
     .await;
 }
+
+const SOON: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Holds the requests table locked against inserts (quota charges go on) until the
+/// transaction returned is committed, once one submission's insert waits on it.
+async fn hold_first_batch(
+    app: &TestApp,
+    pool: &PgPool,
+    token: &str,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<u16>,
+) {
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE requests IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let first = {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/api/v1/emails"),
+            token.to_owned(),
+        );
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&email(0))
+                .send()
+                .await;
+            response.expect("sent").status().as_u16()
+        })
+    };
+    common::eventually(
+        SOON,
+        "the first batch's insert waits on the lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("activity");
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    (lock, first)
+}
+
+fn submit(
+    app: &TestApp,
+    token: &str,
+    n: usize,
+    request_id: &str,
+) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (client, url) = (app.client.clone(), app.url("/api/v1/emails"));
+    let (token, request_id) = (token.to_owned(), request_id.to_owned());
+    tokio::spawn(async move {
+        let response = client
+            .post(url)
+            .bearer_auth(token)
+            .header("x-request-id", request_id)
+            .json(&email(n))
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json body"))
+    })
+}
+
+/// Submissions that arrive while a batch commits are inserted together: one
+/// transaction (one `created_at`, PostgreSQL's transaction time) for all, each with its
+/// own 202, request and job. A failure of one (an insert that raises, made here by a
+/// trigger) does not fail its neighbours: the batch is inserted again one by one.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn concurrent_submissions_share_one_commit_and_one_failure_fails_no_neighbour(pool: PgPool) {
+    // One committer: submissions wait for it while the first batch is held.
+    let app = spawn_app_with(
+        pool.clone(),
+        test_config(&[("DATABASE_MAX_CONNECTIONS", "2")]),
+        None,
+    )
+    .await;
+    let (_, address) = app.create_account(Role::Promoter).await;
+    let token = app.login(&address, common::PASSWORD).await.access_token;
+
+    let (lock, first) = hold_first_batch(&app, &pool, &token).await;
+    let waiting: Vec<_> = (1..=20)
+        .map(|n| submit(&app, &token, n, "together"))
+        .collect();
+    common::eventually(SOON, "20 submissions wait for the committer", || async {
+        (app.state.ingest.waiting() == 20).then_some(())
+    })
+    .await;
+    lock.commit().await.expect("release");
+    assert_eq!(first.await.expect("joined"), 202);
+    let mut ids = Vec::new();
+    for handle in waiting {
+        let (status, body) = handle.await.expect("joined");
+        assert_eq!(status, 202, "{body}");
+        ids.push(uuid::Uuid::parse_str(body["id"].as_str().expect("id")).expect("uuid"));
+    }
+    let (times, jobs): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT r.created_at), count(j.id) \
+         FROM requests r JOIN jobs j ON j.request_id = r.id WHERE r.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .expect("stored");
+    assert_eq!(
+        (times, jobs),
+        (1, 20),
+        "the 20 were committed together, each with its job"
+    );
+
+    // Again, with a submission whose insert fails.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.correlation_id = 'doomed' THEN RAISE EXCEPTION 'refused'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_doomed BEFORE INSERT ON requests \
+         FOR EACH ROW EXECUTE FUNCTION refuse_doomed();",
+    )
+    .execute(&pool)
+    .await
+    .expect("trigger");
+    let (lock, first) = hold_first_batch(&app, &pool, &token).await;
+    let mut waiting: Vec<_> = (21..=39)
+        .map(|n| submit(&app, &token, n, "neighbour"))
+        .collect();
+    waiting.push(submit(&app, &token, 40, "doomed"));
+    common::eventually(SOON, "20 submissions wait for the committer", || async {
+        (app.state.ingest.waiting() == 20).then_some(())
+    })
+    .await;
+    lock.commit().await.expect("release");
+    assert_eq!(first.await.expect("joined"), 202);
+    let doomed_answer = waiting
+        .pop()
+        .expect("the doomed one")
+        .await
+        .expect("joined");
+    assert_eq!(doomed_answer.0, 500, "{}", doomed_answer.1);
+    assert_eq!(doomed_answer.1["code"], "internal", "{}", doomed_answer.1);
+    let mut ids = Vec::new();
+    for handle in waiting {
+        let (status, body) = handle.await.expect("joined");
+        assert_eq!(status, 202, "{body}");
+        ids.push(uuid::Uuid::parse_str(body["id"].as_str().expect("id")).expect("uuid"));
+    }
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM requests r JOIN jobs j ON j.request_id = r.id WHERE r.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .expect("stored");
+    assert_eq!(
+        stored, 19,
+        "every neighbour of the failed submission was stored"
+    );
+    let doomed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM requests WHERE correlation_id = 'doomed'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(doomed, 0);
+}

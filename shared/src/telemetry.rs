@@ -83,6 +83,8 @@ pub mod metric {
     /// Histogram (seconds): queue latency, from when a job became runnable (committed,
     /// or its retry fell due) to when a worker started it, by `queue`.
     pub const QUEUE_LATENCY_SECONDS: &str = "conveyor_queue_latency_seconds";
+    /// Histogram: submissions committed in one transaction by the api's group commit.
+    pub const INGEST_BATCH_SIZE: &str = "conveyor_ingest_batch_size";
     /// Gauge: jobs in PostgreSQL by `queue` and `state` (`queued`, `running`,
     /// `retrying`, `dead` — not discarded), sampled by one worker at a time (the holder
     /// of a Redis lease); 0 or absent on the others, so aggregate with `max` by queue.
@@ -381,6 +383,13 @@ fn builder() -> PrometheusBuilder {
             )
         })
         .and_then(|builder| {
+            // One (an idle api) to the group commit's most, 64.
+            builder.set_buckets_for_metric(
+                Matcher::Full(metric::INGEST_BATCH_SIZE.to_owned()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+            )
+        })
+        .and_then(|builder| {
             // From milliseconds (delivered at once) to hours (retried with backoff).
             builder.set_buckets_for_metric(
                 Matcher::Full(metric::WEBHOOK_DELIVERY_LATENCY_SECONDS.to_owned()),
@@ -431,6 +440,10 @@ fn describe_metrics() {
     );
     describe_gauge!(metric::BUILD_INFO, "Build information");
     describe_counter!(metric::JOBS_ENQUEUED_TOTAL, "Jobs committed");
+    describe_histogram!(
+        metric::INGEST_BATCH_SIZE,
+        "Submissions committed together by the api's group commit"
+    );
     describe_counter!(metric::JOBS_DISPATCHED_TOTAL, "Job ids pushed to Redis");
     describe_gauge!(metric::DISPATCHER_BACKLOG, "Jobs committed but not pushed");
     describe_counter!(metric::JOBS_STARTED_TOTAL, "Jobs started");

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod emails;
 pub mod events;
 pub mod factor_limit;
+pub mod group_commit;
 pub mod lockout;
 pub mod operations;
 pub mod quotas;

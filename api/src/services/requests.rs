@@ -23,11 +23,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::services::group_commit::GroupCommit;
 use crate::services::quotas::{self, QuotaCharge};
 use crate::state::AppState;
 
 /// What to create.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Submission {
     pub owner: Uuid,
     pub kind: RequestKind,
@@ -105,16 +106,28 @@ pub async fn submit(
         None if !submission.wait_for.is_empty() => {
             let mut tx = state.pool.begin().await?;
             charge(&mut tx, state, &submission).await?;
-            let stored = insert(&mut tx, state, submission).await?;
+            let stored = insert(&mut tx, &state.config.queues, submission).await?;
             tx.commit().await?;
             stored
+        }
+        None if GroupCommit::accepts(&submission) => {
+            // The charge commits on its own (unlogged: no WAL flush); the insert shares
+            // a transaction with whatever else is being submitted, and its jobs are
+            // pushed before the answer comes back (see `group_commit`).
+            let charged = {
+                let mut conn = state.pool.acquire().await?;
+                charge(&mut conn, state, &submission).await?
+            };
+            let stored = state.ingest.insert(submission).await;
+            let (row, _) = refund_unless_stored(&state.pool, charged, stored).await?;
+            return Ok(Accepted::from(&row));
         }
         None => {
             // One connection for the charge (its own autocommit) and the insert.
             let mut conn = state.pool.acquire().await?;
             let charged = charge(&mut conn, state, &submission).await?;
-            let stored = insert(&mut conn, state, submission).await;
-            refund_unless_stored(&mut conn, charged, stored).await?
+            let stored = insert(&mut conn, &state.config.queues, submission).await;
+            refund_unless_stored(&mut *conn, charged, stored).await?
         }
         Some(idem) => {
             let mut tx = state.pool.begin().await?;
@@ -128,7 +141,7 @@ pub async fn submit(
             // waiting on the key: with a second one the pool could run dry). The
             // owner's quota row stays locked until this commit.
             charge(&mut tx, state, &submission).await?;
-            let (row, enqueued) = insert(&mut tx, state, submission).await?;
+            let (row, enqueued) = insert(&mut tx, &state.config.queues, submission).await?;
             let body = serde_json::to_value(Accepted::from(&row))
                 .map_err(|e| ApiError::Internal(e.into()))?;
             idempotency::record_response(&mut *tx, owner, &idem.key, row.id, 202, body).await?;
@@ -170,7 +183,7 @@ async fn charge(
 
 /// Passes the insert's result on; when it failed, gives the charge back first.
 async fn refund_unless_stored<T>(
-    conn: &mut sqlx::PgConnection,
+    conn: impl sqlx::PgExecutor<'_>,
     charged: Option<Charged>,
     stored: Result<T, ApiError>,
 ) -> Result<T, ApiError> {
@@ -190,13 +203,13 @@ pub async fn enqueue(
     state: &AppState,
     submission: Submission,
 ) -> Result<(RequestRow, Enqueued), ApiError> {
-    insert(tx, state, submission).await
+    insert(tx, &state.config.queues, submission).await
 }
 
 /// The request and its jobs, through the one enqueue path.
-async fn insert(
+pub(crate) async fn insert(
     conn: &mut sqlx::PgConnection,
-    state: &AppState,
+    queues: &shared::config::QueuesConfig,
     submission: Submission,
 ) -> Result<(RequestRow, Enqueued), ApiError> {
     let total =
@@ -221,7 +234,7 @@ async fn insert(
         send_at: submission.send_at,
         callback_url: submission.callback_url.as_deref(),
     };
-    Ok(shared::jobs::enqueue_with_request(conn, &state.config.queues, &new, jobs).await?)
+    Ok(shared::jobs::enqueue_with_request(conn, queues, &new, jobs).await?)
 }
 
 /// A client's `send_at` (RFC 3339) as the time a submission's jobs may start: `None`
