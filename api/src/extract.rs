@@ -4,7 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -65,13 +66,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = err.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
                 let message = inner.to_string();
                 let message = message
                     .split(" at line ")
                     .next()
                     .unwrap_or(&message)
                     .to_owned();
+                // A missing field is named itself, not the object that lacks it.
+                let missing = message
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_owned);
+                let (field, message) = match (missing, path.as_str()) {
+                    (Some(name), ".") => (name, "is required".to_owned()),
+                    (Some(name), _) => (format!("{path}.{name}"), "is required".to_owned()),
+                    (None, ".") => ("body".to_owned(), message),
+                    (None, _) => (path, message),
+                };
                 ApiError::Unprocessable {
                     detail: format!("`{field}`: {message}"),
                     errors: vec![FieldError::new(field, message)],
@@ -204,6 +215,91 @@ where
                 other.status()
             ))),
         }
+    }
+}
+
+/// `Path<T>` with problem+json rejections: a malformed parameter is a 400
+/// `validation_failed` naming the parameter and the form it takes (`id`: must be a
+/// UUID), never a bare "Bad Request".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(err)) => {
+                let params: Vec<(String, String)> =
+                    match axum::extract::RawPathParams::from_request_parts(parts, state).await {
+                        Ok(raw) => raw
+                            .iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                Err(path_error::<T>(err.kind(), &params))
+            }
+            Err(other) => Err(ApiError::validation(format!(
+                "the path is invalid ({})",
+                other.status()
+            ))),
+        }
+    }
+}
+
+/// An example UUID for messages (a UUIDv7, as Conveyor's ids are).
+const UUID_EXAMPLE: &str = "0193a5b2-7c1d-7e8f-9a0b-1c2d3e4f5a6b";
+
+/// The 400 for a path parameter of `T` that did not parse: which one, what it must
+/// be, and what was given (cut to 64 characters).
+fn path_error<T>(kind: &PathErrorKind, params: &[(String, String)]) -> ApiError {
+    let at_key = |key: &str| params.iter().find(|(k, _)| k == key).cloned();
+    let (param, given) = match kind {
+        PathErrorKind::ParseErrorAtKey { key, .. }
+        | PathErrorKind::DeserializeError { key, .. }
+        | PathErrorKind::InvalidUtf8InPathParam { key } => {
+            at_key(key).unwrap_or_else(|| (key.clone(), String::new()))
+        }
+        PathErrorKind::ParseErrorAtIndex { index, .. } => {
+            params.get(*index).cloned().unwrap_or_default()
+        }
+        _ if params.len() == 1 => params[0].clone(),
+        _ => ("path".to_owned(), String::new()),
+    };
+    let param = if param.is_empty() {
+        "path".to_owned()
+    } else {
+        param
+    };
+    let expected = if std::any::type_name::<T>().contains("uuid::Uuid") {
+        format!("must be a UUID, e.g. {UUID_EXAMPLE}")
+    } else {
+        match kind {
+            PathErrorKind::ParseErrorAtKey { expected_type, .. }
+            | PathErrorKind::ParseErrorAtIndex { expected_type, .. }
+            | PathErrorKind::ParseError { expected_type, .. } => {
+                format!("must be a {expected_type}")
+            }
+            PathErrorKind::DeserializeError { message, .. } => message.replace("variant", "value"),
+            PathErrorKind::Message(message) => message.replace("variant", "value"),
+            other => other.to_string(),
+        }
+    };
+    let message = if given.is_empty() {
+        expected
+    } else {
+        let shown: String = given.chars().take(64).collect();
+        format!("{expected}; got {shown:?}")
+    };
+    ApiError::Validation {
+        detail: format!("`{param}`: {message}"),
+        errors: vec![FieldError::new(param, message)],
     }
 }
 

@@ -139,7 +139,7 @@ async fn registration_validates_every_field(pool: PgPool) {
             json!({"email": email, "password": PASSWORD, "role": "admin"}),
             "role",
         ),
-        (json!({"email": email}), "body"),
+        (json!({"email": email}), "password"),
     ];
     for (body, field) in cases {
         let response = app.post_json("/api/v1/auth/register", &body).await;

@@ -101,7 +101,7 @@ async fn mistyped_missing_or_unknown_fields_are_422_naming_the_field(pool: PgPoo
             serde_json::json!({"name": "a", "times": 1, "role": "admin"}),
             "role",
         ),
-        (serde_json::json!({"times": 1}), "body"),
+        (serde_json::json!({"times": 1}), "name"),
     ] {
         let response = app
             .client

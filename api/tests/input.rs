@@ -218,3 +218,54 @@ async fn field_errors_are_capped_and_the_rest_counted(pool: PgPool) {
     assert_eq!(errors[0]["field"], "recipients[0]");
     assert_eq!(body["errors_omitted"], 4900, "{body}");
 }
+
+/// A malformed path parameter or a missing field is named, with what it must be.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_malformed_path_parameter_or_a_missing_field_is_named(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let token = promoter_token(&app).await;
+    let problem_of = async |path: &str| {
+        let response = app.get_authed(path, &token).await;
+        problem(response, 400, "validation_failed").await
+    };
+    let body = problem_of("/api/v1/requests/hello").await;
+    assert_eq!(only_field(&body), "id", "{body}");
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(message.starts_with("must be a UUID, e.g. "), "{body}");
+    assert!(message.ends_with("got \"hello\""), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("`id`: must be a UUID"),
+        "{body}"
+    );
+
+    let body = problem_of("/api/v1/uploads/not-an-id/content").await;
+    assert_eq!(only_field(&body), "id", "{body}");
+
+    // An unknown queue: the parameter, and the queues there are.
+    let admin = app.admin_with_2fa().await;
+    let response = app
+        .post_authed("/api/v1/admin/queues/xyz/pause", &admin)
+        .await;
+    let body = problem(response, 400, "validation_failed").await;
+    assert_eq!(only_field(&body), "queue", "{body}");
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("`xyz`") && message.contains("`emails`"),
+        "{body}"
+    );
+
+    // A missing field of a JSON body: the field itself, required.
+    let response = app
+        .post_json_authed(
+            "/api/v1/emails",
+            &json!({"subject": "Hi", "text": "Hello"}),
+            &token,
+        )
+        .await;
+    let body = problem(response, 422, "validation_failed").await;
+    assert_eq!(only_field(&body), "to", "{body}");
+    assert_eq!(body["errors"][0]["message"], "is required", "{body}");
+}

@@ -2,7 +2,9 @@
 //! and every action is written to the audit log (`services::operations`, which the
 //! `api` command line calls too).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};

@@ -2,7 +2,9 @@
 //! (`/unsubscribe/{token}`, RFC 8058) and campaign statistics
 //! (`/campaigns/{id}/stats`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};

@@ -1,7 +1,9 @@
 //! The caller's email templates (`/templates`): create, read, list, edit (a new
 //! version), delete, and preview a rendering without sending.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
