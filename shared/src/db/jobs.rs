@@ -955,28 +955,53 @@ pub struct QueueCounts {
     pub counted_at: OffsetDateTime,
 }
 
-/// Every queue's counts in one grouped statement: a bitmap OR of the status index
-/// (open and dead jobs) and the recent-successes index, never the whole table. Queues
-/// without such jobs have no row.
+/// Open jobs by queue (statuses that end: bounded by the backlog, not by history): the
+/// counts and the oldest queued job's runnable time. A CTE of [`QUEUE_COUNTS`] and
+/// [`SAMPLE_QUEUES`].
+macro_rules! open_by_queue {
+    () => {
+        "open AS ( \
+             SELECT queue, \
+                    count(*) FILTER (WHERE status = 'waiting') AS waiting, \
+                    count(*) FILTER (WHERE status = 'queued') AS queued, \
+                    count(*) FILTER (WHERE status = 'running') AS running, \
+                    count(*) FILTER (WHERE status = 'retrying') AS retrying, \
+                    min(coalesce(run_after, created_at)) FILTER (WHERE status = 'queued') \
+                        AS oldest_queued_at \
+             FROM jobs WHERE status IN ('waiting', 'queued', 'running', 'retrying') \
+             GROUP BY queue), \
+         dead AS ( \
+             SELECT queue, count(*) FILTER (WHERE discarded_at IS NULL) AS dead, \
+                    count(*) FILTER (WHERE discarded_at IS NOT NULL) AS discarded \
+             FROM jobs WHERE status = 'dead' GROUP BY queue)"
+    };
+}
+
+/// [`queue_counts`]'s statement (public for the plan test). Kept dead jobs are counted
+/// from their own partial index alone (`jobs_dead_idx`, an index-only scan: their heap
+/// rows, scattered over a table of finished jobs, are never read), open jobs from the
+/// status index, the last hour's successes from theirs.
+pub const QUEUE_COUNTS: &str = concat!(
+    "WITH ",
+    open_by_queue!(),
+    ", recent AS ( \
+         SELECT queue, count(*) AS succeeded FROM jobs \
+         WHERE status = 'succeeded' AND finished_at > now() - interval '1 hour' \
+         GROUP BY queue) \
+     SELECT coalesce(o.queue, d.queue, r.queue) AS queue, \
+            coalesce(o.waiting, 0) AS waiting, coalesce(o.queued, 0) AS queued, \
+            coalesce(o.running, 0) AS running, coalesce(o.retrying, 0) AS retrying, \
+            coalesce(d.dead, 0) AS dead, coalesce(d.discarded, 0) AS discarded, \
+            coalesce(r.succeeded, 0) AS succeeded_last_hour, o.oldest_queued_at, \
+            now() AS counted_at \
+     FROM open o FULL JOIN dead d ON d.queue = o.queue \
+          FULL JOIN recent r ON r.queue = coalesce(o.queue, d.queue)"
+);
+
+/// Every queue's counts in one statement (see [`QUEUE_COUNTS`]), never the whole
+/// table. Queues without such jobs have no row.
 pub async fn queue_counts(db: impl PgExecutor<'_>) -> Result<Vec<QueueCounts>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT queue, \
-                count(*) FILTER (WHERE status = 'waiting') AS waiting, \
-                count(*) FILTER (WHERE status = 'queued') AS queued, \
-                count(*) FILTER (WHERE status = 'running') AS running, \
-                count(*) FILTER (WHERE status = 'retrying') AS retrying, \
-                count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NULL) AS dead, \
-                count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NOT NULL) AS discarded, \
-                count(*) FILTER (WHERE status = 'succeeded') AS succeeded_last_hour, \
-                min(coalesce(run_after, created_at)) FILTER (WHERE status = 'queued') AS oldest_queued_at, \
-                now() AS counted_at \
-         FROM jobs \
-         WHERE status IN ('waiting', 'queued', 'running', 'retrying', 'dead') \
-            OR (status = 'succeeded' AND finished_at > now() - interval '1 hour') \
-         GROUP BY queue",
-    )
-    .fetch_all(db)
-    .await
+    sqlx::query_as(QUEUE_COUNTS).fetch_all(db).await
 }
 
 /// A job an operator sent back to its queue, and the status it left.
@@ -1097,25 +1122,23 @@ pub struct QueueSample {
     pub oldest_queued_secs: Option<f64>,
 }
 
-/// Every queue's open and dead jobs in one grouped statement, for the sampled gauges
-/// (so no succeeded rows are read, unlike [`queue_counts`]). Queues without such jobs
-/// have no row.
+/// [`sample_queues`]'s statement (public for the plan test): [`QUEUE_COUNTS`] without
+/// the successes.
+pub const SAMPLE_QUEUES: &str = concat!(
+    "WITH ",
+    open_by_queue!(),
+    " SELECT coalesce(o.queue, d.queue) AS queue, \
+            coalesce(o.waiting, 0) AS waiting, coalesce(o.queued, 0) AS queued, \
+            coalesce(o.running, 0) AS running, coalesce(o.retrying, 0) AS retrying, \
+            coalesce(d.dead, 0) AS dead, \
+            extract(epoch FROM now() - o.oldest_queued_at)::float8 AS oldest_queued_secs \
+     FROM open o FULL JOIN dead d ON d.queue = o.queue"
+);
+
+/// Every queue's open and dead jobs, for the sampled gauges (no succeeded rows are
+/// read, unlike [`queue_counts`]). Queues without such jobs have no row.
 pub async fn sample_queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueSample>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT queue, \
-                count(*) FILTER (WHERE status = 'waiting') AS waiting, \
-                count(*) FILTER (WHERE status = 'queued') AS queued, \
-                count(*) FILTER (WHERE status = 'running') AS running, \
-                count(*) FILTER (WHERE status = 'retrying') AS retrying, \
-                count(*) FILTER (WHERE status = 'dead' AND discarded_at IS NULL) AS dead, \
-                extract(epoch FROM now() - min(coalesce(run_after, created_at)) \
-                    FILTER (WHERE status = 'queued'))::float8 \
-                    AS oldest_queued_secs \
-         FROM jobs WHERE status IN ('waiting', 'queued', 'running', 'retrying', 'dead') \
-         GROUP BY queue",
-    )
-    .fetch_all(db)
-    .await
+    sqlx::query_as(SAMPLE_QUEUES).fetch_all(db).await
 }
 
 #[cfg(test)]
