@@ -683,6 +683,21 @@ async fn concurrent_submissions_share_one_commit_and_one_failure_fails_no_neighb
         (1, 20),
         "the 20 were committed together, each with its job"
     );
+    // Stored as a lone submission is (the first one went alone): the same request and
+    // job columns, the same payload fields, a dispatch stamp.
+    let shapes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT concat_ws('|', r.kind, r.status, r.total, r.send_at, r.callback_url, \
+                          r.content IS NULL, j.queue, j.status, j.max_attempts, j.lane_owner, \
+                          j.run_after, j.dispatched_at IS NOT NULL, j.attempt, \
+                          (SELECT string_agg(k, ',' ORDER BY k) \
+                           FROM jsonb_object_keys(j.payload) k)), count(*) \
+         FROM requests r JOIN jobs j ON j.request_id = r.id GROUP BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("shapes");
+    assert_eq!(shapes.len(), 1, "batched and lone rows differ: {shapes:?}");
+    assert_eq!(shapes[0].1, 21, "{shapes:?}");
 
     // Again, with a submission whose insert fails.
     sqlx::raw_sql(

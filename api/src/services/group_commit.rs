@@ -6,9 +6,11 @@
 //! forms the batches: it waits for a free committer, then takes everything that
 //! arrived meanwhile (up to [`MAX_BATCH`]). At low load a batch is one submission and
 //! starts at once, so nothing waits for company; under load the batches grow by
-//! themselves while the committers are busy. Each batch runs every submission's insert
-//! (the one enqueue path, in the submission's own trace span) in one transaction,
-//! commits, pushes, and only then answers: every 202 is durable before it is sent.
+//! themselves while the committers are busy. Each batch inserts every submission's
+//! request and jobs in one statement (`shared::jobs::enqueue_requests`, the one enqueue
+//! path for many requests: one statement start, plan and commit instead of one each;
+//! every request in its submission's own trace), pushes, and only then answers: every
+//! 202 is durable before it is sent.
 //!
 //! Each submission keeps its own answer: if one insert fails, the batch is rolled back
 //! and each of its submissions is inserted alone, so a failure of one never fails its
@@ -19,11 +21,12 @@ use std::sync::{Arc, OnceLock};
 
 use shared::config::Config;
 use shared::db::requests::RequestRow;
-use shared::jobs::Enqueued;
+use shared::jobs::{BatchedRequest, EnqueueError, Enqueued};
 use shared::redis::Redis;
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::services::requests::{self, Submission};
@@ -34,6 +37,9 @@ pub const MAX_BATCH: usize = 64;
 /// Submissions with more jobs than this (campaigns) are inserted on their own: a large
 /// insert does not hold up the small ones of its batch.
 pub const MAX_GROUPED_JOBS: usize = 64;
+
+// A whole batch fits the one statement.
+const _: () = assert!(MAX_BATCH * MAX_GROUPED_JOBS <= shared::db::jobs::INSERT_CHUNK);
 
 type Stored = Result<(RequestRow, Enqueued), ApiError>;
 
@@ -89,7 +95,7 @@ impl GroupCommit {
     pub fn accepts(submission: &Submission) -> bool {
         submission.wait_for.is_empty()
             && submission.jobs.len() <= MAX_GROUPED_JOBS
-            && submission.jobs.iter().all(|job| job.depends_on.is_empty())
+            && BatchedRequest::fits(&submission.jobs)
     }
 
     /// Inserts `submission` with whatever else is being submitted, and pushes its jobs;
@@ -204,24 +210,34 @@ impl Committer {
         }
     }
 
-    /// Every insert of `batch` in one transaction. `Err` only for the commit (or the
-    /// transaction's start): then nothing is retried.
+    /// Every submission of `batch` in one statement (`shared::jobs::enqueue_requests`:
+    /// one autocommit, one WAL flush). `Err` only when its outcome is not known (the
+    /// connection failed): then nothing is retried.
     async fn together(&self, batch: &[Pending]) -> Result<Together, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let mut stored = Vec::with_capacity(batch.len());
+        let mut requests = Vec::with_capacity(batch.len());
         for pending in batch {
-            let inserted =
-                requests::insert(&mut tx, &self.config.queues, pending.submission.clone())
-                    .instrument(pending.span.clone())
-                    .await;
-            match inserted {
-                Ok(one) => stored.push(one),
-                // Rolled back as `tx` drops.
+            let submission = &pending.submission;
+            match requests::new_request(submission, Uuid::now_v7(), submission.jobs.len()) {
+                Ok(new) => requests.push(BatchedRequest {
+                    new,
+                    jobs: submission.jobs.clone(),
+                    span: pending.span.clone(),
+                }),
                 Err(err) => return Ok(Together::InsertFailed(err)),
             }
         }
-        tx.commit().await?;
-        Ok(Together::Committed(stored))
+        let mut conn = self.pool.acquire().await?;
+        match shared::jobs::enqueue_requests(&mut conn, &self.config.queues, requests).await {
+            Ok(stored) => Ok(Together::Committed(stored)),
+            // The statement failed, so nothing of it was stored: each goes again alone.
+            Err(EnqueueError::Database(sqlx::Error::Database(err))) => Ok(Together::InsertFailed(
+                ApiError::Database(sqlx::Error::Database(err)),
+            )),
+            Err(EnqueueError::Encode(err)) => {
+                Ok(Together::InsertFailed(ApiError::Internal(err.into())))
+            }
+            Err(EnqueueError::Database(err)) => Err(err),
+        }
     }
 
     async fn alone(&self, submission: Submission) -> Stored {

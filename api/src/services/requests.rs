@@ -210,11 +210,9 @@ pub async fn enqueue(
 pub(crate) async fn insert(
     conn: &mut sqlx::PgConnection,
     queues: &shared::config::QueuesConfig,
-    submission: Submission,
+    mut submission: Submission,
 ) -> Result<(RequestRow, Enqueued), ApiError> {
-    let total =
-        i32::try_from(submission.jobs.len()).map_err(|_| ApiError::validation("too many jobs"))?;
-    let mut jobs = submission.jobs;
+    let mut jobs = std::mem::take(&mut submission.jobs);
     if !submission.wait_for.is_empty() {
         let unfinished =
             shared::db::jobs::lock_unfinished_of_requests(conn, &submission.wait_for).await?;
@@ -223,18 +221,28 @@ pub(crate) async fn insert(
             .map(|job| job.after(unfinished.clone()))
             .collect();
     }
-    let new = NewRequest {
-        id: Uuid::now_v7(),
+    let new = new_request(&submission, Uuid::now_v7(), jobs.len())?;
+    Ok(shared::jobs::enqueue_with_request(conn, queues, &new, jobs).await?)
+}
+
+/// The request row of `submission` with `jobs` jobs, and the id `id`.
+pub(crate) fn new_request(
+    submission: &Submission,
+    id: Uuid,
+    jobs: usize,
+) -> Result<NewRequest<'_>, ApiError> {
+    let total = i32::try_from(jobs).map_err(|_| ApiError::validation("too many jobs"))?;
+    Ok(NewRequest {
+        id,
         owner_id: submission.owner,
         kind: submission.kind,
         name: submission.name.as_deref(),
         correlation_id: submission.correlation_id.as_deref(),
-        content: submission.content,
+        content: submission.content.clone(),
         total,
         send_at: submission.send_at,
         callback_url: submission.callback_url.as_deref(),
-    };
-    Ok(shared::jobs::enqueue_with_request(conn, queues, &new, jobs).await?)
+    })
 }
 
 /// A client's `send_at` (RFC 3339) as the time a submission's jobs may start: `None`

@@ -536,6 +536,253 @@ pub async fn enqueue_with_request(
     Ok((row, enqueued))
 }
 
+/// One request of a batch for [`enqueue_requests`], traced in `span` (its submission's).
+#[derive(Debug)]
+pub struct BatchedRequest<'a> {
+    pub new: NewRequest<'a>,
+    pub jobs: Vec<NewJob>,
+    pub span: tracing::Span,
+}
+
+impl BatchedRequest<'_> {
+    /// Whether [`enqueue_requests`] takes it: its jobs are of one queue and lane, none
+    /// waits for others, and they fit a chunk.
+    pub fn fits(jobs: &[NewJob]) -> bool {
+        jobs.len() <= INSERT_CHUNK
+            && jobs.iter().all(|job| {
+                job.depends_on.is_empty() && job.queue == jobs[0].queue && job.lane == jobs[0].lane
+            })
+    }
+}
+
+/// Requests and their jobs in one statement: a group commit's batch, where a lone
+/// [`enqueue_with_request`] per request would cost PostgreSQL a statement each (its
+/// start, plan and constraint checks are most of an insert's cost). Each request must
+/// [`BatchedRequest::fits`], and `batch` together at most [`INSERT_CHUNK`] jobs; each
+/// keeps its own trace: its jobs' publish span is a child of its `span`. Every job is
+/// counted on its request and waits for the request's `send_at`.
+pub async fn enqueue_requests(
+    conn: &mut PgConnection,
+    queues: &QueuesConfig,
+    batch: Vec<BatchedRequest<'_>>,
+) -> Result<Vec<(RequestRow, Enqueued)>, EnqueueError> {
+    let total_jobs: usize = batch.iter().map(|r| r.jobs.len()).sum();
+    if total_jobs > INSERT_CHUNK || !batch.iter().all(|r| BatchedRequest::fits(&r.jobs)) {
+        return Err(EnqueueError::Database(sqlx::Error::Protocol(
+            "a batch of requests must fit one statement".into(),
+        )));
+    }
+    let n = batch.len();
+    let mut requests = RequestColumns::with_capacity(n);
+    let mut jobs = JobColumns::with_capacity(total_jobs);
+    // Kept open until the insert ends, so each covers it, as a lone enqueue's does.
+    let mut spans = Vec::with_capacity(n);
+    let mut shapes = Vec::with_capacity(n);
+    for request in batch {
+        let new = &request.new;
+        let rows: Vec<NewJob> = request
+            .jobs
+            .into_iter()
+            .map(|job| job.for_request(new.id).run_after(new.send_at))
+            .collect();
+        let (queue, lane) = rows
+            .first()
+            .map_or((QueueName::Canary, Lane::Priority), |j| (j.queue, j.lane));
+        let (submitted, (span, traces)) = request.span.in_scope(|| {
+            let refs: Vec<&NewJob> = rows.iter().collect();
+            (crate::otel::current_traceparent(), publish(queue, &refs))
+        });
+        requests.push(new, submitted)?;
+        for (job, trace) in rows.iter().zip(traces) {
+            jobs.push(job, attempts(queues, queue), trace);
+        }
+        shapes.push((new.id, queue, lane, new.send_at));
+        spans.push(span);
+    }
+    // One statement for all: its span goes under the first request's publish span.
+    let db_span = spans.first().map_or_else(
+        || insert_span("requests"),
+        |first: &tracing::Span| first.in_scope(|| insert_span("requests")),
+    );
+    let found: Vec<BatchRow> = sqlx::query_as(concat!(
+        "WITH req AS ( \
+             INSERT INTO requests (id, owner_id, kind, name, correlation_id, content, total, \
+                                   send_at, callback_url, trace_context) \
+             SELECT id, owner_id, kind, name, correlation_id, content::jsonb, total, send_at, \
+                    callback_url, trace_context \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                         $7::int4[], $8::timestamptz[], $9::text[], $10::text[]) \
+                  AS r(id, owner_id, kind, name, correlation_id, content, total, send_at, \
+                       callback_url, trace_context) \
+             RETURNING ",
+        crate::db::requests::columns!(),
+        "), new_jobs AS ( \
+             INSERT INTO jobs (id, request_id, queue, payload, max_attempts, status, dispatched_at, \
+                               lane_owner, run_after, unique_key, trace_context) \
+             SELECT t.id, t.request_id, t.queue, t.payload::jsonb, t.max_attempts, 'queued', now(), \
+                    t.lane_owner, t.run_after, t.unique_key, t.trace \
+             FROM UNNEST($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::int4[], \
+                         $16::uuid[], $17::timestamptz[], $18::text[], $19::text[]) \
+                  AS t(id, request_id, queue, payload, max_attempts, lane_owner, run_after, \
+                       unique_key, trace) \
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
+             RETURNING id, request_id) \
+         SELECT ",
+        crate::db::requests::columns!(),
+        ", coalesce((SELECT array_agg(n.id ORDER BY n.id) FROM new_jobs n \
+                     WHERE n.request_id = req.id), '{}') AS job_ids \
+         FROM req"
+    ))
+    .bind(&requests.id)
+    .bind(&requests.owner_id)
+    .bind(&requests.kind)
+    .bind(&requests.name)
+    .bind(&requests.correlation_id)
+    .bind(&requests.content)
+    .bind(&requests.total)
+    .bind(&requests.send_at)
+    .bind(&requests.callback_url)
+    .bind(&requests.trace_context)
+    .bind(&jobs.id)
+    .bind(&jobs.request_id)
+    .bind(&jobs.queue)
+    .bind(&jobs.payload)
+    .bind(&jobs.max_attempts)
+    .bind(&jobs.lane_owner)
+    .bind(&jobs.run_after)
+    .bind(&jobs.unique_key)
+    .bind(&jobs.trace)
+    .fetch_all(conn)
+    .instrument(db_span)
+    .await?;
+    drop(spans);
+    let mut by_id: HashMap<Uuid, BatchRow> = found.into_iter().map(|r| (r.row.id, r)).collect();
+    let mut out = Vec::with_capacity(n);
+    for (id, queue, lane, run_after) in shapes {
+        let Some(found) = by_id.remove(&id) else {
+            return Err(EnqueueError::Database(sqlx::Error::RowNotFound));
+        };
+        let groups = (!found.job_ids.is_empty()).then_some(Group {
+            queue,
+            request_id: Some(id),
+            lane,
+            run_after,
+            ids: found.job_ids,
+        });
+        out.push((
+            found.row,
+            Enqueued {
+                groups: groups.into_iter().collect(),
+                waiting: Vec::new(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    #[sqlx(flatten)]
+    row: RequestRow,
+    job_ids: Vec<Uuid>,
+}
+
+/// A batch's requests as columns, for `UNNEST`.
+struct RequestColumns {
+    id: Vec<Uuid>,
+    owner_id: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    name: Vec<Option<String>>,
+    correlation_id: Vec<Option<String>>,
+    content: Vec<Option<String>>,
+    total: Vec<i32>,
+    send_at: Vec<Option<OffsetDateTime>>,
+    callback_url: Vec<Option<String>>,
+    trace_context: Vec<Option<String>>,
+}
+
+impl RequestColumns {
+    fn with_capacity(n: usize) -> Self {
+        RequestColumns {
+            id: Vec::with_capacity(n),
+            owner_id: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            name: Vec::with_capacity(n),
+            correlation_id: Vec::with_capacity(n),
+            content: Vec::with_capacity(n),
+            total: Vec::with_capacity(n),
+            send_at: Vec::with_capacity(n),
+            callback_url: Vec::with_capacity(n),
+            trace_context: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(
+        &mut self,
+        new: &NewRequest<'_>,
+        submitted: Option<String>,
+    ) -> Result<(), serde_json::Error> {
+        self.id.push(new.id);
+        self.owner_id.push(new.owner_id);
+        self.kind.push(new.kind.as_str());
+        self.name.push(new.name.map(str::to_owned));
+        self.correlation_id
+            .push(new.correlation_id.map(str::to_owned));
+        self.content.push(
+            new.content
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+        );
+        self.total.push(new.total);
+        self.send_at.push(new.send_at);
+        self.callback_url.push(new.callback_url.map(str::to_owned));
+        self.trace_context.push(submitted);
+        Ok(())
+    }
+}
+
+/// A batch's jobs as columns, for `UNNEST`.
+struct JobColumns {
+    id: Vec<Uuid>,
+    request_id: Vec<Option<Uuid>>,
+    queue: Vec<&'static str>,
+    payload: Vec<String>,
+    max_attempts: Vec<i32>,
+    lane_owner: Vec<Option<Uuid>>,
+    run_after: Vec<Option<OffsetDateTime>>,
+    unique_key: Vec<Option<String>>,
+    trace: Vec<Option<String>>,
+}
+
+impl JobColumns {
+    fn with_capacity(n: usize) -> Self {
+        JobColumns {
+            id: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            queue: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            max_attempts: Vec::with_capacity(n),
+            lane_owner: Vec::with_capacity(n),
+            run_after: Vec::with_capacity(n),
+            unique_key: Vec::with_capacity(n),
+            trace: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, job: &NewJob, max_attempts: i32, trace: Option<String>) {
+        self.id.push(job.id);
+        self.request_id.push(job.request_id);
+        self.queue.push(job.queue.as_str());
+        self.payload.push(job.payload.as_str().to_owned());
+        self.max_attempts.push(max_attempts);
+        self.lane_owner.push(job.lane.owner());
+        self.run_after.push(job.run_after);
+        self.unique_key.push(job.unique_key.clone());
+        self.trace.push(trace);
+    }
+}
+
 /// The request and `jobs` (one queue and lane, at most a chunk, none waiting) in one
 /// statement.
 async fn insert_request_with(

@@ -26,7 +26,10 @@ use crate::config::QueueSettings;
 use crate::db::jobs::Payload;
 use crate::queue::{Lane, QueueName};
 
-pub use enqueue::{EnqueueError, Enqueued, enqueue, enqueue_many, enqueue_with_request};
+pub use enqueue::{
+    BatchedRequest, EnqueueError, Enqueued, enqueue, enqueue_many, enqueue_requests,
+    enqueue_with_request,
+};
 
 /// A kind of job: the queue that runs it and its payload (this type, as JSON). The
 /// queue's settings (attempts, backoff, timeout, concurrency) are the queue's, from
