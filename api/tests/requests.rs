@@ -752,3 +752,53 @@ async fn concurrent_submissions_share_one_commit_and_one_failure_fails_no_neighb
             .expect("count");
     assert_eq!(doomed, 0);
 }
+
+/// Quotas in a batch: an owner's submissions that arrive together are charged one by
+/// one when their sum has no room, so exactly the quota's worth is accepted and every
+/// other one gets its own 429 — nothing over the quota is stored, nothing under it lost.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_batch_over_its_owner_s_quota_accepts_exactly_the_quota(pool: PgPool) {
+    let app = spawn_app_with(
+        pool.clone(),
+        test_config(&[
+            ("DATABASE_MAX_CONNECTIONS", "2"),
+            ("EMAIL_QUOTA_PROMOTER_PER_HOUR", "10"),
+            ("EMAIL_QUOTA_PROMOTER_PER_DAY", "100"),
+        ]),
+        None,
+    )
+    .await;
+    let (_, address) = app.create_account(Role::Promoter).await;
+    let token = app.login(&address, common::PASSWORD).await.access_token;
+    let (lock, first) = hold_first_batch(&app, &pool, &token).await;
+    let waiting: Vec<_> = (1..=14).map(|n| submit(&app, &token, n, "quota")).collect();
+    common::eventually(SOON, "14 submissions wait for the committer", || async {
+        (app.state.ingest.waiting() == 14).then_some(())
+    })
+    .await;
+    lock.commit().await.expect("release");
+    assert_eq!(first.await.expect("joined"), 202);
+    let (mut accepted, mut refused) = (0, 0);
+    for handle in waiting {
+        let (status, body) = handle.await.expect("joined");
+        match status {
+            202 => accepted += 1,
+            429 => {
+                assert_eq!(body["code"], "message_quota_exceeded", "{body}");
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(
+        (accepted, refused),
+        (9, 5),
+        "the first and 9 more fill the quota of 10"
+    );
+    assert_eq!(count_requests(&pool).await, 10);
+    let charged: i64 = sqlx::query_scalar("SELECT sum(messages)::int8 FROM message_quota_usage")
+        .fetch_one(&pool)
+        .await
+        .expect("usage");
+    assert_eq!(charged, 10);
+}

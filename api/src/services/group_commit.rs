@@ -1,8 +1,8 @@
 //! Group commit: concurrent submissions share one transaction, so PostgreSQL flushes
 //! the WAL once for all of them, and their jobs go to Redis in one push per lane.
 //!
-//! A submission's handler charges its quota (its own, unlogged, commit) and hands the
-//! request to [`GroupCommit::insert`], which waits for the answer. One collector task
+//! A submission's handler hands the request and its message quota to
+//! [`GroupCommit::submit`], which waits for the answer. One collector task
 //! forms the batches: it waits for a free committer, then takes everything that
 //! arrived meanwhile (up to [`MAX_BATCH`]). At low load a batch is one submission and
 //! starts at once, so nothing waits for company; under load the batches grow by
@@ -20,10 +20,12 @@
 use std::sync::{Arc, OnceLock};
 
 use shared::config::Config;
+use shared::db::quotas::QuotaLimit;
 use shared::db::requests::RequestRow;
 use shared::jobs::{BatchedRequest, EnqueueError, Enqueued};
 use shared::redis::Redis;
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -41,14 +43,25 @@ pub const MAX_GROUPED_JOBS: usize = 64;
 // A whole batch fits the one statement.
 const _: () = assert!(MAX_BATCH * MAX_GROUPED_JOBS <= shared::db::jobs::INSERT_CHUNK);
 
-type Stored = Result<(RequestRow, Enqueued), ApiError>;
+/// What became of a submission.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Charged, committed and pushed: the request as stored.
+    Stored(Box<RequestRow>),
+    /// Its quota had no room: nothing charged, nothing stored.
+    OverQuota,
+}
+
+type Answer = Result<Outcome, ApiError>;
 
 struct Pending {
     submission: Submission,
+    /// The message quota to charge (for the submission's `quota`), if any.
+    quota: Option<QuotaLimit>,
     /// The submitting request's span: the insert runs in it, so the jobs carry the
     /// request's trace and its spans nest under the request's.
     span: tracing::Span,
-    reply: oneshot::Sender<Stored>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// The api's group commit (cheap to clone). Its collector starts with the first
@@ -98,12 +111,13 @@ impl GroupCommit {
             && BatchedRequest::fits(&submission.jobs)
     }
 
-    /// Inserts `submission` with whatever else is being submitted, and pushes its jobs;
-    /// returns once both are done.
-    pub async fn insert(&self, submission: Submission) -> Stored {
+    /// Charges `quota` (if any) and inserts `submission` with whatever else is being
+    /// submitted, and pushes its jobs; returns once all is done.
+    pub async fn submit(&self, submission: Submission, quota: Option<QuotaLimit>) -> Answer {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             submission,
+            quota,
             span: tracing::Span::current(),
             reply,
         };
@@ -173,40 +187,116 @@ async fn collect(
     }
 }
 
+/// Charges made for a batch, to give back if its insert fails: (owner, hour, messages).
+type Charges = Vec<(Uuid, OffsetDateTime, i64)>;
+
 impl Committer {
     async fn commit(self, batch: Vec<Pending>, _slot: OwnedSemaphorePermit) {
         metrics::histogram!(shared::telemetry::metric::INGEST_BATCH_SIZE)
             .record(batch.len() as f64);
-        if batch.len() > 1 {
-            match self.together(&batch).await {
-                Ok(Together::Committed(stored)) => {
-                    let receipts: Vec<Enqueued> = stored.iter().map(|(_, e)| e.clone()).collect();
-                    Enqueued::dispatch_together(&receipts, &self.pool, &self.redis).await;
-                    for (pending, stored) in batch.into_iter().zip(stored) {
-                        let _ = pending.reply.send(Ok(stored));
-                    }
-                    return;
+        if batch.len() == 1 {
+            for pending in batch {
+                self.alone(pending).await;
+            }
+            return;
+        }
+        let (batch, charges) = self.charge(batch).await;
+        if batch.is_empty() {
+            return;
+        }
+        match self.together(&batch).await {
+            Ok(Together::Committed(stored)) => {
+                let receipts: Vec<Enqueued> = stored.iter().map(|(_, e)| e.clone()).collect();
+                Enqueued::dispatch_together(&receipts, &self.pool, &self.redis).await;
+                for (pending, (row, _)) in batch.into_iter().zip(stored) {
+                    let _ = pending.reply.send(Ok(Outcome::Stored(Box::new(row))));
                 }
-                Ok(Together::InsertFailed(err)) => {
-                    tracing::warn!(error = %err, submissions = batch.len(), "a grouped insert failed; inserting each submission alone");
+            }
+            Ok(Together::InsertFailed(err)) => {
+                tracing::warn!(error = %err, submissions = batch.len(), "a grouped insert failed; inserting each submission alone");
+                self.refund(charges).await;
+                for pending in batch {
+                    self.alone(pending).await;
                 }
-                Err(err) => {
-                    for pending in batch {
-                        let _ = pending.reply.send(Err(each(&err)));
-                    }
-                    return;
+            }
+            Err(err) => {
+                self.refund(charges).await;
+                for pending in batch {
+                    let _ = pending.reply.send(Err(each(&err)));
                 }
             }
         }
+    }
+
+    /// Charges the batch's quotas: each owner's submissions together in one statement
+    /// (their messages summed), or — when the sum has no room — one by one in order, so
+    /// each gets its own outcome. Returns the submissions charged (or without a quota)
+    /// and what was charged; the others have their answer.
+    async fn charge(&self, batch: Vec<Pending>) -> (Vec<Pending>, Charges) {
+        let mut charges = Charges::new();
+        let mut owners: Vec<(Uuid, QuotaLimit, Vec<Pending>)> = Vec::new();
+        let mut ready = Vec::with_capacity(batch.len());
         for pending in batch {
-            let stored = self
-                .alone(pending.submission)
-                .instrument(pending.span)
-                .await;
-            if let Ok((_, enqueued)) = &stored {
-                enqueued.dispatch(&self.pool, &self.redis).await;
+            let Some(limit) = pending.quota else {
+                ready.push(pending);
+                continue;
+            };
+            let owner = pending.submission.owner;
+            match owners.iter_mut().find(|(o, l, _)| {
+                *o == owner && (l.per_hour, l.per_day) == (limit.per_hour, limit.per_day)
+            }) {
+                Some((_, sum, members)) => {
+                    sum.messages += limit.messages;
+                    members.push(pending);
+                }
+                None => owners.push((owner, limit, vec![pending])),
             }
-            let _ = pending.reply.send(stored);
+        }
+        for (owner, sum, members) in owners {
+            if members.len() > 1 {
+                match shared::db::quotas::charge(&self.pool, owner, sum).await {
+                    Ok(Some(hour)) => {
+                        charges.push((owner, hour, sum.messages));
+                        ready.extend(members);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        for pending in members {
+                            let _ = pending.reply.send(Err(each(&err)));
+                        }
+                        continue;
+                    }
+                }
+            }
+            for pending in members {
+                let Some(limit) = pending.quota else {
+                    ready.push(pending);
+                    continue;
+                };
+                match shared::db::quotas::charge(&self.pool, owner, limit).await {
+                    Ok(Some(hour)) => {
+                        charges.push((owner, hour, limit.messages));
+                        ready.push(pending);
+                    }
+                    Ok(None) => {
+                        let _ = pending.reply.send(Ok(Outcome::OverQuota));
+                    }
+                    Err(err) => {
+                        let _ = pending.reply.send(Err(each(&err)));
+                    }
+                }
+            }
+        }
+        (ready, charges)
+    }
+
+    /// Gives back charges whose submissions were not stored.
+    async fn refund(&self, charges: Charges) {
+        for (owner, hour, messages) in charges {
+            if let Err(err) = shared::db::quotas::refund(&self.pool, owner, hour, messages).await {
+                tracing::warn!(error = %err, owner = %owner, "cannot give back the quota of a failed submission");
+            }
         }
     }
 
@@ -240,9 +330,39 @@ impl Committer {
         }
     }
 
-    async fn alone(&self, submission: Submission) -> Stored {
+    /// One submission on its own: charged, inserted (or its charge given back), pushed,
+    /// answered.
+    async fn alone(&self, pending: Pending) {
+        let answer = self
+            .charge_and_insert(pending.submission, pending.quota)
+            .instrument(pending.span)
+            .await;
+        let _ = pending.reply.send(answer);
+    }
+
+    async fn charge_and_insert(&self, submission: Submission, quota: Option<QuotaLimit>) -> Answer {
         let mut conn = self.pool.acquire().await?;
-        requests::insert(&mut conn, &self.config.queues, submission).await
+        let charged = match quota {
+            Some(limit) => {
+                match shared::db::quotas::charge(&mut *conn, submission.owner, limit).await? {
+                    Some(hour) => Some((submission.owner, hour, limit.messages)),
+                    None => return Ok(Outcome::OverQuota),
+                }
+            }
+            None => None,
+        };
+        let inserted = requests::insert(&mut conn, &self.config.queues, submission).await;
+        drop(conn);
+        match inserted {
+            Ok((row, enqueued)) => {
+                enqueued.dispatch(&self.pool, &self.redis).await;
+                Ok(Outcome::Stored(Box::new(row)))
+            }
+            Err(err) => {
+                self.refund(charged.into_iter().collect()).await;
+                Err(err)
+            }
+        }
     }
 }
 

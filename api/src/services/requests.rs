@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::services::group_commit::GroupCommit;
+use crate::services::group_commit::{GroupCommit, Outcome};
 use crate::services::quotas::{self, QuotaCharge};
 use crate::state::AppState;
 
@@ -111,23 +111,37 @@ pub async fn submit(
             stored
         }
         None if GroupCommit::accepts(&submission) => {
-            // The charge commits on its own (unlogged: no WAL flush); the insert shares
-            // a transaction with whatever else is being submitted, and its jobs are
-            // pushed before the answer comes back (see `group_commit`).
-            let charged = {
-                let mut conn = state.pool.acquire().await?;
-                charge(&mut conn, state, &submission).await?
+            // Charged, inserted and pushed with whatever else is being submitted (see
+            // `group_commit`); the 202 comes back once all that is done.
+            let owner = submission.owner;
+            let quota = match submission.quota {
+                Some(charge) => {
+                    let quota = state.config.accounts.quota(charge.role);
+                    Some((charge, quota, charge.limit(quota)?))
+                }
+                None => None,
             };
-            let stored = state.ingest.insert(submission).await;
-            let (row, _) = refund_unless_stored(&state.pool, charged, stored).await?;
-            return Ok(Accepted::from(&row));
+            let outcome = state
+                .ingest
+                .submit(submission, quota.map(|(_, _, limit)| limit))
+                .await?;
+            return match (outcome, quota) {
+                (Outcome::Stored(row), _) => Ok(Accepted::from(&*row)),
+                (Outcome::OverQuota, Some((charge, quota, _))) => {
+                    let mut conn = state.pool.acquire().await?;
+                    Err(quotas::refused(&mut *conn, owner, charge, quota).await)
+                }
+                (Outcome::OverQuota, None) => Err(ApiError::Internal(anyhow::anyhow!(
+                    "a submission without a quota was refused by one"
+                ))),
+            };
         }
         None => {
             // One connection for the charge (its own autocommit) and the insert.
             let mut conn = state.pool.acquire().await?;
             let charged = charge(&mut conn, state, &submission).await?;
             let stored = insert(&mut conn, &state.config.queues, submission).await;
-            refund_unless_stored(&mut *conn, charged, stored).await?
+            refund_unless_stored(&mut conn, charged, stored).await?
         }
         Some(idem) => {
             let mut tx = state.pool.begin().await?;
@@ -183,7 +197,7 @@ async fn charge(
 
 /// Passes the insert's result on; when it failed, gives the charge back first.
 async fn refund_unless_stored<T>(
-    conn: impl sqlx::PgExecutor<'_>,
+    conn: &mut sqlx::PgConnection,
     charged: Option<Charged>,
     stored: Result<T, ApiError>,
 ) -> Result<T, ApiError> {
