@@ -79,9 +79,12 @@ use utoipa::OpenApi;
         shared::health::live,
         shared::health::ready,
     ),
-    modifiers(&BearerAuth, &Contract),
+    modifiers(&BearerAuth, &Contract, &Webhooks, &Downloads),
     components(schemas(
         crate::routes::auth::MfaChallenge,
+        crate::routes::auth::TokenResponse,
+        shared::webhooks::RequestFinishedEvent,
+        shared::webhooks::FinishedRequest,
         shared::problem::Problem,
         shared::problem::FieldError,
         shared::events::Progress,
@@ -144,14 +147,55 @@ impl utoipa::Modify for BearerAuth {
 ///   `Retry-After` on 429/503, `WWW-Authenticate` on 401.
 struct Contract;
 
+/// The response headers every operation shares, declared once under
+/// `components/headers` and referenced: (name, description).
+const SHARED_HEADERS: [(&str, &str); 6] = [
+    (
+        "RateLimit-Policy",
+        "The route group's budget: `\"group\";q=REQUESTS;w=SECONDS`",
+    ),
+    (
+        "RateLimit",
+        "What is left of it: `\"group\";r=REMAINING;t=SECONDS_UNTIL_RESET`",
+    ),
+    (
+        "x-request-id",
+        "The request's id (the client's, or a new UUID v7); on every log line of the request",
+    ),
+    (
+        "Location",
+        "Where the created resource (or the request to follow) is",
+    ),
+    ("Retry-After", "Seconds to wait before trying again"),
+    ("WWW-Authenticate", "The Bearer challenge"),
+];
+
+/// The problems every operation of a kind can answer (see [`Contract::complete`]),
+/// declared once under `components/responses` as `Problem{status}`.
+const SHARED_PROBLEMS: [u16; 9] = [400, 401, 403, 413, 415, 422, 429, 500, 503];
+
 impl Contract {
-    fn header(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Header> {
+    fn header(description: &str) -> utoipa::openapi::Header {
         use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Type};
         HeaderBuilder::new()
             .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
             .description(Some(description))
             .build()
-            .into()
+    }
+
+    /// A reference to one of [`SHARED_HEADERS`], or the header itself where references
+    /// are not used (the probes, which are not rate limited).
+    fn header_ref(name: &str, inline: bool) -> utoipa::openapi::RefOr<utoipa::openapi::Header> {
+        use utoipa::openapi::{Ref, RefOr};
+        if inline {
+            let description = SHARED_HEADERS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or("", |(_, d)| d);
+            RefOr::T(Self::header(description))
+        } else {
+            RefOr::Ref(Ref::new(format!("#/components/headers/{name}")))
+        }
     }
 
     fn problem(status: u16) -> utoipa::openapi::Response {
@@ -171,9 +215,47 @@ impl Contract {
             .build()
     }
 
+    /// The headers a response with this status carries: `x-request-id` always, the
+    /// rate limit's where the route is limited, and the status's own.
+    fn add_headers(response: &mut utoipa::openapi::Response, code: u16, limited: bool) {
+        let mut names = vec!["x-request-id"];
+        if limited {
+            names.extend(["RateLimit-Policy", "RateLimit"]);
+        }
+        match code {
+            201 | 202 => names.push("Location"),
+            429 | 503 => names.push("Retry-After"),
+            401 => names.push("WWW-Authenticate"),
+            _ => {}
+        }
+        for name in names {
+            response
+                .headers
+                .entry(name.to_owned())
+                .or_insert_with(|| Self::header_ref(name, !limited));
+        }
+    }
+
+    /// `components/headers` and `components/responses` for what operations share.
+    fn add_components(openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, description) in SHARED_HEADERS {
+            components
+                .headers
+                .insert(name.to_owned(), Self::header(description).into());
+        }
+        for status in SHARED_PROBLEMS {
+            let mut response = Self::problem(status);
+            Self::add_headers(&mut response, status, true);
+            components
+                .responses
+                .insert(format!("Problem{status}"), response.into());
+        }
+    }
+
     fn complete(path: &str, tag: &str, operation: &mut utoipa::openapi::path::Operation) {
         let limited = !path.starts_with("/health/");
-        use utoipa::openapi::RefOr;
+        use utoipa::openapi::{Ref, RefOr};
         if let Some(id) = &operation.operation_id
             && !id.starts_with(&format!("{tag}_"))
         {
@@ -197,9 +279,13 @@ impl Contract {
         }
         let responses = &mut operation.responses.responses;
         for status in statuses {
-            responses
-                .entry(status.to_string())
-                .or_insert_with(|| RefOr::T(Self::problem(status)));
+            responses.entry(status.to_string()).or_insert_with(|| {
+                if limited {
+                    RefOr::Ref(Ref::new(format!("#/components/responses/Problem{status}")))
+                } else {
+                    RefOr::T(Self::problem(status))
+                }
+            });
         }
         for (status, response) in responses.iter_mut() {
             let RefOr::T(response) = response else {
@@ -220,49 +306,7 @@ impl Contract {
             {
                 response.content.insert(PROBLEM_JSON.to_owned(), json);
             }
-            if limited {
-                for (name, description) in [
-                    (
-                        "RateLimit-Policy",
-                        "The route group's budget: `\"group\";q=REQUESTS;w=SECONDS`",
-                    ),
-                    (
-                        "RateLimit",
-                        "What is left of it: `\"group\";r=REMAINING;t=SECONDS_UNTIL_RESET`",
-                    ),
-                ] {
-                    response
-                        .headers
-                        .entry(name.to_owned())
-                        .or_insert_with(|| Self::header(description));
-                }
-            }
-            response.headers.entry("x-request-id".to_owned()).or_insert_with(|| {
-                Self::header("The request's id (the client's, or a new UUID v7); on every log line of the request")
-            });
-            match code {
-                201 | 202 => {
-                    response
-                        .headers
-                        .entry("Location".to_owned())
-                        .or_insert_with(|| {
-                            Self::header("Where the created resource (or the request to follow) is")
-                        });
-                }
-                429 | 503 => {
-                    response
-                        .headers
-                        .entry("Retry-After".to_owned())
-                        .or_insert_with(|| Self::header("Seconds to wait before trying again"));
-                }
-                401 => {
-                    response
-                        .headers
-                        .entry("WWW-Authenticate".to_owned())
-                        .or_insert_with(|| Self::header("The Bearer challenge"));
-                }
-                _ => {}
-            }
+            Self::add_headers(response, code, limited);
         }
     }
 }
@@ -271,6 +315,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
 
 impl utoipa::Modify for Contract {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        Self::add_components(openapi);
         for (path, item) in openapi.paths.paths.iter_mut() {
             for operation in [
                 &mut item.get,
@@ -293,6 +338,134 @@ impl utoipa::Modify for Contract {
                 Self::complete(path, &tag, operation);
             }
         }
+    }
+}
+
+/// A download's 200 is served with the type its content showed when it was uploaded
+/// (one of the upload allowlist's types; `application/octet-stream` when unknown): each
+/// is declared, with a binary schema, so generated clients return the bytes.
+struct Downloads;
+
+impl utoipa::Modify for Downloads {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            ContentBuilder, KnownFormat, ObjectBuilder, RefOr, SchemaFormat, Type,
+        };
+        let Some(RefOr::T(ok)) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/uploads/{id}/content")
+            .and_then(|item| item.get.as_mut())
+            .and_then(|get| get.responses.responses.get_mut("200"))
+        else {
+            return;
+        };
+        let binary = || {
+            let content = ContentBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary))),
+                ))
+                .build();
+            RefOr::T(content)
+        };
+        ok.content.clear();
+        ok.content
+            .insert("application/octet-stream".to_owned(), binary());
+        for file_type in shared::files::FileType::ALL {
+            ok.content.insert(file_type.mime().to_owned(), binary());
+        }
+    }
+}
+
+/// The webhooks Conveyor sends (OpenAPI 3.1 `webhooks`): `request.finished`, POSTed to
+/// a submission's `callback_url` with the Standard Webhooks headers.
+struct Webhooks;
+
+impl utoipa::Modify for Webhooks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{
+            HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+        };
+        use utoipa::openapi::request_body::RequestBodyBuilder;
+        use utoipa::openapi::{
+            ContentBuilder, ObjectBuilder, PathsBuilder, Ref, Required, ResponseBuilder, Type,
+        };
+        let header = |name: &str, required: bool, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(if required {
+                    Required::True
+                } else {
+                    Required::False
+                })
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build()
+        };
+        let operation = OperationBuilder::new()
+            .operation_id(Some("webhooks_request_finished"))
+            .tag("webhooks")
+            .summary(Some("A request reached its final status"))
+            .description(Some(
+                "POSTed to the submission's `callback_url` once the request is finished \
+                 (succeeded, failed or cancelled), signed as Standard Webhooks specifies: \
+                 verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{body}` \
+                 with the secret of `POST /api/v1/me/webhook-secret` (any Standard Webhooks \
+                 library does it), and reject old timestamps. Delivered at least once: \
+                 `webhook-id` is stable across retries, so use it to ignore repeats. Any 2xx \
+                 acknowledges; any other answer, a timeout or a network error is retried \
+                 with backoff up to `WEBHOOK_MAX_ATTEMPTS`.",
+            ))
+            .parameter(header(
+                "webhook-id",
+                true,
+                "The delivery's id, the same on every retry",
+            ))
+            .parameter(header(
+                "webhook-timestamp",
+                true,
+                "When this attempt was signed, in Unix seconds",
+            ))
+            .parameter(header(
+                "webhook-signature",
+                true,
+                "Space-separated `v1,<base64 HMAC-SHA256>`, one per secret still valid \
+                 (two for a day after a rotation)",
+            ))
+            .parameter(header(
+                "traceparent",
+                false,
+                "W3C trace context of the delivery, when tracing is on",
+            ))
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("RequestFinishedEvent")))
+                            .build(),
+                    )
+                    .build(),
+            ))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("Any 2xx acknowledges the delivery; the body is ignored")
+                    .build(),
+            )
+            .build();
+        openapi.webhooks = Some(
+            PathsBuilder::new()
+                .path(
+                    shared::webhooks::EVENT_REQUEST_FINISHED,
+                    PathItem::new(HttpMethod::Post, operation),
+                )
+                .build(),
+        );
     }
 }
 

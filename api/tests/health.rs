@@ -154,6 +154,20 @@ async fn extension_methods_are_counted_as_other(pool: PgPool) {
     assert!(!metrics.contains("FOO12"), "{metrics}");
 }
 
+/// A `{"$ref": "#/components/…"}` of the document followed to what it names.
+fn resolve<'a>(spec: &'a serde_json::Value, value: &'a serde_json::Value) -> &'a serde_json::Value {
+    match value["$ref"].as_str() {
+        Some(reference) => {
+            let pointer = reference.strip_prefix('#').expect("a local reference");
+            let target = spec
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("{reference} resolves"));
+            resolve(spec, target)
+        }
+        None => value,
+    }
+}
+
 #[test]
 fn every_operation_documents_its_answers_and_headers() {
     let spec: serde_json::Value =
@@ -176,6 +190,10 @@ fn every_operation_documents_its_answers_and_headers() {
                 assert!(responses.contains_key("401"), "{method} {path}: no 401");
             }
             for (status, response) in responses {
+                let response = resolve(&spec, response);
+                for header in response["headers"].as_object().into_iter().flatten() {
+                    assert!(resolve(&spec, header.1)["schema"].is_object());
+                }
                 assert!(
                     response["description"]
                         .as_str()
@@ -202,6 +220,98 @@ fn every_operation_documents_its_answers_and_headers() {
         }
     }
     assert!(operations >= 27, "{operations}");
+}
+
+/// What generated clients need of the document beyond each operation's happy path:
+/// both bodies of a login, the event stream's data, the refresh cookie and CSRF
+/// header, the webhook Conveyor sends, the types a download comes in — and the shared
+/// headers and problems declared once, not repeated in every response.
+#[test]
+fn the_contract_declares_what_clients_generate_from() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&api::openapi::json()).expect("the spec is JSON");
+    let schema_ref =
+        |name: &str| serde_json::json!({"$ref": format!("#/components/schemas/{name}")});
+
+    let login = &spec["paths"]["/api/v1/auth/login"]["post"]["responses"]["200"];
+    let body = resolve(&spec, &login["content"]["application/json"]["schema"]);
+    let one_of = body["oneOf"]
+        .as_array()
+        .expect("login's 200 is one of two bodies");
+    assert!(one_of.contains(&schema_ref("TokenResponse")), "{body}");
+    assert!(one_of.contains(&schema_ref("MfaChallenge")), "{body}");
+    assert!(login["headers"]["Set-Cookie"].is_object());
+
+    let events = &spec["paths"]["/api/v1/requests/{id}/events"]["get"]["responses"]["200"];
+    assert_eq!(
+        events["content"]["text/event-stream"]["schema"],
+        schema_ref("Progress"),
+        "the stream's schema is each event's data"
+    );
+
+    for (path, cookie_required) in [
+        ("/api/v1/auth/refresh", true),
+        ("/api/v1/auth/logout", false),
+    ] {
+        let parameters = spec["paths"][path]["post"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has parameters"));
+        let find = |place: &str, name: &str| {
+            parameters
+                .iter()
+                .find(|p| p["in"] == place && p["name"] == name)
+                .unwrap_or_else(|| panic!("{path}: no {place} parameter {name}"))
+        };
+        assert_eq!(
+            find("header", "X-Requested-With")["required"],
+            true,
+            "{path}"
+        );
+        assert_eq!(
+            find("cookie", api::routes::auth::REFRESH_COOKIE)["required"],
+            cookie_required,
+            "{path}"
+        );
+    }
+
+    let webhook = &spec["webhooks"]["request.finished"]["post"];
+    assert_eq!(
+        webhook["requestBody"]["content"]["application/json"]["schema"],
+        schema_ref("RequestFinishedEvent")
+    );
+    for header in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        assert!(
+            webhook["parameters"]
+                .as_array()
+                .expect("parameters")
+                .iter()
+                .any(|p| p["in"] == "header" && p["name"] == header && p["required"] == true),
+            "{header}"
+        );
+    }
+    let event = &spec["components"]["schemas"]["RequestFinishedEvent"];
+    assert!(event["properties"]["type"].is_object() && event["properties"]["data"].is_object());
+
+    let download =
+        &spec["paths"]["/api/v1/uploads/{id}/content"]["get"]["responses"]["200"]["content"];
+    for file_type in shared::files::FileType::ALL {
+        assert_eq!(
+            download[file_type.mime()]["schema"],
+            serde_json::json!({"type": "string", "format": "binary"}),
+            "{}",
+            file_type.mime()
+        );
+    }
+
+    let text = api::openapi::json();
+    assert_eq!(
+        text.matches("The route group's budget").count(),
+        1,
+        "the rate-limit headers are declared once"
+    );
+    let problem = &spec["paths"]["/api/v1/emails"]["post"]["responses"]["429"];
+    assert_eq!(problem["$ref"], "#/components/responses/Problem429");
+    assert!(resolve(&spec, problem)["headers"]["Retry-After"].is_object());
 }
 
 /// PostgreSQL unreachable (through a proxy this test cuts): the request that finds it

@@ -125,6 +125,16 @@ pub struct MfaChallenge {
     pub mfa_token: String,
 }
 
+/// The 200 of `POST /auth/login`: the tokens, or with 2FA on a challenge to finish
+/// at `POST /auth/login/mfa` (told apart by `mfa_required`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the schema of the two bodies `login` sends
+pub enum LoginResponse {
+    SignedIn(TokenResponse),
+    MfaRequired(MfaChallenge),
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecoveryCodes {
     /// One-time codes that replace a TOTP code once each; shown only now.
@@ -319,7 +329,8 @@ pub async fn resend_verification(
 /// Password login. With 2FA on, answers an MFA challenge instead of tokens.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, body = TokenResponse, description = "Signed in; the refresh token is in the `__Secure-conveyor_refresh` cookie. With 2FA on, the body is an `MfaChallenge` instead."),
+        (status = 200, body = LoginResponse, description = "Signed in (`TokenResponse`; the refresh token is in the `__Secure-conveyor_refresh` cookie), or with 2FA on an `MfaChallenge` to finish at `/auth/login/mfa` (no cookie yet)",
+            headers(("Set-Cookie" = String, description = "The refresh token: `__Secure-conveyor_refresh`, HttpOnly, Secure, SameSite=Strict, Path=/api/v1/auth (when signed in)"))),
         (status = 401, body = shared::problem::Problem, description = "`invalid_credentials`"),
         (status = 429, body = shared::problem::Problem, description = "`rate_limited`, with Retry-After"),
     ))]
@@ -341,7 +352,8 @@ pub async fn login(
 /// Completes a 2FA login with a TOTP code or a recovery code.
 #[utoipa::path(post, path = "/api/v1/auth/login/mfa", tag = "auth", request_body = MfaLoginRequest,
     responses(
-        (status = 200, body = TokenResponse),
+        (status = 200, body = TokenResponse, description = "Signed in",
+            headers(("Set-Cookie" = String, description = "The refresh token: `__Secure-conveyor_refresh`, HttpOnly, Secure, SameSite=Strict, Path=/api/v1/auth"))),
         (status = 401, body = shared::problem::Problem, description = "`invalid_credentials` (wrong code) or `unauthenticated` (bad or spent MFA token)"),
     ))]
 pub async fn login_mfa(
@@ -354,8 +366,13 @@ pub async fn login_mfa(
 
 /// Rotates the refresh cookie and returns a new access token. Needs `X-Requested-With`.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    params(
+        ("X-Requested-With" = String, Header, description = "Any non-empty value (a header no cross-site form can send), e.g. `XMLHttpRequest`"),
+        ("__Secure-conveyor_refresh" = String, Cookie, description = "The refresh token the last sign-in or refresh set; a browser sends it by itself"),
+    ),
     responses(
-        (status = 200, body = TokenResponse),
+        (status = 200, body = TokenResponse, description = "A new access token; the refresh cookie is rotated (the old one is spent: using it again ends the session)",
+            headers(("Set-Cookie" = String, description = "The new refresh token: `__Secure-conveyor_refresh`, HttpOnly, Secure, SameSite=Strict, Path=/api/v1/auth"))),
         (status = 401, body = shared::problem::Problem, description = "missing, expired or reused refresh token (reuse revokes the session)"),
         (status = 403, body = shared::problem::Problem, description = "`forbidden`: no X-Requested-With header"),
     ))]
@@ -372,7 +389,12 @@ pub async fn refresh(
 
 /// Ends the session of the refresh cookie and clears it. Needs `X-Requested-With`.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204, description = "Signed out (also when there was no session)"),
+    params(
+        ("X-Requested-With" = String, Header, description = "Any non-empty value (a header no cross-site form can send), e.g. `XMLHttpRequest`"),
+        ("__Secure-conveyor_refresh" = Option<String>, Cookie, description = "The refresh token of the session to end; a browser sends it by itself"),
+    ),
+    responses((status = 204, description = "Signed out (also when there was no session); the cookie is cleared",
+                headers(("Set-Cookie" = String, description = "Clears `__Secure-conveyor_refresh` (Max-Age=0)"))),
               (status = 403, body = shared::problem::Problem, description = "`forbidden`: no X-Requested-With header")))]
 pub async fn logout(
     State(state): State<AppState>,

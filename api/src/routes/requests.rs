@@ -128,18 +128,6 @@ impl From<JobSummary> for JobCounts {
     }
 }
 
-/// One Server-Sent Event of `GET /requests/{id}/events`, as the OpenAPI SSE
-/// convention describes events (`event`, `data`).
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ProgressEvent {
-    /// Always `progress`.
-    pub event: String,
-    /// The request's progress, a JSON `Progress` object.
-    #[schema(content_media_type = "application/json")]
-    pub data: String,
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RequestDetail {
     #[serde(flatten)]
@@ -240,7 +228,7 @@ pub async fn cancel(
 /// JSON `Progress`): the current state first, then every change, ending after the
 /// final state. A comment every 15 s keeps proxies from closing the stream.
 #[utoipa::path(get, path = "/api/v1/requests/{id}/events", tag = "requests", params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, content_type = "text/event-stream", body = ProgressEvent, description = "One `progress` event per change; each `data` is a JSON `Progress`"), (status = 404, body = shared::problem::Problem)))]
+    responses((status = 200, content_type = "text/event-stream", body = shared::events::Progress, description = "Server-Sent Events: the request's state at once, then one per change. Each event is `event: progress` with `data:` one JSON `Progress` (the schema here is each event's data); progress never goes backwards (`version` rises). A `: keep-alive` comment every 15 s; the stream ends after the event with `finished: true`."), (status = 404, body = shared::problem::Problem)))]
 pub async fn stream_events(
     State(state): State<AppState>,
     Authorized(user, ..): Authorized<perm::ReadOwnRequests>,

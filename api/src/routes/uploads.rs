@@ -390,7 +390,7 @@ fn content_disposition(file_name: &str) -> HeaderValue {
 /// and the type its content showed.
 #[utoipa::path(get, path = "/api/v1/uploads/{id}/content", tag = "uploads", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses(
-        (status = 200, content_type = "application/octet-stream", description = "The bytes, `Content-Disposition: attachment`"),
+        (status = 200, content_type = "application/octet-stream", description = "The bytes, `Content-Disposition: attachment` with the sanitized file name, `Content-Type` the type its content showed (the upload's `file_type`)"),
         (status = 403, body = shared::problem::Problem, description = "`quarantined`: a scan found it infected"),
         (status = 404, body = shared::problem::Problem),
         (status = 409, body = shared::problem::Problem, description = "`scan_pending` (not scanned yet) or `conflict` (rejected)"),

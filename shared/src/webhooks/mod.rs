@@ -8,6 +8,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::requests::RequestRow;
+use crate::domain::{RequestKind, RequestStatus};
 
 pub use address::{Cidr, refusal};
 
@@ -19,6 +24,67 @@ pub const SECRET_PURPOSE: &str = "webhooks.secret";
 pub const SECRET_PREFIX: &str = "whsec_";
 /// The longest callback URL, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
+
+/// The body of a `request.finished` delivery, as Standard Webhooks shapes an event:
+/// its `type`, when it happened, and the request's final state in `data`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RequestFinishedEvent {
+    /// Always `request.finished`.
+    #[serde(rename = "type")]
+    #[schema(example = "request.finished")]
+    pub event_type: String,
+    /// When the request finished (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub timestamp: Option<OffsetDateTime>,
+    pub data: FinishedRequest,
+}
+
+/// A finished request, as `GET /api/v1/requests/{id}` (at `location`) shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FinishedRequest {
+    pub id: Uuid,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
+    pub name: Option<String>,
+    pub total: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub cancelled: i32,
+    /// Messages not sent: every recipient was on the sender's suppression list.
+    pub suppressed: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+    /// The request in the api: `/api/v1/requests/{id}`.
+    pub location: String,
+}
+
+impl RequestFinishedEvent {
+    pub fn new(event: &str, request: &RequestRow) -> Self {
+        RequestFinishedEvent {
+            event_type: event.to_owned(),
+            timestamp: request.finished_at,
+            data: FinishedRequest {
+                id: request.id,
+                kind: request.kind,
+                status: request.status,
+                name: request.name.clone(),
+                total: request.total,
+                succeeded: request.succeeded,
+                failed: request.failed,
+                cancelled: request.cancelled,
+                suppressed: request.suppressed,
+                created_at: request.created_at,
+                finished_at: request.finished_at,
+                location: format!("/api/v1/requests/{}", request.id),
+            },
+        }
+    }
+}
 
 /// A signing secret: 32 random bytes.
 pub fn generate_secret() -> [u8; 32] {

@@ -8,7 +8,6 @@
 
 pub mod client;
 
-use serde_json::json;
 use shared::Config;
 use shared::crypto::pii::PiiCipher;
 use shared::db::jobs::ClaimedJob;
@@ -16,38 +15,13 @@ use shared::db::requests::{self, RequestRow};
 use shared::db::webhooks::{self as repo, Delivery};
 use shared::jobs::webhooks::WebhookJob;
 use shared::telemetry::metric;
+use shared::webhooks::RequestFinishedEvent;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::handler::{Handler, Outcome};
-
-/// The body of a `request.finished` event: the request's final state.
-pub fn event_body(event: &str, request: &RequestRow) -> serde_json::Value {
-    let rfc3339 = |t: OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
-    json!({
-        "type": event,
-        "timestamp": request.finished_at.map(rfc3339),
-        "data": {
-            "id": request.id,
-            "kind": request.kind,
-            "status": request.status,
-            "name": request.name,
-            "total": request.total,
-            "succeeded": request.succeeded,
-            "failed": request.failed,
-            "cancelled": request.cancelled,
-            "suppressed": request.suppressed,
-            "created_at": rfc3339(request.created_at),
-            "finished_at": request.finished_at.map(rfc3339),
-            "location": format!("/api/v1/requests/{}", request.id),
-        }
-    })
-}
 
 /// How one attempt ended.
 #[derive(Debug)]
@@ -154,7 +128,7 @@ impl Webhooks {
         if let Some(refused) = client::literal_refusal(&url, &self.allowed) {
             return Attempt::not_public(refused);
         }
-        let body = match serde_json::to_vec(&event_body(&delivery.event, request)) {
+        let body = match serde_json::to_vec(&RequestFinishedEvent::new(&delivery.event, request)) {
             Ok(body) => body,
             Err(err) => {
                 return Attempt::Failed {
