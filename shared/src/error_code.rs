@@ -174,16 +174,17 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_code_with_its_status() {
-        let readme = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    fn the_book_lists_every_code_with_its_status() {
+        let page = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs/src/reference/errors.md"),
         )
-        .expect("README.md");
+        .expect("docs/src/reference/errors.md");
         for code in ErrorCode::ALL {
-            let row = readme
+            let row = page
                 .lines()
                 .find(|line| line.starts_with(&format!("| `{}` |", code.as_str())))
-                .unwrap_or_else(|| panic!("README's error table has no row for `{code}`"));
+                .unwrap_or_else(|| panic!("the book's error table has no row for `{code}`"));
             assert!(
                 row.contains(&code.status().to_string()),
                 "`{code}` row does not say {}: {row}",

@@ -47,7 +47,8 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// Stable machine-readable code; see the error code table in the README.
+    /// Stable machine-readable code; see the error code table in the book
+    /// (docs/src/reference/errors.md).
     #[schema(value_type = String, example = "validation_failed")]
     pub code: ErrorCode,
     /// The `x-request-id` of the request, to quote when asking for help.

@@ -1,7 +1,7 @@
 //! Logs and metrics: the `tracing` subscriber (pretty in development, JSON in
 //! production, filtered by `RUST_LOG`) and the process-wide Prometheus recorder.
 //! Every metric name Conveyor emits is declared in [`metric`], the one list the
-//! dashboards and the README draw from.
+//! dashboards and the book's metrics table (docs/src/reference/metrics.md) draw from.
 
 use std::sync::OnceLock;
 use std::time::Duration;

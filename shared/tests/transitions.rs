@@ -1,4 +1,5 @@
-//! The README's table of status transitions ("Where a status changes") against the
+//! The book's table of status transitions (docs/src/architecture/status-transitions.md,
+//! "Where a status changes") against the
 //! code: every function it names exists and is called by production code (not only by
 //! tests), and every repository function whose SQL writes a job's, a request's or an
 //! operation's status is in the table.
@@ -20,11 +21,8 @@ fn read(path: &Path) -> String {
 /// The functions the table names, as `module path` (under `shared/src`) and name:
 /// `db::jobs::succeed` → (`db/jobs.rs`, `succeed`).
 fn table() -> Vec<(String, String)> {
-    let readme = read(&workspace().join("README.md"));
-    let start = readme
-        .find("**Where a status changes.**")
-        .expect("the section");
-    let rows = readme[start..]
+    let page = read(&workspace().join("docs/src/architecture/status-transitions.md"));
+    let rows = page
         .lines()
         .skip_while(|l| !l.starts_with("| function |"))
         .skip(2)
@@ -89,7 +87,7 @@ fn every_function_in_the_table_exists_and_production_calls_it() {
         let source = read(&path);
         assert!(
             source.contains(&format!("pub async fn {name}(")),
-            "the README names {file}::{name}, which does not exist"
+            "the book's table names {file}::{name}, which does not exist"
         );
         let called = code.iter().any(|(_, text)| {
             text.match_indices(&format!("{name}(")).any(|(at, _)| {
@@ -157,6 +155,6 @@ fn every_repository_function_that_writes_a_status_is_in_the_table() {
     let missing: Vec<_> = writers.difference(&named).collect();
     assert!(
         missing.is_empty(),
-        "these write a status but are not in the README's table: {missing:?}"
+        "these write a status but are not in the book's table: {missing:?}"
     );
 }

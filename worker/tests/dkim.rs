@@ -1,6 +1,6 @@
 //! DKIM signatures checked by an independent verifier: dkimpy
 //! (`shared/testkit/dkim_verify.py`) against the DNS record `DkimSigner::dns_record`
-//! gives, with keys made by `openssl genpkey` as the README says. A signature verifies;
+//! gives, with keys made by `openssl genpkey` as the book says. A signature verifies;
 //! altering a signed header or the body, adding a signed header, or verifying against
 //! another key's record fails. One signed message goes through the real SMTP test
 //! server and verifies as received.

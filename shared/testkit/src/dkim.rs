@@ -1,4 +1,4 @@
-//! DKIM in tests: keys made by the `openssl` CLI (as the README says to make them) and
+//! DKIM in tests: keys made by the `openssl` CLI (as the book says to make them) and
 //! an independent verifier, dkimpy (`shared/testkit/dkim_verify.py`), run against a
 //! record the test gives instead of DNS. `scripts/services ensure_dkim_verifier`
 //! installs both.
