@@ -336,3 +336,72 @@ fn the_console_trace_url_is_optional_and_keeps_its_placeholder() {
     let cfg = config(&[("CONSOLE_TRACE_URL", template)]).expect("valid");
     assert_eq!(cfg.http.console_trace_url.as_deref(), Some(template));
 }
+
+/// Every variable the configuration reads is in `.env.example` (set or commented out):
+/// each name asked for while reading the configurations below — defaults, production
+/// with its keys, S3 storage, a Redis Cluster, DKIM — is recorded and looked up there,
+/// so a new variable cannot ship undocumented (the book's configuration tables are
+/// held to `.env.example` by `scripts/check-docs`).
+#[test]
+fn every_variable_read_is_in_env_example() {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.env.example"),
+    )
+    .expect(".env.example");
+    let documented: BTreeSet<&str> = example
+        .lines()
+        .map(|line| line.trim_start_matches('#').trim_start())
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    let asked = RefCell::new(BTreeSet::new());
+    let environments: [&[(&str, &str)]; 5] = [
+        &[],
+        &[
+            ("APP_ENV", "production"),
+            ("JWT_SIGNING_KEY", KEY),
+            ("PII_KEY", KEY),
+            ("BLIND_INDEX_KEY", KEY),
+            ("PII_PREVIOUS_KEYS", KEY),
+        ],
+        &[("STORAGE_URL", "s3://bucket/prefix")],
+        &[(
+            "REDIS_CLUSTER_URLS",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+        )],
+        &[("DKIM_DOMAIN", "example.org"), ("DKIM_SELECTOR", "s1")],
+    ];
+    for vars in environments {
+        let map = map(vars);
+        let lookup = |name: &str| {
+            asked.borrow_mut().insert(name.to_owned());
+            map.get(name).cloned()
+        };
+        // Whether each configuration is valid here does not matter: what was asked does.
+        let _ = Config::from_lookup(lookup);
+        let _ = AuthConfig::from_lookup(lookup);
+        let _ = DkimConfig::from_lookup(lookup);
+    }
+    let asked = asked.into_inner();
+    assert!(
+        asked.len() > 100,
+        "only {} variables were asked for",
+        asked.len()
+    );
+    let missing: Vec<&String> = asked
+        .iter()
+        .filter(|name| !documented.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "read by the configuration but not in .env.example: {missing:?}"
+    );
+}
