@@ -56,6 +56,11 @@ impl Payload {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The JSON text, without a copy.
+    pub fn into_string(self) -> String {
+        self.0.into_string()
+    }
 }
 
 /// Rows per `INSERT … SELECT FROM UNNEST` statement.

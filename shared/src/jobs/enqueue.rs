@@ -593,7 +593,7 @@ pub async fn enqueue_requests(
             (crate::otel::current_traceparent(), publish(queue, &refs))
         });
         requests.push(new, submitted)?;
-        for (job, trace) in rows.iter().zip(traces) {
+        for (job, trace) in rows.into_iter().zip(traces) {
             jobs.push(job, attempts(queues, queue), trace);
         }
         shapes.push((new.id, queue, lane, new.send_at));
@@ -770,15 +770,16 @@ impl JobColumns {
         }
     }
 
-    fn push(&mut self, job: &NewJob, max_attempts: i32, trace: Option<String>) {
+    /// Takes the job: its payload and key move into the columns, uncopied.
+    fn push(&mut self, job: NewJob, max_attempts: i32, trace: Option<String>) {
         self.id.push(job.id);
         self.request_id.push(job.request_id);
         self.queue.push(job.queue.as_str());
-        self.payload.push(job.payload.as_str().to_owned());
         self.max_attempts.push(max_attempts);
         self.lane_owner.push(job.lane.owner());
         self.run_after.push(job.run_after);
-        self.unique_key.push(job.unique_key.clone());
+        self.unique_key.push(job.unique_key);
+        self.payload.push(job.payload.into_string());
         self.trace.push(trace);
     }
 }
