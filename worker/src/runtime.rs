@@ -193,7 +193,8 @@ impl Runtime {
         let mut consumers: Vec<Consumer> = Vec::with_capacity(queues.len());
         for registered in &queues {
             let queue = Queue::new(redis.clone(), registered.name());
-            match connect_consumer(&queue, &id, signal_seen.clone()).await {
+            let ttl = config.queues.heartbeat_timeout;
+            match connect_consumer(&queue, &id, ttl, signal_seen.clone()).await {
                 Some(consumer) => consumers.push(consumer),
                 None => {
                     tracing::info!("stopped while waiting for Redis");
@@ -388,9 +389,13 @@ fn spawn_upkeep(
 }
 
 /// A consumer, retrying while Redis is unreachable; `None` if asked to stop first.
+/// A consumer of `queue`, registered (its first heartbeat) before it is returned: a
+/// consumer takes ids only after the reaper can see it, so a process that dies holding
+/// ids never leaves them in an in-flight list nobody reaps.
 async fn connect_consumer(
     queue: &Queue,
     worker: &str,
+    ttl: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Consumer> {
     let mut attempt = 0u32;
@@ -398,7 +403,11 @@ async fn connect_consumer(
         if *stop.borrow() {
             return None;
         }
-        match queue.consumer(worker, FETCH_BLOCK).await {
+        let connected = match queue.consumer(worker, FETCH_BLOCK).await {
+            Ok(consumer) => consumer.in_flight().heartbeat(ttl).await.map(|()| consumer),
+            Err(err) => Err(err),
+        };
+        match connected {
             Ok(consumer) => return Some(consumer),
             Err(err) => {
                 attempt += 1;
