@@ -520,3 +520,61 @@ async fn execute<H: Handler>(
     executor.run(job).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn redis() -> Redis {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-{}", Uuid::new_v4().simple());
+        Redis::connect_lazy_to(&url, &prefix).expect("redis url")
+    }
+
+    /// A consumer is known to the reaper from the moment `connect_consumer` returns it,
+    /// before any upkeep round runs: a worker killed right after its first fetch leaves
+    /// ids another worker's reaper finds and puts back (the CI failures of
+    /// `pipeline::a_killed_worker_s_job_is_finished_by_another` came from a consumer
+    /// registered only by the first heartbeat round, after the producers started).
+    #[tokio::test]
+    async fn a_connected_consumer_is_reaped_if_it_dies_before_any_upkeep() {
+        let redis = redis();
+        let queue = Queue::new(redis.clone(), QueueName::Canary);
+        let (_stop_tx, stop) = watch::channel(false);
+        let ttl = Duration::from_millis(300);
+        let mut consumer = connect_consumer(&queue, "doomed", ttl, stop)
+            .await
+            .expect("connected");
+        queue.push(&["job-1"]).await.expect("push");
+        let fetched = consumer.fetch(1).await.expect("fetch");
+        assert_eq!(fetched, vec!["job-1".to_owned()]);
+        // The worker dies here: no release, no further heartbeat.
+        drop(consumer);
+
+        // Another worker's reaper, on its own handle, once the liveness key expired.
+        let reaper = Queue::new(redis.clone(), QueueName::Canary);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut reaped = 0;
+        while reaped == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the dead consumer's id was never reaped: it was not registered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reaped = reaper.reap().await.expect("reap");
+        }
+        assert_eq!(reaped, 1);
+        let mut other = reaper
+            .consumer("survivor", Duration::from_millis(100))
+            .await
+            .expect("consumer");
+        assert_eq!(
+            other.fetch(1).await.expect("fetch"),
+            vec!["job-1".to_owned()]
+        );
+    }
+}
