@@ -29,14 +29,32 @@ NAMES = [
     "campaign_100k_delivered",
     "campaign_100k_vs_bare_smtp",
     "campaign_personalised_10k",
+    "flat_10m_drain",
+    "flat_10m_claim",
+    "flat_10m_admin_queues",
+    "flat_10m_sampler",
+    "flat_10m_requests_page",
+    "flat_10m_dispatcher_sweep",
+    "held_snapshot_drain",
+    "held_snapshot_recovery",
     "peak_rss_api",
     "peak_rss_worker",
 ]
+# flat_10m_*: the loaded table against the empty one (value loaded, baseline empty).
+FLAT = {
+    "flat_10m_drain": ("jobs/s", lambda p: p.get("jobs_per_sec"), "ratio >= 0.67"),
+    "flat_10m_claim": ("ms", lambda p: p.get("statements", {}).get("claim", {}).get("mean_ms"), "ratio <= 1.5"),
+    "flat_10m_admin_queues": ("ms", lambda p: p.get("admin_queues", {}).get("p50_ms"), "ratio <= 1.5"),
+    "flat_10m_sampler": ("ms", lambda p: p.get("statements", {}).get("sampler", {}).get("mean_ms"), "ratio <= 1.5"),
+    "flat_10m_requests_page": ("ms", lambda p: p.get("requests_page", {}).get("p50_ms"), "ratio <= 1.5"),
+    "flat_10m_dispatcher_sweep": ("ms", lambda p: p.get("statements", {}).get("dispatcher_sweep", {}).get("mean_ms"),
+                                  "ratio <= 1.5"),
+}
 # Scenarios that must carry a baseline (the others have none by design).
 WITH_BASELINE = {"worker_throughput_1w", "worker_throughput_2w", "api_ingest_c32", "api_ingest_c128",
                  "campaign_personalised_10k", "campaign_100k_vs_bare_smtp",
                  "tracing_ingest_sampled_0", "tracing_ingest_sampled_1",
-                 "tracing_drain_sampled_0", "tracing_drain_sampled_1"}
+                 "tracing_drain_sampled_0", "tracing_drain_sampled_1", "held_snapshot_drain"} | set(FLAT)
 
 
 def load(results, name):
@@ -188,6 +206,31 @@ def assemble(results, mode):
         per.get("plain_per_sec"), build=build, recipients=per.get("recipients"),
         workers=per.get("workers"), rounds=per.get("rounds")))
 
+    # 6. Costs as the tables grow: the same probes with FLAT_ROWS finished jobs loaded
+    # (value) and on the empty database (baseline), same run.
+    empty, loaded = load(results, "flat_empty") or {}, load(results, "flat_loaded") or {}
+    rows = (load(results, "flat_meta") or {}).get("rows")
+    for name, (unit, figure, target) in FLAT.items():
+        scenarios.append(scenario(
+            name, figure(loaded), unit,
+            "the same probe on the empty database before the load, same run", figure(empty),
+            build=build, rows=rows, target=target,
+            calls={"empty": (empty.get("statements", {}).get(name[9:], {}) or {}).get("calls"),
+                   "loaded": (loaded.get("statements", {}).get(name[9:], {}) or {}).get("calls")}))
+
+    # 7. A snapshot held by a reporting transaction during a drain.
+    snap = load(results, "snapshot") or {}
+    scenarios.append(scenario(
+        "held_snapshot_drain", snap.get("held_tail_per_sec"), "jobs/s",
+        "the same drain before the snapshot was taken (median window), same run",
+        snap.get("control_per_sec"), build=build, hold_s=snap.get("hold_s"), window_s=snap.get("window_s"),
+        held_windows=snap.get("held_windows"), min_backlog=snap.get("min_backlog"),
+        jobs_bytes_before=snap.get("jobs_bytes_before"), jobs_bytes_after=snap.get("jobs_bytes_after"),
+        target="ratio >= 0.70"))
+    scenarios.append(scenario(
+        "held_snapshot_recovery", snap.get("recovered_after_s"), "s", build=build,
+        after_windows=snap.get("after_windows"), window_s=snap.get("window_s"), target="<= 60 s"))
+
     # 5. Peak RSS: the max over scenarios, and each scenario's max.
     per = {"api": {}, "worker": {}}
     try:
@@ -228,7 +271,9 @@ def problems(doc):
         for key in ("name", "value", "unit", "baseline", "baseline_value", "ratio"):
             if key not in s:
                 out.append("%s: no %s" % (n, key))
-        if not isnum(s.get("value")):
+        # A recovery that never came within the run is null, with the windows that show it.
+        never_recovered = n == "held_snapshot_recovery" and s.get("value") is None and s.get("after_windows")
+        if not isnum(s.get("value")) and not never_recovered:
             out.append("%s: value is not a number (the scenario did not run)" % n)
         if not isinstance(s.get("unit"), str) or not s.get("unit"):
             out.append("%s: unit is empty" % n)
@@ -277,6 +322,18 @@ def details(s):
     if n == "campaign_personalised_10k":
         return "%s recipients, %s workers, median of %s alternating rounds" % (
             s.get("recipients"), s.get("workers"), len(s.get("rounds") or []) // 2)
+    if n.startswith("flat_10m"):
+        calls = s.get("calls") or {}
+        return "%s finished jobs loaded%s" % (
+            s.get("rows"), "; statement calls empty/loaded %s/%s" % (calls.get("empty"), calls.get("loaded"))
+            if calls.get("loaded") is not None else "")
+    if n == "held_snapshot_drain":
+        return "last minute of a %s s REPEATABLE READ snapshot; windows %s; jobs table %s → %s MB" % (
+            s.get("hold_s"), " / ".join(fmt(w) for w in s.get("held_windows") or []),
+            fmt((s.get("jobs_bytes_before") or 0) / 1e6), fmt((s.get("jobs_bytes_after") or 0) / 1e6))
+    if n == "held_snapshot_recovery":
+        return "first %s-s window after the commit at ≥ 0.9× the control; windows %s" % (
+            fmt(s.get("window_s")), " / ".join(fmt(w) for w in s.get("after_windows") or []))
     if n.startswith("peak_rss"):
         return ", ".join("%s %s" % (k, fmt(v)) for k, v in (s.get("per_scenario") or {}).items())
     return ""
@@ -300,9 +357,14 @@ def met(s):
         "e2e_latency_p99": lambda: v <= 10,
         "campaign_100k_dispatch": lambda: v <= 5,
         "campaign_100k_vs_bare_smtp": lambda: r is not None and r >= 0.70,
+        "held_snapshot_drain": lambda: r is not None and r >= 0.70,
+        "held_snapshot_recovery": lambda: v <= 60,
+        "flat_10m_drain": lambda: r is not None and r >= 0.67,
         "peak_rss_api": lambda: v <= 100,
         "peak_rss_worker": lambda: v <= 100,
     }
+    if n in FLAT and n != "flat_10m_drain":
+        return r is not None and r <= 1.5
     return checks[n]() if n in checks else None
 
 
