@@ -54,8 +54,8 @@ fn scans(plan: &Value, out: &mut Vec<(String, String, String)>) {
     }
 }
 
-/// The plan of `statement` for 50 of the backlog's ids and `extra` more parameters
-/// (1: the stale-before time; 2: a worker and the stale-before time).
+/// The plan of `statement` for `ids` and `extra` more parameters (1: the stale-before
+/// time; 2: a worker and the stale-before time; 3: a worker).
 async fn plan_of(
     pool: &PgPool,
     statement: &str,
@@ -69,6 +69,7 @@ async fn plan_of(
     query = match extra {
         0 => query,
         1 => query.bind(stale_before),
+        3 => query.bind("worker-1"),
         _ => query.bind("worker-1").bind(stale_before),
     };
     let plan = query.fetch_one(pool).await.expect("explain");
@@ -87,12 +88,41 @@ async fn statements_given_ids_stay_on_the_primary_key_with_stale_statistics(pool
     .await
     .expect("ids");
     assert_eq!(ids.len(), 50);
-    for (name, statement, extra) in [
-        ("claim", jobs::CLAIM, 2),
-        ("not_yet_claimable", jobs::NOT_YET_CLAIMABLE, 1),
-        ("undispatch", jobs::UNDISPATCH, 0),
+    // And as many running since that ANALYZE (a busy worker's, or under a held snapshot
+    // every job that ran since): the outcome statements look 50 of them up.
+    for statement in [
+        "INSERT INTO requests (id, owner_id, kind, status, total) \
+         SELECT md5('started' || i)::uuid, '00000000-0000-0000-0000-000000000001', 'canary', \
+                'running', 1 \
+         FROM generate_series(1, 20000) i",
+        "INSERT INTO jobs (id, request_id, queue, payload, max_attempts, status, dispatched_at, \
+                          claimed_by, heartbeat_at, started_at, attempt) \
+         SELECT md5('running' || i)::uuid, md5('started' || i)::uuid, 'canary', '{}', 3, \
+                'running', now(), 'worker-1', now(), now(), 1 \
+         FROM generate_series(1, 20000) i",
     ] {
-        let found = plan_of(&pool, statement, &ids, extra).await;
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+    }
+    let running: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE status = 'running' ORDER BY md5(id::text) LIMIT 50",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("running ids");
+    assert_eq!(running.len(), 50);
+    for (name, statement, extra, ids) in [
+        ("claim", jobs::CLAIM, 2, &ids),
+        ("not_yet_claimable", jobs::NOT_YET_CLAIMABLE, 1, &ids),
+        ("undispatch", jobs::UNDISPATCH, 0, &ids),
+        ("heartbeat", jobs::HEARTBEAT, 3, &running),
+        ("hand_back", jobs::HAND_BACK, 3, &running),
+        ("succeed", jobs::SUCCEED, 0, &running),
+        ("suppress", jobs::SUPPRESS, 0, &running),
+    ] {
+        let found = plan_of(&pool, statement, ids, extra).await;
         for (node, relation, index) in &found {
             assert!(
                 !node.starts_with("Seq Scan") || relation.is_empty(),
