@@ -36,11 +36,16 @@ async fn grown_with_stale_statistics(pool: &PgPool) {
                 'queued', now() \
          FROM generate_series(1, 20000) i",
     ] {
-        sqlx::query(statement)
-            .execute(pool)
-            .await
-            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+        run(pool, statement).await;
     }
+}
+
+/// Runs one setup statement (a constant of this file), failing the test with it.
+async fn run(pool: &PgPool, statement: &'static str) {
+    sqlx::query(statement)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
 /// Every scan of `plan` as (node type, relation, index).
@@ -101,10 +106,7 @@ async fn statements_given_ids_stay_on_the_primary_key_with_stale_statistics(pool
                 'running', now(), 'worker-1', now(), now(), 1 \
          FROM generate_series(1, 20000) i",
     ] {
-        sqlx::query(statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+        run(&pool, statement).await;
     }
     let running: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM jobs WHERE status = 'running' ORDER BY md5(id::text) LIMIT 50",
@@ -154,10 +156,7 @@ async fn queue_counts_read_dead_jobs_from_their_index_alone(pool: PgPool) {
          WHERE status = 'dead' AND ('x' || substr(md5(id::text), 5, 4))::bit(16)::int % 4 = 0",
         "VACUUM (ANALYZE) jobs",
     ] {
-        sqlx::query(statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+        run(&pool, statement).await;
     }
     let (dead, discarded): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE discarded_at IS NULL), \

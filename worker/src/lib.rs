@@ -21,3 +21,16 @@ pub mod scanner;
 pub mod scheduler;
 pub mod signals;
 pub mod smtp;
+
+/// Helpers of the crate's own unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use shared::redis::Redis;
+
+    /// A Redis client (`REDIS_URL`, else the local server) under a prefix of its own.
+    pub(crate) fn redis() -> Redis {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        Redis::connect_lazy_to(&url, &prefix).expect("redis url")
+    }
+}

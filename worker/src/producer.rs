@@ -341,12 +341,7 @@ mod tests {
     use shared::queue::{Queue, QueueName};
 
     use super::*;
-
-    fn redis() -> Redis {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let prefix = format!("test-{}", Uuid::new_v4().simple());
-        Redis::connect_lazy_to(&url, &prefix).expect("redis url")
-    }
+    use crate::test_support::redis;
 
     /// The ready list in the order consumers will take it.
     async fn next_in_line(redis: &Redis, queue: &Queue) -> Vec<String> {

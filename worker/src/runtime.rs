@@ -525,15 +525,8 @@ async fn execute<H: Handler>(
 mod tests {
     use std::time::Instant;
 
-    use uuid::Uuid;
-
     use super::*;
-
-    fn redis() -> Redis {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let prefix = format!("test-{}", Uuid::new_v4().simple());
-        Redis::connect_lazy_to(&url, &prefix).expect("redis url")
-    }
+    use crate::test_support::redis;
 
     /// A consumer is known to the reaper from the moment `connect_consumer` returns it,
     /// before any upkeep round runs: a worker killed right after its first fetch leaves
